@@ -1,0 +1,178 @@
+// elementwise.hpp — unary math (exp, log, gelu ...) and the four binary ops with NumPy
+// broadcasting, each with its backward right below it, plus the C++ operators.
+//
+// The per-element math is the MOEKD_HD functors of kernels/elementwise.cuh, the same code the
+// CUDA kernels run. Fast paths: contiguous same-shape operands, and a scalar operand; anything
+// else walks the broadcast strides with detail::strided_loop (the reference path).
+#pragma once
+
+#include "../autograd/node.hpp"
+#include "../kernels/elementwise.cuh"
+#include "reduce_to.hpp"
+
+namespace moekd {
+namespace detail {
+
+template <class T>
+void require_cpu(const Tensor<T>& x, const char* op) {
+    MOEKD_CHECK(x.device() == Device::CPU, op, ": tensor of shape ", x.shape(), " is on ", x.device(),
+                "; this op runs on the CPU (copy with to_cpu())");
+}
+
+template <class T>
+void require_same_device(const Tensor<T>& a, const Tensor<T>& b, const char* op) {
+    MOEKD_CHECK(a.device() == b.device(), op, ": operands on different devices (", a.shape(), " on ",
+                a.device(), ", ", b.shape(), " on ", b.device(), ")");
+}
+
+/// y = F::fwd(x) elementwise; x contiguous.
+template <class F, class T>
+Tensor<T> unary_map(const Tensor<T>& x) {
+    Tensor<T> y = Tensor<T>::empty(x.shape());
+    const T* px = x.data();
+    T* py = y.data();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) py[i] = F::fwd(px[i]);
+    return y;
+}
+
+/// Strides of `x` viewed as `out_shape` under broadcasting (0 where x is broadcast).
+template <class T>
+Shape broadcast_strides(const Tensor<T>& x, const Shape& out_shape) {
+    Shape st(out_shape.rank(), 0);
+    const int64_t lead = out_shape.rank() - x.dim();
+    for (int64_t i = 0; i < x.dim(); ++i)
+        st[lead + i] = x.shape()[i] == 1 ? 0 : x.strides()[i];
+    return st;
+}
+
+/// c = f(a, b) with broadcasting; returns a fresh contiguous tensor.
+template <class T, class F>
+Tensor<T> binary_map(const Tensor<T>& a, const Tensor<T>& b, F f, const char* op) {
+    require_cpu(a, op);
+    require_same_device(a, b, op);
+    const Shape out_shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape(), op);
+    Tensor<T> c = Tensor<T>::empty(out_shape);
+    T* pc = c.data();
+    const int64_t n = c.numel();
+    if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
+        const T *pa = a.data(), *pb = b.data();
+        for (int64_t i = 0; i < n; ++i) pc[i] = f(pa[i], pb[i]);
+    } else if (b.numel() == 1 && a.shape() == out_shape && a.is_contiguous()) {
+        const T *pa = a.data(), sb = b.data()[0];
+        for (int64_t i = 0; i < n; ++i) pc[i] = f(pa[i], sb);
+    } else if (a.numel() == 1 && b.shape() == out_shape && b.is_contiguous()) {
+        const T *pb = b.data(), sa = a.data()[0];
+        for (int64_t i = 0; i < n; ++i) pc[i] = f(sa, pb[i]);
+    } else {
+        const Shape sa = broadcast_strides(a, out_shape), sb = broadcast_strides(b, out_shape);
+        const Shape& sc = c.strides();
+        const T* ba = a.impl()->storage->data();
+        const T* bb = b.impl()->storage->data();
+        strided_loop<3>(out_shape, {&sa, &sb, &sc}, {a.offset(), b.offset(), int64_t(0)},
+                        [&](auto o) { pc[o[2]] = f(ba[o[0]], bb[o[1]]); });
+    }
+    return c;
+}
+
+template <class F, class T>
+Tensor<T> unary_op(const Tensor<T>& x, const char* name) {
+    require_cpu(x, name);
+    Tensor<T> xc = contiguous_data(x);
+    Tensor<T> y = unary_map<F>(xc);
+    return record<T>(y, name, {x}, [xc, yd = y.detach()](const Tensor<T>& g) {
+        Tensor<T> gc = contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::empty(xc.shape());
+        const T *px = xc.data(), *py = yd.data(), *pg = gc.data();
+        T* pgx = gx.data();
+        for (int64_t i = 0, n = gx.numel(); i < n; ++i) pgx[i] = F::bwd(px[i], py[i], pg[i]);
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
+}  // namespace detail
+
+// ---- unary ops --------------------------------------------------------------------------------
+template <class T> Tensor<T> neg(const Tensor<T>& x) { return detail::unary_op<kern::Neg>(x, "neg"); }
+template <class T> Tensor<T> exp(const Tensor<T>& x) { return detail::unary_op<kern::Exp>(x, "exp"); }
+template <class T> Tensor<T> log(const Tensor<T>& x) { return detail::unary_op<kern::Log>(x, "log"); }
+template <class T> Tensor<T> sqrt(const Tensor<T>& x) { return detail::unary_op<kern::Sqrt>(x, "sqrt"); }
+template <class T> Tensor<T> rsqrt(const Tensor<T>& x) { return detail::unary_op<kern::Rsqrt>(x, "rsqrt"); }
+template <class T> Tensor<T> abs(const Tensor<T>& x) { return detail::unary_op<kern::Abs>(x, "abs"); }
+template <class T> Tensor<T> tanh(const Tensor<T>& x) { return detail::unary_op<kern::Tanh>(x, "tanh"); }
+template <class T> Tensor<T> sigmoid(const Tensor<T>& x) { return detail::unary_op<kern::Sigmoid>(x, "sigmoid"); }
+template <class T> Tensor<T> relu(const Tensor<T>& x) { return detail::unary_op<kern::Relu>(x, "relu"); }
+template <class T> Tensor<T> gelu(const Tensor<T>& x) { return detail::unary_op<kern::Gelu>(x, "gelu"); }
+
+/// x ** p for a scalar exponent. The gradient at x = 0 follows PyTorch (0 for p >= 1).
+template <class T>
+Tensor<T> pow(const Tensor<T>& x, T p) {
+    detail::require_cpu(x, "pow");
+    Tensor<T> xc = detail::contiguous_data(x);
+    Tensor<T> y = Tensor<T>::empty(x.shape());
+    for (int64_t i = 0, n = y.numel(); i < n; ++i) y.data()[i] = kern::Pow::fwd(xc.data()[i], p);
+    return record<T>(y, "pow", {x}, [xc, p](const Tensor<T>& g) {
+        Tensor<T> gc = detail::contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::empty(xc.shape());
+        for (int64_t i = 0, n = gx.numel(); i < n; ++i) gx.data()[i] = kern::Pow::bwd(xc.data()[i], p, gc.data()[i]);
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
+// ---- binary ops with broadcasting --------------------------------------------------------------
+template <class T>
+Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Add::fwd(x, y); }, "add");
+    const Shape sa = a.shape(), sb = b.shape();
+    return record<T>(c, "add", {a, b}, [a, b, sa, sb](const Tensor<T>& g) {
+        return std::vector<Tensor<T>>{needs_grad(a) ? sum_to(g, sa) : Tensor<T>(),
+                                      needs_grad(b) ? sum_to(g, sb) : Tensor<T>()};
+    });
+}
+
+template <class T>
+Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Sub::fwd(x, y); }, "sub");
+    return record<T>(c, "sub", {a, b}, [a, b](const Tensor<T>& g) {
+        return std::vector<Tensor<T>>{needs_grad(a) ? sum_to(g, a.shape()) : Tensor<T>(),
+                                      needs_grad(b) ? sum_to(neg(g), b.shape()) : Tensor<T>()};
+    });
+}
+
+template <class T>
+Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Mul::fwd(x, y); }, "mul");
+    // saved without history: the closure must not keep a's graph alive twice
+    return record<T>(c, "mul", {a, b}, [a, b, ad = a.detach(), bd = b.detach()](const Tensor<T>& g) {
+        return std::vector<Tensor<T>>{needs_grad(a) ? sum_to(mul(g, bd), a.shape()) : Tensor<T>(),
+                                      needs_grad(b) ? sum_to(mul(g, ad), b.shape()) : Tensor<T>()};
+    });
+}
+
+template <class T>
+Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Div::fwd(x, y); }, "div");
+    return record<T>(c, "div", {a, b}, [a, b, bd = b.detach(), cd = c.detach()](const Tensor<T>& g) {
+        // d(a/b)/db = -a/b^2 = -c/b
+        return std::vector<Tensor<T>>{
+            needs_grad(a) ? sum_to(div(g, bd), a.shape()) : Tensor<T>(),
+            needs_grad(b) ? sum_to(neg(div(mul(g, cd), bd)), b.shape()) : Tensor<T>()};
+    });
+}
+
+// ---- operators ----------------------------------------------------------------------------------
+template <class T> Tensor<T> operator+(const Tensor<T>& a, const Tensor<T>& b) { return add(a, b); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a, const Tensor<T>& b) { return sub(a, b); }
+template <class T> Tensor<T> operator*(const Tensor<T>& a, const Tensor<T>& b) { return mul(a, b); }
+template <class T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) { return div(a, b); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a) { return neg(a); }
+// A scalar operand becomes a 0-dim tensor without history (the scalar fast path handles it).
+template <class T> Tensor<T> operator+(const Tensor<T>& a, std::type_identity_t<T> s) { return add(a, Tensor<T>::scalar(s)); }
+template <class T> Tensor<T> operator+(std::type_identity_t<T> s, const Tensor<T>& a) { return add(Tensor<T>::scalar(s), a); }
+template <class T> Tensor<T> operator-(const Tensor<T>& a, std::type_identity_t<T> s) { return sub(a, Tensor<T>::scalar(s)); }
+template <class T> Tensor<T> operator-(std::type_identity_t<T> s, const Tensor<T>& a) { return sub(Tensor<T>::scalar(s), a); }
+template <class T> Tensor<T> operator*(const Tensor<T>& a, std::type_identity_t<T> s) { return mul(a, Tensor<T>::scalar(s)); }
+template <class T> Tensor<T> operator*(std::type_identity_t<T> s, const Tensor<T>& a) { return mul(Tensor<T>::scalar(s), a); }
+template <class T> Tensor<T> operator/(const Tensor<T>& a, std::type_identity_t<T> s) { return div(a, Tensor<T>::scalar(s)); }
+template <class T> Tensor<T> operator/(std::type_identity_t<T> s, const Tensor<T>& a) { return div(Tensor<T>::scalar(s), a); }
+
+}  // namespace moekd

@@ -1,0 +1,55 @@
+// op_registry.hpp — every differentiable op, described as data: input shapes, how inputs are
+// drawn, the function under test, and the finite-difference epsilon and tolerances.
+// tests/gradcheck_test.cpp runs each case through moekd::testing::gradcheck in double.
+//
+// Add an op's cases in the file of its family (tests/op_cases_<family>.cpp), like this:
+//
+//   static RegisterOps reg({
+//       // name "<op>/<what it covers>"; the part before '/' must match the op's name
+//       {"add/broadcast_row", {{4, 3}, {3}}, [](const In& x) { return add(x[0], x[1]); }},
+//       // inputs kept positive for log, and a looser tolerance:
+//       {"log/basic", {{5}}, [](const In& x) { return log(x[0]); }, Init::Positive, 1e-6, 1e-5},
+//   });
+//
+// tests/gradcheck_test.cpp also checks that every op named in kRequiredOps has a case.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <moekd/testing/gradcheck.hpp>
+
+namespace moekd::test {
+
+using In = std::vector<Tensor<double>>;
+
+enum class Init {
+    Normal,        // standard normal
+    Positive,      // uniform in [0.5, 2) (log, sqrt, rsqrt, pow, division)
+    AwayFromZero,  // |x| in [0.2, 2) with random sign (abs, relu: keep off the kink)
+    Distinct,      // a shuffled ladder of well-separated values (max, min: no near ties)
+};
+
+struct OpCase {
+    std::string name;
+    std::vector<Shape> shapes;
+    std::function<Tensor<double>(const In&)> fn;
+    Init init = Init::Normal;
+    double atol = 1e-6;
+    double rtol = 1e-5;
+    double eps = 1e-6;
+};
+
+inline std::vector<OpCase>& op_registry() {
+    static std::vector<OpCase> cases;
+    return cases;
+}
+
+struct RegisterOps {
+    explicit RegisterOps(std::vector<OpCase> cases) {
+        for (auto& c : cases) op_registry().push_back(std::move(c));
+    }
+};
+
+}  // namespace moekd::test
