@@ -192,7 +192,7 @@ public:
     Tensor reshape(const Shape& shape) const;
     Tensor flatten(int64_t start_dim = 0, int64_t end_dim = -1) const;
     Tensor transpose(int64_t d0, int64_t d1) const;
-    Tensor t() const { return transpose(0, 1); }
+    Tensor t() const { return dim() < 2 ? *this : transpose(0, 1); }  // 0-D and 1-D: itself, as torch
     Tensor permute(const Shape& dims) const;
     Tensor narrow(int64_t dim, int64_t start, int64_t length) const;
     Tensor slice(int64_t dim, int64_t start, int64_t end) const;

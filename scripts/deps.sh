@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# deps.sh — installs the Debian packages moekd builds and tests with (only the missing ones).
+# Needs root (apt-get); everything comes from Debian's registry, nothing else is downloaded.
+set -euo pipefail
+
+PKGS=(
+  cmake ninja-build g++ pkg-config
+  libeigen3-dev libopenblas-dev libopenblas0-pthread   # CPU math, GEMM through OpenBLAS
+  catch2 libcli11-dev zlib1g-dev                       # tests, command lines, gzip'd data
+  dataset-fashion-mnist                                # real data for the default job
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps.sh: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

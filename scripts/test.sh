@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# test.sh — the README's test command: install what is missing, configure, build, run every test.
+#   scripts/test.sh              Release build in build/, all tests
+#   MOEKD_SANITIZE=ON scripts/test.sh   AddressSanitizer + UBSan build in build-asan/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+
+SAN="${MOEKD_SANITIZE:-OFF}"
+if [ "$SAN" = "ON" ]; then
+  BUILD=build-asan
+  EXTRA=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMOEKD_SANITIZE=ON -DMOEKD_CUDA=OFF -DMOEKD_BUILD_BENCH=OFF)
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+else
+  BUILD=build
+  EXTRA=(-DCMAKE_BUILD_TYPE=Release)
+fi
+JOBS="${MOEKD_JOBS:-$(nproc)}"
+
+cmake -S . -B "$BUILD" -G Ninja "${EXTRA[@]}" -DMOEKD_TESTS_ONLY= -DMOEKD_OP_CASES_ONLY=
+cmake --build "$BUILD" -j "$JOBS"
+ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS"
