@@ -1,0 +1,223 @@
+// softmax.cuh — per-row math of softmax, log_softmax and the fused cross-entropy, shared by CPU
+// and GPU.
+//
+// Part 1 (always compiled): MOEKD_HD row functions. ops/softmax.hpp and ops/loss.hpp call them
+// in CPU loops, one call per row. A "row" is n elements at row[0], row[stride], ...,
+// row[(n-1) * stride]: for a contiguous tensor of shape (outer, n, inner) reduced over the middle
+// dim, the row of (o, i) starts at o * n * inner + i with stride inner, so no dim needs to be
+// moved last (stride 1 is the usual last-dim case).
+// Part 2 (nvcc only): simple one-thread-per-row __global__ kernels calling the same functions, and
+// host launchers. Adjacent threads take adjacent i, so strided rows are read coalesced.
+//
+// Every row function is numerically stable: it subtracts the row max before exponentiating, so
+// logits of +1000 give exact probabilities, not inf/NaN. A row that is all -inf gives NaN, as
+// in PyTorch. Callers guarantee n >= 1.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.cuh"
+
+namespace moekd::kern {
+
+/// max over the row; NaN propagates (once m is NaN it stays NaN).
+template <class T>
+MOEKD_HD T row_max(const T* x, int64_t n, int64_t stride = 1) {
+    T m = x[0];
+    for (int64_t i = 1; i < n; ++i) {
+        const T v = x[i * stride];
+        if (v > m || v != v) m = v;
+    }
+    return m;
+}
+
+/// sum_i exp(x_i - m).
+template <class T>
+MOEKD_HD T row_sum_exp(const T* x, int64_t n, T m, int64_t stride = 1) {
+    T s = T(0);
+    for (int64_t i = 0; i < n; ++i) s += std::exp(x[i * stride] - m);
+    return s;
+}
+
+/// log(sum_i exp(x_i)), stable.
+template <class T>
+MOEKD_HD T row_logsumexp(const T* x, int64_t n, int64_t stride = 1) {
+    const T m = row_max(x, n, stride);
+    return m + std::log(row_sum_exp(x, n, m, stride));
+}
+
+// ---- softmax ---------------------------------------------------------------------------------
+/// y = exp(x - max) / sum(exp(x - max)). y may alias x.
+template <class T>
+MOEKD_HD void softmax_row(const T* x, T* y, int64_t n, int64_t stride = 1) {
+    const T m = row_max(x, n, stride);
+    T s = T(0);
+    for (int64_t i = 0; i < n; ++i) {
+        const T e = std::exp(x[i * stride] - m);
+        y[i * stride] = e;
+        s += e;
+    }
+    const T inv = T(1) / s;
+    for (int64_t i = 0; i < n; ++i) y[i * stride] *= inv;
+}
+
+/// g_x = y * (g - sum(g * y)), with y = softmax(x).
+template <class T>
+MOEKD_HD void softmax_backward_row(const T* y, const T* g, T* gx, int64_t n, int64_t stride = 1) {
+    T dot = T(0);
+    for (int64_t i = 0; i < n; ++i) dot += g[i * stride] * y[i * stride];
+    for (int64_t i = 0; i < n; ++i) gx[i * stride] = y[i * stride] * (g[i * stride] - dot);
+}
+
+// ---- log_softmax -----------------------------------------------------------------------------
+/// y = (x - max) - log(sum(exp(x - max))). y may alias x.
+template <class T>
+MOEKD_HD void log_softmax_row(const T* x, T* y, int64_t n, int64_t stride = 1) {
+    const T m = row_max(x, n, stride);
+    const T ls = std::log(row_sum_exp(x, n, m, stride));
+    for (int64_t i = 0; i < n; ++i) y[i * stride] = (x[i * stride] - m) - ls;
+}
+
+/// g_x = g - softmax(x) * sum(g), with y = log_softmax(x) so softmax(x) = exp(y).
+template <class T>
+MOEKD_HD void log_softmax_backward_row(const T* y, const T* g, T* gx, int64_t n, int64_t stride = 1) {
+    T sg = T(0);
+    for (int64_t i = 0; i < n; ++i) sg += g[i * stride];
+    for (int64_t i = 0; i < n; ++i) gx[i * stride] = g[i * stride] - std::exp(y[i * stride]) * sg;
+}
+
+// ---- cross-entropy (fused log_softmax + nll + label smoothing) --------------------------------
+/// Loss of one row of n class logits with class `target` in [0, n) and label smoothing e:
+///   (1 - e) * (lse - x[target]) + e * (lse - mean(x))        lse = logsumexp(x) = m + ls
+/// which is torch's (1 - e) * nll + e * mean over classes of -log p. Writes the row max m and
+/// ls = log(sum(exp(x - m))) for the backward; keeping them apart (rather than lse = m + ls)
+/// keeps float precision when |m| is large. Every term is formed from x - m. The smoothing term
+/// is skipped when e == 0, so -inf logits (masked classes) stay harmless without smoothing.
+template <class T>
+MOEKD_HD T cross_entropy_row(const T* x, int64_t n, int64_t target, T smoothing, T* max_out, T* logsum_out) {
+    const T m = row_max(x, n);
+    const T ls = std::log(row_sum_exp(x, n, m));
+    *max_out = m;
+    *logsum_out = ls;
+    T loss = (T(1) - smoothing) * ((m - x[target]) + ls);
+    if (smoothing != T(0)) {
+        T s = T(0);
+        for (int64_t i = 0; i < n; ++i) s += x[i] - m;
+        loss += smoothing * (ls - s / T(n));
+    }
+    return loss;
+}
+
+/// gx[c] = scale * (softmax(x)[c] - (1 - e) * [c == target] - e / n): the gradient of
+/// cross_entropy_row times `scale` (the upstream gradient, divided by the count for a mean).
+/// m and ls are what cross_entropy_row wrote.
+template <class T>
+MOEKD_HD void cross_entropy_backward_row(const T* x, int64_t n, int64_t target, T smoothing, T m, T ls, T scale,
+                                         T* gx) {
+    const T off = smoothing / T(n);
+    for (int64_t i = 0; i < n; ++i) gx[i] = scale * (std::exp((x[i] - m) - ls) - off);
+    gx[target] -= scale * (T(1) - smoothing);
+}
+
+}  // namespace moekd::kern
+
+#if defined(__CUDACC__)
+namespace moekd::kern::cuda {
+
+inline unsigned softmax_grid(int64_t rows, unsigned block) {
+    const int64_t g = (rows + block - 1) / block;
+    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+}
+
+/// x, y: contiguous (outer, n, inner); one thread per (o, i) row, reduced over n.
+template <class T>
+__global__ void softmax_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t n,
+                                   int64_t inner, bool log) {
+    const int64_t rows = outer * inner;
+    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t base = (r / inner) * n * inner + r % inner;
+        if (log)
+            log_softmax_row(x + base, y + base, n, inner);
+        else
+            softmax_row(x + base, y + base, n, inner);
+    }
+}
+
+/// y: the forward output (softmax or log_softmax), g: its gradient; all (outer, n, inner).
+template <class T>
+__global__ void softmax_bwd_kernel(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ gx,
+                                   int64_t outer, int64_t n, int64_t inner, bool log) {
+    const int64_t rows = outer * inner;
+    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t base = (r / inner) * n * inner + r % inner;
+        if (log)
+            log_softmax_backward_row(y + base, g + base, gx + base, n, inner);
+        else
+            softmax_backward_row(y + base, g + base, gx + base, n, inner);
+    }
+}
+
+/// logits: (N, C) contiguous; targets: (N); loss, rmax, lsum: (N). Ignored rows get loss 0.
+template <class T>
+__global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
+                                         T* __restrict__ loss, T* __restrict__ rmax, T* __restrict__ lsum, int64_t N,
+                                         int64_t C, int64_t ignore_index, T smoothing) {
+    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < N; r += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t t = targets[r];
+        if (t == ignore_index || t < 0 || t >= C) {  // the host validates targets before launching
+            loss[r] = T(0);
+            rmax[r] = T(0);
+            lsum[r] = T(0);
+            continue;
+        }
+        loss[r] = cross_entropy_row(logits + r * C, C, t, smoothing, rmax + r, lsum + r);
+    }
+}
+
+/// scale: (N) per-row upstream gradient (already divided by the count for a mean).
+template <class T>
+__global__ void cross_entropy_bwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
+                                         const T* __restrict__ rmax, const T* __restrict__ lsum,
+                                         const T* __restrict__ scale, T* __restrict__ gx,
+                                         int64_t N, int64_t C, int64_t ignore_index, T smoothing) {
+    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < N; r += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t t = targets[r];
+        if (t == ignore_index || t < 0 || t >= C) {
+            for (int64_t c = 0; c < C; ++c) gx[r * C + c] = T(0);
+            continue;
+        }
+        cross_entropy_backward_row(logits + r * C, C, t, smoothing, rmax[r], lsum[r], scale[r], gx + r * C);
+    }
+}
+
+template <class T>
+cudaError_t launch_softmax_fwd(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log,
+                               cudaStream_t s = 0) {
+    softmax_fwd_kernel<T><<<softmax_grid(outer * inner, 128), 128, 0, s>>>(x, y, outer, n, inner, log);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_softmax_bwd(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner, bool log,
+                               cudaStream_t s = 0) {
+    softmax_bwd_kernel<T><<<softmax_grid(outer * inner, 128), 128, 0, s>>>(y, g, gx, outer, n, inner, log);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_cross_entropy_fwd(const T* logits, const int64_t* targets, T* loss, T* rmax, T* lsum, int64_t N,
+                                     int64_t C, int64_t ignore_index, T smoothing, cudaStream_t s = 0) {
+    cross_entropy_fwd_kernel<T><<<softmax_grid(N, 128), 128, 0, s>>>(logits, targets, loss, rmax, lsum, N, C,
+                                                                     ignore_index, smoothing);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_cross_entropy_bwd(const T* logits, const int64_t* targets, const T* rmax, const T* lsum,
+                                     const T* scale, T* gx, int64_t N, int64_t C, int64_t ignore_index, T smoothing,
+                                     cudaStream_t s = 0) {
+    cross_entropy_bwd_kernel<T><<<softmax_grid(N, 128), 128, 0, s>>>(logits, targets, rmax, lsum, scale, gx, N, C,
+                                                                     ignore_index, smoothing);
+    return cudaGetLastError();
+}
+
+}  // namespace moekd::kern::cuda
+#endif

@@ -1,0 +1,292 @@
+// index.hpp — ops that read or write tensors through integer index tensors: embedding,
+// index_select, gather, scatter_add (all differentiable), and argmax / topk that produce the
+// indices MoE routing dispatches on.
+//
+// Reference-grade CPU code. Every index value is range-checked before any memory is touched, and
+// the error names the op, the bad value, its position in the index tensor and the shapes. Index
+// tensors are copied when a backward closure keeps them, so changing one after the forward can
+// never make the backward read out of bounds. Scatters accumulate in index order (deterministic).
+#pragma once
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "../kernels/common.cuh"
+#include "elementwise.hpp"
+#include "view.hpp"
+
+namespace moekd {
+namespace detail {
+
+/// True when `a` (at position ia) ranks before `b` (at ib) in a descending top-k: NaN first (as
+/// torch, NaN counts as the largest), then larger values, then the lower position on ties.
+template <class T>
+MOEKD_HD inline bool topk_before(T a, int64_t ia, T b, int64_t ib) {
+    const bool na = a != a, nb = b != b;
+    if (na != nb) return na;
+    if (!na && a != b) return a > b;
+    return ia < ib;
+}
+
+/// Row-major multi-index of flat position `flat` in `shape` (for error messages).
+inline Shape unravel_index(int64_t flat, const Shape& shape) {
+    Shape pos(shape.rank());
+    for (int64_t d = shape.rank() - 1; d >= 0; --d) {
+        pos[d] = shape[d] > 0 ? flat % shape[d] : 0;
+        flat = shape[d] > 0 ? flat / shape[d] : 0;
+    }
+    return pos;
+}
+
+/// A contiguous copy owned by the caller (never aliases `idx`).
+inline Tensor<int64_t> index_copy_of(const Tensor<int64_t>& idx) {
+    Tensor<int64_t> c = Tensor<int64_t>::empty(idx.shape());
+    copy_into(c, idx);
+    return c;
+}
+
+/// Checks 0 <= v < n for every value of the contiguous `idx`; the error names the first bad value
+/// (`what`: "id", "index"), its position in idx (called `holder`), and the context pieces after.
+template <class... Ctx>
+void check_indices(const Tensor<int64_t>& idx, int64_t n, const char* op, const char* what, const char* holder,
+                   const Ctx&... ctx) {
+    const int64_t* p = idx.data();
+    for (int64_t i = 0, m = idx.numel(); i < m; ++i)
+        if (p[i] < 0 || p[i] >= n)
+            throw Error(msg(op, ": ", what, " ", p[i], " at position ", unravel_index(i, idx.shape()), " of ",
+                            holder, " of shape ", idx.shape(), " is out of range [0, ", n, ")", ctx...));
+}
+
+/// (outer, n, inner) sizes of `shape` around dim d: the layout every per-dim loop here uses.
+struct DimLayout {
+    int64_t outer = 1, n = 1, inner = 1;
+};
+inline DimLayout dim_layout(const Shape& s, int64_t d) {
+    DimLayout l;
+    for (int64_t i = 0; i < s.rank(); ++i) (i < d ? l.outer : i == d ? l.n : l.inner) *= s[i];
+    return l;
+}
+
+/// dst[p] = x[p with p[dim] replaced by idx[p]] for every position p of idx (validated) and of
+/// dst (shaped like idx, any strides). No autograd.
+template <class T>
+void gather_into(Tensor<T>& dst, const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& idx) {
+    Shape xs = x.strides();
+    const int64_t sd = xs[dim];
+    xs[dim] = 0;
+    const T* bx = x.impl()->storage->data();
+    const int64_t* bi = idx.impl()->storage->data();
+    T* bd = dst.impl()->storage->data();
+    strided_loop<3>(idx.shape(), {&xs, &idx.strides(), &dst.strides()}, {x.offset(), idx.offset(), dst.offset()},
+                    [&](auto o) { bd[o[2]] = bx[o[0] + bi[o[1]] * sd]; });
+}
+
+/// dst[p with p[dim] replaced by idx[p]] += src[p] for every position p of idx (validated; src
+/// at least as large as idx in every dim). Accumulates in row-major order of idx. No autograd.
+template <class T>
+void scatter_add_into(Tensor<T>& dst, int64_t dim, const Tensor<int64_t>& idx, const Tensor<T>& src) {
+    Shape ds = dst.strides();
+    const int64_t sd = ds[dim];
+    ds[dim] = 0;
+    T* bd = dst.impl()->storage->data();
+    const int64_t* bi = idx.impl()->storage->data();
+    const T* bs = src.impl()->storage->data();
+    strided_loop<3>(idx.shape(), {&ds, &idx.strides(), &src.strides()}, {dst.offset(), idx.offset(), src.offset()},
+                    [&](auto o) { bd[o[0] + bi[o[1]] * sd] += bs[o[2]]; });
+}
+
+/// Shared shape checks of gather / scatter_add: same rank, index no larger than `x` off `dim`.
+template <class T>
+int64_t check_gather_shapes(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index, const char* op) {
+    require_cpu(x, op);
+    require_cpu(index, op);
+    MOEKD_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim, got shape ", x.shape());
+    const int64_t d = normalize_dim(dim, x.dim(), op);
+    MOEKD_CHECK(index.dim() == x.dim(), op, ": index of shape ", index.shape(), " must have the rank of x ",
+                x.shape(), " (", index.dim(), " vs ", x.dim(), ")");
+    for (int64_t i = 0; i < x.dim(); ++i)
+        MOEKD_CHECK(i == d || index.shape()[i] <= x.shape()[i], op, ": index of shape ", index.shape(),
+                    " is larger than x of shape ", x.shape(), " in dim ", i, " (only dim ", d, " may differ)");
+    return d;
+}
+
+}  // namespace detail
+
+// ---- embedding ---------------------------------------------------------------------------------
+/// out[..., :] = weight[ids[...], :].   weight: (V, D), ids: any shape -> out: (*ids.shape, D)
+/// Rows at padding_idx (-1: none) get no gradient, as torch.nn.Embedding(padding_idx=...).
+template <class T>
+Tensor<T> embedding(const Tensor<T>& weight, const Tensor<int64_t>& ids, int64_t padding_idx = -1) {
+    detail::require_cpu(weight, "embedding");
+    detail::require_cpu(ids, "embedding");
+    MOEKD_CHECK(weight.dim() == 2, "embedding: weight must be 2-D (V, D), got shape ", weight.shape());
+    const int64_t V = weight.shape()[0], D = weight.shape()[1];
+    MOEKD_CHECK(padding_idx == -1 || (padding_idx >= 0 && padding_idx < V), "embedding: padding_idx ", padding_idx,
+                " out of range for weight of shape ", weight.shape(), " (use -1 for none)");
+    Tensor<int64_t> idc = detail::index_copy_of(ids);
+    detail::check_indices(idc, V, "embedding", "id", "ids", " for weight of shape ", weight.shape(), " (V = ", V, ")");
+    Tensor<T> wc = detail::contiguous_data(weight);
+    Shape out_shape = ids.shape();
+    out_shape.push_back(D);
+    Tensor<T> out = Tensor<T>::empty(out_shape);
+    const int64_t* pi = idc.data();
+    for (int64_t i = 0, n = idc.numel(); i < n; ++i) std::copy_n(wc.data() + pi[i] * D, D, out.data() + i * D);
+    return record<T>(out, "embedding", {weight}, [idc, V, D, padding_idx](const Tensor<T>& g) {
+        // gw: (V, D), rows scatter-added; repeated ids accumulate
+        Tensor<T> gc = detail::contiguous_data(g);
+        Tensor<T> gw = Tensor<T>::zeros({V, D});
+        const int64_t* pi = idc.data();
+        for (int64_t i = 0, n = idc.numel(); i < n; ++i) {
+            if (pi[i] == padding_idx) continue;
+            T* row = gw.data() + pi[i] * D;
+            const T* src = gc.data() + i * D;
+            for (int64_t j = 0; j < D; ++j) row[j] += src[j];
+        }
+        return std::vector<Tensor<T>>{gw};
+    });
+}
+
+// ---- index_select ------------------------------------------------------------------------------
+/// Picks entries index[j] along dim: out.size(dim) = index.numel(), other dims as x.
+/// x: (..., N, ...), index: (M,) -> (..., M, ...). Backward adds g into zeros at the indices.
+template <class T>
+Tensor<T> index_select(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
+    detail::require_cpu(x, "index_select");
+    detail::require_cpu(index, "index_select");
+    MOEKD_CHECK(x.dim() >= 1, "index_select: x must have at least 1 dim, got shape ", x.shape());
+    const int64_t d = normalize_dim(dim, x.dim(), "index_select");
+    MOEKD_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape ", index.shape(), " (x ", x.shape(), ")");
+    Tensor<int64_t> idc = detail::index_copy_of(index);
+    const auto l = detail::dim_layout(x.shape(), d);
+    detail::check_indices(idc, l.n, "index_select", "index", "index", " for dim ", d, " of x with shape ", x.shape());
+    const int64_t m = idc.numel();
+    Shape out_shape = x.shape();
+    out_shape[d] = m;
+    Tensor<T> xc = detail::contiguous_data(x);
+    Tensor<T> out = Tensor<T>::empty(out_shape);
+    const int64_t* pi = idc.data();
+    for (int64_t o = 0; o < l.outer; ++o)
+        for (int64_t j = 0; j < m; ++j)
+            std::copy_n(xc.data() + (o * l.n + pi[j]) * l.inner, l.inner, out.data() + (o * m + j) * l.inner);
+    const Shape in_shape = x.shape();
+    return record<T>(out, "index_select", {x}, [idc, in_shape, l, m](const Tensor<T>& g) {
+        Tensor<T> gc = detail::contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::zeros(in_shape);
+        const int64_t* pi = idc.data();
+        for (int64_t o = 0; o < l.outer; ++o)
+            for (int64_t j = 0; j < m; ++j) {
+                T* dst = gx.data() + (o * l.n + pi[j]) * l.inner;
+                const T* src = gc.data() + (o * m + j) * l.inner;
+                for (int64_t k = 0; k < l.inner; ++k) dst[k] += src[k];
+            }
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
+// ---- gather / scatter_add ----------------------------------------------------------------------
+/// out[i][j][k] = x[i][index[i][j][k]][k] for dim = 1 (torch.gather). out has index's shape;
+/// index has x's rank and index.size(d) <= x.size(d) for d != dim. Backward: scatter_add.
+template <class T>
+Tensor<T> gather(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
+    const int64_t d = detail::check_gather_shapes(x, dim, index, "gather");
+    Tensor<int64_t> idc = detail::index_copy_of(index);
+    detail::check_indices(idc, x.shape()[d], "gather", "index", "index", " for dim ", d, " of x with shape ",
+                          x.shape());
+    Tensor<T> out = Tensor<T>::empty(index.shape());
+    detail::gather_into(out, x, d, idc);
+    const Shape in_shape = x.shape();
+    return record<T>(out, "gather", {x}, [idc, in_shape, d](const Tensor<T>& g) {
+        Tensor<T> gx = Tensor<T>::zeros(in_shape);
+        detail::scatter_add_into(gx, d, idc, g);
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
+/// out = x, then out[i][index[i][j][k]][k] += src[i][j][k] for dim = 1 (torch.scatter_add,
+/// out of place). index, src and x share a rank; index.size(d) <= src.size(d) for every d and
+/// index.size(d) <= x.size(d) for d != dim. Gradients: x gets g, src gets gather(g, dim, index).
+template <class T>
+Tensor<T> scatter_add(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index, const Tensor<T>& src) {
+    const int64_t d = detail::check_gather_shapes(x, dim, index, "scatter_add");
+    detail::require_cpu(src, "scatter_add");
+    MOEKD_CHECK(src.dim() == x.dim(), "scatter_add: src of shape ", src.shape(), " must have the rank of x ",
+                x.shape());
+    for (int64_t i = 0; i < x.dim(); ++i)
+        MOEKD_CHECK(index.shape()[i] <= src.shape()[i], "scatter_add: index of shape ", index.shape(),
+                    " is larger than src of shape ", src.shape(), " in dim ", i);
+    Tensor<int64_t> idc = detail::index_copy_of(index);
+    detail::check_indices(idc, x.shape()[d], "scatter_add", "index", "index", " for dim ", d, " of x with shape ",
+                          x.shape());
+    Tensor<T> out = Tensor<T>::empty(x.shape());
+    detail::copy_into(out, x);
+    detail::scatter_add_into(out, d, idc, src);
+    const Shape src_shape = src.shape();
+    return record<T>(out, "scatter_add", {x, src}, [x, src, idc, src_shape, d](const Tensor<T>& g) {
+        Tensor<T> gsrc;
+        if (needs_grad(src)) {
+            // positions of src that index does not cover get zero gradient
+            gsrc = Tensor<T>::zeros(src_shape);
+            Tensor<T> covered = detail::as_strided(gsrc, idc.shape(), gsrc.strides(), 0);
+            detail::gather_into(covered, g, d, idc);
+        }
+        return std::vector<Tensor<T>>{needs_grad(x) ? g : Tensor<T>(), gsrc};
+    });
+}
+
+// ---- argmax / topk (indices; no gradient of their own) -----------------------------------------
+/// Position of the largest entry along dim (the first one on ties; NaN counts as largest).
+/// x: (..., N, ...) -> (..., ...) or (..., 1, ...) with keepdim.
+template <class T>
+Tensor<int64_t> argmax(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
+    detail::require_cpu(x, "argmax");
+    MOEKD_CHECK(x.dim() >= 1, "argmax: x must have at least 1 dim, got shape ", x.shape());
+    const int64_t d = normalize_dim(dim, x.dim(), "argmax");
+    MOEKD_CHECK(x.shape()[d] > 0, "argmax: dim ", d, " of x with shape ", x.shape(), " is empty");
+    const auto l = detail::dim_layout(x.shape(), d);
+    Tensor<T> xc = detail::contiguous_data(x);
+    Shape out_shape = x.shape();
+    if (keepdim) out_shape[d] = 1;
+    else out_shape.erase(out_shape.begin() + d);
+    Tensor<int64_t> out = Tensor<int64_t>::empty(out_shape);
+    for (int64_t o = 0; o < l.outer; ++o)
+        for (int64_t k = 0; k < l.inner; ++k) {
+            const T* col = xc.data() + o * l.n * l.inner + k;
+            int64_t best = 0;
+            for (int64_t j = 1; j < l.n; ++j)
+                if (detail::topk_before(col[j * l.inner], j, col[best * l.inner], best)) best = j;
+            out.data()[o * l.inner + k] = best;
+        }
+    return out;
+}
+
+/// The k largest entries along dim, sorted descending; ties go to the lower index, so the
+/// result is deterministic. values: x's shape with size k at dim (differentiable, via gather);
+/// indices: the same shape, positions along dim.
+template <class T>
+std::pair<Tensor<T>, Tensor<int64_t>> topk(const Tensor<T>& x, int64_t k, int64_t dim = -1) {
+    detail::require_cpu(x, "topk");
+    MOEKD_CHECK(x.dim() >= 1, "topk: x must have at least 1 dim, got shape ", x.shape());
+    const int64_t d = normalize_dim(dim, x.dim(), "topk");
+    MOEKD_CHECK(k >= 0 && k <= x.shape()[d], "topk: k = ", k, " out of range [0, ", x.shape()[d], "] for dim ", d,
+                " of x with shape ", x.shape());
+    const auto l = detail::dim_layout(x.shape(), d);
+    Tensor<T> xc = detail::contiguous_data(x);
+    Shape out_shape = x.shape();
+    out_shape[d] = k;
+    Tensor<int64_t> idx = Tensor<int64_t>::empty(out_shape);
+    std::vector<int64_t> order(l.n);
+    for (int64_t o = 0; o < l.outer; ++o)
+        for (int64_t i = 0; i < l.inner; ++i) {
+            const T* col = xc.data() + o * l.n * l.inner + i;
+            for (int64_t j = 0; j < l.n; ++j) order[j] = j;
+            // a total order (index breaks ties), so partial_sort's result is unique
+            std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+                return detail::topk_before(col[a * l.inner], a, col[b * l.inner], b);
+            });
+            for (int64_t j = 0; j < k; ++j) idx.data()[(o * k + j) * l.inner + i] = order[j];
+        }
+    return {gather(x, d, idx), idx};
+}
+
+}  // namespace moekd
