@@ -8,6 +8,8 @@ PKGS=(
   libeigen3-dev libopenblas-dev libopenblas0-pthread   # CPU math, GEMM through OpenBLAS
   catch2 libcli11-dev zlib1g-dev                       # tests, command lines, gzip'd data
   dataset-fashion-mnist                                # real data for the default job
+  python3-torch libtorch-dev                           # the reference we check against / race
+  clang libclang-rt-14-dev                             # libFuzzer for the file-format fuzzers
 )
 
 missing=()
@@ -20,4 +22,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Python tools from PyPI for the interop tests (the `safetensors` reference implementation).
+# They go to the `python3` on PATH; Debian's /usr/bin/python3 is the one with python3-torch.
+if ! python3 -c "import safetensors.numpy, numpy" 2>/dev/null; then
+  echo "deps.sh: pip install safetensors numpy"
+  python3 -m pip install -q --disable-pip-version-check safetensors numpy 2>&1 | grep -v "WARNING: Running pip as" || true
 fi

@@ -69,4 +69,16 @@ inline Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
     return out;
 }
 
+namespace detail {
+/// Row-major multi-index of flat position `flat` in `shape` (for error messages).
+inline Shape unravel_index(int64_t flat, const Shape& shape) {
+    Shape pos(shape.rank());
+    for (int64_t d = shape.rank() - 1; d >= 0; --d) {
+        pos[d] = shape[d] > 0 ? flat % shape[d] : 0;
+        flat = shape[d] > 0 ? flat / shape[d] : 0;
+    }
+    return pos;
+}
+}  // namespace detail
+
 }  // namespace moekd

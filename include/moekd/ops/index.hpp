@@ -29,16 +29,6 @@ MOEKD_HD inline bool topk_before(T a, int64_t ia, T b, int64_t ib) {
     return ia < ib;
 }
 
-/// Row-major multi-index of flat position `flat` in `shape` (for error messages).
-inline Shape unravel_index(int64_t flat, const Shape& shape) {
-    Shape pos(shape.rank());
-    for (int64_t d = shape.rank() - 1; d >= 0; --d) {
-        pos[d] = shape[d] > 0 ? flat % shape[d] : 0;
-        flat = shape[d] > 0 ? flat / shape[d] : 0;
-    }
-    return pos;
-}
-
 /// A contiguous copy owned by the caller (never aliases `idx`).
 inline Tensor<int64_t> index_copy_of(const Tensor<int64_t>& idx) {
     Tensor<int64_t> c = Tensor<int64_t>::empty(idx.shape());

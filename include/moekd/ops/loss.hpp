@@ -29,16 +29,6 @@ enum class Reduction { Mean, Sum, None };
 
 namespace detail {
 
-/// "(1, 2)": the multi-index of flat position `flat` in `shape` (row-major).
-inline std::string index_string(int64_t flat, const Shape& shape) {
-    Shape idx(shape.rank());
-    for (int64_t i = shape.rank() - 1; i >= 0; --i) {
-        idx[i] = shape[i] > 0 ? flat % shape[i] : 0;
-        flat = shape[i] > 0 ? flat / shape[i] : 0;
-    }
-    return msg(idx);
-}
-
 /// Checks (..., C) scores against (...) targets; returns C. Targets are validated per row later.
 template <class T>
 int64_t check_class_last(const Tensor<T>& scores, const Tensor<int64_t>& targets, const char* op, const char* what) {
@@ -59,7 +49,7 @@ inline int64_t checked_target(const Tensor<int64_t>& tc, int64_t r, int64_t C, i
                               const Shape& tshape, const char* op) {
     const int64_t t = tc.data()[r];
     if (t == ignore_index) return -1;
-    MOEKD_CHECK(t >= 0 && t < C, op, ": target ", t, " at position ", index_string(r, tshape),
+    MOEKD_CHECK(t >= 0 && t < C, op, ": target ", t, " at position ", unravel_index(r, tshape),
                 " is out of range for ", C, " classes (valid: 0..", C - 1, ", or ignore_index ", ignore_index, ")");
     return t;
 }
