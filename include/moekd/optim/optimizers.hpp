@@ -1,0 +1,129 @@
+// optimizers.hpp — SGD (momentum, Nesterov), Adam, AdamW and LAMB.
+//
+// Each update follows the formula of the reference named beside it, term by term in the same
+// order (tests/optim_parity.py checks them against PyTorch; LAMB against a reference written
+// from the paper, since torch has none).
+#pragma once
+
+#include <cmath>
+
+#include "optimizer.hpp"
+
+namespace moekd::optim {
+
+/// torch.optim.SGD: g += wd p; buf = mu buf + (1 - dampening) g (buf = g on the first step);
+/// g = nesterov ? g + mu buf : buf; p -= lr g.
+template <class T = float>
+class SGD : public Optimizer<T> {
+public:
+    SGD(std::vector<ParamGroup<T>> groups, double momentum = 0, double dampening = 0, bool nesterov = false)
+        : Optimizer<T>(std::move(groups)), mu_(momentum), damp_(dampening), nesterov_(nesterov) {
+        MOEKD_CHECK(momentum >= 0, "SGD: momentum ", momentum, " < 0");
+        MOEKD_CHECK(!nesterov || (momentum > 0 && dampening == 0), "SGD: Nesterov needs momentum > 0 and no dampening");
+    }
+
+protected:
+    void update(size_t k, const ParamGroup<T>& g, T* p, const T* grad, int64_t n) override {
+        const T lr = T(g.lr), wd = T(g.weight_decay), mu = T(mu_), damp = T(damp_);
+        const bool first = !this->has_slot(k, "momentum_buffer");
+        T* buf = mu_ != 0 ? this->slot(k, "momentum_buffer", n) : nullptr;
+        for (int64_t i = 0; i < n; ++i) {
+            T d = grad[i];
+            if (wd != 0) d = d + wd * p[i];
+            if (buf) {
+                buf[i] = first ? d : mu * buf[i] + (T(1) - damp) * d;
+                d = nesterov_ ? d + mu * buf[i] : buf[i];
+            }
+            p[i] = p[i] - lr * d;
+        }
+    }
+
+private:
+    double mu_, damp_;
+    bool nesterov_;
+};
+
+/// torch.optim.Adam / AdamW. Adam adds weight decay to the gradient (L2); AdamW decays the
+/// weights directly (p *= 1 - lr wd, Loshchilov & Hutter).
+template <class T = float>
+class Adam : public Optimizer<T> {
+public:
+    Adam(std::vector<ParamGroup<T>> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8,
+         bool decoupled_weight_decay = false)
+        : Optimizer<T>(std::move(groups)), b1_(beta1), b2_(beta2), eps_(eps), decoupled_(decoupled_weight_decay) {
+        MOEKD_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "Adam: betas (", beta1, ", ", beta2,
+                    ") must lie in [0, 1)");
+        MOEKD_CHECK(eps >= 0, "Adam: eps ", eps, " < 0");
+    }
+
+protected:
+    void update(size_t k, const ParamGroup<T>& g, T* p, const T* grad, int64_t n) override {
+        T* m = this->slot(k, "exp_avg", n);
+        T* v = this->slot(k, "exp_avg_sq", n);
+        const double t = double(this->step_);
+        const T b1 = T(b1_), b2 = T(b2_), lr = T(g.lr), wd = T(g.weight_decay);
+        const T bc1 = T(1 - std::pow(b1_, t));
+        const T bc2_sqrt = T(std::sqrt(1 - std::pow(b2_, t)));
+        const T step_size = lr / bc1;
+        const T eps = T(eps_);
+        for (int64_t i = 0; i < n; ++i) {
+            T d = grad[i];
+            if (decoupled_) p[i] = p[i] * (T(1) - lr * wd);
+            else if (wd != 0) d = d + wd * p[i];
+            m[i] = m[i] * b1 + (T(1) - b1) * d;          // lerp form as torch: m += (1-b1)(d-m)
+            v[i] = v[i] * b2 + (T(1) - b2) * d * d;
+            const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
+            p[i] = p[i] - step_size * (m[i] / denom);
+        }
+    }
+
+private:
+    double b1_, b2_, eps_;
+    bool decoupled_;
+};
+
+template <class T = float>
+class AdamW : public Adam<T> {
+public:
+    AdamW(std::vector<ParamGroup<T>> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-8)
+        : Adam<T>(std::move(groups), beta1, beta2, eps, true) {}
+};
+
+/// LAMB (You et al., 2020, Algorithm 2): Adam's bias-corrected direction r = m^/(sqrt(v^) + eps)
+/// plus decoupled decay wd p, scaled per tensor by the trust ratio ||p|| / ||r + wd p||
+/// (1 when either norm is 0): p -= lr * trust * (r + wd p).
+template <class T = float>
+class LAMB : public Optimizer<T> {
+public:
+    LAMB(std::vector<ParamGroup<T>> groups, double beta1 = 0.9, double beta2 = 0.999, double eps = 1e-6)
+        : Optimizer<T>(std::move(groups)), b1_(beta1), b2_(beta2), eps_(eps) {
+        MOEKD_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "LAMB: betas must lie in [0, 1)");
+    }
+
+protected:
+    void update(size_t k, const ParamGroup<T>& g, T* p, const T* grad, int64_t n) override {
+        T* m = this->slot(k, "exp_avg", n);
+        T* v = this->slot(k, "exp_avg_sq", n);
+        const double t = double(this->step_);
+        const double bc1 = 1 - std::pow(b1_, t), bc2 = 1 - std::pow(b2_, t);
+        std::vector<T> r(n);
+        double p_sq = 0, r_sq = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            m[i] = T(b1_) * m[i] + T(1 - b1_) * grad[i];
+            v[i] = T(b2_) * v[i] + T(1 - b2_) * grad[i] * grad[i];
+            const T mh = m[i] / T(bc1), vh = v[i] / T(bc2);
+            r[i] = mh / (std::sqrt(vh) + T(eps_)) + T(g.weight_decay) * p[i];
+            p_sq += double(p[i]) * p[i];
+            r_sq += double(r[i]) * r[i];
+        }
+        const double pn = std::sqrt(p_sq), rn = std::sqrt(r_sq);
+        const double trust = (pn > 0 && rn > 0) ? pn / rn : 1.0;
+        const T scale = T(g.lr * trust);
+        for (int64_t i = 0; i < n; ++i) p[i] = p[i] - scale * r[i];
+    }
+
+private:
+    double b1_, b2_, eps_;
+};
+
+}  // namespace moekd::optim
