@@ -1,0 +1,21 @@
+// cuda.hpp — the CUDA backend: device memory, host<->device copies, elementwise kernels, cuBLAS.
+//
+// Only for programs built with MOEKD_CUDA=ON that link moekd::cuda (the library built from
+// kernels/*.cu; it brings CUDA::cudart, cuBLAS, cuSOLVER and NCCL when found). Including it
+// installs the GPU caching allocator, so Tensor<T>::empty(shape, Device::CUDA) works.
+//
+//   if (moekd::cuda::device_count() == 0) return;           // no GPU: never throws
+//   auto xd = moekd::cuda::to_device(x);                     // x: (N, D) on the CPU
+//   auto yd = moekd::cuda::unary<moekd::kern::Gelu>(xd);     // same MOEKD_HD math as moekd::gelu
+//   auto zd = moekd::cuda::matmul(yd, moekd::cuda::to_device(w));  // w: (D, K) -> (N, K)
+//   auto z  = moekd::cuda::to_cpu(zd);
+//
+// The device functions carry no autograd; they are the launch layer device ops build on.
+#pragma once
+
+#include "cuda/allocator.hpp"
+#include "cuda/blas.hpp"
+#include "cuda/copy.hpp"
+#include "cuda/elementwise.hpp"
+#include "cuda/error.hpp"
+#include "cuda/runtime.hpp"
