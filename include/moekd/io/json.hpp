@@ -272,7 +272,9 @@ private:
             if (errno == ERANGE) fail("integer " + text + " does not fit in 64 bits");
             return Value(int64_t(v));
         }
-        return Value(std::strtod(text.c_str(), nullptr));
+        const double d = std::strtod(text.c_str(), nullptr);
+        if (!std::isfinite(d)) fail("number " + text + " is out of the range of a double");
+        return Value(d);
     }
     static bool isdigit(char c) { return c >= '0' && c <= '9'; }
 
@@ -312,6 +314,7 @@ inline void write_value(std::string& out, const Value& v) {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.17g", d);
         out += buf;
+        if (std::string(buf).find_first_of(".eE") == std::string::npos) out += ".0";  // stays a double (-0.0 too)
     } else if (v.is_string()) write_string(out, v.as_string());
     else if (v.is_array()) {
         out += '[';

@@ -88,7 +88,7 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const
             }
             continue;
         }
-        auto where = [&](const std::string& what) { return msg("safetensors: '", name, "', tensor '", key, "': ", what); };
+        auto where = [&, &key = key](const std::string& what) { return msg("safetensors: '", name, "', tensor '", key, "': ", what); };
         MOEKD_CHECK(v.is_object(), where("entry is not an object"));
         const json::Value* dt = v.find("dtype");
         const json::Value* sh = v.find("shape");
@@ -100,12 +100,13 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const
         t.dtype = dt->as_string();
         const size_t es = dtype_size(t.dtype);
         MOEKD_CHECK(es > 0, where("unknown dtype '" + t.dtype + "'"));
-        uint64_t count = 1;
+        uint64_t count = 1, nonzero = 1;  // nonzero: product of the non-zero sizes (strides must fit)
         for (auto& d : sh->as_array()) {
             MOEKD_CHECK(d.is_int() && d.as_int() >= 0, where("shape entries must be non-negative integers"));
             const uint64_t di = uint64_t(d.as_int());
-            MOEKD_CHECK(di == 0 || count <= (uint64_t(1) << 62) / di, where("shape is absurdly large"));
+            MOEKD_CHECK(di == 0 || nonzero <= (uint64_t(1) << 62) / di, where("shape is absurdly large"));
             count *= di;
+            if (di) nonzero *= di;
             t.shape.push_back(d.as_int());
         }
         const auto& o = off->as_array();

@@ -72,6 +72,12 @@ public:
         for (auto& g : groups_) g.lr = lr;
     }
     int64_t steps() const { return step_; }
+    /// Sets the step count exactly (state_dict() stores it as T, exact in float only to 2^24;
+    /// checkpoints keep the exact count and restore it with this).
+    void set_steps(int64_t s) {
+        MOEKD_CHECK(s >= 0, "optimizer: step count ", s, " < 0");
+        step_ = s;
+    }
 
     /// Moments and step count by name ("state.<k>.<slot>", "step"), for checkpoints.
     std::map<std::string, Tensor<T>> state_dict() const {

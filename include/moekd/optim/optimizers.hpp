@@ -61,7 +61,8 @@ protected:
         T* m = this->slot(k, "exp_avg", n);
         T* v = this->slot(k, "exp_avg_sq", n);
         const double t = double(this->step_);
-        const T b1 = T(b1_), b2 = T(b2_), lr = T(g.lr), wd = T(g.weight_decay);
+        // 1 - beta in double, then rounded: (T(1) - T(0.999)) in float is off by 1.3e-5
+        const T b1 = T(b1_), b2 = T(b2_), omb1 = T(1 - b1_), omb2 = T(1 - b2_), lr = T(g.lr), wd = T(g.weight_decay);
         const T bc1 = T(1 - std::pow(b1_, t));
         const T bc2_sqrt = T(std::sqrt(1 - std::pow(b2_, t)));
         const T step_size = lr / bc1;
@@ -70,8 +71,8 @@ protected:
             T d = grad[i];
             if (decoupled_) p[i] = p[i] * (T(1) - lr * wd);
             else if (wd != 0) d = d + wd * p[i];
-            m[i] = m[i] * b1 + (T(1) - b1) * d;          // lerp form as torch: m += (1-b1)(d-m)
-            v[i] = v[i] * b2 + (T(1) - b2) * d * d;
+            m[i] = m[i] * b1 + omb1 * d;
+            v[i] = v[i] * b2 + omb2 * d * d;
             const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
             p[i] = p[i] - step_size * (m[i] / denom);
         }
