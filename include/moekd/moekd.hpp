@@ -1,0 +1,13 @@
+// moekd.hpp — everything: tensors, autograd and ops (tensor.hpp), modules (nn.hpp),
+// optimizers and schedules, safetensors and training checkpoints, data readers.
+// The CUDA backend is separate: <moekd/cuda.hpp>, linked through moekd::cuda.
+#pragma once
+
+#include "tensor.hpp"
+#include "nn.hpp"
+#include "optim/optimizers.hpp"
+#include "optim/schedule.hpp"
+#include "io/safetensors.hpp"
+#include "io/checkpoint.hpp"
+#include "data/idx.hpp"
+#include "testing/gradcheck.hpp"
