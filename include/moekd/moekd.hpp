@@ -1,10 +1,13 @@
 // moekd.hpp — everything: tensors, autograd and ops (tensor.hpp), modules (nn.hpp),
-// optimizers and schedules, safetensors and training checkpoints, data readers.
-// The CUDA backend is separate: <moekd/cuda.hpp>, linked through moekd::cuda.
+// knowledge-transfer losses, SVD, optimizers and schedules, safetensors and training
+// checkpoints, data readers. The CUDA backend is separate: <moekd/cuda.hpp>, linked through
+// moekd::cuda.
 #pragma once
 
 #include "tensor.hpp"
 #include "nn.hpp"
+#include "losses.hpp"
+#include "linalg.hpp"
 #include "optim/optimizers.hpp"
 #include "optim/schedule.hpp"
 #include "io/safetensors.hpp"
