@@ -1,0 +1,193 @@
+// gating.cuh — per-token router math of the Mixture-of-Experts layer, shared by CPU and GPU:
+// softmax over the E experts, top-k selection (ties to the lower expert index), the gate values
+// (optionally renormalised over the chosen k, GShard), their backward, the expert capacity, and
+// the capacity positions (each assignment's place in its expert's queue, GShard priority order).
+//
+// Part 1 (always compiled): MOEKD_HD functions. moe/router.hpp and moe/dispatch.hpp call them in
+// CPU loops, one call per token (or one pass for the positions).
+// Part 2 (nvcc only): __global__ kernels over the same functions and host launchers. Compiled,
+// never run on the build machines (no GPU); they follow the CPU code line for line.
+//
+// Shapes: logits, probs: (N, E) row-major; idx, gates: (N, k); pad: (N) uint8, 1 = pad.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "common.cuh"
+#include "softmax.cuh"
+
+namespace moekd::kern {
+
+/// True when value a (expert ia) ranks before b (expert ib): larger first, the lower index on
+/// ties. Router logits are checked finite before routing, so NaN never reaches this.
+template <class T>
+MOEKD_HD inline bool gate_before(T a, int64_t ia, T b, int64_t ib) {
+    return a > b || (a == b && ia < ib);
+}
+
+/// idx[0..k) = the k largest of x[0..n) in descending order, ties to the lower index (insertion
+/// into a sorted list of k: O(n k), k is 1 or 2 in practice). Requires 1 <= k <= n.
+template <class T>
+MOEKD_HD inline void topk_row(const T* x, int64_t n, int64_t k, int64_t* idx) {
+    int64_t m = 0;  // how many of idx are filled
+    for (int64_t i = 0; i < n; ++i) {
+        const T v = x[i];
+        if (m == k && !gate_before(v, i, x[idx[k - 1]], idx[k - 1])) continue;
+        int64_t p = m < k ? m++ : k - 1;
+        while (p > 0 && gate_before(v, i, x[idx[p - 1]], idx[p - 1])) {
+            idx[p] = idx[p - 1];
+            --p;
+        }
+        idx[p] = i;
+    }
+}
+
+/// gates[j] = probs[idx[j]], divided by their sum when `normalize` (GShard top-2).
+template <class T>
+MOEKD_HD inline void topk_gates_row(const T* probs, const int64_t* idx, int64_t k, bool normalize, T* gates) {
+    T s = T(0);
+    for (int64_t j = 0; j < k; ++j) {
+        gates[j] = probs[idx[j]];
+        s += gates[j];
+    }
+    if (normalize)
+        for (int64_t j = 0; j < k; ++j) gates[j] = gates[j] / s;
+}
+
+/// dprobs[idx[j]] += d gates / d probs applied to dgates (dprobs: one row of E, accumulated).
+///   plain:       d p_m = dg_m
+///   normalised:  g_j = p_j / S  =>  d p_m = (dg_m - sum_j dg_j g_j) / S,  S = sum of chosen p
+template <class T>
+MOEKD_HD inline void topk_gates_backward_row(const T* probs, const int64_t* idx, const T* gates, const T* dgates,
+                                             int64_t k, bool normalize, T* dprobs) {
+    if (!normalize) {
+        for (int64_t j = 0; j < k; ++j) dprobs[idx[j]] += dgates[j];
+        return;
+    }
+    T s = T(0), dot = T(0);
+    for (int64_t j = 0; j < k; ++j) {
+        s += probs[idx[j]];
+        dot += dgates[j] * gates[j];
+    }
+    for (int64_t j = 0; j < k; ++j) dprobs[idx[j]] += (dgates[j] - dot) / s;
+}
+
+/// The whole router step of one token: probs = softmax(logits) over E, idx = top-k of probs,
+/// gates from probs. probs: (E), idx: (k), gates: (k).
+template <class T>
+MOEKD_HD inline void softmax_topk_row(const T* logits, int64_t E, int64_t k, bool normalize, T* probs, int64_t* idx,
+                                      T* gates) {
+    softmax_row(logits, probs, E);
+    topk_row(probs, E, k, idx);
+    topk_gates_row(probs, idx, k, normalize, gates);
+}
+
+/// True when every x[0..n) is finite (no NaN, no +-inf).
+template <class T>
+MOEKD_HD inline bool row_all_finite(const T* x, int64_t n) {
+    for (int64_t i = 0; i < n; ++i)
+        if (!(x[i] - x[i] == T(0))) return false;  // NaN - NaN and inf - inf are NaN
+    return true;
+}
+
+/// Expert capacity = ceil(k * tokens * factor / E), computed in double as fairseq / GShard do in
+/// Python (so an inexact product such as 1.1 * 100 / 11 may round up by one).
+MOEKD_HD inline int64_t expert_capacity(int64_t tokens, int64_t k, double factor, int64_t E) {
+    return static_cast<int64_t>(std::ceil(static_cast<double>(k) * static_cast<double>(tokens) * factor /
+                                          static_cast<double>(E)));
+}
+
+/// Capacity positions, GShard priority order: every first choice (j = 0) in token order, then every
+/// second choice, ...; position[t * k + j] = how many assignments of the same expert came before
+/// (t, j) in that order (its place in the expert's queue), -1 for pad tokens. counts (E) must be
+/// zero on entry and ends as the number of (non-pad) assignments per expert: the histogram of the
+/// counting sort. pad may be null (no padding).
+MOEKD_HD inline void capacity_positions(const int64_t* idx, const uint8_t* pad, int64_t N, int64_t k, int64_t* counts,
+                                        int64_t* position) {
+    for (int64_t j = 0; j < k; ++j)
+        for (int64_t t = 0; t < N; ++t) {
+            if (pad && pad[t]) {
+                position[t * k + j] = -1;
+                continue;
+            }
+            position[t * k + j] = counts[idx[t * k + j]]++;
+        }
+}
+
+/// The same for one expert e alone (what one GPU thread does): returns the count of e.
+MOEKD_HD inline int64_t capacity_positions_of_expert(const int64_t* idx, const uint8_t* pad, int64_t N, int64_t k,
+                                                     int64_t e, int64_t* position) {
+    int64_t c = 0;
+    for (int64_t j = 0; j < k; ++j)
+        for (int64_t t = 0; t < N; ++t) {
+            if (pad && pad[t]) {
+                if (e == 0) position[t * k + j] = -1;
+                continue;
+            }
+            if (idx[t * k + j] == e) position[t * k + j] = c++;
+        }
+    return c;
+}
+
+}  // namespace moekd::kern
+
+#if defined(__CUDACC__)
+namespace moekd::kern::cuda {
+
+inline unsigned gating_grid(int64_t n, unsigned block) {
+    const int64_t g = (n + block - 1) / block;
+    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+}
+
+/// One thread per token: probs (N, E), idx (N, k), gates (N, k) from logits (N, E).
+template <class T>
+__global__ void softmax_topk_kernel(const T* __restrict__ logits, T* __restrict__ probs, int64_t* __restrict__ idx,
+                                    T* __restrict__ gates, int64_t N, int64_t E, int64_t k, bool normalize) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x)
+        softmax_topk_row(logits + t * E, E, k, normalize, probs + t * E, idx + t * k, gates + t * k);
+}
+
+/// One thread per token: dprobs (N, E) = d gates / d probs applied to dgates (N, k) (overwrites).
+template <class T>
+__global__ void topk_gates_backward_kernel(const T* __restrict__ probs, const int64_t* __restrict__ idx,
+                                           const T* __restrict__ gates, const T* __restrict__ dgates,
+                                           T* __restrict__ dprobs, int64_t N, int64_t E, int64_t k, bool normalize) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x) {
+        for (int64_t e = 0; e < E; ++e) dprobs[t * E + e] = T(0);
+        topk_gates_backward_row(probs + t * E, idx + t * k, gates + t * k, dgates + t * k, k, normalize,
+                                dprobs + t * E);
+    }
+}
+
+/// One thread per expert: its queue positions in priority order (a serial per-expert scan, so the
+/// result is the CPU's bit for bit) and its count. counts: (E), position: (N, k).
+template <int Unused = 0>  // a template, so the header may be included by several translation units
+__global__ void capacity_positions_kernel(const int64_t* __restrict__ idx, const uint8_t* __restrict__ pad,
+                                                 int64_t* __restrict__ counts, int64_t* __restrict__ position,
+                                                 int64_t N, int64_t k, int64_t E) {
+    for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < E; e += int64_t(gridDim.x) * blockDim.x)
+        counts[e] = capacity_positions_of_expert(idx, pad, N, k, e, position);
+}
+
+template <class T>
+cudaError_t launch_softmax_topk(const T* logits, T* probs, int64_t* idx, T* gates, int64_t N, int64_t E, int64_t k,
+                                bool normalize, cudaStream_t s = 0) {
+    softmax_topk_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(logits, probs, idx, gates, N, E, k, normalize);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_topk_gates_backward(const T* probs, const int64_t* idx, const T* gates, const T* dgates, T* dprobs,
+                                       int64_t N, int64_t E, int64_t k, bool normalize, cudaStream_t s = 0) {
+    topk_gates_backward_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, gates, dgates, dprobs, N, E, k,
+                                                                      normalize);
+    return cudaGetLastError();
+}
+inline cudaError_t launch_capacity_positions(const int64_t* idx, const uint8_t* pad, int64_t* counts,
+                                             int64_t* position, int64_t N, int64_t k, int64_t E, cudaStream_t s = 0) {
+    capacity_positions_kernel<><<<gating_grid(E, 64), 64, 0, s>>>(idx, pad, counts, position, N, k, E);
+    return cudaGetLastError();
+}
+
+}  // namespace moekd::kern::cuda
+#endif

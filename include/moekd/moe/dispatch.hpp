@@ -1,0 +1,620 @@
+// dispatch.hpp — moving tokens to their experts and back: the dispatch plan (a counting sort of
+// the routed assignments by expert, with capacity dropping), and three differentiable ops:
+//   permute_tokens  x (N, D) -> xs (S, D)              rows grouped by expert (a gather)
+//   expert_ffn      xs (S, D) -> ys (S, D)             per expert: fc2(act(fc1(rows))), one GEMM
+//                                                      per expert over its contiguous row block
+//   combine_tokens  ys (S, D), gates (N, k) -> (N, D)  y[t] = sum_j gates[t, j] * ys[slot(t, j)]
+// each with its backward in closed form (gradients to tokens, gates and expert weights).
+//
+// Optimised CPU code. The per-row / per-assignment math is kernels/dispatch.cuh and
+// kernels/gating.cuh (the GPU kernels run the same functions). The expert GEMMs are
+// detail::gemm (OpenBLAS behind Eigen maps). Work is split over moe::num_threads() threads by
+// rows of the sorted buffer (an expert cut by a thread boundary has its two weight-gradient
+// halves summed in a fixed order afterwards); BLAS runs single-threaded inside those parts.
+// Everything is deterministic: no sum depends on thread timing, so the same input gives the same
+// bits (for a fixed thread count). detail::moe_reference is the naive loop the tests compare to.
+#pragma once
+
+#include <algorithm>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "../kernels/dispatch.cuh"
+#include "../kernels/gating.cuh"
+#include "../nn/layers.hpp"
+#include "../ops/matmul.hpp"
+
+#if defined(MOEKD_BLAS)
+// OpenBLAS's own thread control (declared as in its cblas.h), to run it single-threaded inside
+// the parts that moekd already runs in parallel.
+extern "C" void openblas_set_num_threads(int num_threads);
+extern "C" int openblas_get_num_threads(void);
+#endif
+
+namespace moekd::moe {
+
+// ---- threads -----------------------------------------------------------------------------------
+namespace detail {
+inline int& thread_setting() {
+    static int n = [] {
+        if (const char* s = std::getenv("MOEKD_NUM_THREADS"); s && std::atoi(s) > 0) return std::atoi(s);
+        const unsigned h = std::thread::hardware_concurrency();
+        return static_cast<int>(h == 0 ? 1 : std::min(h, 64u));
+    }();
+    return n;
+}
+}  // namespace detail
+
+/// Threads the MoE CPU code uses (default: $MOEKD_NUM_THREADS, else the hardware's count).
+inline int num_threads() { return detail::thread_setting(); }
+inline void set_num_threads(int n) {
+    MOEKD_CHECK(n >= 1, "moe::set_num_threads: need at least 1 thread, got ", n);
+    detail::thread_setting() = n;
+}
+
+namespace detail {
+
+/// Runs fn(part) for part = 0 .. parts-1, part 0 on the calling thread, the others on fresh
+/// threads; rethrows the first exception. With `blas_inside`, BLAS is set to one thread while the
+/// parts run (they are the parallelism) and restored afterwards.
+template <class F>
+void run_parts(int parts, bool blas_inside, F&& fn) {
+    if (parts <= 1) {
+        fn(0);
+        return;
+    }
+#if defined(MOEKD_BLAS)
+    const int blas_threads = blas_inside ? openblas_get_num_threads() : 1;
+    if (blas_inside && blas_threads != 1) openblas_set_num_threads(1);
+#endif
+    std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
+    std::vector<std::thread> pool;
+    pool.reserve(static_cast<size_t>(parts - 1));
+    for (int p = 1; p < parts; ++p)
+        pool.emplace_back([&, p] {
+            try {
+                fn(p);
+            } catch (...) {
+                errors[p] = std::current_exception();
+            }
+        });
+    try {
+        fn(0);
+    } catch (...) {
+        errors[0] = std::current_exception();
+    }
+    for (auto& t : pool) t.join();
+#if defined(MOEKD_BLAS)
+    if (blas_inside && blas_threads != 1) openblas_set_num_threads(blas_threads);
+#endif
+    for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+}
+
+/// fn(lo, hi) over [0, n) cut into equal contiguous pieces, at least `grain` items each.
+template <class F>
+void parallel_for(int64_t n, int64_t grain, F&& fn, bool blas_inside = false) {
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1)));
+    run_parts(static_cast<int>(parts), blas_inside, [&](int p) {
+        const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
+        if (lo < hi) fn(lo, hi);
+    });
+}
+
+}  // namespace detail
+
+// ---- the plan ------------------------------------------------------------------------------------
+/// Where every routed assignment (token t, choice j) goes. Built by make_dispatch_plan; shared
+/// (read-only) by the ops of one forward and their backward closures.
+struct DispatchPlan {
+    int64_t num_tokens = 0;   // N (pad tokens included)
+    int64_t top_k = 1;        // k
+    int64_t num_experts = 1;  // E
+    int64_t capacity = -1;    // rows per expert at most; -1: dropless
+    int64_t num_pad = 0;      // pad tokens (never routed)
+    std::vector<int64_t> counts;       // (E) assignments per expert, before capacity (pad excluded)
+    std::vector<int64_t> kept;         // (E) rows per expert after capacity
+    std::vector<int64_t> offsets;      // (E + 1) expert e owns rows [offsets[e], offsets[e + 1])
+    std::vector<int64_t> position;     // (N * k) queue position in the expert, -1 for pad tokens
+    std::vector<int64_t> slot_of;      // (N * k) row in the sorted buffer, -1 if dropped or pad
+    std::vector<int64_t> slot_token;   // (S) token of each row
+    std::vector<int64_t> slot_choice;  // (S) choice j of each row
+    std::vector<int64_t> expert_idx;   // (N * k) the routing it was built from
+
+    int64_t rows() const { return offsets.empty() ? 0 : offsets.back(); }  // S
+    int64_t routed() const { return (num_tokens - num_pad) * top_k; }      // assignments of real tokens
+    int64_t dropped() const { return routed() - rows(); }
+};
+using PlanPtr = std::shared_ptr<const DispatchPlan>;
+
+/// The counting sort: histogram (capacity positions), exclusive prefix sum of the kept counts,
+/// stable scatter in GShard priority order. experts: (N, k) int64 in [0, E); capacity: rows per
+/// expert (-1 for dropless); pad: (N) or any shape of N elements, 1 = pad, or undefined.
+inline PlanPtr make_dispatch_plan(const Tensor<int64_t>& experts, int64_t num_experts, int64_t capacity,
+                                  const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    MOEKD_CHECK(experts.defined() && experts.dim() == 2 && experts.size(1) >= 1, "make_dispatch_plan: experts ",
+                experts.defined() ? experts.shape() : Shape{}, " must be (N, k) with k >= 1");
+    MOEKD_CHECK(num_experts >= 1, "make_dispatch_plan: num_experts must be >= 1, got ", num_experts);
+    MOEKD_CHECK(capacity >= -1, "make_dispatch_plan: capacity ", capacity, " must be >= 0 (or -1 for dropless)");
+    auto plan = std::make_shared<DispatchPlan>();
+    const int64_t N = experts.size(0), k = experts.size(1), E = num_experts;
+    plan->num_tokens = N;
+    plan->top_k = k;
+    plan->num_experts = E;
+    plan->capacity = capacity;
+    const Tensor<int64_t> ic = moekd::detail::index_copy_of(experts);
+    plan->expert_idx.assign(ic.data(), ic.data() + N * k);
+    Tensor<uint8_t> pc;
+    if (pad.defined()) {
+        MOEKD_CHECK(pad.numel() == N, "make_dispatch_plan: pad mask ", pad.shape(), " has ", pad.numel(),
+                    " elements for ", N, " tokens");
+        pc = moekd::detail::contiguous_data(pad);
+    }
+    const uint8_t* pp = pad.defined() ? pc.data() : nullptr;
+    const int64_t* idx = plan->expert_idx.data();
+    for (int64_t a = 0; a < N * k; ++a)
+        if ((!pp || !pp[a / k]) && (idx[a] < 0 || idx[a] >= E))
+            throw Error(msg("make_dispatch_plan: expert index ", idx[a], " of token ", a / k, " (choice ", a % k,
+                            ") is out of range [0, ", E, ")"));
+    for (int64_t t = 0; pp && t < N; ++t) plan->num_pad += pp[t] != 0;
+    for (int64_t t = 0; t < N; ++t) {
+        if (pp && pp[t]) continue;
+        for (int64_t j = 1; j < k; ++j)
+            for (int64_t i = 0; i < j; ++i)
+                MOEKD_CHECK(idx[t * k + i] != idx[t * k + j], "make_dispatch_plan: token ", t, " is routed to expert ",
+                            idx[t * k + j], " twice (choices ", i, " and ", j, ")");
+    }
+    plan->counts.assign(E, 0);
+    plan->position.assign(N * k, -1);
+    kern::capacity_positions(idx, pp, N, k, plan->counts.data(), plan->position.data());
+    plan->kept.resize(E);
+    for (int64_t e = 0; e < E; ++e) plan->kept[e] = kern::kept_rows(plan->counts[e], capacity);
+    plan->offsets.assign(E + 1, 0);
+    plan->offsets[E] = kern::exclusive_scan(plan->kept.data(), E, plan->offsets.data());
+    const int64_t S = plan->offsets[E];
+    plan->slot_of.assign(N * k, -1);
+    plan->slot_token.assign(S, 0);
+    plan->slot_choice.assign(S, 0);
+    for (int64_t a = 0; a < N * k; ++a)
+        kern::scatter_assignment(a, k, idx, plan->position.data(), plan->offsets.data(), capacity,
+                                 plan->slot_of.data(), plan->slot_token.data(), plan->slot_choice.data());
+    return plan;
+}
+
+// ---- permute / combine ----------------------------------------------------------------------------
+/// xs[s] = x[slot_token[s]]: the rows of x grouped by expert.   x: (N, D) -> xs: (S, D)
+/// Backward: dx[t] = sum over kept choices j (in order) of dxs[slot(t, j)]; 0 for pad / dropped.
+template <class T>
+Tensor<T> permute_tokens(const Tensor<T>& x, const PlanPtr& plan) {
+    moekd::detail::require_cpu(x, "permute_tokens");
+    MOEKD_CHECK(plan, "permute_tokens: no dispatch plan");
+    MOEKD_CHECK(x.dim() == 2 && x.size(0) == plan->num_tokens, "permute_tokens: x ", x.shape(), " must be (N, D) with N = ",
+                plan->num_tokens, " tokens, as the dispatch plan");
+    const int64_t D = x.size(1), S = plan->rows();
+    const Tensor<T> xc = moekd::detail::contiguous_data(x);
+    Tensor<T> xs = Tensor<T>::empty({S, D});
+    detail::parallel_for(S, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t s = lo; s < hi; ++s) kern::copy_row(xc.data() + plan->slot_token[s] * D, D, xs.data() + s * D);
+    });
+    return record<T>(xs, "permute_tokens", {x}, [plan, D](const Tensor<T>& g) {
+        const Tensor<T> gc = moekd::detail::contiguous_data(g);
+        const int64_t N = plan->num_tokens, k = plan->top_k;
+        Tensor<T> dx = Tensor<T>::empty({N, D});
+        detail::parallel_for(N, 256, [&](int64_t lo, int64_t hi) {
+            for (int64_t t = lo; t < hi; ++t)
+                kern::permute_backward_row(gc.data(), plan->slot_of.data() + t * k, k, D, dx.data() + t * D);
+        });
+        return std::vector<Tensor<T>>{dx};
+    });
+}
+
+/// y[t] = sum over kept choices j (in order j = 0, 1, ...) of gates[t, j] * ys[slot(t, j)]; a
+/// token with no kept choice (pad, or every choice over capacity) gets 0 (the residual carries it).
+/// ys: (S, D), gates: (N, k) -> y: (N, D). Gradients: dys[slot(t, j)] = gates[t, j] dy[t],
+/// dgates[t, j] = <dy[t], ys[slot(t, j)]> (0 for dropped / pad).
+template <class T>
+Tensor<T> combine_tokens(const Tensor<T>& ys, const Tensor<T>& gates, const PlanPtr& plan) {
+    moekd::detail::require_cpu(ys, "combine_tokens");
+    MOEKD_CHECK(plan, "combine_tokens: no dispatch plan");
+    MOEKD_CHECK(ys.dim() == 2 && ys.size(0) == plan->rows(), "combine_tokens: ys ", ys.shape(), " must be (S, D) with S = ",
+                plan->rows(), " rows, as the dispatch plan");
+    MOEKD_CHECK(gates.dim() == 2 && gates.size(0) == plan->num_tokens && gates.size(1) == plan->top_k,
+                "combine_tokens: gates ", gates.shape(), " must be (N, k) = (", plan->num_tokens, ", ", plan->top_k, ")");
+    const int64_t N = plan->num_tokens, k = plan->top_k, D = ys.size(1);
+    const Tensor<T> yc = moekd::detail::contiguous_data(ys), gc = moekd::detail::contiguous_data(gates);
+    Tensor<T> y = Tensor<T>::empty({N, D});
+    detail::parallel_for(N, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t t = lo; t < hi; ++t)
+            kern::combine_row(yc.data(), plan->slot_of.data() + t * k, gc.data() + t * k, k, D, y.data() + t * D);
+    });
+    const bool need_ys = needs_grad(ys), need_g = needs_grad(gates);
+    return record<T>(y, "combine_tokens", {ys, gates},
+                     [plan, need_ys, need_g, D, yd = yc.detach(), gd = gc.detach()](const Tensor<T>& g) {
+                         const Tensor<T> dy = moekd::detail::contiguous_data(g);
+                         const int64_t N = plan->num_tokens, k = plan->top_k;
+                         Tensor<T> dys = need_ys ? Tensor<T>::empty({plan->rows(), D}) : Tensor<T>();
+                         Tensor<T> dg = need_g ? Tensor<T>::empty({N, k}) : Tensor<T>();
+                         detail::parallel_for(N, 256, [&](int64_t lo, int64_t hi) {
+                             for (int64_t t = lo; t < hi; ++t)
+                                 kern::combine_backward_row<T, moekd::detail::Acc<T>>(
+                                     dy.data() + t * D, yd.data(), plan->slot_of.data() + t * k, gd.data() + t * k,
+                                     k, D, need_ys ? dys.data() : nullptr, need_g ? dg.data() + t * k : nullptr);
+                         });
+                         return std::vector<Tensor<T>>{dys, dg};
+                     });
+}
+
+// ---- expert weights ------------------------------------------------------------------------------
+/// The weights of E expert FFNs, either one tensor set per expert (nn::Linear layout, as the
+/// MoE layer's `experts.<i>.fc1.weight`) or stacked along a leading E dim. Biases may be absent.
+///   per expert: w1[e] (F, D), b1[e] (F), w2[e] (D, F), b2[e] (D)
+///   stacked:    W1 (E, F, D), B1 (E, F), W2 (E, D, F), B2 (E, D)
+template <class T>
+struct ExpertWeights {
+    std::vector<Tensor<T>> w1, b1, w2, b2;
+    Tensor<T> W1, B1, W2, B2;
+
+    bool stacked() const { return W1.defined(); }
+    int64_t num_experts() const { return stacked() ? W1.size(0) : static_cast<int64_t>(w1.size()); }
+    int64_t d_model() const { return stacked() ? W1.size(2) : w1.at(0).size(1); }
+    int64_t ffn_dim() const { return stacked() ? W1.size(1) : w1.at(0).size(0); }
+};
+
+namespace detail {
+
+/// Where one weight gradient goes: straight into a leaf's .grad (accumulating, as the engine
+/// would, without a separate copy and add pass), or a fresh tensor handed back to the engine.
+template <class T>
+struct GradSink {
+    Tensor<T> fresh;    // returned to the engine, or set as the leaf's first .grad
+    Tensor<T> target;   // the leaf whose .grad this is (direct mode), else undefined
+    T* data = nullptr;  // where the values go
+    T beta = T(0);      // 1: accumulate into existing values
+    bool active() const { return data != nullptr; }
+};
+
+/// In direct mode a leaf parameter's gradient is accumulated in place by the GEMM that makes it
+/// (beta = 1), the engine's copy-on-first / add-after being the only difference; with
+/// `direct` off, or for a non-leaf, the gradient is returned to the engine like any op's.
+template <class T>
+GradSink<T> make_sink(const Tensor<T>& w, bool direct) {
+    GradSink<T> s;
+    if (!needs_grad(w)) return s;
+    if (direct && w.is_leaf()) {
+        s.target = w;
+        Tensor<T> cur = w.grad();
+        if (cur.defined() && cur.is_contiguous() && cur.shape() == w.shape()) {
+            s.data = cur.data();
+            s.beta = T(1);
+            return s;
+        }
+        if (cur.defined()) s.target = Tensor<T>();  // an odd existing .grad: let the engine add
+    }
+    s.fresh = Tensor<T>::empty(w.shape());
+    s.data = s.fresh.data();
+    return s;
+}
+
+/// Once filled: a fresh gradient of a leaf in direct mode becomes its .grad; else it is returned.
+template <class T>
+Tensor<T> finish_sink(GradSink<T>& s) {
+    if (!s.active()) return Tensor<T>();
+    if (s.target.defined()) {
+        if (s.fresh.defined()) s.target.set_grad(s.fresh);
+        return Tensor<T>();
+    }
+    return s.fresh;
+}
+
+inline bool& direct_leaf_grads_setting() {
+    static bool on = true;
+    return on;
+}
+
+/// One contiguous run of rows [r0, r1) of expert e, handled by one thread.
+struct Segment {
+    int64_t e, r0, r1;
+};
+
+/// The rows [0, S) of the sorted buffer cut into `parts` equal ranges, each as its expert segments.
+inline std::vector<std::vector<Segment>> split_rows(const std::vector<int64_t>& offsets, int parts) {
+    const int64_t E = static_cast<int64_t>(offsets.size()) - 1, S = offsets.back();
+    std::vector<std::vector<Segment>> out(static_cast<size_t>(parts));
+    for (int p = 0; p < parts; ++p) {
+        const int64_t lo = S * p / parts, hi = S * (p + 1) / parts;
+        for (int64_t e = 0; e < E; ++e) {
+            const int64_t a = std::max(lo, offsets[e]), b = std::min(hi, offsets[e + 1]);
+            if (a < b) out[p].push_back({e, a, b});
+        }
+    }
+    return out;
+}
+
+/// How many parts the grouped FFN uses for S rows: at most num_threads(), at least 32 rows each.
+inline int ffn_parts(int64_t S) {
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), S / 32)));
+}
+
+template <class T>
+using CMat = moekd::detail::MatRef<const T>;
+template <class T>
+using MMat = moekd::detail::MatRef<T>;
+
+}  // namespace detail
+
+/// When on (the default), expert_ffn accumulates the gradients of leaf weights straight into their
+/// .grad; off, it returns them to the autograd engine as every op does. Same values either way.
+inline void set_direct_leaf_grads(bool on) { detail::direct_leaf_grads_setting() = on; }
+
+// ---- the grouped expert FFN ------------------------------------------------------------------------
+/// ys[rows of e] = act(xs[rows of e] @ w1[e]^T + b1[e]) @ w2[e]^T + b2[e] for every expert e, over
+/// the contiguous row blocks of the plan: one GEMM per expert and layer.
+/// xs: (S, D) -> ys: (S, D). Backward per expert (dY = its rows of the gradient):
+///   db2 = colsum(dY), dW2 = dY^T A, dA = dY W2, dH = dA * act'(H), db1 = colsum(dH),
+///   dW1 = dH^T X, dX = dH W1.
+template <class T>
+Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeights<T>& w,
+                     nn::Activation act = nn::Activation::ReLU) {
+    moekd::detail::require_cpu(xs, "expert_ffn");
+    MOEKD_CHECK(plan, "expert_ffn: no dispatch plan");
+    const int64_t E = plan->num_experts;
+    MOEKD_CHECK(w.num_experts() == E, "expert_ffn: ", w.num_experts(), " experts' weights for a plan over ", E, " experts");
+    const int64_t F = w.ffn_dim(), D = w.d_model(), S = plan->rows();
+    MOEKD_CHECK(xs.dim() == 2 && xs.size(0) == S && xs.size(1) == D, "expert_ffn: xs ", xs.shape(), " must be (S, D) = (",
+                S, ", ", D, ")");
+    // inputs: xs, then w1, b1, w2, b2 of each expert (per-expert form) or the four stacked tensors
+    std::vector<Tensor<T>> inputs{xs};
+    auto expect = [&](const Tensor<T>& t, const Shape& s, const char* what, int64_t e, bool optional) {
+        if (optional && !t.defined()) return;
+        MOEKD_CHECK(t.defined() && t.shape() == s, "expert_ffn: ", what, e >= 0 ? msg(" of expert ", e) : std::string(),
+                    " is ", t.defined() ? msg(t.shape()) : std::string("undefined"), ", expected ", s);
+        moekd::detail::require_cpu(t, "expert_ffn");
+    };
+    if (w.stacked()) {
+        expect(w.W1, {E, F, D}, "W1", -1, false);
+        expect(w.B1, {E, F}, "B1", -1, true);
+        expect(w.W2, {E, D, F}, "W2", -1, false);
+        expect(w.B2, {E, D}, "B2", -1, true);
+        inputs.insert(inputs.end(), {w.W1, w.B1, w.W2, w.B2});
+    } else {
+        MOEKD_CHECK(w.b1.size() == w.w1.size() && w.w2.size() == w.w1.size() && w.b2.size() == w.w1.size(),
+                    "expert_ffn: per-expert lists differ in length (w1 ", w.w1.size(), ", b1 ", w.b1.size(), ", w2 ",
+                    w.w2.size(), ", b2 ", w.b2.size(), "); use undefined tensors for absent biases");
+        for (int64_t e = 0; e < E; ++e) {
+            expect(w.w1[e], {F, D}, "fc1 weight", e, false);
+            expect(w.b1[e], {F}, "fc1 bias", e, true);
+            expect(w.w2[e], {D, F}, "fc2 weight", e, false);
+            expect(w.b2[e], {D}, "fc2 bias", e, true);
+            inputs.insert(inputs.end(), {w.w1[e], w.b1[e], w.w2[e], w.b2[e]});
+        }
+    }
+    // contiguous views of every weight and raw pointers per expert
+    std::vector<Tensor<T>> held;
+    for (size_t i = 1; i < inputs.size(); ++i)
+        held.push_back(inputs[i].defined() ? moekd::detail::contiguous_data(inputs[i]) : Tensor<T>());
+    struct Ptr {
+        const T *w1, *b1, *w2, *b2;
+    };
+    std::vector<Ptr> P(E);
+    for (int64_t e = 0; e < E; ++e) {
+        auto at = [&](int which, int64_t per) -> const T* {
+            const Tensor<T>& h = w.stacked() ? held[which] : held[e * 4 + which];
+            if (!h.defined()) return nullptr;
+            return h.data() + (w.stacked() ? e * per : 0);
+        };
+        P[e] = {at(0, F * D), at(1, F), at(2, D * F), at(3, D)};
+    }
+
+    const bool gelu = act == nn::Activation::GELU;
+    const Tensor<T> xc = moekd::detail::contiguous_data(xs);
+    Tensor<T> A = Tensor<T>::empty({S, F});                           // activations
+    Tensor<T> H = gelu ? Tensor<T>::empty({S, F}) : Tensor<T>();      // pre-activations (GELU only)
+    Tensor<T> ys = Tensor<T>::empty({S, D});
+    const int parts = detail::ffn_parts(S);
+    const auto segs = detail::split_rows(plan->offsets, parts);
+    detail::run_parts(parts, true, [&](int p) {
+        for (const auto& sg : segs[p]) {
+            const int64_t n = sg.r1 - sg.r0;
+            const Ptr& q = P[sg.e];
+            T* h = (gelu ? H : A).data() + sg.r0 * F;
+            T* a = A.data() + sg.r0 * F;
+            // biases are written first and the GEMM adds onto them (beta = 1), as linear() does
+            if (q.b1)
+                for (int64_t i = 0; i < n; ++i) std::copy_n(q.b1, F, h + i * F);
+            moekd::detail::gemm(T(1), detail::CMat<T>{xc.data() + sg.r0 * D, n, D, D, 1},
+                                detail::CMat<T>{q.w1, F, D, D, 1}.t(), q.b1 ? T(1) : T(0),
+                                detail::MMat<T>{h, n, F, F, 1});
+            for (int64_t i = 0; i < n; ++i) {
+                if (gelu) kern::bias_act_row<kern::Gelu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
+                else kern::bias_act_row<kern::Relu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
+            }
+            T* y = ys.data() + sg.r0 * D;
+            if (q.b2)
+                for (int64_t i = 0; i < n; ++i) std::copy_n(q.b2, D, y + i * D);
+            moekd::detail::gemm(T(1), detail::CMat<T>{a, n, F, F, 1}, detail::CMat<T>{q.w2, D, F, F, 1}.t(),
+                                q.b2 ? T(1) : T(0), detail::MMat<T>{y, n, D, D, 1});
+        }
+    });
+
+    const bool stacked = w.stacked();
+    return record<T>(
+        ys, "expert_ffn", inputs,
+        [plan, inputs, held, P, F, D, E, S, gelu, stacked, xd = xc.detach(), A, H](const Tensor<T>& g) {
+            const Tensor<T> dy = moekd::detail::contiguous_data(g);
+            const bool direct = detail::direct_leaf_grads_setting();
+            const bool need_x = needs_grad(inputs[0]);
+            // gradient sinks, one per weight input (stacked: 4; per expert: 4 E)
+            // (a tensor given twice, e.g. experts sharing a weight, goes through the engine, which
+            // sums its two gradients)
+            std::vector<detail::GradSink<T>> sink(inputs.size());
+            for (size_t i = 1; i < inputs.size(); ++i) {
+                const bool empty_expert = !stacked && plan->kept[(i - 1) / 4] == 0;
+                bool repeated = false;
+                for (size_t j = 1; j < inputs.size() && inputs[i].defined(); ++j)
+                    repeated = repeated || (j != i && inputs[j].is_same(inputs[i]));
+                if (!empty_expert) sink[i] = detail::make_sink(inputs[i], direct && !repeated);
+            }
+            auto sink_of = [&](int64_t e, int which) -> detail::GradSink<T>& {
+                return sink[stacked ? 1 + which : 1 + e * 4 + which];
+            };
+            auto per = [&](int which) { return which == 0 || which == 2 ? F * D : which == 1 ? F : D; };
+            // where expert e's gradient `which` lives inside its sink
+            auto dst = [&](int64_t e, int which) { return sink_of(e, which).data + (stacked ? e * per(which) : 0); };
+            // a fresh stacked gradient must be zero for experts that got no rows
+            if (stacked)
+                for (int which = 0; which < 4; ++which) {
+                    auto& s = sink[1 + which];
+                    if (!s.active() || s.beta != T(0)) continue;
+                    for (int64_t e = 0; e < E; ++e)
+                        if (plan->kept[e] == 0) std::fill_n(s.data + e * per(which), per(which), T(0));
+                }
+
+            Tensor<T> dxs = need_x ? Tensor<T>::empty({S, D}) : Tensor<T>();
+            const int parts = detail::ffn_parts(S);
+            const auto segs = detail::split_rows(plan->offsets, parts);
+            // a segment that does not start its expert's block writes its weight gradients to
+            // scratch, added to the expert's after the parts join (a fixed order)
+            using Acc = moekd::detail::Acc<T>;
+            struct SegOut {
+                std::vector<Acc> db1, db2;
+                Tensor<T> dw1, dw2;  // scratch for a continuation segment
+            };
+            std::vector<std::vector<SegOut>> outs(parts);
+            for (int p = 0; p < parts; ++p) outs[p].resize(segs[p].size());
+            detail::run_parts(parts, true, [&](int p) {
+                int64_t max_n = 0;
+                for (const auto& sg : segs[p]) max_n = std::max(max_n, sg.r1 - sg.r0);
+                std::vector<T> scratch(static_cast<size_t>(max_n * F));
+                for (size_t si = 0; si < segs[p].size(); ++si) {
+                    const auto& sg = segs[p][si];
+                    SegOut& o = outs[p][si];
+                    const int64_t e = sg.e, n = sg.r1 - sg.r0;
+                    const bool cont = sg.r0 != plan->offsets[e];
+                    const Ptr& q = P[e];
+                    auto& s_w1 = sink_of(e, 0);
+                    auto& s_b1 = sink_of(e, 1);
+                    auto& s_w2 = sink_of(e, 2);
+                    auto& s_b2 = sink_of(e, 3);
+                    const T* gy = dy.data() + sg.r0 * D;
+                    const T* a = A.data() + sg.r0 * F;
+                    if (s_b2.active()) {
+                        o.db2.assign(D, Acc(0));
+                        for (int64_t i = 0; i < n; ++i)
+                            for (int64_t d = 0; d < D; ++d) o.db2[d] += static_cast<Acc>(gy[i * D + d]);
+                    }
+                    if (s_w2.active()) {  // dW2 = dY^T A: (D, n) @ (n, F)
+                        T* out = dst(e, 2);
+                        T beta = s_w2.beta;
+                        if (cont) o.dw2 = Tensor<T>::empty({D, F}), out = o.dw2.data(), beta = T(0);
+                        moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}.t(), detail::CMat<T>{a, n, F, F, 1},
+                                            beta, detail::MMat<T>{out, D, F, F, 1});
+                    }
+                    if (!(s_w1.active() || s_b1.active() || need_x)) continue;
+                    T* da = scratch.data();  // dA = dY W2: (n, D) @ (D, F)
+                    moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}, detail::CMat<T>{q.w2, D, F, F, 1}, T(0),
+                                        detail::MMat<T>{da, n, F, F, 1});
+                    if (s_b1.active()) o.db1.assign(F, Acc(0));
+                    Acc* db1 = s_b1.active() ? o.db1.data() : nullptr;
+                    const T* h = (gelu ? H : A).data() + sg.r0 * F;
+                    for (int64_t i = 0; i < n; ++i) {
+                        if (gelu) kern::act_backward_row<kern::Gelu>(h + i * F, a + i * F, da + i * F, F, db1);
+                        else kern::act_backward_row<kern::Relu>(h + i * F, a + i * F, da + i * F, F, db1);
+                    }
+                    const T* x = xd.data() + sg.r0 * D;
+                    if (s_w1.active()) {  // dW1 = dH^T X: (F, n) @ (n, D)
+                        T* out = dst(e, 0);
+                        T beta = s_w1.beta;
+                        if (cont) o.dw1 = Tensor<T>::empty({F, D}), out = o.dw1.data(), beta = T(0);
+                        moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}.t(), detail::CMat<T>{x, n, D, D, 1},
+                                            beta, detail::MMat<T>{out, F, D, D, 1});
+                    }
+                    if (need_x)  // dX = dH W1: (n, F) @ (F, D)
+                        moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}, detail::CMat<T>{q.w1, F, D, D, 1}, T(0),
+                                            detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1});
+                }
+            });
+            // join: continuation halves and bias sums, expert by expert in row order
+            std::vector<std::vector<Acc>> b1sum(E), b2sum(E);
+            for (int p = 0; p < parts; ++p)
+                for (size_t si = 0; si < segs[p].size(); ++si) {
+                    const auto& sg = segs[p][si];
+                    SegOut& o = outs[p][si];
+                    const int64_t e = sg.e;
+                    if (o.dw1.defined()) {
+                        T* out = dst(e, 0);
+                        for (int64_t i = 0; i < F * D; ++i) out[i] += o.dw1.data()[i];
+                    }
+                    if (o.dw2.defined()) {
+                        T* out = dst(e, 2);
+                        for (int64_t i = 0; i < F * D; ++i) out[i] += o.dw2.data()[i];
+                    }
+                    auto fold = [](std::vector<Acc>& acc, const std::vector<Acc>& v) {
+                        if (v.empty()) return;
+                        if (acc.empty()) acc = v;
+                        else
+                            for (size_t i = 0; i < v.size(); ++i) acc[i] += v[i];
+                    };
+                    fold(b1sum[e], o.db1);
+                    fold(b2sum[e], o.db2);
+                }
+            for (int64_t e = 0; e < E; ++e) {
+                auto put = [&](int which, const std::vector<Acc>& v) {
+                    if (v.empty()) return;
+                    T* out = dst(e, which);
+                    const T beta = sink_of(e, which).beta;
+                    for (size_t i = 0; i < v.size(); ++i)
+                        out[i] = beta == T(0) ? static_cast<T>(v[i]) : out[i] + static_cast<T>(v[i]);
+                };
+                put(1, b1sum[e]);
+                put(3, b2sum[e]);
+            }
+            std::vector<Tensor<T>> grads(inputs.size());
+            grads[0] = dxs;
+            for (size_t i = 1; i < inputs.size(); ++i) grads[i] = detail::finish_sink(sink[i]);
+            return grads;
+        });
+}
+
+namespace detail {
+
+/// The ground truth: every kept assignment's expert FFN evaluated by plain loops in double, times
+/// its gate, summed over the token's choices. x: (N, D), gates: (N, k) -> (N, D). No autograd.
+template <class T>
+Tensor<T> moe_reference(const Tensor<T>& x, const DispatchPlan& plan, const Tensor<T>& gates,
+                        const ExpertWeights<T>& w, nn::Activation act) {
+    NoGrad ng;
+    const int64_t N = plan.num_tokens, k = plan.top_k, D = w.d_model(), F = w.ffn_dim();
+    const std::vector<T> xv = x.to_vector(), gv = gates.to_vector();
+    auto vec = [&](const std::vector<Tensor<T>>& list, const Tensor<T>& stacked, int64_t e) {
+        const Tensor<T> t = w.stacked() ? (stacked.defined() ? stacked.select(0, e) : Tensor<T>()) : list[e];
+        return t.defined() ? t.to_vector() : std::vector<T>();
+    };
+    Tensor<T> y = Tensor<T>::zeros({N, D});
+    std::vector<double> acc(D), h(F);
+    for (int64_t t = 0; t < N; ++t) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < k; ++j) {
+            if (plan.slot_of[t * k + j] < 0) continue;
+            const int64_t e = plan.expert_idx[t * k + j];
+            const auto w1 = vec(w.w1, w.W1, e), b1 = vec(w.b1, w.B1, e), w2 = vec(w.w2, w.W2, e), b2 = vec(w.b2, w.B2, e);
+            for (int64_t f = 0; f < F; ++f) {
+                double s = b1.empty() ? 0.0 : double(b1[f]);
+                for (int64_t d = 0; d < D; ++d) s += double(w1[f * D + d]) * double(xv[t * D + d]);
+                h[f] = act == nn::Activation::ReLU ? (s > 0 ? s : 0.0) : 0.5 * s * (1.0 + std::erf(s / std::sqrt(2.0)));
+            }
+            for (int64_t d = 0; d < D; ++d) {
+                double s = b2.empty() ? 0.0 : double(b2[d]);
+                for (int64_t f = 0; f < F; ++f) s += double(w2[d * F + f]) * h[f];
+                acc[d] += double(gv[t * k + j]) * s;
+            }
+        }
+        for (int64_t d = 0; d < D; ++d) y.data()[t * D + d] = static_cast<T>(acc[d]);
+    }
+    return y;
+}
+
+}  // namespace detail
+}  // namespace moekd::moe

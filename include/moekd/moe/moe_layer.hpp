@@ -1,0 +1,207 @@
+// moe_layer.hpp — MoELayer: a Mixture-of-Experts FFN that drops into a Transformer layer in place
+// of the dense FeedForward (it is an nn::FFNBase, registered as "moe").
+//
+//   y = sum over the token's kept choices j of gate_j(x) * expert_{e_j}(x)
+//   expert_i(x) = fc2_i(act(fc1_i(x)))          (ReLU or GELU, as the dense FFN)
+//
+// Parameters, named as fairseq / Tutel so checkpoints stay readable:
+//   gate.weight                 (E, D)   the router (no bias; fairseq's `wg`)
+//   experts.<i>.fc1.weight      (F, D)   experts.<i>.fc1.bias (F)
+//   experts.<i>.fc2.weight      (D, F)   experts.<i>.fc2.bias (D)
+// A forward routes (router.hpp), sorts tokens by expert (dispatch.hpp: permute_tokens ->
+// expert_ffn -> combine_tokens), computes the aux loss (balance.hpp: Switch or KL-uniform balance
+// loss plus the optional z-loss, weighted) and the load statistics; both are kept for the trainer
+// (last_aux_loss() carries history: add it to the loss). Pad tokens (mask 1) are not routed, get
+// a zero output (the residual carries them) and are left out of the statistics. Hooks: emits
+// "router_probs" (N, E) and "output". forward_fixed() runs given routing (experts and gates),
+// which gradient checks use. This file is wiring; the work is in the ops it calls.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "../nn/layers.hpp"
+#include "../nn/module.hpp"
+#include "../nn/transformer.hpp"
+#include "balance.hpp"
+#include "dispatch.hpp"
+#include "router.hpp"
+
+namespace moekd::moe {
+
+/// Sizes and options of one MoE layer.
+struct MoEConfig {
+    int64_t d_model = 512;                              // D
+    int64_t ffn_dim = 2048;                             // F, per expert
+    nn::Activation activation = nn::Activation::ReLU;
+    RouterConfig router;                                // E, top-k, capacity, jitter
+    BalanceLoss balance = BalanceLoss::Switch;          // the balance term of the aux loss
+    double balance_weight = 0.01;                       // Switch: 0.01
+    double z_loss_weight = 0.0;                         // ST-MoE: 0.001
+    std::string name = "moe";                           // names the layer in errors
+};
+
+/// Everything one forward produces.
+template <class T>
+struct MoEOutput {
+    Tensor<T> y;         // like x
+    Tensor<T> aux_loss;  // scalar, with history: balance_weight * balance + z_loss_weight * z
+    LoadStats stats;
+    Routing<T> routing;  // logits, probs, gates, experts
+};
+
+/// One expert: the dense FFN's two Linear layers (fc1: D -> F, fc2: F -> D).
+template <class T = float>
+class Expert : public nn::Module<T> {
+public:
+    std::shared_ptr<nn::Linear<T>> fc1, fc2;
+    Expert(int64_t d_model, int64_t ffn_dim, Generator& gen) {
+        fc1 = this->register_module("fc1", std::make_shared<nn::Linear<T>>(d_model, ffn_dim, gen));
+        fc2 = this->register_module("fc2", std::make_shared<nn::Linear<T>>(ffn_dim, d_model, gen));
+    }
+};
+
+template <class T = float>
+class MoELayer : public nn::FFNBase<T> {
+public:
+    std::shared_ptr<nn::Linear<T>> gate;                          // weight (E, D)
+    std::shared_ptr<nn::ModuleList<Expert<T>, T>> experts;        // E experts
+
+    /// Parameters are drawn from `gen` as torch.nn.Linear does (gate first, then experts in
+    /// order); the jitter generator is seeded from one more draw.
+    MoELayer(const MoEConfig& cfg, Generator& gen) : cfg_(cfg) {
+        validate(cfg.router, cfg.name);
+        MOEKD_CHECK(cfg.d_model > 0 && cfg.ffn_dim > 0, cfg.name, ": d_model ", cfg.d_model, " and ffn_dim ",
+                    cfg.ffn_dim, " must be positive");
+        MOEKD_CHECK(cfg.balance_weight >= 0 && cfg.z_loss_weight >= 0, cfg.name, ": balance_weight ",
+                    cfg.balance_weight, " and z_loss_weight ", cfg.z_loss_weight, " must be >= 0");
+        gate = this->register_module("gate",
+                                     std::make_shared<nn::Linear<T>>(cfg.d_model, cfg.router.num_experts, gen, false));
+        experts = this->register_module("experts", std::make_shared<nn::ModuleList<Expert<T>, T>>());
+        for (int64_t e = 0; e < cfg.router.num_experts; ++e)
+            experts->push_back(std::make_shared<Expert<T>>(cfg.d_model, cfg.ffn_dim, gen));
+        gen_.manual_seed(gen.next_u64());
+    }
+
+    std::string module_name() const override { return "moe"; }
+
+    /// x: (B, T, D) or (N, D) -> same shape; uses the mask given to set_padding_mask (if any).
+    Tensor<T> forward(const Tensor<T>& x) override { return forward_with_stats(x, padding_mask_).y; }
+    /// pad: (B, T) or (N) uint8, 1 = pad, or undefined.
+    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& pad) { return forward_with_stats(x, pad).y; }
+
+    /// The full forward: output, aux loss, statistics and routing (also kept: last_aux_loss(),
+    /// last_stats()).
+    MoEOutput<T> forward_with_stats(const Tensor<T>& x, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+        const int64_t N = check_input(x, pad);
+        const int64_t D = cfg_.d_model, E = cfg_.router.num_experts;
+        const bool training = this->is_training();
+        const Tensor<T> x2 = x.reshape({N, D});
+        // router: logits (N, E) -> probs, top-k gates
+        const Tensor<T> rin = training && cfg_.router.input_jitter > 0 ? input_jitter(x2, cfg_.router.input_jitter, gen_) : x2;
+        Tensor<T> logits = router_logits(rin, gate->weight);
+        check_router_logits(logits, cfg_.name, pad);
+        const Tensor<T> clean_logits = logits;
+        if (training && cfg_.router.logit_noise) logits = add_logit_noise(logits, gen_);
+        MoEOutput<T> out;
+        out.routing = softmax_topk(logits, cfg_.router.top_k, cfg_.router.normalize());
+        this->emit("router_probs", out.routing.probs);
+        // dispatch -> experts -> combine
+        const int64_t pads = count_pad(pad);
+        const PlanPtr plan = make_dispatch_plan(out.routing.experts, E, capacity_for(cfg_.router, N - pads, training), pad);
+        Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
+        // aux loss and statistics
+        out.stats = load_stats(*plan);
+        Tensor<T> aux = Tensor<T>::scalar(T(0));
+        if (cfg_.balance != BalanceLoss::None) {
+            const Tensor<T> b = cfg_.balance == BalanceLoss::Switch
+                                    ? switch_balance_loss(out.routing.probs, out.routing.experts, pad)
+                                    : kl_uniform_balance_loss(out.routing.probs, pad);
+            out.stats.balance_loss = static_cast<double>(b.item());
+            if (cfg_.balance_weight > 0) aux = add(aux, b * static_cast<T>(cfg_.balance_weight));
+        }
+        if (cfg_.z_loss_weight > 0) {
+            const Tensor<T> z = router_z_loss(clean_logits, pad);
+            out.stats.z_loss = static_cast<double>(z.item());
+            aux = add(aux, z * static_cast<T>(cfg_.z_loss_weight));
+        }
+        out.aux_loss = aux;
+        out.y = y2.reshape(x.shape());
+        last_aux_ = out.aux_loss;
+        last_stats_ = out.stats;
+        this->emit("output", out.y);
+        return out;
+    }
+
+    /// Fixed routing, no router: experts (N, k) int64 and gates (N, k) (with history, if wanted)
+    /// given. capacity: rows per expert (-1: dropless). x: (B, T, D) or (N, D) -> same shape.
+    Tensor<T> forward_fixed(const Tensor<T>& x, const Tensor<int64_t>& expert_idx, const Tensor<T>& gates,
+                            const Tensor<uint8_t>& pad = Tensor<uint8_t>(), int64_t capacity = -1) {
+        const int64_t N = check_input(x, pad);
+        MOEKD_CHECK(expert_idx.dim() == 2 && expert_idx.size(0) == N && gates.defined() &&
+                        gates.shape() == expert_idx.shape(),
+                    cfg_.name, ": forward_fixed: experts ", expert_idx.shape(), " and gates ",
+                    gates.defined() ? gates.shape() : Shape{}, " must both be (N, k) with N = ", N);
+        const PlanPtr plan = make_dispatch_plan(expert_idx, cfg_.router.num_experts, capacity, pad);
+        Tensor<T> y = run_experts(x.reshape({N, cfg_.d_model}), gates, plan).reshape(x.shape());
+        last_stats_ = load_stats(*plan);
+        last_aux_ = Tensor<T>::scalar(T(0));
+        this->emit("output", y);
+        return y;
+    }
+
+    /// The experts' parameters as handles, in the per-expert form expert_ffn takes.
+    ExpertWeights<T> expert_weights() const {
+        ExpertWeights<T> w;
+        for (auto& ex : *experts) {
+            w.w1.push_back(ex->fc1->weight);
+            w.b1.push_back(ex->fc1->bias);
+            w.w2.push_back(ex->fc2->weight);
+            w.b2.push_back(ex->fc2->bias);
+        }
+        return w;
+    }
+
+    /// The pad mask forward(x) uses (a Transformer layer calls forward(x) without one): (B, T).
+    void set_padding_mask(const Tensor<uint8_t>& pad) { padding_mask_ = pad; }
+    /// The aux loss of the last forward (scalar with history; 0 after forward_fixed).
+    const Tensor<T>& last_aux_loss() const { return last_aux_; }
+    const LoadStats& last_stats() const { return last_stats_; }
+    const MoEConfig& config() const { return cfg_; }
+    /// The generator of the training-time jitter (reseed or checkpoint it here).
+    Generator& generator() { return gen_; }
+
+private:
+    Tensor<T> run_experts(const Tensor<T>& x2, const Tensor<T>& gates, const PlanPtr& plan) {
+        const Tensor<T> xs = permute_tokens(x2, plan);
+        const Tensor<T> ys = expert_ffn(xs, plan, expert_weights(), cfg_.activation);
+        return combine_tokens(ys, gates, plan);
+    }
+    int64_t check_input(const Tensor<T>& x, const Tensor<uint8_t>& pad) const {
+        MOEKD_CHECK(x.defined() && (x.dim() == 2 || x.dim() == 3) && x.size(-1) == cfg_.d_model, cfg_.name,
+                    ": input ", x.defined() ? x.shape() : Shape{}, " must be (B, T, ", cfg_.d_model, ") or (N, ",
+                    cfg_.d_model, ")");
+        const int64_t N = x.numel() / cfg_.d_model;
+        if (pad.defined()) {
+            Shape want(x.shape().begin(), x.shape().end() - 1);
+            MOEKD_CHECK(pad.shape() == want || (pad.dim() == 1 && pad.numel() == N), cfg_.name, ": pad mask ",
+                        pad.shape(), " does not fit input ", x.shape(), " (expected ", want, ")");
+        }
+        return N;
+    }
+    static int64_t count_pad(const Tensor<uint8_t>& pad) {
+        if (!pad.defined()) return 0;
+        const Tensor<uint8_t> pc = moekd::detail::contiguous_data(pad);
+        int64_t n = 0;
+        for (int64_t i = 0; i < pc.numel(); ++i) n += pc.data()[i] != 0;
+        return n;
+    }
+
+    MoEConfig cfg_;
+    Generator gen_;
+    Tensor<uint8_t> padding_mask_;
+    Tensor<T> last_aux_ = Tensor<T>::scalar(T(0));
+    LoadStats last_stats_;
+};
+
+}  // namespace moekd::moe

@@ -1,0 +1,228 @@
+// router.hpp — the Mixture-of-Experts router: which experts each token goes to, and with what
+// weight. A linear map D -> E (the MoE layer owns it as `gate.weight`), then softmax over the E
+// experts and top-k selection:
+//   top-1 (Switch):   gate = p_i(x), output = p_i(x) * E_i(x)
+//   top-2 (GShard):   gates renormalised over the chosen two, p_i / (p_i + p_j)
+//   general top-k, renormalised or not (RouterConfig::normalize_gates).
+// Ties go to the lower expert index. Training-only jitter from an explicit Generator: Gaussian
+// noise of std 1/E on the logits (OneS eq. 2) and multiplicative input jitter U[1-eps, 1+eps]
+// on the router's input (Switch). Capacity: ceil(k * tokens * factor / E) rows per expert, with
+// separate train / eval factors, or dropless. Router logits that are NaN or inf are an Error
+// naming the layer, never routed silently.
+//
+// Optimised CPU code: one fused pass per token (kern::softmax_topk_row, the same function the
+// GPU kernel runs), recorded as two autograd nodes: "router_softmax" (logits -> probs) and
+// "router_gates" (probs -> gates), each with a closed-form backward.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "../ops/elementwise.hpp"
+#include "dispatch.hpp"
+
+namespace moekd::moe {
+
+/// What the router does. Checked by validate() (the MoE layer calls it at construction).
+struct RouterConfig {
+    int64_t num_experts = 8;              // E
+    int64_t top_k = 1;                    // k, in [1, E]
+    std::optional<bool> normalize_gates;  // renormalise the k gates to sum 1; default: k > 1 (GShard)
+    double capacity_factor_train = 1.25;  // capacity = ceil(k * tokens * factor / E); tokens = non-pad
+    double capacity_factor_eval = 2.0;
+    bool dropless = false;                // no capacity: every assignment is kept
+    bool logit_noise = false;             // training: logits += N(0, (1/E)^2)   (OneS eq. 2)
+    double input_jitter = 0.0;            // training: router input *= U[1-eps, 1+eps]   (Switch)
+
+    bool normalize() const { return normalize_gates.value_or(top_k > 1); }
+};
+
+/// Throws moekd::Error naming the offending argument (and the layer) when the config is unusable.
+inline void validate(const RouterConfig& c, const std::string& layer = "router") {
+    MOEKD_CHECK(c.num_experts >= 1, layer, ": num_experts must be >= 1, got ", c.num_experts);
+    MOEKD_CHECK(c.top_k >= 1 && c.top_k <= c.num_experts, layer, ": top_k = ", c.top_k, " must be in [1, num_experts = ",
+                c.num_experts, "]", c.top_k > c.num_experts ? " (top_k exceeds the number of experts)" : "");
+    if (!c.dropless) {
+        MOEKD_CHECK(c.capacity_factor_train > 0, layer, ": capacity_factor_train = ", c.capacity_factor_train,
+                    " must be > 0. HINT: set dropless = true for no capacity limit");
+        MOEKD_CHECK(c.capacity_factor_eval > 0, layer, ": capacity_factor_eval = ", c.capacity_factor_eval,
+                    " must be > 0. HINT: set dropless = true for no capacity limit");
+    }
+    MOEKD_CHECK(c.input_jitter >= 0 && c.input_jitter < 1, layer, ": input_jitter = ", c.input_jitter,
+                " must be in [0, 1)");
+}
+
+/// Rows per expert for `tokens` routed tokens: ceil(k * tokens * factor / E); -1 when dropless.
+inline int64_t capacity_for(const RouterConfig& c, int64_t tokens, bool training) {
+    if (c.dropless) return -1;
+    return kern::expert_capacity(tokens, c.top_k, training ? c.capacity_factor_train : c.capacity_factor_eval,
+                                 c.num_experts);
+}
+
+/// The router's decision for N tokens.
+template <class T>
+struct Routing {
+    Tensor<T> logits;           // (N, E) as routed (after noise), with history
+    Tensor<T> probs;            // (N, E) softmax of logits, with history
+    Tensor<T> gates;            // (N, k) with history
+    Tensor<int64_t> experts;    // (N, k) chosen experts, best first
+};
+
+/// The router's logits = x @ wg^T.   x: (N, D), wg: (E, D) -> (N, E). Like linear() without bias,
+/// but the GEMMs run in row blocks on moe::num_threads() threads (single-threaded BLAS inside), as
+/// the rest of the MoE layer does: no BLAS thread pool wakes up between the layer's parts.
+/// Backward: dx = g @ wg (row blocks), dwg = g^T @ x (column blocks of D).
+template <class T>
+Tensor<T> router_logits(const Tensor<T>& x, const Tensor<T>& wg) {
+    moekd::detail::require_cpu(x, "router_logits");
+    MOEKD_CHECK(x.dim() == 2 && wg.dim() == 2 && x.size(1) == wg.size(1), "router_logits: x ", x.shape(),
+                " and gate weight ", wg.shape(), " must be (N, D) and (E, D)");
+    const int64_t N = x.size(0), D = x.size(1), E = wg.size(0);
+    const Tensor<T> xc = moekd::detail::contiguous_data(x), wc = moekd::detail::contiguous_data(wg);
+    Tensor<T> out = Tensor<T>::empty({N, E});
+    using CM = moekd::detail::MatRef<const T>;
+    using MM = moekd::detail::MatRef<T>;
+    detail::parallel_for(
+        N, 512,
+        [&](int64_t lo, int64_t hi) {
+            moekd::detail::gemm(T(1), CM{xc.data() + lo * D, hi - lo, D, D, 1}, CM{wc.data(), E, D, D, 1}.t(), T(0),
+                                MM{out.data() + lo * E, hi - lo, E, E, 1});
+        },
+        true);
+    const bool gx = needs_grad(x), gw = needs_grad(wg);
+    return record<T>(out, "router_logits", {x, wg}, [gx, gw, xd = xc.detach(), wd = wc.detach()](const Tensor<T>& g) {
+        const Tensor<T> gc = moekd::detail::contiguous_data(g);
+        const int64_t N = xd.size(0), D = xd.size(1), E = wd.size(0);
+        Tensor<T> dx = gx ? Tensor<T>::empty({N, D}) : Tensor<T>();
+        Tensor<T> dw = gw ? Tensor<T>::empty({E, D}) : Tensor<T>();
+        if (gx)
+            detail::parallel_for(
+                N, 512,
+                [&](int64_t lo, int64_t hi) {
+                    moekd::detail::gemm(T(1), CM{gc.data() + lo * E, hi - lo, E, E, 1}, CM{wd.data(), E, D, D, 1}, T(0),
+                                        MM{dx.data() + lo * D, hi - lo, D, D, 1});
+                },
+                true);
+        if (gw)
+            detail::parallel_for(
+                D, 64,
+                [&](int64_t lo, int64_t hi) {
+                    moekd::detail::gemm(T(1), CM{gc.data(), N, E, E, 1}.t(), CM{xd.data() + lo, N, hi - lo, D, 1}, T(0),
+                                        MM{dw.data() + lo, E, hi - lo, D, 1});
+                },
+                true);
+        return std::vector<Tensor<T>>{dx, dw};
+    });
+}
+
+namespace detail {
+
+/// Records gates (N, k) as a function of probs (N, E) at fixed indices idx (N, k).
+template <class T>
+Tensor<T> record_gates(Tensor<T> gates, const Tensor<T>& probs, const Tensor<int64_t>& idx, bool normalize) {
+    const Tensor<T> pd = moekd::detail::contiguous_data(probs).detach();
+    return record<T>(gates, "router_gates", {probs}, [pd, idx = moekd::detail::index_copy_of(idx), normalize, gd = gates.detach()](const Tensor<T>& g) {
+        const Tensor<T> gc = moekd::detail::contiguous_data(g);
+        const int64_t N = pd.size(0), E = pd.size(1), k = idx.size(1);
+        Tensor<T> dp = Tensor<T>::zeros({N, E});
+        moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+            for (int64_t t = lo; t < hi; ++t)
+                kern::topk_gates_backward_row(pd.data() + t * E, idx.data() + t * k, gd.data() + t * k,
+                                              gc.data() + t * k, k, normalize, dp.data() + t * E);
+        });
+        return std::vector<Tensor<T>>{dp};
+    });
+}
+
+}  // namespace detail
+
+/// Fused softmax over E + top-k + gates.   logits: (N, E) -> Routing (probs (N, E), gates and
+/// experts (N, k)). normalize: gates divided by their sum over the chosen k.
+template <class T>
+Routing<T> softmax_topk(const Tensor<T>& logits, int64_t k, bool normalize) {
+    moekd::detail::require_cpu(logits, "softmax_topk");
+    MOEKD_CHECK(logits.dim() == 2 && logits.size(1) >= 1, "softmax_topk: logits ", logits.shape(), " must be (N, E)");
+    const int64_t N = logits.size(0), E = logits.size(1);
+    MOEKD_CHECK(k >= 1 && k <= E, "softmax_topk: top_k = ", k, " must be in [1, E = ", E, "] for logits ", logits.shape());
+    const Tensor<T> lc = moekd::detail::contiguous_data(logits);
+    Tensor<T> probs = Tensor<T>::empty({N, E}), gates = Tensor<T>::empty({N, k});
+    Tensor<int64_t> idx = Tensor<int64_t>::empty({N, k});
+    detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        for (int64_t t = lo; t < hi; ++t)
+            kern::softmax_topk_row(lc.data() + t * E, E, k, normalize, probs.data() + t * E, idx.data() + t * k,
+                                   gates.data() + t * k);
+    });
+    Routing<T> r;
+    r.logits = logits;
+    r.experts = idx;
+    r.probs = record<T>(probs, "router_softmax", {logits}, [pd = probs.detach()](const Tensor<T>& g) {
+        const Tensor<T> gc = moekd::detail::contiguous_data(g);
+        const int64_t N = pd.size(0), E = pd.size(1);
+        Tensor<T> dl = Tensor<T>::empty({N, E});
+        detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+            for (int64_t t = lo; t < hi; ++t)
+                kern::softmax_backward_row(pd.data() + t * E, gc.data() + t * E, dl.data() + t * E, E);
+        });
+        return std::vector<Tensor<T>>{dl};
+    });
+    r.gates = detail::record_gates(gates, r.probs, idx, normalize);
+    return r;
+}
+
+/// Gates at given experts (fixed routing): gates[t, j] = probs[t, idx[t, j]], renormalised over
+/// the k when `normalize`.   probs: (N, E), idx: (N, k) distinct per row -> (N, k)
+template <class T>
+Tensor<T> topk_gates(const Tensor<T>& probs, const Tensor<int64_t>& idx, bool normalize) {
+    moekd::detail::require_cpu(probs, "topk_gates");
+    MOEKD_CHECK(probs.dim() == 2 && idx.dim() == 2 && idx.size(0) == probs.size(0) && idx.size(1) >= 1 &&
+                    idx.size(1) <= probs.size(1),
+                "topk_gates: probs ", probs.shape(), " and experts ", idx.shape(), " must be (N, E) and (N, k), k <= E");
+    const int64_t N = probs.size(0), E = probs.size(1), k = idx.size(1);
+    const Tensor<int64_t> ic = moekd::detail::index_copy_of(idx);
+    moekd::detail::check_indices(ic, E, "topk_gates", "expert", "experts");
+    for (int64_t t = 0; t < N; ++t)
+        for (int64_t j = 1; j < k; ++j)
+            for (int64_t i = 0; i < j; ++i)
+                MOEKD_CHECK(ic.data()[t * k + i] != ic.data()[t * k + j], "topk_gates: token ", t, " chooses expert ",
+                            ic.data()[t * k + j], " twice");
+    const Tensor<T> pc = moekd::detail::contiguous_data(probs);
+    Tensor<T> gates = Tensor<T>::empty({N, k});
+    for (int64_t t = 0; t < N; ++t)
+        kern::topk_gates_row(pc.data() + t * E, ic.data() + t * k, k, normalize, gates.data() + t * k);
+    return detail::record_gates(gates, probs, ic, normalize);
+}
+
+/// Throws an Error naming `layer` when any router logit is NaN or inf (with the first offending
+/// token, whether it is a pad token, and a hint). logits: (N, E); pad: N elements or undefined.
+template <class T>
+void check_router_logits(const Tensor<T>& logits, const std::string& layer,
+                         const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    const Tensor<T> lc = moekd::detail::contiguous_data(logits);
+    const int64_t N = lc.size(0), E = lc.size(1);
+    for (int64_t t = 0; t < N; ++t) {
+        const T* row = lc.data() + t * E;
+        if (kern::row_all_finite(row, E)) continue;
+        int64_t e = 0;
+        while (e < E && row[e] - row[e] == T(0)) ++e;
+        const bool is_pad = pad.defined() && moekd::detail::contiguous_data(pad).data()[t] != 0;
+        throw Error(msg(layer, ": router logits are not finite: token ", t, " of ", N, is_pad ? " (a pad token)" : "",
+                        " has logit ", row[e], " for expert ", e, " of ", E,
+                        ". HINT: the layer input or the gate weights hold NaN/inf (diverged training? lower the ",
+                        "learning rate, add the router z-loss, or check the input)"));
+    }
+}
+
+/// logits + N(0, (1/E)^2) noise (OneS eq. 2). The noise is a constant: gradients pass unchanged.
+template <class T>
+Tensor<T> add_logit_noise(const Tensor<T>& logits, Generator& gen) {
+    const double std = 1.0 / static_cast<double>(logits.size(-1));
+    return add(logits, Tensor<T>::randn(logits.shape(), gen, 0.0, std));
+}
+
+/// x * U[1 - eps, 1 + eps] elementwise (Switch's multiplicative jitter of the router input).
+template <class T>
+Tensor<T> input_jitter(const Tensor<T>& x, double eps, Generator& gen) {
+    return mul(x, Tensor<T>::rand(x.shape(), gen, 1.0 - eps, 1.0 + eps));
+}
+
+}  // namespace moekd::moe
