@@ -6,6 +6,7 @@
 
 #include "tensor.hpp"
 #include "nn.hpp"
+#include "moe.hpp"
 #include "losses.hpp"
 #include "linalg.hpp"
 #include "optim/optimizers.hpp"
