@@ -13,7 +13,9 @@
 // Before timing, every case runs one step on each side from the same weights and compares the
 // output, the input gradient and every parameter gradient (max |a - b| / max |b|); anything over
 // 1e-4 makes the program exit 1 after printing. Timing: warm-up, then samples alternating
-// moekd / torch(1) / torch(2), median. --profile times the pieces of the moekd step.
+// moekd / torch(1) / torch(2), each timed step right after an untimed one of the same side (idle
+// BLAS threads spin for ~0.1 s after a call and would steal cores from the next side), median.
+// --profile times the pieces of the moekd step.
 //
 // Build: cmake -DMOEKD_BUILD_BENCH=ON ... && cmake --build <dir> --target moe_bench
 // Run:   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ./<dir>/bench/moe_bench [--quick] [--profile]
@@ -75,8 +77,15 @@ constexpr double kAuxWeight = 0.01;
 /// generic broadcast in the loss's backward. Backward: g * gy (a scalar fast path).
 Tensor<float> dot_loss(const Tensor<float>& y, const Tensor<float>& gy) {
     const Tensor<float> yc = moekd::detail::contiguous_data(y);
+    const int64_t n = yc.numel(), chunk = 1 << 16;
+    std::vector<double> part((n + chunk - 1) / chunk);
+    moe::detail::parallel_for(n, chunk, [&](int64_t lo, int64_t hi) {
+        double s = 0;
+        for (int64_t i = lo; i < hi; ++i) s += double(yc.data()[i]) * double(gy.data()[i]);
+        part[lo / chunk] = s;
+    });
     double s = 0;
-    for (int64_t i = 0; i < yc.numel(); ++i) s += double(yc.data()[i]) * double(gy.data()[i]);
+    for (double p : part) s += p;
     return record<float>(Tensor<float>::scalar(float(s)), "dot_loss", {y}, [gy, shape = y.shape()](const Tensor<float>& g) {
         return std::vector<Tensor<float>>{mul(gy, g).reshape(shape)};
     });
@@ -178,13 +187,18 @@ std::vector<double> race(Setup& s, void* th, int samples, int warmup) {
         s.step();
         for (int t : {1, 2}) moe_torch_set_threads(t), moe_torch_step(th);
     }
+    // Idle OpenBLAS (and OpenMP) threads keep spinning for ~0.1 s after a call and would steal
+    // cores from whatever runs next in this process: after each switch of side, one untimed step
+    // of the new side runs first (it also brings that side's buffers back into cache).
     std::vector<double> m, t1, t2;
     for (int i = 0; i < samples; ++i) {
+        s.step();
         auto t0 = Clock::now();
         s.step();
         m.push_back(seconds_since(t0));
         for (int t : {1, 2}) {
             moe_torch_set_threads(t);
+            moe_torch_step(th);
             t0 = Clock::now();
             moe_torch_step(th);
             (t == 1 ? t1 : t2).push_back(seconds_since(t0));
@@ -214,7 +228,7 @@ void profile(const Options& o, int64_t E) {
     moe::PlanPtr plan;
     Tensor<float> xs, ys, y;
     const auto W = l.expert_weights();
-    const double t_lin = time([&] { logits = linear(x, l.gate->weight.detach()); });
+    const double t_lin = time([&] { logits = moe::router_logits(x, l.gate->weight.detach()); });
     const double t_route = time([&] {
         moe::check_router_logits(logits, "bench");
         auto r = moe::softmax_topk(logits, 1, false);
@@ -224,19 +238,24 @@ void profile(const Options& o, int64_t E) {
     const double t_perm = time([&] { xs = moe::permute_tokens(x, plan); });
     const double t_ffn = time([&] { NoGrad ng; ys = moe::expert_ffn(xs, plan, W); });
     const double t_comb = time([&] { y = moe::combine_tokens(ys, gates, plan); });
-    // backward of each op alone, with leaf inputs
+    // backward of each op alone (its output made untimed, with leaf inputs)
     auto bwd = [&](auto&& make) {
-        return time([&] {
+        std::vector<double> v;
+        for (int i = 0; i < reps + 1; ++i) {
             l.zero_grad();
             Tensor<float> out = make();
-            out.backward(s.gy.narrow(0, 0, out.size(0)).contiguous());
-        });
+            const Tensor<float> g = s.gy.narrow(0, 0, out.size(0)).contiguous();
+            const auto t0 = Clock::now();
+            out.backward(g);
+            if (i) v.push_back(seconds_since(t0));
+        }
+        return median(v) * 1e3;
     };
     Tensor<float> xs_leaf = xs.detach().clone().requires_grad_(), ys_leaf = ys.detach().clone().requires_grad_();
     Tensor<float> g_leaf = gates.detach().clone().requires_grad_(), x_leaf = x.clone().requires_grad_();
-    const double b_ffn = bwd([&] { return moe::expert_ffn(xs_leaf, plan, W); }) - t_ffn;
-    const double b_comb = bwd([&] { return moe::combine_tokens(ys_leaf, g_leaf, plan); }) - t_comb;
-    const double b_perm = bwd([&] { return moe::permute_tokens(x_leaf, plan); }) - t_perm;
+    const double b_ffn = bwd([&] { return moe::expert_ffn(xs_leaf, plan, W); });
+    const double b_comb = bwd([&] { return moe::combine_tokens(ys_leaf, g_leaf, plan); });
+    const double b_perm = bwd([&] { return moe::permute_tokens(x_leaf, plan); });
     const double total = time([&] { s.step(); });
     const double parts = t_lin + t_route + t_plan + t_perm + t_ffn + t_comb + b_ffn + b_comb + b_perm;
     const double gflop = 6.0 * 2.0 * double(s.N) * double(s.D) * double(s.F) / 1e9;
@@ -257,13 +276,22 @@ Options parse(int argc, char** argv) {
         else if (a == "--threads" && i + 1 < argc) o.threads = std::atoi(argv[++i]);
         else if (a == "--samples" && i + 1 < argc) o.samples = std::atoi(argv[++i]);
         else if (a == "--tokens" && i + 1 < argc) o.tokens = std::atoll(argv[++i]);
+        else if (a == "--experts" && i + 1 < argc) {  // comma-separated, e.g. 8,64
+            o.experts.clear();
+            for (const char* p = argv[++i]; *p;) {
+                o.experts.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
+                if (*p == ',') ++p;
+            }
+        }
         else {
             std::fprintf(stderr, "usage: %s [--quick] [--profile] [--no-einsum] [--threads N] [--samples S] "
-                                 "[--tokens N]\n", argv[0]);
+                                 "[--tokens N] [--experts E1,E2,...]\n", argv[0]);
             std::exit(2);
         }
     }
     if (o.quick) o.tokens = std::min<int64_t>(o.tokens, 1024), o.experts = {4, 8};
+    for (int64_t e : o.experts)
+        if (e < 1) std::fprintf(stderr, "--experts: each count must be >= 1\n"), std::exit(2);
     if (o.samples <= 0) o.samples = o.quick ? 2 : 9;
     return o;
 }

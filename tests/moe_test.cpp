@@ -16,6 +16,7 @@
 #include <catch2/catch.hpp>
 #include <moekd/moe.hpp>
 #include <moekd/nn/transformer.hpp>
+#include <moekd/testing/gradcheck.hpp>
 
 using namespace moekd;
 using moe::MoEConfig;
@@ -64,6 +65,30 @@ struct ThreadsGuard {
 };
 
 }  // namespace
+
+TEST_CASE("gradcheck through the layer's own parameters: top-2, capacity, pad, aux loss", "[moe]") {
+    // gradcheck perturbs its inputs in place and reads their .grad: handing it the layer's own
+    // parameter handles checks the gradients the layer really produces (router included)
+    Generator gen(10);
+    auto cfg = config(4, 5, 3, 2);
+    cfg.activation = nn::Activation::GELU;
+    cfg.router.capacity_factor_train = 0.7;
+    cfg.z_loss_weight = 0.1;
+    cfg.balance_weight = 0.5;
+    auto l = std::make_shared<MoELayer<double>>(cfg, gen);
+    const Tensor<uint8_t> pad = Tensor<uint8_t>::from_vector({0, 0, 1, 0, 0, 0, 0, 1, 0}, {9});
+    std::vector<Tensor<double>> inputs{Tensor<double>::randn({9, 4}, gen)};
+    for (auto& [n, p] : l->named_parameters()) inputs.push_back(p);
+    auto f = [&](const std::vector<Tensor<double>>& in) {
+        auto out = l->forward_with_stats(in[0], pad);
+        return add(out.y, out.aux_loss);
+    };
+    auto out = l->forward_with_stats(inputs[0], pad);
+    CHECK(out.stats.dropped > 0);
+    auto r = testing::gradcheck(f, inputs);
+    INFO(r.report);
+    CHECK(r.ok);
+}
 
 TEST_CASE("E = 1, top-1: the MoE layer is exactly the dense FFN", "[moe]") {
     Generator gen(11);
@@ -346,12 +371,12 @@ TEST_CASE("gradients accumulate across backward calls, directly into .grad", "[m
     }
 }
 
-TEST_CASE("thread counts agree; an expert cut by a thread boundary sums its halves", "[moe]") {
+TEST_CASE("thread counts agree; an expert cut into several tasks sums its parts", "[moe]") {
     Generator gen(20);
-    auto cfg = config(8, 12, 2, 1);  // two experts over 3 threads: both are cut
+    auto cfg = config(8, 12, 2, 1);  // ~500 rows per expert: one task with 1 thread, two with 2 or 3
     cfg.router.dropless = true;
     auto l = std::make_shared<MoELayer<double>>(cfg, gen);
-    Tensor<double> x = Tensor<double>::randn({200, 8}, gen);
+    Tensor<double> x = Tensor<double>::randn({1000, 8}, gen);
     std::vector<std::vector<Tensor<double>>> all;
     for (int th : {1, 2, 3}) {
         ThreadsGuard tg(th);
@@ -367,7 +392,7 @@ TEST_CASE("thread counts agree; an expert cut by a thread boundary sums its halv
         CHECK(max_abs_diff(all[1][i], all[0][i]) < 1e-10);
         CHECK(max_abs_diff(all[2][i], all[0][i]) < 1e-10);
     }
-    // a second backward accumulates (beta = 1) into .grad, the cut experts' halves included
+    // a second backward accumulates (beta = 1) into .grad, the cut experts' parts included
     ThreadsGuard tg(3);
     Tensor<double> xg = x.clone().requires_grad_();
     Tensor<double> y = l->forward(xg);

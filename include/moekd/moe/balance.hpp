@@ -54,21 +54,33 @@ Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = 
     int64_t real = N;
     const Tensor<T> w = pad.defined() ? detail::real_token_weights<T>(pad, N, real) : Tensor<T>::ones({N});
     if (real == 0) return Tensor<T>::zeros({E});
-    // P[e] = sum_t w[t] probs[t, e] / real, in double, rows in order; dprobs[t, e] = w[t] g[e] / real
+    // P[e] = sum_t w[t] probs[t, e] / real in double: partial sums over fixed chunks of rows (in
+    // parallel), added in chunk order. Backward: dprobs[t, e] = w[t] g[e] / real.
+    using Acc = moekd::detail::Acc<T>;
     const Tensor<T> pc = moekd::detail::contiguous_data(probs);
-    std::vector<moekd::detail::Acc<T>> acc(E, 0);
-    for (int64_t t = 0; t < N; ++t)
-        if (w.data()[t] != T(0))
-            for (int64_t e = 0; e < E; ++e) acc[e] += pc.data()[t * E + e];
+    const int64_t chunk = 1024, chunks = (N + chunk - 1) / chunk;
+    std::vector<Acc> part(static_cast<size_t>(chunks * E), Acc(0));
+    moe::detail::parallel_for(N, chunk, [&](int64_t lo, int64_t hi) {
+        Acc* acc = part.data() + (lo / chunk) * E;
+        for (int64_t t = lo; t < hi; ++t)
+            if (w.data()[t] != T(0))
+                for (int64_t e = 0; e < E; ++e) acc[e] += pc.data()[t * E + e];
+    });
     Tensor<T> P = Tensor<T>::empty({E});
-    for (int64_t e = 0; e < E; ++e) P.data()[e] = static_cast<T>(acc[e] / static_cast<double>(real));
+    for (int64_t e = 0; e < E; ++e) {
+        Acc s = 0;
+        for (int64_t c = 0; c < chunks; ++c) s += part[c * E + e];
+        P.data()[e] = static_cast<T>(s / static_cast<double>(real));
+    }
     return record<T>(P, "router_prob_mean", {probs}, [w, real](const Tensor<T>& g) {
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = w.size(0), E = gc.size(0);
         Tensor<T> dp = Tensor<T>::empty({N, E});
-        for (int64_t t = 0; t < N; ++t)
-            for (int64_t e = 0; e < E; ++e)
-                dp.data()[t * E + e] = w.data()[t] * gc.data()[e] / static_cast<T>(real);
+        moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+            for (int64_t t = lo; t < hi; ++t)
+                for (int64_t e = 0; e < E; ++e)
+                    dp.data()[t * E + e] = w.data()[t] * gc.data()[e] / static_cast<T>(real);
+        });
         return std::vector<Tensor<T>>{dp};
     });
 }
@@ -130,14 +142,18 @@ Tensor<T> router_logsumexp(const Tensor<T>& logits) {
     const int64_t N = logits.size(0), E = logits.size(1);
     const Tensor<T> lc = moekd::detail::contiguous_data(logits);
     Tensor<T> out = Tensor<T>::empty({N});
-    for (int64_t t = 0; t < N; ++t) out.data()[t] = kern::row_logsumexp(lc.data() + t * E, E);
+    moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        for (int64_t t = lo; t < hi; ++t) out.data()[t] = kern::row_logsumexp(lc.data() + t * E, E);
+    });
     return record<T>(out, "router_logsumexp", {logits}, [ld = lc.detach(), od = out.detach()](const Tensor<T>& g) {
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = ld.size(0), E = ld.size(1);
         Tensor<T> dl = Tensor<T>::empty({N, E});
-        for (int64_t t = 0; t < N; ++t)
-            for (int64_t e = 0; e < E; ++e)
-                dl.data()[t * E + e] = gc.data()[t] * std::exp(ld.data()[t * E + e] - od.data()[t]);
+        moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+            for (int64_t t = lo; t < hi; ++t)
+                for (int64_t e = 0; e < E; ++e)
+                    dl.data()[t * E + e] = gc.data()[t] * std::exp(ld.data()[t * E + e] - od.data()[t]);
+        });
         return std::vector<Tensor<T>>{dl};
     });
 }

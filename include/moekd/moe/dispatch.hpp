@@ -8,17 +8,23 @@
 //
 // Optimised CPU code. The per-row / per-assignment math is kernels/dispatch.cuh and
 // kernels/gating.cuh (the GPU kernels run the same functions). The expert GEMMs are
-// detail::gemm (OpenBLAS behind Eigen maps). Work is split over moe::num_threads() threads by
-// rows of the sorted buffer (an expert cut by a thread boundary has its two weight-gradient
-// halves summed in a fixed order afterwards); BLAS runs single-threaded inside those parts.
-// Everything is deterministic: no sum depends on thread timing, so the same input gives the same
-// bits (for a fixed thread count). detail::moe_reference is the naive loop the tests compare to.
+// detail::gemm (OpenBLAS behind Eigen maps). The work is a list of tasks, each a chunk of one
+// expert's rows, handed to moe::num_threads() workers as they free up (BLAS runs single-threaded
+// inside a task: the tasks are the parallelism). A big expert cut into several chunks has its
+// weight-gradient parts summed afterwards in chunk order. Nothing depends on timing or on which
+// worker ran what, so the same input gives the same bits (for a given thread count, which sets
+// the chunk size). detail::moe_reference is the naive loop the tests compare to.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <exception>
+#include <functional>
 #include <memory>
+#include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -29,7 +35,7 @@
 
 #if defined(MOEKD_BLAS)
 // OpenBLAS's own thread control (declared as in its cblas.h), to run it single-threaded inside
-// the parts that moekd already runs in parallel.
+// the tasks that moekd already runs in parallel.
 extern "C" void openblas_set_num_threads(int num_threads);
 extern "C" int openblas_get_num_threads(void);
 #endif
@@ -57,51 +63,81 @@ inline void set_num_threads(int n) {
 
 namespace detail {
 
-/// Runs fn(part) for part = 0 .. parts-1, part 0 on the calling thread, the others on fresh
-/// threads; rethrows the first exception. With `blas_inside`, BLAS is set to one thread while the
-/// parts run (they are the parallelism) and restored afterwards.
+/// What the workers of one run_tasks call share. Held by shared_ptr: a helper thread that the OS
+/// schedules only after every task is done finds nothing left, and touches nothing but this.
+struct TaskState {
+    std::atomic<int64_t> next{0}, done{0};
+    int64_t ntasks = 0;
+    std::atomic<bool> failed{false};
+    std::exception_ptr error;
+    std::mutex m;
+    std::condition_variable cv;
+};
+
+/// Runs fn(task, worker) for task = 0 .. ntasks-1 on up to num_threads() workers, the calling
+/// thread being worker 0 (helpers are detached threads). Tasks are handed out in order as
+/// workers free up, so a worker slowed by other load on its core takes fewer, and the caller
+/// waits for the tasks, never for a helper the OS has not scheduled yet. Which worker runs a task
+/// never changes a result: tasks write disjoint outputs, and any sum over tasks is done
+/// afterwards in task order. With `blas_inside`, BLAS runs single-threaded while the tasks run
+/// (they are the parallelism); its thread count is restored after. Rethrows the first exception.
 template <class F>
-void run_parts(int parts, bool blas_inside, F&& fn) {
-    if (parts <= 1) {
-        fn(0);
+void run_tasks(int64_t ntasks, bool blas_inside, F&& fn) {
+    const int workers = static_cast<int>(std::min<int64_t>(num_threads(), ntasks));
+    if (workers <= 1) {
+        for (int64_t t = 0; t < ntasks; ++t) fn(t, 0);
         return;
     }
 #if defined(MOEKD_BLAS)
     const int blas_threads = blas_inside ? openblas_get_num_threads() : 1;
     if (blas_inside && blas_threads != 1) openblas_set_num_threads(1);
 #endif
-    std::vector<std::exception_ptr> errors(static_cast<size_t>(parts));
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(parts - 1));
-    for (int p = 1; p < parts; ++p)
-        pool.emplace_back([&, p] {
-            try {
-                fn(p);
-            } catch (...) {
-                errors[p] = std::current_exception();
+    auto st = std::make_shared<TaskState>();
+    st->ntasks = ntasks;
+    // called only for a claimed task, and the caller waits for every claimed task: `job` outlives
+    // every call even though late helpers may still be starting after this function returns
+    std::function<void(int64_t, int)> job = [&fn](int64_t t, int w) { fn(t, w); };
+    auto work = [st, jp = &job](int w) {
+        for (int64_t t; (t = st->next.fetch_add(1)) < st->ntasks;) {
+            if (!st->failed.load()) {
+                try {
+                    (*jp)(t, w);
+                } catch (...) {
+                    std::lock_guard<std::mutex> lk(st->m);
+                    if (!st->error) st->error = std::current_exception();
+                    st->failed = true;
+                }
             }
-        });
-    try {
-        fn(0);
-    } catch (...) {
-        errors[0] = std::current_exception();
+            if (st->done.fetch_add(1) + 1 == st->ntasks) {
+                std::lock_guard<std::mutex> lk(st->m);
+                st->cv.notify_all();
+            }
+        }
+    };
+    for (int w = 1; w < workers; ++w) {
+        try {
+            std::thread(work, w).detach();
+        } catch (const std::system_error&) {  // no thread to be had: the caller does the rest
+            break;
+        }
     }
-    for (auto& t : pool) t.join();
+    work(0);
+    {
+        std::unique_lock<std::mutex> lk(st->m);
+        st->cv.wait(lk, [&] { return st->done.load() == ntasks; });
+    }
 #if defined(MOEKD_BLAS)
     if (blas_inside && blas_threads != 1) openblas_set_num_threads(blas_threads);
 #endif
-    for (auto& e : errors)
-        if (e) std::rethrow_exception(e);
+    if (st->error) std::rethrow_exception(st->error);
 }
 
-/// fn(lo, hi) over [0, n) cut into equal contiguous pieces, at least `grain` items each.
+/// fn(lo, hi) over [0, n) in chunks of `chunk` items (the last one shorter), run as tasks.
 template <class F>
-void parallel_for(int64_t n, int64_t grain, F&& fn, bool blas_inside = false) {
-    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n / std::max<int64_t>(grain, 1)));
-    run_parts(static_cast<int>(parts), blas_inside, [&](int p) {
-        const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
-        if (lo < hi) fn(lo, hi);
-    });
+void parallel_for(int64_t n, int64_t chunk, F&& fn, bool blas_inside = false) {
+    chunk = std::max<int64_t>(chunk, 1);
+    run_tasks((n + chunk - 1) / chunk, blas_inside,
+              [&](int64_t t, int) { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
 }
 
 }  // namespace detail
@@ -314,28 +350,38 @@ inline bool& direct_leaf_grads_setting() {
     return on;
 }
 
-/// One contiguous run of rows [r0, r1) of expert e, handled by one thread.
+/// One task of the grouped FFN: rows [r0, r1) of expert e's block.
 struct Segment {
     int64_t e, r0, r1;
 };
 
-/// The rows [0, S) of the sorted buffer cut into `parts` equal ranges, each as its expert segments.
-inline std::vector<std::vector<Segment>> split_rows(const std::vector<int64_t>& offsets, int parts) {
-    const int64_t E = static_cast<int64_t>(offsets.size()) - 1, S = offsets.back();
-    std::vector<std::vector<Segment>> out(static_cast<size_t>(parts));
-    for (int p = 0; p < parts; ++p) {
-        const int64_t lo = S * p / parts, hi = S * (p + 1) / parts;
-        for (int64_t e = 0; e < E; ++e) {
-            const int64_t a = std::max(lo, offsets[e]), b = std::min(hi, offsets[e + 1]);
-            if (a < b) out[p].push_back({e, a, b});
-        }
+/// Each expert's block cut into equal chunks of at most `max_rows` rows. Fixed by the sizes (and
+/// the thread count through max_rows), never by timing.
+inline std::vector<Segment> split_rows(const std::vector<int64_t>& offsets, int64_t max_rows) {
+    const int64_t E = static_cast<int64_t>(offsets.size()) - 1;
+    std::vector<Segment> out;
+    for (int64_t e = 0; e < E; ++e) {
+        const int64_t n = offsets[e + 1] - offsets[e], c = (n + max_rows - 1) / max_rows;
+        for (int64_t i = 0; i < c; ++i) out.push_back({e, offsets[e] + n * i / c, offsets[e] + n * (i + 1) / c});
     }
     return out;
 }
 
-/// How many parts the grouped FFN uses for S rows: at most num_threads(), at least 32 rows each.
-inline int ffn_parts(int64_t S) {
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), S / 32)));
+/// Chunk limits. The forward has no sum over chunks: 256 rows keep a chunk's hidden activations
+/// (256 x F) in L2 between the fc1 GEMM, the activation and the fc2 GEMM, and balance the workers.
+/// In the backward every extra chunk of an expert adds a partial weight gradient to sum.
+inline int64_t forward_rows(int64_t) { return 256; }
+inline int64_t backward_rows(int64_t S) { return std::clamp<int64_t>(S / (2 * int64_t(num_threads())), 256, 2048); }
+
+/// The order tasks are handed out in: biggest first (the longest-processing-time rule, so the
+/// workers finish together), ties in task order. Results never depend on it.
+inline std::vector<int64_t> schedule(const std::vector<Segment>& segs) {
+    std::vector<int64_t> order(segs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return segs[a].r1 - segs[a].r0 > segs[b].r1 - segs[b].r0;
+    });
+    return order;
 }
 
 template <class T>
@@ -413,30 +459,29 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
     Tensor<T> A = Tensor<T>::empty({S, F});                           // activations
     Tensor<T> H = gelu ? Tensor<T>::empty({S, F}) : Tensor<T>();      // pre-activations (GELU only)
     Tensor<T> ys = Tensor<T>::empty({S, D});
-    const int parts = detail::ffn_parts(S);
-    const auto segs = detail::split_rows(plan->offsets, parts);
-    detail::run_parts(parts, true, [&](int p) {
-        for (const auto& sg : segs[p]) {
-            const int64_t n = sg.r1 - sg.r0;
-            const Ptr& q = P[sg.e];
-            T* h = (gelu ? H : A).data() + sg.r0 * F;
-            T* a = A.data() + sg.r0 * F;
-            // biases are written first and the GEMM adds onto them (beta = 1), as linear() does
-            if (q.b1)
-                for (int64_t i = 0; i < n; ++i) std::copy_n(q.b1, F, h + i * F);
-            moekd::detail::gemm(T(1), detail::CMat<T>{xc.data() + sg.r0 * D, n, D, D, 1},
-                                detail::CMat<T>{q.w1, F, D, D, 1}.t(), q.b1 ? T(1) : T(0),
-                                detail::MMat<T>{h, n, F, F, 1});
-            for (int64_t i = 0; i < n; ++i) {
-                if (gelu) kern::bias_act_row<kern::Gelu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
-                else kern::bias_act_row<kern::Relu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
-            }
-            T* y = ys.data() + sg.r0 * D;
-            if (q.b2)
-                for (int64_t i = 0; i < n; ++i) std::copy_n(q.b2, D, y + i * D);
-            moekd::detail::gemm(T(1), detail::CMat<T>{a, n, F, F, 1}, detail::CMat<T>{q.w2, D, F, F, 1}.t(),
-                                q.b2 ? T(1) : T(0), detail::MMat<T>{y, n, D, D, 1});
+    const auto segs = detail::split_rows(plan->offsets, detail::forward_rows(S));
+    const auto order = detail::schedule(segs);
+    detail::run_tasks(static_cast<int64_t>(segs.size()), true, [&](int64_t i, int) {
+        const auto& sg = segs[order[i]];
+        const int64_t n = sg.r1 - sg.r0;
+        const Ptr& q = P[sg.e];
+        T* h = (gelu ? H : A).data() + sg.r0 * F;
+        T* a = A.data() + sg.r0 * F;
+        // biases are written first and the GEMM adds onto them (beta = 1), as linear() does
+        if (q.b1)
+            for (int64_t i = 0; i < n; ++i) std::copy_n(q.b1, F, h + i * F);
+        moekd::detail::gemm(T(1), detail::CMat<T>{xc.data() + sg.r0 * D, n, D, D, 1},
+                            detail::CMat<T>{q.w1, F, D, D, 1}.t(), q.b1 ? T(1) : T(0),
+                            detail::MMat<T>{h, n, F, F, 1});
+        for (int64_t i = 0; i < n; ++i) {
+            if (gelu) kern::bias_act_row<kern::Gelu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
+            else kern::bias_act_row<kern::Relu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
         }
+        T* y = ys.data() + sg.r0 * D;
+        if (q.b2)
+            for (int64_t i = 0; i < n; ++i) std::copy_n(q.b2, D, y + i * D);
+        moekd::detail::gemm(T(1), detail::CMat<T>{a, n, F, F, 1}, detail::CMat<T>{q.w2, D, F, F, 1}.t(),
+                            q.b2 ? T(1) : T(0), detail::MMat<T>{y, n, D, D, 1});
     });
 
     const bool stacked = w.stacked();
@@ -473,93 +518,90 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
                 }
 
             Tensor<T> dxs = need_x ? Tensor<T>::empty({S, D}) : Tensor<T>();
-            const int parts = detail::ffn_parts(S);
-            const auto segs = detail::split_rows(plan->offsets, parts);
-            // a segment that does not start its expert's block writes its weight gradients to
-            // scratch, added to the expert's after the parts join (a fixed order)
+            const auto segs = detail::split_rows(plan->offsets, detail::backward_rows(S));
+            const auto order = detail::schedule(segs);
+            // a task that does not start its expert's block writes its weight gradients to
+            // scratch, added to the expert's after all tasks end (in task order: deterministic)
             using Acc = moekd::detail::Acc<T>;
             struct SegOut {
                 std::vector<Acc> db1, db2;
                 Tensor<T> dw1, dw2;  // scratch for a continuation segment
             };
-            std::vector<std::vector<SegOut>> outs(parts);
-            for (int p = 0; p < parts; ++p) outs[p].resize(segs[p].size());
-            detail::run_parts(parts, true, [&](int p) {
-                int64_t max_n = 0;
-                for (const auto& sg : segs[p]) max_n = std::max(max_n, sg.r1 - sg.r0);
-                std::vector<T> scratch(static_cast<size_t>(max_n * F));
-                for (size_t si = 0; si < segs[p].size(); ++si) {
-                    const auto& sg = segs[p][si];
-                    SegOut& o = outs[p][si];
-                    const int64_t e = sg.e, n = sg.r1 - sg.r0;
-                    const bool cont = sg.r0 != plan->offsets[e];
-                    const Ptr& q = P[e];
-                    auto& s_w1 = sink_of(e, 0);
-                    auto& s_b1 = sink_of(e, 1);
-                    auto& s_w2 = sink_of(e, 2);
-                    auto& s_b2 = sink_of(e, 3);
-                    const T* gy = dy.data() + sg.r0 * D;
-                    const T* a = A.data() + sg.r0 * F;
-                    if (s_b2.active()) {
-                        o.db2.assign(D, Acc(0));
-                        for (int64_t i = 0; i < n; ++i)
-                            for (int64_t d = 0; d < D; ++d) o.db2[d] += static_cast<Acc>(gy[i * D + d]);
-                    }
-                    if (s_w2.active()) {  // dW2 = dY^T A: (D, n) @ (n, F)
-                        T* out = dst(e, 2);
-                        T beta = s_w2.beta;
-                        if (cont) o.dw2 = Tensor<T>::empty({D, F}), out = o.dw2.data(), beta = T(0);
-                        moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}.t(), detail::CMat<T>{a, n, F, F, 1},
-                                            beta, detail::MMat<T>{out, D, F, F, 1});
-                    }
-                    if (!(s_w1.active() || s_b1.active() || need_x)) continue;
-                    T* da = scratch.data();  // dA = dY W2: (n, D) @ (D, F)
-                    moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}, detail::CMat<T>{q.w2, D, F, F, 1}, T(0),
-                                        detail::MMat<T>{da, n, F, F, 1});
-                    if (s_b1.active()) o.db1.assign(F, Acc(0));
-                    Acc* db1 = s_b1.active() ? o.db1.data() : nullptr;
-                    const T* h = (gelu ? H : A).data() + sg.r0 * F;
-                    for (int64_t i = 0; i < n; ++i) {
-                        if (gelu) kern::act_backward_row<kern::Gelu>(h + i * F, a + i * F, da + i * F, F, db1);
-                        else kern::act_backward_row<kern::Relu>(h + i * F, a + i * F, da + i * F, F, db1);
-                    }
-                    const T* x = xd.data() + sg.r0 * D;
-                    if (s_w1.active()) {  // dW1 = dH^T X: (F, n) @ (n, D)
-                        T* out = dst(e, 0);
-                        T beta = s_w1.beta;
-                        if (cont) o.dw1 = Tensor<T>::empty({F, D}), out = o.dw1.data(), beta = T(0);
-                        moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}.t(), detail::CMat<T>{x, n, D, D, 1},
-                                            beta, detail::MMat<T>{out, F, D, D, 1});
-                    }
-                    if (need_x)  // dX = dH W1: (n, F) @ (F, D)
-                        moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}, detail::CMat<T>{q.w1, F, D, D, 1}, T(0),
-                                            detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1});
+            std::vector<SegOut> outs(segs.size());
+            std::vector<Tensor<T>> scratch(static_cast<size_t>(num_threads()));  // per worker: dA, then dH
+            detail::run_tasks(static_cast<int64_t>(segs.size()), true, [&](int64_t i, int worker) {
+                const int64_t task = order[i];
+                const auto& sg = segs[task];
+                SegOut& o = outs[task];
+                const int64_t e = sg.e, n = sg.r1 - sg.r0;
+                Tensor<T>& buf = scratch[worker];  // from the caching allocator: no fresh pages per step
+                if (!buf.defined() || buf.numel() < n * F) buf = Tensor<T>::empty({n, F});
+                const bool cont = sg.r0 != plan->offsets[e];
+                const Ptr& q = P[e];
+                auto& s_w1 = sink_of(e, 0);
+                auto& s_b1 = sink_of(e, 1);
+                auto& s_w2 = sink_of(e, 2);
+                auto& s_b2 = sink_of(e, 3);
+                const T* gy = dy.data() + sg.r0 * D;
+                const T* a = A.data() + sg.r0 * F;
+                if (s_b2.active()) {
+                    o.db2.assign(D, Acc(0));
+                    for (int64_t i = 0; i < n; ++i)
+                        for (int64_t d = 0; d < D; ++d) o.db2[d] += static_cast<Acc>(gy[i * D + d]);
                 }
+                if (s_w2.active()) {  // dW2 = dY^T A: (D, n) @ (n, F)
+                    T* out = dst(e, 2);
+                    T beta = s_w2.beta;
+                    if (cont) o.dw2 = Tensor<T>::empty({D, F}), out = o.dw2.data(), beta = T(0);
+                    moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}.t(), detail::CMat<T>{a, n, F, F, 1},
+                                        beta, detail::MMat<T>{out, D, F, F, 1});
+                }
+                if (!(s_w1.active() || s_b1.active() || need_x)) return;
+                T* da = buf.data();  // dA = dY W2: (n, D) @ (D, F)
+                moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}, detail::CMat<T>{q.w2, D, F, F, 1}, T(0),
+                                    detail::MMat<T>{da, n, F, F, 1});
+                if (s_b1.active()) o.db1.assign(F, Acc(0));
+                Acc* db1 = s_b1.active() ? o.db1.data() : nullptr;
+                const T* h = (gelu ? H : A).data() + sg.r0 * F;
+                for (int64_t i = 0; i < n; ++i) {
+                    if (gelu) kern::act_backward_row<kern::Gelu>(h + i * F, a + i * F, da + i * F, F, db1);
+                    else kern::act_backward_row<kern::Relu>(h + i * F, a + i * F, da + i * F, F, db1);
+                }
+                const T* x = xd.data() + sg.r0 * D;
+                if (s_w1.active()) {  // dW1 = dH^T X: (F, n) @ (n, D)
+                    T* out = dst(e, 0);
+                    T beta = s_w1.beta;
+                    if (cont) o.dw1 = Tensor<T>::empty({F, D}), out = o.dw1.data(), beta = T(0);
+                    moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}.t(), detail::CMat<T>{x, n, D, D, 1},
+                                        beta, detail::MMat<T>{out, F, D, D, 1});
+                }
+                if (need_x)  // dX = dH W1: (n, F) @ (F, D)
+                    moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}, detail::CMat<T>{q.w1, F, D, D, 1}, T(0),
+                                        detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1});
             });
-            // join: continuation halves and bias sums, expert by expert in row order
+            // join: continuation parts and bias sums, expert by expert in row order
             std::vector<std::vector<Acc>> b1sum(E), b2sum(E);
-            for (int p = 0; p < parts; ++p)
-                for (size_t si = 0; si < segs[p].size(); ++si) {
-                    const auto& sg = segs[p][si];
-                    SegOut& o = outs[p][si];
-                    const int64_t e = sg.e;
-                    if (o.dw1.defined()) {
-                        T* out = dst(e, 0);
-                        for (int64_t i = 0; i < F * D; ++i) out[i] += o.dw1.data()[i];
-                    }
-                    if (o.dw2.defined()) {
-                        T* out = dst(e, 2);
-                        for (int64_t i = 0; i < F * D; ++i) out[i] += o.dw2.data()[i];
-                    }
-                    auto fold = [](std::vector<Acc>& acc, const std::vector<Acc>& v) {
-                        if (v.empty()) return;
-                        if (acc.empty()) acc = v;
-                        else
-                            for (size_t i = 0; i < v.size(); ++i) acc[i] += v[i];
-                    };
-                    fold(b1sum[e], o.db1);
-                    fold(b2sum[e], o.db2);
+            for (size_t task = 0; task < segs.size(); ++task) {
+                const auto& sg = segs[task];
+                SegOut& o = outs[task];
+                const int64_t e = sg.e;
+                if (o.dw1.defined()) {
+                    T* out = dst(e, 0);
+                    for (int64_t i = 0; i < F * D; ++i) out[i] += o.dw1.data()[i];
                 }
+                if (o.dw2.defined()) {
+                    T* out = dst(e, 2);
+                    for (int64_t i = 0; i < F * D; ++i) out[i] += o.dw2.data()[i];
+                }
+                auto fold = [](std::vector<Acc>& acc, const std::vector<Acc>& v) {
+                    if (v.empty()) return;
+                    if (acc.empty()) acc = v;
+                    else
+                        for (size_t i = 0; i < v.size(); ++i) acc[i] += v[i];
+                };
+                fold(b1sum[e], o.db1);
+                fold(b2sum[e], o.db2);
+            }
             for (int64_t e = 0; e < E; ++e) {
                 auto put = [&](int which, const std::vector<Acc>& v) {
                     if (v.empty()) return;

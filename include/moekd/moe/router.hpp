@@ -124,8 +124,9 @@ Tensor<T> record_gates(Tensor<T> gates, const Tensor<T>& probs, const Tensor<int
     return record<T>(gates, "router_gates", {probs}, [pd, idx = moekd::detail::index_copy_of(idx), normalize, gd = gates.detach()](const Tensor<T>& g) {
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = pd.size(0), E = pd.size(1), k = idx.size(1);
-        Tensor<T> dp = Tensor<T>::zeros({N, E});
+        Tensor<T> dp = Tensor<T>::empty({N, E});
         moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+            std::fill_n(dp.data() + lo * E, (hi - lo) * E, T(0));
             for (int64_t t = lo; t < hi; ++t)
                 kern::topk_gates_backward_row(pd.data() + t * E, idx.data() + t * k, gd.data() + t * k,
                                               gc.data() + t * k, k, normalize, dp.data() + t * E);
@@ -198,10 +199,18 @@ template <class T>
 void check_router_logits(const Tensor<T>& logits, const std::string& layer,
                          const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     const Tensor<T> lc = moekd::detail::contiguous_data(logits);
-    const int64_t N = lc.size(0), E = lc.size(1);
-    for (int64_t t = 0; t < N; ++t) {
+    const int64_t N = lc.size(0), E = lc.size(1), chunk = 1024;
+    std::vector<int64_t> first_bad((N + chunk - 1) / chunk, N);  // per chunk, scanned in parallel
+    detail::parallel_for(N, chunk, [&](int64_t lo, int64_t hi) {
+        for (int64_t t = lo; t < hi; ++t)
+            if (!kern::row_all_finite(lc.data() + t * E, E)) {
+                first_bad[lo / chunk] = t;
+                return;
+            }
+    });
+    for (int64_t t : first_bad) {
+        if (t == N) continue;
         const T* row = lc.data() + t * E;
-        if (kern::row_all_finite(row, E)) continue;
         int64_t e = 0;
         while (e < E && row[e] - row[e] == T(0)) ++e;
         const bool is_pad = pad.defined() && moekd::detail::contiguous_data(pad).data()[t] != 0;
