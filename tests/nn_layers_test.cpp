@@ -3,6 +3,8 @@
 // masks, hooks, errors naming the module and shapes, and gradchecks in double of Linear,
 // LayerNorm, attention with masks and the encoder / decoder layers. PyTorch parity of the same
 // layers in float32 is tests/parity.
+#include <algorithm>
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -285,6 +287,21 @@ TEST_CASE("TransformerEncoderLayer: fairseq names, hooks, post-LN and pre-LN", "
     auto bad = small_cfg(false);
     bad.num_heads = 3;
     CHECK_THROWS_WITH(nn::TransformerEncoderLayer<double>(bad, g), Contains("not divisible by num_heads 3"));
+}
+
+TEST_CASE("FeedForward: the fused ReLU path equals the plain one; a hook on fc1 sees the pre-activation", "[nn][transformer]") {
+    Generator g(21);
+    nn::FeedForward<double> ffn(6, 10, g);
+    auto x = Tensor<double>::randn({4, 6}, g);
+    auto fused = ffn.forward(x).to_vector();  // no hook: fc1 + ReLU as one op
+    Tensor<double> h;
+    ffn.fc1->add_forward_hook([&](const std::string& tag, const Tensor<double>& t) { if (tag == "output") h = t; });
+    auto plain = ffn.forward(x).to_vector();  // hooked: fc1, then ReLU
+    REQUIRE(h.defined());
+    const auto hv = h.to_vector();
+    CHECK(*std::min_element(hv.begin(), hv.end()) < 0);  // pre-activation, negatives included
+    REQUIRE(fused.size() == plain.size());
+    for (size_t i = 0; i < fused.size(); ++i) CHECK(fused[i] == Approx(plain[i]).epsilon(1e-12));
 }
 
 TEST_CASE("dropout in layers: same init whatever p, active only while training", "[nn][transformer]") {

@@ -34,4 +34,6 @@ static RegisterOps reg({
     {"linear/1d_input", {{4}, {5, 4}, {5}}, [](const In& x) { return linear(x[0], x[1], x[2]); }},
     {"linear/transposed_input", {{4, 3}, {5, 4}, {5}}, [](const In& x) { return linear(x[0].t(), x[1], x[2]); }},
     {"linear/transposed_weight", {{3, 4}, {4, 5}}, [](const In& x) { return linear(x[0], x[1].t()); }},
+    {"linear/fused_relu", {{3, 4}, {5, 4}, {5}}, [](const In& x) { return linear(x[0], x[1], x[2], true); }},
+    {"linear/fused_relu_3d_no_bias", {{2, 3, 4}, {5, 4}}, [](const In& x) { return linear(x[0], x[1], Tensor<double>(), true); }},
 });

@@ -28,8 +28,20 @@ Tensor<T> add_same_shape(const Tensor<T>& a, const Tensor<T>& b) {
     return out;
 }
 
+/// True when nothing but this handle sees g's memory: no other handle on its TensorImpl, no
+/// other tensor (view, saved tensor, alias) on its storage. Such a gradient can be taken over or
+/// updated in place.
+template <class T>
+bool exclusively_owned(const Tensor<T>& g) {
+    return g.defined() && g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 && !g.requires_grad();
+}
+
 template <class T>
 void accumulate_grad(TensorImpl<T>* t, const Tensor<T>& g) {
+    if (!t->grad && exclusively_owned(g) && g.is_contiguous()) {  // take it over: no copy
+        t->grad = g.impl_ptr();
+        return;
+    }
     if (!t->grad) {
         Tensor<T> own = Tensor<T>::empty(g.shape());  // own buffer: g may alias another gradient
         copy_into(own, g);
@@ -103,8 +115,18 @@ void run_backward(const Tensor<T>& root, Tensor<T> grad, bool retain_graph) {
             if (!in.requires_grad() || !gs[i].defined()) continue;
             MOEKD_CHECK(gs[i].shape() == in.shape(), "backward of '", n.name, "': gradient of shape ",
                         gs[i].shape(), " for input ", i, " of shape ", in.shape());
-            auto [slot, fresh] = grads.try_emplace(in.impl(), gs[i]);
-            if (!fresh) slot->second = add_same_shape(slot->second, gs[i]);
+            auto [slot, fresh] = grads.try_emplace(in.impl(), std::move(gs[i]));
+            if (!fresh) {
+                Tensor<T>& acc = slot->second;
+                if (exclusively_owned(acc) && acc.is_contiguous()) {  // in place: no new buffer
+                    const Tensor<T> gc = contiguous_data(gs[i]);
+                    T* p = acc.data();
+                    const T* q = gc.data();
+                    for (int64_t j = 0, n = acc.numel(); j < n; ++j) p[j] += q[j];
+                } else {
+                    acc = add_same_shape(acc, gs[i]);
+                }
+            }
         }
         ran.push_back(t->grad_fn);
     }

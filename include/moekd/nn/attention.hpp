@@ -76,7 +76,8 @@ public:
         this->emit("q", q);
         this->emit("k", k);
         const T scaling = static_cast<T>(1.0 / std::sqrt(static_cast<double>(Dh)));
-        Tensor<T> scores = matmul(q * scaling, k.transpose(-1, -2));  // (B, H, L, S)
+        // the 1/sqrt(Dh) scaling rides on the GEMM's alpha (no pass over q, fwd or bwd)
+        Tensor<T> scores = moekd::detail::batched_mm(q, k.transpose(-1, -2), Shape{B, H_}, "matmul", scaling);  // (B, H, L, S)
         const Tensor<uint8_t> mask = attention_mask(key_padding_mask, causal, B, L, S);
         if (mask.defined()) scores = masked_fill(scores, mask, -std::numeric_limits<T>::infinity());
         const Tensor<T> probs = dropout_module->forward(softmax(scores, -1));          // (B, H, L, S)

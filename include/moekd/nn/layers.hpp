@@ -72,6 +72,13 @@ public:
         this->emit("output", y);
         return y;
     }
+    /// relu(forward(x)) in one op (the ReLU applied in place on the GEMM output). Emits no
+    /// "output" (the pre-activation value never exists): callers use it only without hooks.
+    Tensor<T> forward_relu(const Tensor<T>& x) const {
+        MOEKD_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == in_, "Linear(", in_, " -> ", out_, "): input ",
+                    x.defined() ? x.shape() : Shape{}, " must end in in_features = ", in_);
+        return linear(x, weight, bias, true);
+    }
     int64_t in_features() const { return in_; }
     int64_t out_features() const { return out_; }
 

@@ -80,7 +80,11 @@ public:
         MOEKD_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == fc1->in_features(), "FeedForward(",
                     fc1->in_features(), " -> ", fc1->out_features(), " -> ", fc2->out_features(), "): input ",
                     x.defined() ? x.shape() : Shape{}, " must end in ", fc1->in_features());
-        Tensor<T> y = fc2->forward(activation_dropout_module->forward(activate(fc1->forward(x), act_)));
+        // ReLU fused into fc1's GEMM output (one pass less), unless a hook watches fc1: its
+        // "output" must stay the pre-activation value
+        Tensor<T> h = act_ == Activation::ReLU && !fc1->has_hooks() ? fc1->forward_relu(x)
+                                                                    : activate(fc1->forward(x), act_);
+        Tensor<T> y = fc2->forward(activation_dropout_module->forward(h));
         this->emit("output", y);
         return y;
     }

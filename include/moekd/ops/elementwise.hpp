@@ -7,6 +7,7 @@
 #pragma once
 
 #include "../autograd/node.hpp"
+#include "../core/parallel.hpp"
 #include "../kernels/elementwise.cuh"
 #include "reduce_to.hpp"
 
@@ -26,12 +27,15 @@ void require_same_device(const Tensor<T>& a, const Tensor<T>& b, const char* op)
 }
 
 /// y = F::fwd(x) elementwise; x contiguous.
+constexpr int64_t kGrainElems = 32768;  // elements per chunk below which a loop stays on one thread
 template <class F, class T>
 Tensor<T> unary_map(const Tensor<T>& x) {
     Tensor<T> y = Tensor<T>::empty(x.shape());
     const T* px = x.data();
     T* py = y.data();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) py[i] = F::fwd(px[i]);
+    parallel_for(x.numel(), kGrainElems, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) py[i] = F::fwd(px[i]);
+    });
     return y;
 }
 
@@ -56,13 +60,19 @@ Tensor<T> binary_map(const Tensor<T>& a, const Tensor<T>& b, F f, const char* op
     const int64_t n = c.numel();
     if (a.shape() == b.shape() && a.is_contiguous() && b.is_contiguous()) {
         const T *pa = a.data(), *pb = b.data();
-        for (int64_t i = 0; i < n; ++i) pc[i] = f(pa[i], pb[i]);
+        parallel_for(n, kGrainElems, [&](int64_t s, int64_t e) {
+            for (int64_t i = s; i < e; ++i) pc[i] = f(pa[i], pb[i]);
+        });
     } else if (b.numel() == 1 && a.shape() == out_shape && a.is_contiguous()) {
         const T *pa = a.data(), sb = b.data()[0];
-        for (int64_t i = 0; i < n; ++i) pc[i] = f(pa[i], sb);
+        parallel_for(n, kGrainElems, [&](int64_t s, int64_t e) {
+            for (int64_t i = s; i < e; ++i) pc[i] = f(pa[i], sb);
+        });
     } else if (a.numel() == 1 && b.shape() == out_shape && b.is_contiguous()) {
         const T *pb = b.data(), sa = a.data()[0];
-        for (int64_t i = 0; i < n; ++i) pc[i] = f(sa, pb[i]);
+        parallel_for(n, kGrainElems, [&](int64_t s, int64_t e) {
+            for (int64_t i = s; i < e; ++i) pc[i] = f(sa, pb[i]);
+        });
     } else {
         const Shape sa = broadcast_strides(a, out_shape), sb = broadcast_strides(b, out_shape);
         const Shape& sc = c.strides();
@@ -84,7 +94,9 @@ Tensor<T> unary_op(const Tensor<T>& x, const char* name) {
         Tensor<T> gx = Tensor<T>::empty(xc.shape());
         const T *px = xc.data(), *py = yd.data(), *pg = gc.data();
         T* pgx = gx.data();
-        for (int64_t i = 0, n = gx.numel(); i < n; ++i) pgx[i] = F::bwd(px[i], py[i], pg[i]);
+        parallel_for(gx.numel(), kGrainElems, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) pgx[i] = F::bwd(px[i], py[i], pg[i]);
+        });
         return std::vector<Tensor<T>>{gx};
     });
 }

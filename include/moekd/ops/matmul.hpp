@@ -145,6 +145,28 @@ void gemm(T alpha, MatRef<const T> a, MatRef<const T> b, T beta, MatRef<T> c) {
         pc = cbuf.data();
         lc = {true, true, std::max<int64_t>(c.cols, 1)};
     }
+#if defined(MOEKD_BLAS) && defined(EIGEN_USE_BLAS)
+    // One BLAS call, beta as given: Eigen's `C = A * B` would first zero C (setZero) and then
+    // call sgemm with beta = 1, an extra write and read of C on every product.
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        const int M = int(c.rows), N = int(c.cols), K = int(a.cols);
+        const int ia = int(la.ld), ib = int(lb.ld), ic = int(lc.ld);
+        if (lc.row_major) {
+            // C^T (N, M) col-major = B^T A^T: a row-major operand read as col-major is its transpose
+            const char ta = la.row_major ? 'N' : 'T', tb = lb.row_major ? 'N' : 'T';
+            if constexpr (std::is_same_v<T, float>) sgemm_(&tb, &ta, &N, &M, &K, &alpha, pb, &ib, pa, &ia, &beta, pc, &ic);
+            else dgemm_(&tb, &ta, &N, &M, &K, &alpha, pb, &ib, pa, &ia, &beta, pc, &ic);
+        } else {
+            const char ta = la.row_major ? 'T' : 'N', tb = lb.row_major ? 'T' : 'N';
+            if constexpr (std::is_same_v<T, float>) sgemm_(&ta, &tb, &M, &N, &K, &alpha, pa, &ia, pb, &ib, &beta, pc, &ic);
+            else dgemm_(&ta, &tb, &M, &N, &K, &alpha, pa, &ia, pb, &ib, &beta, pc, &ic);
+        }
+        if (!cbuf.empty())
+            for (int64_t i = 0; i < c.rows; ++i)
+                for (int64_t j = 0; j < c.cols; ++j) c.data[i * c.rs + j * c.cs] = cbuf[i * c.cols + j];
+        return;
+    }
+#endif
     with_map(pa, a.rows, a.cols, la, [&](const auto& A) {
         with_map(pb, b.rows, b.cols, lb, [&](const auto& B) {
             with_mut_map(pc, c.rows, c.cols, lc, [&](auto C) {
@@ -219,7 +241,7 @@ Tensor<T> mm(const Tensor<T>& a, const Tensor<T>& b) {
 /// a: (*A, N, K) @ b: (*B, K, M) -> (*batch, N, M), one GEMM per batch element, broadcast batch
 /// dims read through stride 0 (never materialised). Both operands at least 2-D.
 template <class T>
-Tensor<T> batched_mm(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch, const char* name) {
+Tensor<T> batched_mm(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch, const char* name, T alpha = T(1)) {
     const int64_t N = a.size(-2), K = a.size(-1), M = b.size(-1);
     Shape out_shape = batch;
     out_shape.push_back(N);
@@ -235,10 +257,25 @@ Tensor<T> batched_mm(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch,
     const T* base_b = bu.impl()->storage->data();
     T* pc = c.data();
     const int64_t nb = numel(batch);
+    if (N * M * K <= 128 * 128 * 128 && nb > 1) {
+        // small products: OpenBLAS runs each on one thread, so split the batch across threads
+        parallel_for(nb, 1, [&](int64_t p0, int64_t p1) {
+            for (int64_t p = p0; p < p1; ++p) {
+                int64_t oa = au.offset(), ob = bu.offset(), rem = p;
+                for (int64_t d = batch.rank() - 1; d >= 0; --d) {
+                    const int64_t i = rem % batch[d];
+                    rem /= batch[d];
+                    oa += i * sa[d], ob += i * sb[d];
+                }
+                gemm(alpha, MatRef<const T>{base_a + oa, N, K, ar, ac}, MatRef<const T>{base_b + ob, K, M, br, bc}, T(0),
+                     MatRef<T>{pc + p * N * M, N, M, M, 1});
+            }
+        });
+    } else {
     Shape idx(batch.rank(), 0);
     int64_t oa = au.offset(), ob = bu.offset();
     for (int64_t p = 0; p < nb; ++p) {
-        gemm(T(1), MatRef<const T>{base_a + oa, N, K, ar, ac}, MatRef<const T>{base_b + ob, K, M, br, bc}, T(0),
+        gemm(alpha, MatRef<const T>{base_a + oa, N, K, ar, ac}, MatRef<const T>{base_b + ob, K, M, br, bc}, T(0),
              MatRef<T>{pc + p * N * M, N, M, M, 1});
         for (int64_t d = batch.rank() - 1; d >= 0; --d) {  // odometer step over the batch index
             oa += sa[d], ob += sb[d];
@@ -247,15 +284,16 @@ Tensor<T> batched_mm(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch,
             idx[d] = 0;
         }
     }
+    }
     const bool ga = needs_grad(a), gb = needs_grad(b);
     const Shape a_shape = a.shape(), b_shape = b.shape();
     return record<T>(c, name, {a, b},
-                     [ga, gb, a_shape, b_shape, batch, name, ad = gb ? a.detach() : Tensor<T>(),
+                     [ga, gb, a_shape, b_shape, batch, name, alpha, ad = gb ? a.detach() : Tensor<T>(),
                       bd = ga ? b.detach() : Tensor<T>()](const Tensor<T>& g) {
                          // per batch element as in mm; broadcast batch dims are summed back (sum_to)
                          Tensor<T> gx, gy;
-                         if (ga) gx = sum_to(batched_mm(g, bd.transpose(-1, -2), batch, name), a_shape);
-                         if (gb) gy = sum_to(batched_mm(ad.transpose(-1, -2), g, batch, name), b_shape);
+                         if (ga) gx = sum_to(batched_mm(g, bd.transpose(-1, -2), batch, name, alpha), a_shape);
+                         if (gb) gy = sum_to(batched_mm(ad.transpose(-1, -2), g, batch, name, alpha), b_shape);
                          return std::vector<Tensor<T>>{gx, gy};
                      });
 }
@@ -314,7 +352,7 @@ Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
 /// y = x @ w^T + bias.  x: (*, in), w: (out, in), bias: (out) or undefined -> y: (*, out).
 /// All leading dims of x go into one GEMM; w is read transposed in place (no copy).
 template <class T>
-Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& bias = Tensor<T>()) {
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& bias = Tensor<T>(), bool fuse_relu = false) {
     detail::require_cpu(x, "linear");
     detail::require_same_device(x, w, "linear");
     MOEKD_CHECK(x.dim() >= 1 && w.dim() == 2, "linear: input ", x.shape(), " and weight ", w.shape(),
@@ -343,20 +381,37 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& bias =
     detail::MatRef<T> y2{y.data(), P, out, out, 1};
     if (has_bias) {
         Tensor<T> bc = detail::contiguous_data(bias);
-        for (int64_t i = 0; i < P; ++i) std::copy_n(bc.data(), out, y.data() + i * out);
+        detail::parallel_for(P, std::max<int64_t>(1, detail::kGrainElems / out), [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) std::copy_n(bc.data(), out, y.data() + i * out);
+        });
     }
     detail::gemm(T(1), detail::mat_ref(x2), detail::mat_ref(w).t(), has_bias ? T(1) : T(0), y2);
+    if (fuse_relu) {  // relu in place on the fresh output (one pass, no second buffer)
+        T* py = y.data();
+        detail::parallel_for(y.numel(), detail::kGrainElems, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) py[i] = py[i] > T(0) ? py[i] : T(0);
+        });
+    }
 
     std::vector<Tensor<T>> inputs{x, w};
     if (has_bias) inputs.push_back(bias);
     const bool gx = needs_grad(x), gw = needs_grad(w), gb = has_bias && needs_grad(bias);
     const Shape x_shape = x.shape();
-    return record<T>(y, "linear", std::move(inputs),
-                     [gx, gw, gb, has_bias, x_shape, P, in, out, xd = gw ? x2 : Tensor<T>(),
-                      wd = gx ? w.detach() : Tensor<T>()](const Tensor<T>& g) {
+    return record<T>(y, fuse_relu ? "linear_relu" : "linear", std::move(inputs),
+                     [gx, gw, gb, has_bias, x_shape, P, in, out, fuse_relu, xd = gw ? x2 : Tensor<T>(),
+                      wd = gx ? w.detach() : Tensor<T>(), yd = fuse_relu ? y.detach() : Tensor<T>()](const Tensor<T>& g) {
                          // g: (*, out) viewed as (P, out)
                          Tensor<T> g2;
-                         if (g.dim() == 2) {
+                         if (fuse_relu) {  // through the relu: g where y > 0
+                             Tensor<T> gc = detail::contiguous_data(g);
+                             Tensor<T> gm = Tensor<T>::empty({P, out});
+                             const T *pg = gc.data(), *py = yd.data();
+                             T* pm = gm.data();
+                             detail::parallel_for(P * out, detail::kGrainElems, [&](int64_t b, int64_t e) {
+                                 for (int64_t i = b; i < e; ++i) pm[i] = py[i] > T(0) ? pg[i] : T(0);
+                             });
+                             g2 = gm;
+                         } else if (g.dim() == 2) {
                              g2 = g;
                          } else {
                              Tensor<T> gc = detail::contiguous_data(g);
@@ -377,8 +432,10 @@ Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& bias =
                          if (gb) {  // grad_bias = column sums of g
                              std::vector<detail::Acc<T>> acc(static_cast<size_t>(out), 0);
                              const auto m = detail::mat_ref(g2);
-                             for (int64_t i = 0; i < P; ++i)
-                                 for (int64_t j = 0; j < out; ++j) acc[j] += m.data[i * m.rs + j * m.cs];
+                             detail::parallel_for(out, 64, [&](int64_t j0, int64_t j1) {  // columns per thread
+                                 for (int64_t i = 0; i < P; ++i)
+                                     for (int64_t j = j0; j < j1; ++j) acc[j] += m.data[i * m.rs + j * m.cs];
+                             });
                              Tensor<T> db = Tensor<T>::empty({out});
                              for (int64_t j = 0; j < out; ++j) db.data()[j] = static_cast<T>(acc[j]);
                              grads[2] = db;

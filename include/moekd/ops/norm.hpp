@@ -81,10 +81,12 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Shape& normalized_shape, const Te
     {
         const T *px = xc.data(), *pw = wc.defined() ? wc.data() : nullptr, *pb = bc.defined() ? bc.data() : nullptr;
         T *py = y.data(), *pm = mean.data(), *pr = rstd.data();
-        for (int64_t r = 0; r < M; ++r) {
-            kern::layer_norm_stats_row(px + r * N, N, static_cast<T>(eps), pm + r, pr + r);
-            kern::layer_norm_fwd_row(px + r * N, pw, pb, py + r * N, N, pm[r], pr[r]);
-        }
+        detail::parallel_for(M, std::max<int64_t>(1, detail::kGrainElems / N), [&](int64_t b, int64_t e) {
+            for (int64_t r = b; r < e; ++r) {
+                kern::layer_norm_stats_row(px + r * N, N, static_cast<T>(eps), pm + r, pr + r);
+                kern::layer_norm_fwd_row(px + r * N, pw, pb, py + r * N, N, pm[r], pr[r]);
+            }
+        });
     }
     const bool need_x = x.requires_grad(), need_w = needs_grad(weight), need_b = needs_grad(bias);
     const Shape ns = normalized_shape;
@@ -97,14 +99,21 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Shape& normalized_shape, const Te
         if (need_x) {
             gx = Tensor<T>::empty(xc.shape());
             T* pgx = gx.data();
-            for (int64_t r = 0; r < M; ++r) kern::layer_norm_bwd_row(px + r * N, pw, pg + r * N, pgx + r * N, N, pm[r], pr[r]);
+            detail::parallel_for(M, std::max<int64_t>(1, detail::kGrainElems / N), [&](int64_t b, int64_t e) {
+                for (int64_t r = b; r < e; ++r)
+                    kern::layer_norm_bwd_row(px + r * N, pw, pg + r * N, pgx + r * N, N, pm[r], pr[r]);
+            });
         }
         if (need_w || need_b) {
             std::vector<double> aw(need_w ? N : 0, 0.0), ab(need_b ? N : 0, 0.0);
             double* paw = need_w ? aw.data() : nullptr;
             double* pab = need_b ? ab.data() : nullptr;
-            for (int64_t r = 0; r < M; ++r)
-                kern::layer_norm_param_grad_row(px + r * N, pg + r * N, paw, pab, N, pm[r], pr[r]);
+            // columns split across threads: each thread sums its columns over all rows
+            detail::parallel_for(N, 64, [&](int64_t c0, int64_t c1) {
+                for (int64_t r = 0; r < M; ++r)
+                    kern::layer_norm_param_grad_row(px + r * N + c0, pg + r * N + c0, paw ? paw + c0 : nullptr,
+                                                    pab ? pab + c0 : nullptr, c1 - c0, pm[r], pr[r]);
+            });
             if (need_w) {
                 gw = Tensor<T>::empty(ns);
                 for (int64_t i = 0; i < N; ++i) gw.data()[i] = static_cast<T>(aw[i]);

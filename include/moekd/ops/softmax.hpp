@@ -34,8 +34,11 @@ inline RowPlan plan_rows(const Shape& s, int64_t dim, const char* op) {
 /// Calls f(row_offset) for each of the outer * inner rows of a (outer, n, inner) block.
 template <class F>
 void for_each_row(const RowPlan& p, F f) {
-    for (int64_t o = 0; o < p.outer; ++o)
-        for (int64_t i = 0; i < p.inner; ++i) f(o * p.n * p.inner + i);
+    parallel_for(p.outer, std::max<int64_t>(1, kGrainElems / std::max<int64_t>(1, p.n * p.inner)),
+                 [&](int64_t b, int64_t e) {
+                     for (int64_t o = b; o < e; ++o)
+                         for (int64_t i = 0; i < p.inner; ++i) f(o * p.n * p.inner + i);
+                 });
 }
 
 /// Shared body of softmax (is_log = false) and log_softmax (is_log = true).

@@ -7,6 +7,8 @@
 
 #include <cmath>
 
+#include <Eigen/Core>
+
 #include "optimizer.hpp"
 
 namespace moekd::optim {
@@ -67,15 +69,25 @@ protected:
         const T bc2_sqrt = T(std::sqrt(1 - std::pow(b2_, t)));
         const T step_size = lr / bc1;
         const T eps = T(eps_);
-        for (int64_t i = 0; i < n; ++i) {
-            T d = grad[i];
-            if (decoupled_) p[i] = p[i] * (T(1) - lr * wd);
-            else if (wd != 0) d = d + wd * p[i];
-            m[i] = m[i] * b1 + omb1 * d;
-            v[i] = v[i] * b2 + omb2 * d * d;
-            const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
-            p[i] = p[i] - step_size * (m[i] / denom);
+        // One fused pass as Eigen array expressions: Eigen's packet sqrt vectorizes where a scalar
+        // std::sqrt loop does not (the errno branch of sqrtf blocks GCC's vectorizer).
+        using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+        detail::parallel_for(n, 32768, [&](int64_t i0, int64_t i1) {
+        const int64_t k = i1 - i0;
+        Eigen::Map<Arr> P(p + i0, k), M(m + i0, k), V(v + i0, k);
+        Eigen::Map<const Arr> G(grad + i0, k);
+        if (decoupled_ || wd == T(0)) {
+            if (decoupled_ && wd != T(0)) P *= (T(1) - lr * wd);
+            M = M * b1 + omb1 * G;
+            V = V * b2 + omb2 * G * G;
+            P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
+        } else {
+            const Arr D = G + wd * P;
+            M = M * b1 + omb1 * D;
+            V = V * b2 + omb2 * D * D;
+            P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
         }
+        });
     }
 
 private:

@@ -1,11 +1,15 @@
-// parallel.hpp — PROTOTYPE: a tiny fork-join pool for the CPU ops' elementwise / per-row loops.
+// parallel.hpp — a tiny fork-join pool for the CPU ops' elementwise / per-row loops.
 //
 // GEMMs are threaded by OpenBLAS; everything else (softmax, layer norm, activations, Adam ...) ran
 // on one core. parallel_for(n, grain, f) splits [0, n) into one contiguous chunk per thread (the
-// caller runs chunk 0) when n >= 2 * grain. Workers spin briefly with sched_yield (so that they
-// hand the core to OpenBLAS's threads, which yield the same way) and then sleep on a C++20 atomic
-// wait, so an idle pool costs nothing. Threads: MOEKD_NUM_THREADS, else OPENBLAS_NUM_THREADS, else
+// caller runs chunk 0) when n >= 2 * grain. Workers sleep on a C++20 atomic wait between jobs, so
+// an idle pool costs nothing. Threads: MOEKD_NUM_THREADS, else OPENBLAS_NUM_THREADS, else
 // hardware_concurrency.
+//
+// Rules that keep it safe and deterministic: chunks are fixed by n and the thread count (never by
+// timing), so loops whose chunks write disjoint outputs give the same bits as a serial loop; f
+// must not throw (the ops using it only do arithmetic); a parallel_for inside a chunk, or one
+// called while another thread holds the pool, runs inline on its caller.
 #pragma once
 
 #include <sched.h>
@@ -14,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -33,7 +38,10 @@ public:
     }
     int threads() const { return int(workers_) + 1; }
 
-    void run(int64_t n, const std::function<void(int64_t, int64_t)>& f) {
+    /// false (nothing run) when another thread is using the pool
+    bool run(int64_t n, const std::function<void(int64_t, int64_t)>& f) {
+        std::unique_lock<std::mutex> lk(busy_, std::try_to_lock);
+        if (!lk.owns_lock()) return false;
         const int64_t t = threads();
         job_ = &f;
         n_ = n;
@@ -42,6 +50,7 @@ public:
         gen_.notify_all();
         f(0, n / t);  // chunk 0 on the caller
         while (pending_.load(std::memory_order_acquire) != 0) sched_yield();
+        return true;
     }
 
 private:
@@ -68,6 +77,7 @@ private:
             pending_.fetch_sub(1, std::memory_order_acq_rel);
         }
     }
+    std::mutex busy_;
     size_t workers_ = 0;
     std::atomic<uint64_t> gen_{0};
     std::atomic<int> pending_{0};
@@ -78,10 +88,6 @@ private:
 /// f(begin, end) over [0, n), split across the pool when n >= 2 * grain (else inline).
 template <class F>
 void parallel_for(int64_t n, int64_t grain, F&& f) {
-#ifdef MOEKD_NO_POOL
-    if (n > 0) f(int64_t(0), n);
-    return;
-#endif
     ThreadPool& p = ThreadPool::instance();
     if (tl_in_parallel || p.threads() == 1 || n < 2 * grain) {
         if (n > 0) f(int64_t(0), n);
@@ -92,7 +98,7 @@ void parallel_for(int64_t n, int64_t grain, F&& f) {
         if (e > b) f(b, e);
         tl_in_parallel = false;
     };
-    p.run(n, fn);
+    if (!p.run(n, fn) && n > 0) f(int64_t(0), n);
 }
 
 }  // namespace moekd::detail
