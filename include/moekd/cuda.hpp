@@ -1,4 +1,5 @@
-// cuda.hpp — the CUDA backend: device memory, host<->device copies, elementwise kernels, cuBLAS.
+// cuda.hpp — the CUDA backend: device memory, host<->device copies, elementwise kernels, cuBLAS,
+// and the MoE / distillation kernels (router, dispatch, expert FFN, symmetric KL, cosine relation).
 //
 // Only for programs built with MOEKD_CUDA=ON that link moekd::cuda (the library built from
 // kernels/*.cu; it brings CUDA::cudart, cuBLAS, cuSOLVER and NCCL when found). Including it
@@ -9,6 +10,8 @@
 //   auto yd = moekd::cuda::unary<moekd::kern::Gelu>(xd);     // same MOEKD_HD math as moekd::gelu
 //   auto zd = moekd::cuda::matmul(yd, moekd::cuda::to_device(w));  // w: (D, K) -> (N, K)
 //   auto z  = moekd::cuda::to_cpu(zd);
+//   auto r  = moekd::cuda::softmax_topk(logits_d, 2, true);  // router; cuda/gating.hpp
+//   auto p  = moekd::cuda::make_dispatch_plan(r.experts, E, capacity);   // cuda/dispatch.hpp
 //
 // The device functions carry no autograd; they are the launch layer device ops build on.
 #pragma once
@@ -16,6 +19,11 @@
 #include "cuda/allocator.hpp"
 #include "cuda/blas.hpp"
 #include "cuda/copy.hpp"
+#include "cuda/dispatch.hpp"
 #include "cuda/elementwise.hpp"
 #include "cuda/error.hpp"
+#include "cuda/experts.hpp"
+#include "cuda/gating.hpp"
+#include "cuda/kl.hpp"
+#include "cuda/relation.hpp"
 #include "cuda/runtime.hpp"

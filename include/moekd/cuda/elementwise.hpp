@@ -77,6 +77,13 @@ void require_same_shape(const Tensor<T>& a, const Tensor<T>& b, const char* op, 
                 " (the device kernels do not broadcast)");
 }
 
+/// x is defined and has shape s (the device entries of gating/dispatch/experts/kl/relation.hpp).
+template <class T>
+void require_shape(const Tensor<T>& x, const Shape& s, const char* op, const char* name) {
+    MOEKD_CHECK(x.defined(), op, ": ", name, " is an undefined tensor (expected shape ", s, ")");
+    MOEKD_CHECK(x.shape() == s, op, ": ", name, " has shape ", x.shape(), ", expected ", s);
+}
+
 }  // namespace detail
 
 /// y = F::fwd(x) elementwise.  x: any shape, contiguous, on the GPU.

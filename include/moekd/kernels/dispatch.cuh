@@ -230,18 +230,15 @@ __global__ void combine_backward_rows_kernel(const T* __restrict__ dy, const int
     }
 }
 
-/// dgates[t, j] = <dy[t], ys[slot_of[t, j]]> (serial over D: fixed order); one thread per assignment.
+/// dgates[t, j] = <dy[t], ys[slot_of[t, j]]> (serial over D: fixed order, accumulated in double
+/// as the CPU op does); one thread per assignment, through combine_backward_row with k = 1.
 template <class T>
 __global__ void combine_backward_gates_kernel(const T* __restrict__ dy, const T* __restrict__ ys,
                                               const int64_t* __restrict__ slot_of, T* __restrict__ dgates, int64_t N,
                                               int64_t k, int64_t D) {
-    for (int64_t a = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; a < N * k; a += int64_t(gridDim.x) * blockDim.x) {
-        const int64_t r = slot_of[a];
-        T s = T(0);
-        if (r >= 0)
-            for (int64_t d = 0; d < D; ++d) s += dy[(a / k) * D + d] * ys[r * D + d];
-        dgates[a] = s;
-    }
+    for (int64_t a = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; a < N * k; a += int64_t(gridDim.x) * blockDim.x)
+        combine_backward_row<T, double>(dy + (a / k) * D, ys, slot_of + a, static_cast<const T*>(nullptr), 1, D,
+                                        static_cast<T*>(nullptr), dgates + a);
 }
 
 inline cudaError_t launch_dispatch_offsets(const int64_t* counts, int64_t* kept, int64_t* offsets, int64_t E,

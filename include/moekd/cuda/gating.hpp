@@ -1,0 +1,186 @@
+// cuda/gating.hpp — the Mixture-of-Experts router on the GPU: fused softmax over E + top-k + gates
+// (kern::softmax_topk_row, the function moe::softmax_topk runs on the CPU), the backward of the
+// gates and of the softmax, and the capacity positions (the histogram pass of the dispatch
+// counting sort, kern::capacity_positions_of_expert: each expert's queue in GShard priority order),
+// and the NaN / inf check of the logits (kern::row_all_finite, reported as moe::check_router_logits).
+//
+//   auto r  = cuda::softmax_topk(logits, 2, true);            // logits: (N, E) on the GPU
+//   auto dl = cuda::router_backward(r, dgates, true);          // dgates: (N, k) -> dlogits (N, E)
+//   auto cp = cuda::capacity_positions(r.experts, E);          // counts (E), position (N, k)
+//
+// No autograd: explicit forward / backward entries, the launch layer device ops build on. The
+// launchers are compiled for float and double in kernels/gating.cu. Arguments are checked
+// (shapes first, then device and contiguity) before any CUDA call, so bad input fails with a
+// moekd::Error naming the argument even on a machine without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../core/tensor.hpp"
+#include "allocator.hpp"
+#include "elementwise.hpp"
+#include "error.hpp"
+
+namespace moekd::cuda {
+
+/// The router's decision for N tokens, on the GPU.
+template <class T>
+struct DeviceRouting {
+    Tensor<T> probs;          // (N, E) softmax of the logits
+    Tensor<T> gates;          // (N, k) chosen probabilities (renormalised over k when asked)
+    Tensor<int64_t> experts;  // (N, k) chosen experts, best first (ties to the lower index)
+};
+
+/// counts (E): assignments per expert (pad tokens excluded); position (N, k): each assignment's
+/// place in its expert's queue (first choices in token order, then second choices ...), -1 for pad.
+struct CapacityPositions {
+    Tensor<int64_t> counts;
+    Tensor<int64_t> position;
+};
+
+namespace detail {
+
+// Raw launchers (kernels/gating.cu, float and double); they throw moekd::Error if a launch fails.
+template <class T>
+void softmax_topk_raw(const T* logits, T* probs, int64_t* idx, T* gates, int64_t N, int64_t E, int64_t k,
+                      bool normalize);
+template <class T>
+void topk_gates_backward_raw(const T* probs, const int64_t* idx, const T* gates, const T* dgates, T* dprobs,
+                             int64_t N, int64_t E, int64_t k, bool normalize);
+template <class T>
+void softmax_backward_raw(const T* probs, const T* dprobs, T* dlogits, int64_t N, int64_t E);
+void capacity_positions_raw(const int64_t* idx, const uint8_t* pad, int64_t* counts, int64_t* position, int64_t N,
+                            int64_t k, int64_t E);
+/// The first row of x (N, E) with a NaN or inf (kern::row_all_finite), or N; one sync.
+template <class T>
+int64_t first_nonfinite_row_raw(const T* x, int64_t N, int64_t E);
+
+}  // namespace detail
+
+/// Fused router step: probs = softmax(logits) over E, experts = top-k of probs, gates = the chosen
+/// probs (divided by their sum when `normalize`, GShard top-2).  logits: (N, E), contiguous, GPU.
+template <class T>
+DeviceRouting<T> softmax_topk(const Tensor<T>& logits, int64_t k, bool normalize) {
+    const char* op = "cuda::softmax_topk";
+    MOEKD_CHECK(logits.defined() && logits.dim() == 2 && logits.size(1) >= 1, op, ": logits ",
+                logits.defined() ? logits.shape() : Shape{}, " must be (N, E) with E >= 1");
+    const int64_t N = logits.size(0), E = logits.size(1);
+    MOEKD_CHECK(k >= 1 && k <= E, op, ": top_k = ", k, " must be in [1, E = ", E, "] for logits ", logits.shape());
+    detail::require_device_contiguous(logits, op, "logits");
+    DeviceRouting<T> r;
+    r.probs = Tensor<T>::empty({N, E}, Device::CUDA);
+    r.gates = Tensor<T>::empty({N, k}, Device::CUDA);
+    r.experts = Tensor<int64_t>::empty({N, k}, Device::CUDA);
+    if (N > 0)
+        detail::softmax_topk_raw(logits.data(), r.probs.data(), r.experts.data(), r.gates.data(), N, E, k, normalize);
+    return r;
+}
+
+/// dprobs (N, E) = d gates / d probs applied to dgates (N, k) (zero off the chosen experts).
+/// probs: (N, E), experts, gates, dgates: (N, k), as softmax_topk returned them.
+template <class T>
+Tensor<T> topk_gates_backward(const Tensor<T>& probs, const Tensor<int64_t>& experts, const Tensor<T>& gates,
+                              const Tensor<T>& dgates, bool normalize) {
+    const char* op = "cuda::topk_gates_backward";
+    MOEKD_CHECK(probs.defined() && probs.dim() == 2, op, ": probs ", probs.defined() ? probs.shape() : Shape{},
+                " must be (N, E)");
+    MOEKD_CHECK(experts.defined() && experts.dim() == 2 && experts.size(0) == probs.size(0) && experts.size(1) >= 1 &&
+                    experts.size(1) <= probs.size(1),
+                op, ": experts ", experts.defined() ? experts.shape() : Shape{}, " must be (N, k), k <= E, for probs ",
+                probs.shape());
+    const int64_t N = probs.size(0), E = probs.size(1), k = experts.size(1);
+    detail::require_shape(gates, Shape{N, k}, op, "gates");
+    detail::require_shape(dgates, Shape{N, k}, op, "dgates");
+    detail::require_device_contiguous(probs, op, "probs");
+    detail::require_device_contiguous(experts, op, "experts");
+    detail::require_device_contiguous(gates, op, "gates");
+    detail::require_device_contiguous(dgates, op, "dgates");
+    Tensor<T> dp = Tensor<T>::empty({N, E}, Device::CUDA);
+    if (N > 0)
+        detail::topk_gates_backward_raw(probs.data(), experts.data(), gates.data(), dgates.data(), dp.data(), N, E, k,
+                                        normalize);
+    return dp;
+}
+
+/// dlogits = the softmax backward of dprobs: p * (dp - <dp, p>) per row.  probs, dprobs: (N, E).
+template <class T>
+Tensor<T> softmax_backward(const Tensor<T>& probs, const Tensor<T>& dprobs) {
+    const char* op = "cuda::softmax_backward";
+    MOEKD_CHECK(probs.defined() && probs.dim() == 2, op, ": probs ", probs.defined() ? probs.shape() : Shape{},
+                " must be (N, E)");
+    detail::require_shape(dprobs, probs.shape(), op, "dprobs");
+    detail::require_device_contiguous(probs, op, "probs");
+    detail::require_device_contiguous(dprobs, op, "dprobs");
+    Tensor<T> dl = Tensor<T>::empty(probs.shape(), Device::CUDA);
+    if (probs.numel() > 0) detail::softmax_backward_raw(probs.data(), dprobs.data(), dl.data(), probs.size(0), probs.size(1));
+    return dl;
+}
+
+/// The whole router backward: dlogits (N, E) from dgates (N, k), plus dprobs_extra (N, E) when
+/// given (the gradient a balance loss sends to the probabilities).
+template <class T>
+Tensor<T> router_backward(const DeviceRouting<T>& r, const Tensor<T>& dgates, bool normalize,
+                          const Tensor<T>& dprobs_extra = Tensor<T>()) {
+    Tensor<T> dp = topk_gates_backward(r.probs, r.experts, r.gates, dgates, normalize);
+    if (dprobs_extra.defined()) {
+        detail::require_shape(dprobs_extra, r.probs.shape(), "cuda::router_backward", "dprobs_extra");
+        dp = binary<kern::Add>(dp, dprobs_extra);
+    }
+    return softmax_backward(r.probs, dp);
+}
+
+/// Throws a moekd::Error naming `layer` when a router logit is NaN or inf, with the first offending
+/// token and expert, as moe::check_router_logits does on the CPU. logits: (N, E) on the GPU; pad:
+/// N bytes on the GPU or undefined. One synchronisation (the answer comes to the host).
+template <class T>
+void check_router_logits(const Tensor<T>& logits, const std::string& layer,
+                         const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    const char* op = "cuda::check_router_logits";
+    MOEKD_CHECK(logits.defined() && logits.dim() == 2, op, ": logits ", logits.defined() ? logits.shape() : Shape{},
+                " must be (N, E)");
+    if (pad.defined())
+        MOEKD_CHECK(pad.numel() == logits.size(0), op, ": pad mask ", pad.shape(), " has ", pad.numel(),
+                    " elements for ", logits.size(0), " tokens");
+    detail::require_device_contiguous(logits, op, "logits");
+    if (pad.defined()) detail::require_device_contiguous(pad, op, "pad");
+    const int64_t N = logits.size(0), E = logits.size(1);
+    if (N == 0 || E == 0) return;
+    const int64_t t = detail::first_nonfinite_row_raw(logits.data(), N, E);
+    if (t >= N) return;
+    std::vector<T> row(static_cast<size_t>(E));
+    MOEKD_CUDA_CHECK(cudaMemcpy(row.data(), logits.data() + t * E, sizeof(T) * E, cudaMemcpyDeviceToHost));
+    uint8_t is_pad = 0;
+    if (pad.defined()) MOEKD_CUDA_CHECK(cudaMemcpy(&is_pad, pad.data() + t, 1, cudaMemcpyDeviceToHost));
+    int64_t e = 0;
+    while (e < E && row[e] - row[e] == T(0)) ++e;
+    throw Error(msg(layer, ": router logits are not finite: token ", t, " of ", N, is_pad ? " (a pad token)" : "",
+                    " has logit ", row[e], " for expert ", e, " of ", E,
+                    ". HINT: the layer input or the gate weights hold NaN/inf (diverged training? lower the ",
+                    "learning rate, add the router z-loss, or check the input)"));
+}
+
+/// Capacity positions and per-expert counts of a routing (one GPU thread per expert scans the
+/// assignments in priority order: the CPU's kern::capacity_positions, bit for bit).
+/// experts: (N, k) int64 in [0, num_experts) (not checked here: make_dispatch_plan checks);
+/// pad: N bytes (1 = pad token) or undefined.
+inline CapacityPositions capacity_positions(const Tensor<int64_t>& experts, int64_t num_experts,
+                                            const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    const char* op = "cuda::capacity_positions";
+    MOEKD_CHECK(experts.defined() && experts.dim() == 2 && experts.size(1) >= 1, op, ": experts ",
+                experts.defined() ? experts.shape() : Shape{}, " must be (N, k) with k >= 1");
+    MOEKD_CHECK(num_experts >= 1, op, ": num_experts must be >= 1, got ", num_experts);
+    const int64_t N = experts.size(0), k = experts.size(1);
+    if (pad.defined())
+        MOEKD_CHECK(pad.numel() == N, op, ": pad mask ", pad.shape(), " has ", pad.numel(), " elements for ", N,
+                    " tokens");
+    detail::require_device_contiguous(experts, op, "experts");
+    if (pad.defined()) detail::require_device_contiguous(pad, op, "pad");
+    CapacityPositions c{Tensor<int64_t>::empty({num_experts}, Device::CUDA), Tensor<int64_t>::empty({N, k}, Device::CUDA)};
+    detail::capacity_positions_raw(experts.data(), pad.defined() ? pad.data() : nullptr, c.counts.data(),
+                                   c.position.data(), N, k, num_experts);
+    return c;
+}
+
+}  // namespace moekd::cuda

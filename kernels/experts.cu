@@ -1,0 +1,92 @@
+// experts.cu — the elementwise and column-sum kernels of the grouped expert FFN
+// (include/moekd/cuda/experts.hpp; its GEMMs are cuBLAS through cuda::gemm), compiled for float
+// and double. The per-element math is kern::bias_act_row / kern::act_backward_row of
+// include/moekd/kernels/dispatch.cuh, the functions moe::expert_ffn calls on the CPU, here with
+// one element per thread (a row of length 1).
+#include <moekd/cuda/experts.hpp>
+#include <moekd/kernels/dispatch.cuh>
+#include <moekd/kernels/elementwise.cuh>
+
+namespace moekd::cuda::detail {
+namespace {
+
+unsigned grid_for(int64_t n, unsigned block) {
+    const int64_t g = (n + block - 1) / block;
+    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+}
+
+// h, a: (n, F); b: (F) or null.
+template <class Act, class T>
+__global__ void bias_act_kernel(T* __restrict__ h, const T* __restrict__ b, T* __restrict__ a, int64_t count,
+                                int64_t F) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+        kern::bias_act_row<Act>(h + i, b ? b + i % F : static_cast<const T*>(nullptr), 1, a + i);
+}
+
+template <class T>
+__global__ void add_bias_kernel(T* __restrict__ y, const T* __restrict__ b, int64_t count, int64_t D) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+        y[i] += b[i % D];
+}
+
+template <class Act, class T>
+__global__ void act_backward_kernel(const T* __restrict__ h, const T* __restrict__ a, T* __restrict__ da,
+                                    int64_t count) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < count; i += int64_t(gridDim.x) * blockDim.x)
+        kern::act_backward_row<Act, T, double>(h + i, a + i, da + i, 1, static_cast<double*>(nullptr));
+}
+
+// out[c] = sum_r x[r * C + c], rows in order, in double: one thread per column (coalesced reads).
+template <class T>
+__global__ void column_sum_kernel(const T* __restrict__ x, int64_t n, int64_t C, T* __restrict__ out) {
+    for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < C; c += int64_t(gridDim.x) * blockDim.x) {
+        double s = 0;
+        for (int64_t r = 0; r < n; ++r) s += static_cast<double>(x[r * C + c]);
+        out[c] = static_cast<T>(s);
+    }
+}
+
+}  // namespace
+
+template <class T>
+void bias_act_raw(T* h, const T* b, T* a, int64_t n, int64_t F, bool gelu) {
+    const int64_t count = n * F;
+    if (count == 0) return;
+    if (gelu) bias_act_kernel<kern::Gelu, T><<<grid_for(count, 256), 256>>>(h, b, a, count, F);
+    else bias_act_kernel<kern::Relu, T><<<grid_for(count, 256), 256>>>(h, b, a, count, F);
+    MOEKD_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void add_bias_raw(T* y, const T* b, int64_t n, int64_t D) {
+    const int64_t count = n * D;
+    if (count == 0) return;
+    add_bias_kernel<T><<<grid_for(count, 256), 256>>>(y, b, count, D);
+    MOEKD_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void act_backward_raw(const T* h, const T* a, T* da, int64_t count, bool gelu) {
+    if (count == 0) return;
+    if (gelu) act_backward_kernel<kern::Gelu, T><<<grid_for(count, 256), 256>>>(h, a, da, count);
+    else act_backward_kernel<kern::Relu, T><<<grid_for(count, 256), 256>>>(h, a, da, count);
+    MOEKD_CUDA_CHECK(cudaGetLastError());
+}
+
+template <class T>
+void column_sum_raw(const T* x, int64_t n, int64_t C, T* out) {
+    if (C == 0) return;
+    column_sum_kernel<T><<<grid_for(C, 128), 128>>>(x, n, C, out);
+    MOEKD_CUDA_CHECK(cudaGetLastError());
+}
+
+#define MOEKD_INSTANTIATE_EXPERTS(T)                                            \
+    template void bias_act_raw<T>(T*, const T*, T*, int64_t, int64_t, bool);     \
+    template void add_bias_raw<T>(T*, const T*, int64_t, int64_t);               \
+    template void act_backward_raw<T>(const T*, const T*, T*, int64_t, bool);    \
+    template void column_sum_raw<T>(const T*, int64_t, int64_t, T*);
+MOEKD_INSTANTIATE_EXPERTS(float)
+MOEKD_INSTANTIATE_EXPERTS(double)
+#undef MOEKD_INSTANTIATE_EXPERTS
+
+}  // namespace moekd::cuda::detail

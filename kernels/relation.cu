@@ -1,0 +1,56 @@
+// relation.cu — compiles the cosine-relation kernels of include/moekd/kernels/relation.cuh (row
+// normalisation forward / backward, Gram difference) for float and double, plus the reduction of
+// the squared differences to the loss, behind the raw launchers of include/moekd/cuda/relation.hpp.
+#include <moekd/cuda/relation.hpp>
+#include <moekd/kernels/relation.cuh>
+
+namespace moekd::cuda::detail {
+namespace {
+
+constexpr int kReduceThreads = 256;
+
+// One block: thread i sums x[i], x[i + 256], ... in double, then a fixed tree; out[0] = scale * sum.
+template <class T>
+__global__ void sum_scaled_kernel(const T* __restrict__ x, int64_t n, double scale, T* __restrict__ out) {
+    __shared__ double s_sum[kReduceThreads];
+    double s = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += static_cast<double>(x[i]);
+    s_sum[threadIdx.x] = s;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if (static_cast<int>(threadIdx.x) < h) s_sum[threadIdx.x] += s_sum[threadIdx.x + h];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[0] = static_cast<T>(scale * s_sum[0]);
+}
+
+}  // namespace
+
+template <class T>
+void l2_normalize_raw(const T* x, T* y, T* nrm, int64_t rows, int64_t n, T eps) {
+    if (rows == 0) return;
+    MOEKD_CUDA_CHECK((kern::cuda::launch_l2_normalize_fwd<T>(x, y, nrm, rows, n, eps)));
+}
+
+template <class T>
+void l2_normalize_backward_raw(const T* y, const T* g, T* gx, const T* nrm, int64_t rows, int64_t n, T eps) {
+    if (rows == 0) return;
+    MOEKD_CUDA_CHECK((kern::cuda::launch_l2_normalize_bwd<T>(y, g, gx, nrm, rows, n, eps)));
+}
+
+template <class T>
+void relation_diff_raw(T* e, const T* gt, T* sq, T* loss, int64_t rows, int64_t n, double scale) {
+    if (rows > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_relation_diff<T>(e, gt, sq, rows, n)));
+    sum_scaled_kernel<T><<<1, kReduceThreads>>>(sq, rows, scale, loss);
+    MOEKD_CUDA_CHECK(cudaGetLastError());
+}
+
+#define MOEKD_INSTANTIATE_RELATION(T)                                                                 \
+    template void l2_normalize_raw<T>(const T*, T*, T*, int64_t, int64_t, T);                           \
+    template void l2_normalize_backward_raw<T>(const T*, const T*, T*, const T*, int64_t, int64_t, T);  \
+    template void relation_diff_raw<T>(T*, const T*, T*, T*, int64_t, int64_t, double);
+MOEKD_INSTANTIATE_RELATION(float)
+MOEKD_INSTANTIATE_RELATION(double)
+#undef MOEKD_INSTANTIATE_RELATION
+
+}  // namespace moekd::cuda::detail
