@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../core/eigen.hpp"  // first: see there
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"

@@ -14,16 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-// GCC 12 flags the `__m256d __Y = __Y;` idiom inside its own AVX-512 intrinsics (used by Eigen's
-// reductions) as maybe-uninitialized: a known false positive, silenced for these headers only.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <Eigen/Core>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "../core/eigen.hpp"
 
 #include "../autograd/node.hpp"
 #include "elementwise.hpp"

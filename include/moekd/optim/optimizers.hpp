@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include <Eigen/Core>
+#include "../core/eigen.hpp"
 
 #include "optimizer.hpp"
 
@@ -73,20 +73,20 @@ protected:
         // std::sqrt loop does not (the errno branch of sqrtf blocks GCC's vectorizer).
         using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
         detail::parallel_for(n, 32768, [&](int64_t i0, int64_t i1) {
-        const int64_t k = i1 - i0;
-        Eigen::Map<Arr> P(p + i0, k), M(m + i0, k), V(v + i0, k);
-        Eigen::Map<const Arr> G(grad + i0, k);
-        if (decoupled_ || wd == T(0)) {
-            if (decoupled_ && wd != T(0)) P *= (T(1) - lr * wd);
-            M = M * b1 + omb1 * G;
-            V = V * b2 + omb2 * G * G;
-            P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
-        } else {
-            const Arr D = G + wd * P;
-            M = M * b1 + omb1 * D;
-            V = V * b2 + omb2 * D * D;
-            P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
-        }
+            const int64_t k = i1 - i0;
+            Eigen::Map<Arr> P(p + i0, k), M(m + i0, k), V(v + i0, k);
+            Eigen::Map<const Arr> G(grad + i0, k);
+            if (decoupled_ || wd == T(0)) {
+                if (decoupled_ && wd != T(0)) P *= (T(1) - lr * wd);
+                M = M * b1 + omb1 * G;
+                V = V * b2 + omb2 * G * G;
+                P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
+            } else {
+                const Arr D = G + wd * P;
+                M = M * b1 + omb1 * D;
+                V = V * b2 + omb2 * D * D;
+                P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
+            }
         });
     }
 
