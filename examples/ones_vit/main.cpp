@@ -1,0 +1,272 @@
+// ones_vit — OneS ("One Student Knows All Experts Know: From Sparse to Dense") on real
+// Fashion-MNIST: train a WideNet-style MoE ViT teacher, fold its experts into a dense ViT of the
+// same architecture (knowledge gathering: matched-layer copy + SVD of each expert, eq. 10-14),
+// then distil (L = alpha * CE + (1 - alpha) * KD, eq. 15-17) with LAMB and linear decay; compare
+// with the paper's baselines and print a results table whose every number comes from this run.
+//
+//   ones_vit                                   teacher, dense baseline, OneS (small, < 10 min on 2 cores)
+//   ones_vit --runs all                        + Distill, Switch, data-aware KG, ablations w/o KD / w/o KG+KD
+//   ones_vit --save-teacher t.safetensors      keep the teacher;  --teacher t.safetensors  reuse it
+//
+// Outputs in --out: log.jsonl (one line per epoch and event), results.md, results.json,
+// curves.csv and curves.svg (test accuracy vs epoch). Exit status: 1 on error, 2 when the OneS
+// student (or the last run) ends below --min-acc.
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <moekd/io/safetensors.hpp>
+
+#include "report.hpp"
+#include "train.hpp"
+#include "widenet.hpp"
+
+using namespace moekd;
+using namespace ones;
+
+namespace {
+
+const std::vector<std::string> kAllRuns = {"teacher", "dense",  "ones",  "ones-freq",
+                                           "distill", "switch", "no-kd", "no-kg-kd"};
+
+std::vector<std::string> parse_runs(const std::string& s) {
+    if (s == "all") return kAllRuns;
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    for (std::string r; std::getline(ss, r, ',');) {
+        if (r.empty()) continue;
+        MOEKD_CHECK(std::find(kAllRuns.begin(), kAllRuns.end(), r) != kAllRuns.end(), "unknown run '", r,
+                    "' in --runs (known: teacher, dense, ones, ones-freq, distill, switch, no-kd, no-kg-kd, all)");
+        out.push_back(r);
+    }
+    MOEKD_CHECK(!out.empty(), "--runs is empty");
+    return out;
+}
+
+/// Loads a teacher checkpoint; any missing, extra or mis-shaped tensor is an error naming the file.
+void load_teacher(WideNetViT<float>& t, const std::string& path) {
+    const auto dict = io::load_safetensors<float>(path);
+    try {
+        t.load_state_dict(dict, true);
+    } catch (const Error& e) {
+        MOEKD_CHECK(false, "teacher checkpoint '", path, "' does not match the teacher built from the flags (",
+                    "--dim/--ffn-dim/--experts/--layers/--patch): ", e.what());
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"ones_vit: OneS knowledge integration (SVD knowledge gathering + distillation) from an MoE ViT "
+                 "into a dense ViT, on Fashion-MNIST"};
+    std::string dir = "/usr/share/datasets/fashion-mnist", out_dir = "ones_vit_out", runs_s = "teacher,dense,ones";
+    std::string teacher_in, teacher_out, kg_scale = "mean";
+    WideNetConfig cfg;
+    TrainOptions to, so;  // teacher / students
+    to.epochs = 5, so.epochs = 5;
+    to.train_limit = so.train_limit = 20000;
+    to.test_limit = so.test_limit = 10000;
+    double lambda = 0.9, min_acc = 0.0;
+    to.lr = so.lr = 0.02;
+    uint64_t seed = 1;
+    std::string kd_kind = "soft";
+    app.add_option("--data", dir, "folder with the four Fashion-MNIST IDX files (.gz)")->capture_default_str();
+    app.add_option("--out", out_dir, "folder for log.jsonl, results.md/json, curves.csv/svg")->capture_default_str();
+    app.add_option("--runs", runs_s, "comma list of: teacher, dense, ones, ones-freq, distill, switch, no-kd, no-kg-kd; or all")
+        ->capture_default_str();
+    app.add_option("--teacher", teacher_in, "load the MoE teacher from this safetensors file instead of training it");
+    app.add_option("--save-teacher", teacher_out, "write the trained teacher to this safetensors file");
+    app.add_option("--seed", seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+    app.add_option("--train-limit", so.train_limit, "train on the first N training images")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--test-limit", so.test_limit, "evaluate on the first N test images")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--teacher-epochs", to.epochs, "epochs of teacher training")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--epochs", so.epochs, "epochs of every student / baseline")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--batch", so.batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--teacher-lr", to.lr, "LAMB peak learning rate of the teacher")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--lr", so.lr, "LAMB peak learning rate of the students")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--weight-decay", so.weight_decay, "LAMB weight decay (matrices only)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--lambda", lambda, "OneS eq. 12: fraction of each expert's singular value sum kept, in (0, 1]")->capture_default_str();
+    app.add_option("--kg-scale", kg_scale, "mean: W_g = (1/E) sum of truncated experts (default); sum: the paper's literal eq. 14")
+        ->capture_default_str()->check(CLI::IsMember({"sum", "mean"}));
+    app.add_option("--alpha", so.alpha, "weight of cross-entropy in alpha*CE + (1-alpha)*KD")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+    app.add_option("--kd", kd_kind, "soft (KL at --temperature, T^2) or hard (teacher argmax)")->capture_default_str()->check(CLI::IsMember({"soft", "hard"}));
+    app.add_option("--temperature", so.temperature, "soft distillation temperature")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--dim", cfg.dim, "model width D")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--heads", cfg.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ffn-dim", cfg.ffn_dim, "FFN / expert inner width F")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--layers", cfg.layers, "blocks (sharing attention and FFN, own LayerNorms)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--patch", cfg.patch_size, "patch size (divides 28)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--experts", cfg.experts, "experts E of the teacher")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--top-k", cfg.top_k, "experts per token")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_flag("--no-augment", [&](int64_t) { so.augment = false; }, "no augmentation (default: random horizontal flip)");
+    app.add_option("--shift", so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(CLI::Range(0, 6));
+    app.add_option("--min-acc", min_acc, "exit 2 if the OneS student (else the last run) ends below this accuracy")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        const auto t_start = Clock::now();
+        MOEKD_CHECK(lambda > 0.0 && lambda <= 1.0, "--lambda ", lambda,
+                    " is outside (0, 1]; it is the fraction of each expert's singular value sum to keep (eq. 12)");
+        const std::vector<std::string> runs = parse_runs(runs_s);
+        const std::set<std::string> want(runs.begin(), runs.end());
+        const bool need_teacher = std::any_of(runs.begin(), runs.end(), [](auto& r) { return r != "dense"; });
+        so.hard_kd = kd_kind == "hard";
+        so.data_seed = seed;
+        to.batch = so.batch, to.train_limit = so.train_limit, to.test_limit = so.test_limit;
+        to.augment = so.augment, to.shift = so.shift, to.data_seed = seed, to.weight_decay = so.weight_decay;
+        std::filesystem::create_directories(out_dir);
+
+        data::ImageSet train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
+        data::ImageSet test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
+        MOEKD_CHECK(train.images.size(1) == cfg.image_size && train.images.size(2) == cfg.image_size,
+                    "images are ", train.images.shape(), ", expected (N, 28, 28)");
+        std::printf("ones_vit: %lld train / %lld test images from %s\n",
+                    (long long)std::min<int64_t>(so.train_limit, train.size()),
+                    (long long)std::min<int64_t>(so.test_limit, test.size()), dir.c_str());
+        std::printf("model: WideNet ViT patch %lld, D %lld, %lld heads, F %lld, %lld shared blocks; teacher %lld experts top-%lld\n",
+                    (long long)cfg.patch_size, (long long)cfg.dim, (long long)cfg.heads, (long long)cfg.ffn_dim,
+                    (long long)cfg.layers, (long long)cfg.experts, (long long)cfg.top_k);
+        std::printf("students: %d epochs, LAMB lr %g, %s KD (T %g), alpha %g, lambda %g, KG scale %s\n", so.epochs,
+                    so.lr, kd_kind.c_str(), so.temperature, so.alpha, lambda, kg_scale.c_str());
+        std::fflush(stdout);
+
+        std::ofstream jl(out_dir + "/log.jsonl");
+        MOEKD_CHECK(jl.good(), "cannot write '", out_dir, "/log.jsonl'");
+        auto logger = [&](const std::string& name) {
+            return [&jl, name](const EpochRecord& r) {
+                std::printf("  %-10s epoch %d  train loss %.4f  test acc %.4f  (%.1f s)\n", name.c_str(), r.epoch,
+                            r.train_loss, r.test_acc, r.seconds);
+                std::fflush(stdout);
+                jl << "{\"run\": \"" << name << "\", \"epoch\": " << r.epoch << ", \"train_loss\": " << json_num(r.train_loss)
+                   << ", \"test_acc\": " << json_num(r.test_acc) << ", \"seconds\": " << json_num(r.seconds) << "}\n";
+                jl.flush();
+            };
+        };
+        std::vector<RunResult> results;
+        auto finish = [&](RunResult r, WideNetViT<float>& m, const std::vector<EpochRecord>& h, double secs) {
+            r.params = m.num_parameters();
+            r.ffn_mflops = m.ffn_flops_per_image() / 1e6;
+            r.history = h;
+            r.init_acc = h.front().test_acc;
+            r.acc = h.back().test_acc;
+            for (auto& e : h) r.best_acc = std::max(r.best_acc, e.test_acc);
+            r.train_seconds = secs;
+            results.push_back(r);
+        };
+
+        // ---- teacher ---------------------------------------------------------------------------
+        Generator tgen(seed * 1000003ULL + 1);
+        WideNetViT<float> teacher(cfg, tgen);
+        double teacher_ips = 0, dense_ips = 0;
+        if (need_teacher) {
+            std::printf("[teacher] MoE WideNet, %lld parameters\n", (long long)teacher.num_parameters());
+            const auto t0 = Clock::now();
+            std::vector<EpochRecord> h;
+            if (!teacher_in.empty()) {
+                load_teacher(teacher, teacher_in);
+                std::printf("  loaded from %s\n", teacher_in.c_str());
+                h.push_back({0, 0.0, accuracy(teacher, test, so.test_limit), 0.0});
+                logger("teacher")(h.back());
+            } else {
+                h = train_model("teacher", teacher, nullptr, train, test, to, logger("teacher"));
+            }
+            if (!teacher_out.empty()) {
+                io::write_safetensors(teacher_out, teacher.state_dict(), {{"format", "ones_vit WideNet MoE teacher"}});
+                std::printf("  saved to %s\n", teacher_out.c_str());
+            }
+            finish(RunResult::make("MoE teacher", "random", "CE + balance", true, false), teacher, h, seconds_since(t0));
+            teacher.freeze();
+        }
+
+        // ---- students and baselines -----------------------------------------------------------
+        std::vector<double> freq;
+        int k = 0;
+        for (const std::string& run : runs) {
+            if (run == "teacher") continue;
+            ++k;
+            Generator gen(seed * 1000003ULL + 100 + uint64_t(k));
+            WideNetViT<float> m(cfg.dense(), gen);
+            RunResult r;
+            bool kd = true;
+            bool copy = false, kg = false, data_aware = false;
+            if (run == "dense") r = RunResult::make("Dense", "random", "CE", false, true), kd = false;
+            else if (run == "ones") r = RunResult::make("OneS", "copy + SVD-KG", "CE + KD"), copy = kg = true;
+            else if (run == "ones-freq") r = RunResult::make("OneS data-aware", "copy + freq-weighted SVD-KG", "CE + KD"), copy = kg = data_aware = true;
+            else if (run == "distill") r = RunResult::make("Distill", "random", "CE + KD");
+            else if (run == "switch") r = RunResult::make("Switch (= w/o KG)", "copy, random FFN", "CE + KD"), copy = true;
+            else if (run == "no-kd") r = RunResult::make("OneS w/o KD", "copy + SVD-KG", "CE"), copy = kg = true, kd = false;
+            else if (run == "no-kg-kd") r = RunResult::make("OneS w/o KG+KD", "copy, random FFN", "CE"), copy = true, kd = false;
+            std::printf("[%s] %s, objective %s\n", r.name.c_str(), r.init.c_str(), r.objective.c_str());
+            const auto t0 = Clock::now();
+            if (copy) {
+                const auto names = copy_matched_layers(teacher, m);
+                jl << "{\"run\": \"" << run << "\", \"event\": \"copy_matched_layers\", \"tensors\": " << names.size() << "}\n";
+            }
+            if (kg) {
+                std::vector<double> w(size_t(cfg.experts), kg_scale == "mean" ? 1.0 / double(cfg.experts) : 1.0);
+                if (data_aware) {
+                    if (freq.empty()) freq = routing_frequency(teacher, train, std::min<int64_t>(so.train_limit, 10000));
+                    for (size_t e = 0; e < w.size(); ++e) w[e] *= double(cfg.experts) * freq[e];
+                }
+                const auto kt = Clock::now();
+                const GatherReport g = gather_ffn(teacher, m, lambda, w);
+                std::ostringstream rk;
+                for (size_t e = 0; e < g.fc1_ranks.size(); ++e)
+                    rk << (e ? " " : "") << g.fc1_ranks[e] << "/" << g.fc2_ranks[e];
+                std::printf("  SVD-KG lambda %g: K_i (fc1/fc2) per expert %s of %lld; weights", lambda, rk.str().c_str(),
+                            (long long)g.full_rank);
+                for (double v : w) std::printf(" %.3f", v);
+                std::printf("  (%.2f s)\n", seconds_since(kt));
+                jl << "{\"run\": \"" << run << "\", \"event\": \"gather\", \"lambda\": " << lambda << ", \"ranks\": \""
+                   << rk.str() << "\", \"full_rank\": " << g.full_rank << "}\n";
+            }
+            const auto h = train_model(run, m, kd ? &teacher : nullptr, train, test, so, logger(run));
+            finish(r, m, h, seconds_since(t0));
+        }
+
+        // ---- inference throughput: teacher vs the dense architecture, alternating, best of 5 --
+        if (need_teacher || want.count("dense")) {
+            Generator g(seed);
+            WideNetViT<float> dense_arch(cfg.dense(), g);
+            for (int r = 0; r < 5; ++r) {
+                if (need_teacher) teacher_ips = std::max(teacher_ips, throughput(teacher, test, 2000, 250, 1));
+                dense_ips = std::max(dense_ips, throughput(dense_arch, test, 2000, 250, 1));
+            }
+            for (auto& r : results) r.images_per_s = r.is_teacher ? teacher_ips : dense_ips;
+        }
+
+        // ---- report -----------------------------------------------------------------------------
+        std::ostringstream cj;
+        cj << "{\"dim\": " << cfg.dim << ", \"heads\": " << cfg.heads << ", \"ffn_dim\": " << cfg.ffn_dim
+           << ", \"layers\": " << cfg.layers << ", \"patch\": " << cfg.patch_size << ", \"experts\": " << cfg.experts
+           << ", \"top_k\": " << cfg.top_k << ", \"train_limit\": " << so.train_limit << ", \"test_limit\": "
+           << so.test_limit << ", \"teacher_epochs\": " << to.epochs << ", \"epochs\": " << so.epochs
+           << ", \"lr\": " << so.lr << ", \"teacher_lr\": " << to.lr << ", \"lambda\": " << lambda << ", \"kd\": \""
+           << kd_kind << "\", \"temperature\": " << so.temperature << ", \"alpha\": " << so.alpha
+           << ", \"kg_scale\": \"" << kg_scale << "\", \"seed\": " << seed << "}";
+        const std::string md = markdown_table(results);
+        write_text(out_dir + "/results.md", md);
+        write_text(out_dir + "/results.json", json_results(results, cj.str()));
+        write_text(out_dir + "/curves.csv", curves_csv(results));
+        write_text(out_dir + "/curves.svg", curves_svg(results));
+        if (teacher_ips > 0 && dense_ips > 0)
+            std::printf("\ninference throughput (2000 test images, batch 250, best of 5 alternating): MoE teacher %.0f images/s, dense student %.0f "
+                        "images/s (%.2fx)\n", teacher_ips, dense_ips, dense_ips / teacher_ips);
+        std::printf("\n%s\nwritten to %s/ (results.md, results.json, log.jsonl, curves.csv, curves.svg); total %.1f s\n",
+                    md.c_str(), out_dir.c_str(), seconds_since(t_start));
+        double check = results.back().acc;
+        for (auto& r : results)
+            if (r.name == "OneS") check = r.acc;
+        if (check < min_acc) {
+            std::fprintf(stderr, "ones_vit: test accuracy %.4f is below --min-acc %.4f\n", check, min_acc);
+            return 2;
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ones_vit: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

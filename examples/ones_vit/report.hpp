@@ -1,0 +1,156 @@
+// report.hpp — the outputs of the OneS example: the results table (Markdown and JSON, shaped like
+// the paper's Tables 1 and 4: model, #params, FFN FLOPs, throughput, accuracy, MoE benefits eq. 8)
+// and accuracy-vs-epoch curves (CSV plus an SVG line plot, the paper's Figure 3).
+#pragma once
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "train.hpp"
+
+namespace ones {
+
+struct RunResult {
+    std::string name, init, objective;  // e.g. "OneS", "copy + SVD-KG", "CE + KD"
+    bool is_teacher = false, is_dense_baseline = false;
+    int64_t params = 0;
+    double ffn_mflops = 0;     // FFN FLOPs per image / 1e6
+    double images_per_s = 0;   // measured inference throughput (0: not measured)
+    double init_acc = 0;       // test accuracy right after initialisation (epoch 0)
+    double acc = 0, best_acc = 0;
+    double train_seconds = 0;
+    std::vector<EpochRecord> history;
+
+    static RunResult make(std::string name, std::string init, std::string objective, bool teacher = false,
+                          bool dense = false) {
+        RunResult r;
+        r.name = std::move(name), r.init = std::move(init), r.objective = std::move(objective);
+        r.is_teacher = teacher, r.is_dense_baseline = dense;
+        return r;
+    }
+};
+
+/// eq. 8: (score_student - score_dense) / (score_MoE - score_dense); NaN when undefined.
+inline double moe_benefits(double student, double dense, double moe) {
+    const double d = moe - dense;
+    return std::fabs(d) < 1e-12 ? std::nan("") : (student - dense) / d;
+}
+
+inline std::string fmt(const char* f, double v) {
+    if (std::isnan(v)) return "n/a";
+    char b[64];
+    std::snprintf(b, sizeof b, f, v);
+    return b;
+}
+
+/// Finds teacher and dense baseline accuracies (NaN when not run).
+inline void reference_scores(const std::vector<RunResult>& rs, double& moe, double& dense) {
+    moe = dense = std::nan("");
+    for (auto& r : rs) {
+        if (r.is_teacher) moe = r.acc;
+        if (r.is_dense_baseline) dense = r.acc;
+    }
+}
+
+inline std::string markdown_table(const std::vector<RunResult>& rs) {
+    double moe, dense;
+    reference_scores(rs, moe, dense);
+    std::ostringstream os;
+    os << "| model | init | objective | #params | FFN MFLOPs/img | images/s | acc@init | test acc | best acc | MoE benefits | train s |\n"
+       << "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (auto& r : rs) {
+        const double mb = r.is_teacher || r.is_dense_baseline ? std::nan("") : moe_benefits(r.acc, dense, moe);
+        os << "| " << r.name << " | " << r.init << " | " << r.objective << " | " << r.params << " | "
+           << fmt("%.2f", r.ffn_mflops) << " | " << (r.images_per_s > 0 ? fmt("%.0f", r.images_per_s) : "-") << " | "
+           << fmt("%.4f", r.init_acc) << " | " << fmt("%.4f", r.acc) << " | " << fmt("%.4f", r.best_acc) << " | "
+           << (r.is_teacher ? "(MoE)" : r.is_dense_baseline ? "(dense)" : fmt("%.3f", mb)) << " | "
+           << fmt("%.1f", r.train_seconds) << " |\n";
+    }
+    return os.str();
+}
+
+inline std::string json_num(double v) { return std::isnan(v) ? "null" : fmt("%.6g", v); }
+
+inline std::string json_results(const std::vector<RunResult>& rs, const std::string& config_json) {
+    double moe, dense;
+    reference_scores(rs, moe, dense);
+    std::ostringstream os;
+    os << "{\"config\": " << config_json << ", \"runs\": [\n";
+    for (size_t i = 0; i < rs.size(); ++i) {
+        const auto& r = rs[i];
+        const double mb = r.is_teacher || r.is_dense_baseline ? std::nan("") : moe_benefits(r.acc, dense, moe);
+        os << "  {\"model\": \"" << r.name << "\", \"init\": \"" << r.init << "\", \"objective\": \"" << r.objective
+           << "\", \"params\": " << r.params << ", \"ffn_mflops_per_image\": " << json_num(r.ffn_mflops)
+           << ", \"images_per_s\": " << json_num(r.images_per_s > 0 ? r.images_per_s : std::nan(""))
+           << ", \"init_acc\": " << json_num(r.init_acc) << ", \"test_acc\": " << json_num(r.acc)
+           << ", \"best_acc\": " << json_num(r.best_acc) << ", \"moe_benefits\": " << json_num(mb)
+           << ", \"train_seconds\": " << json_num(r.train_seconds) << ", \"acc_per_epoch\": [";
+        for (size_t e = 0; e < r.history.size(); ++e) os << (e ? ", " : "") << json_num(r.history[e].test_acc);
+        os << "]}" << (i + 1 < rs.size() ? "," : "") << "\n";
+    }
+    os << "]}\n";
+    return os.str();
+}
+
+inline std::string curves_csv(const std::vector<RunResult>& rs) {
+    std::ostringstream os;
+    os << "model,epoch,train_loss,test_acc,seconds\n";
+    for (auto& r : rs)
+        for (auto& h : r.history)
+            os << r.name << "," << h.epoch << "," << fmt("%.6f", h.train_loss) << "," << fmt("%.6f", h.test_acc) << ","
+               << fmt("%.2f", h.seconds) << "\n";
+    return os.str();
+}
+
+/// Test accuracy vs epoch for every run, as a self-contained SVG (no plotting tool needed).
+inline std::string curves_svg(const std::vector<RunResult>& rs) {
+    const double W = 640, H = 420, L = 60, R = 170, T = 30, B = 50;
+    int max_epoch = 1;
+    double lo = 1.0, hi = 0.0;
+    for (auto& r : rs)
+        for (auto& h : r.history) {
+            max_epoch = std::max(max_epoch, h.epoch);
+            if (h.epoch > 0 || r.history.size() == 1) lo = std::min(lo, h.test_acc), hi = std::max(hi, h.test_acc);
+        }
+    if (hi < lo) lo = 0, hi = 1;
+    lo = std::floor(lo * 20) / 20, hi = std::min(1.0, std::ceil(hi * 20) / 20 + 1e-9);
+    if (hi - lo < 0.05) hi = lo + 0.05;
+    auto px = [&](double e) { return L + (W - L - R) * e / max_epoch; };
+    auto py = [&](double a) { return H - B - (H - T - B) * (std::clamp(a, lo, hi) - lo) / (hi - lo); };
+    const char* colors[] = {"#000000", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
+    std::ostringstream os;
+    os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+       << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+       << "<text x=\"" << L << "\" y=\"18\">Fashion-MNIST test accuracy vs epoch (epoch 0 = at initialisation, clipped to the axis)</text>\n";
+    for (int i = 0; i <= 5; ++i) {  // y grid
+        const double a = lo + (hi - lo) * i / 5;
+        os << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << py(a) << "\" y2=\"" << py(a)
+           << "\" stroke=\"#ddd\"/><text x=\"" << L - 6 << "\" y=\"" << py(a) + 4 << "\" text-anchor=\"end\">"
+           << fmt("%.3f", a) << "</text>\n";
+    }
+    for (int e = 0; e <= max_epoch; ++e)
+        os << "<text x=\"" << px(e) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << e << "</text>\n";
+    os << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">epoch</text>\n";
+    for (size_t i = 0; i < rs.size(); ++i) {
+        const char* c = colors[i % 9];
+        os << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"2\" points=\"";
+        for (auto& h : rs[i].history) os << px(h.epoch) << "," << py(h.test_acc) << " ";
+        os << "\"/>\n<text x=\"" << W - R + 10 << "\" y=\"" << T + 16 * (i + 1) << "\" fill=\"" << c << "\">"
+           << rs[i].name << " " << fmt("%.4f", rs[i].acc) << "</text>\n";
+    }
+    os << "</svg>\n";
+    return os.str();
+}
+
+inline void write_text(const std::string& path, const std::string& text) {
+    std::ofstream f(path);
+    MOEKD_CHECK(f.good(), "cannot write '", path, "'");
+    f << text;
+    MOEKD_CHECK(f.good(), "writing '", path, "' failed");
+}
+
+}  // namespace ones

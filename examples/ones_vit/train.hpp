@@ -1,0 +1,214 @@
+// train.hpp — the training side of the OneS example: batches of Fashion-MNIST images with light
+// augmentation, the training loop (cross-entropy, optionally + knowledge distillation from a
+// frozen teacher: L = alpha * CE + (1 - alpha) * KD, OneS eq. 15-17), LAMB with linear warmup and
+// decay, test accuracy, inference throughput, and routing frequencies of the teacher.
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <moekd/data/idx.hpp>
+#include <moekd/losses/kd.hpp>
+#include <moekd/optim/optimizers.hpp>
+#include <moekd/optim/schedule.hpp>
+
+#include "widenet.hpp"
+
+namespace ones {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+/// Fashion-MNIST pixel mean and standard deviation (of the [0, 1] training images).
+constexpr float kPixelMean = 0.2860f, kPixelStd = 0.3530f;
+
+/// Images idx[from .. from + n) as (n, 1, 28, 28), normalised by kPixelMean / kPixelStd, and their
+/// labels. augment (gen not null): a random shift of up to `shift` pixels each way (background
+/// fill) and a random horizontal flip, drawn from gen.
+inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64_t>& idx, size_t from, size_t n,
+                                Tensor<int64_t>& labels, Generator* gen, int shift) {
+    const int64_t H = s.images.size(1), W = s.images.size(2);
+    Tensor<float> x = Tensor<float>::full({int64_t(n), 1, H, W}, -kPixelMean / kPixelStd);
+    labels = Tensor<int64_t>::empty({int64_t(n)});
+    for (size_t i = 0; i < n; ++i) {
+        const int64_t r = idx[from + i];
+        const float* src = s.images.data() + r * H * W;
+        float* dst = x.data() + int64_t(i) * H * W;
+        labels.data()[i] = s.labels.data()[r];
+        int64_t dy = 0, dx = 0;
+        bool flip = false;
+        if (gen) {
+            dy = gen->randint(-shift, shift + 1), dx = gen->randint(-shift, shift + 1);
+            flip = gen->randint(0, 2) == 1;
+        }
+        for (int64_t y = 0; y < H; ++y) {
+            const int64_t sy = y - dy;
+            if (sy < 0 || sy >= H) continue;
+            for (int64_t c = 0; c < W; ++c) {
+                int64_t sx = c - dx;
+                if (sx < 0 || sx >= W) continue;
+                if (flip) sx = W - 1 - sx;
+                dst[y * W + c] = (src[sy * W + sx] - kPixelMean) / kPixelStd;
+            }
+        }
+    }
+    return x;
+}
+
+/// Test accuracy of a model on the first `limit` images (eval mode, no autograd).
+inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t limit, int64_t batch = 500) {
+    NoGrad ng;
+    m.eval();
+    const int64_t n = std::min<int64_t>(limit, s.size());
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    std::iota(idx.begin(), idx.end(), 0);
+    int64_t correct = 0;
+    for (int64_t from = 0; from < n; from += batch) {
+        const size_t b = size_t(std::min(batch, n - from));
+        Tensor<int64_t> y;
+        const Tensor<float> logits = m.forward(make_batch(s, idx, size_t(from), b, y, nullptr, 0));
+        const int64_t C = logits.size(1);
+        for (size_t i = 0; i < b; ++i) {
+            const float* row = logits.data() + int64_t(i) * C;
+            correct += (std::max_element(row, row + C) - row) == y.data()[i];
+        }
+    }
+    m.train();
+    return double(correct) / double(n);
+}
+
+/// Inference throughput in images/s: forward passes over `n` test images in batches of `batch`,
+/// best of `reps` timed passes after one warm-up pass.
+inline double throughput(WideNetViT<float>& m, const data::ImageSet& s, int64_t n, int64_t batch, int reps = 3) {
+    NoGrad ng;
+    m.eval();
+    n = std::min<int64_t>(n, s.size());
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::vector<Tensor<float>> xs;
+    for (int64_t from = 0; from < n; from += batch) {
+        Tensor<int64_t> y;
+        xs.push_back(make_batch(s, idx, size_t(from), size_t(std::min(batch, n - from)), y, nullptr, 0));
+    }
+    double best = 0;
+    for (int r = 0; r <= reps; ++r) {
+        const auto t0 = Clock::now();
+        for (auto& x : xs) (void)m.forward(x);
+        const double ips = double(n) / seconds_since(t0);
+        if (r > 0) best = std::max(best, ips);  // r = 0 warms up
+    }
+    m.train();
+    return best;
+}
+
+/// Share of the teacher's expert assignments that went to each expert on the first `limit`
+/// training images (eval routing, summed over depth): (E), sums to 1.
+inline std::vector<double> routing_frequency(WideNetViT<float>& teacher, const data::ImageSet& s, int64_t limit) {
+    NoGrad ng;
+    teacher.eval();
+    const int64_t n = std::min<int64_t>(limit, s.size());
+    std::vector<int64_t> idx(static_cast<size_t>(n));
+    std::iota(idx.begin(), idx.end(), 0);
+    std::vector<double> f(size_t(teacher.config().experts), 0.0);
+    for (int64_t from = 0; from < n; from += 500) {
+        Tensor<int64_t> y;
+        (void)teacher.forward(make_batch(s, idx, size_t(from), size_t(std::min<int64_t>(500, n - from)), y, nullptr, 0));
+        for (size_t e = 0; e < f.size(); ++e) f[e] += double(teacher.last_expert_counts()[e]);
+    }
+    teacher.train();
+    const double tot = std::accumulate(f.begin(), f.end(), 0.0);
+    for (auto& v : f) v = tot > 0 ? v / tot : 1.0 / double(f.size());
+    return f;
+}
+
+struct TrainOptions {
+    int epochs = 3;
+    int64_t batch = 128, train_limit = 60000, test_limit = 10000;
+    double lr = 5e-3, weight_decay = 0.01, warmup_frac = 0.05, clip = 1.0;
+    int shift = 0;                  // augmentation: max shift in pixels each way
+    bool augment = true;
+    double alpha = 0.5;             // weight of CE when distilling
+    bool hard_kd = false;           // hard_distill instead of soft_distill
+    double temperature = 1.0;
+    uint64_t data_seed = 1;         // shuffling and augmentation (same for every run: fair comparison)
+};
+
+struct EpochRecord {
+    int epoch = 0;
+    double train_loss = 0, test_acc = 0, seconds = 0;
+};
+
+/// Trains `m` (teacher may be null: cross-entropy only; otherwise distillation from it, frozen).
+/// Calls log(record) after every epoch. Returns the per-epoch records (epoch 0 = before training).
+inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<float>& m,
+                                            WideNetViT<float>* teacher, const data::ImageSet& train,
+                                            const data::ImageSet& test, const TrainOptions& o,
+                                            const std::function<void(const EpochRecord&)>& log) {
+    std::vector<EpochRecord> hist;
+    hist.push_back({0, 0.0, accuracy(m, test, o.test_limit), 0.0});
+    log(hist.back());
+    if (o.epochs <= 0) return hist;
+    const int64_t n = std::min<int64_t>(o.train_limit, train.size());
+    const int64_t steps_per_epoch = n / o.batch, total = steps_per_epoch * o.epochs;
+    MOEKD_CHECK(steps_per_epoch > 0, name, ": --train-limit ", n, " is smaller than one batch of ", o.batch);
+    optim::LAMB<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));
+    const int64_t warmup = int64_t(o.warmup_frac * double(total));
+    Generator gen(o.data_seed);
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    if (teacher) teacher->eval();
+    const bool tty = isatty(fileno(stderr));
+    int64_t step = 0;
+    m.train();
+    for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+        for (int64_t i = n - 1; i > 0; --i) std::swap(order[size_t(i)], order[size_t(gen.randint(0, i + 1))]);
+        const auto t0 = Clock::now();
+        double loss_sum = 0;
+        for (int64_t s = 0; s < steps_per_epoch; ++s) {
+            Tensor<int64_t> y;
+            const Tensor<float> x = make_batch(train, order, size_t(s * o.batch), size_t(o.batch), y,
+                                               o.augment ? &gen : nullptr, o.shift);
+            Tensor<float> logits = m.forward(x);
+            Tensor<float> loss = cross_entropy(logits, y);
+            if (teacher) {
+                Tensor<float> tl;
+                {
+                    NoGrad ng;
+                    tl = teacher->forward(x);
+                }
+                const Tensor<float> kd = o.hard_kd ? hard_distill(logits, tl) : soft_distill(logits, tl, o.temperature);
+                loss = loss * float(o.alpha) + kd * float(1.0 - o.alpha);
+            }
+            if (m.moe) loss = loss + m.last_aux_loss();
+            const float l = loss.item();
+            MOEKD_CHECK(std::isfinite(l), name, ": loss became ", l, " at epoch ", epoch, " step ", s,
+                        ". HINT: lower --lr");
+            opt.set_lr(optim::linear_warmup_decay_lr(++step, o.lr, warmup, total));
+            opt.zero_grad();
+            loss.backward();
+            if (o.clip > 0) optim::clip_grad_norm(m.parameters(), o.clip);
+            opt.step();
+            loss_sum += l;
+            if (tty && (s % 20 == 0 || s + 1 == steps_per_epoch)) {
+                const int w = 30, done = int(w * (s + 1) / steps_per_epoch);
+                std::fprintf(stderr, "\r  %-10s epoch %d/%d [%s%s] loss %.4f ", name.c_str(), epoch, o.epochs,
+                             std::string(size_t(done), '#').c_str(), std::string(size_t(w - done), '.').c_str(),
+                             loss_sum / double(s + 1));
+            }
+        }
+        if (tty) std::fprintf(stderr, "\r%100s\r", "");
+        EpochRecord r{epoch, loss_sum / double(steps_per_epoch), 0.0, seconds_since(t0)};
+        r.test_acc = accuracy(m, test, o.test_limit);
+        hist.push_back(r);
+        log(r);
+    }
+    return hist;
+}
+
+}  // namespace ones

@@ -1,0 +1,215 @@
+// ones_test.cpp — OneS knowledge integration: SVD knowledge gathering (linalg/knowledge_gathering.hpp,
+// eq. 10-14) and the example's matched-layer copy (examples/ones_vit/widenet.hpp).
+// Checks: lambda = 1 with one expert gives the expert back; with several experts W_g is the sum of
+// the truncated reconstructions U_i[:, :K_i] S_i V_i^T (computed here from linalg::svd, and on
+// hand-made diagonal experts whose answer is known exactly); K_i follows eq. 12; the matched-layer
+// copy is bit-identical; a one-expert top-1 teacher and its gathered student compute the same
+// logits; bad input throws naming the problem. (The KD losses soft_distill / hard_distill are
+// checked against PyTorch in tests/kt_parity.)
+#include <cmath>
+#include <cstring>
+
+#include <catch2/catch.hpp>
+
+#include <moekd/linalg/knowledge_gathering.hpp>
+
+#include "../examples/ones_vit/widenet.hpp"
+
+using namespace moekd;
+using Catch::Matchers::Contains;
+
+namespace {
+
+template <class T>
+double max_abs_diff(const Tensor<T>& a, const Tensor<T>& b) {
+    REQUIRE(a.shape() == b.shape());
+    const Tensor<T> ac = a.contiguous(), bc = b.contiguous();
+    double d = 0;
+    for (int64_t i = 0; i < ac.numel(); ++i) d = std::max(d, std::abs(double(ac.data()[i]) - double(bc.data()[i])));
+    return d;
+}
+
+/// eq. 12 by hand: smallest K with sum of the K largest >= lambda * total (S is descending).
+int64_t rank_by_hand(const std::vector<double>& s, double lambda) {
+    double total = 0, acc = 0;
+    for (double v : s) total += v;
+    for (size_t k = 0; k < s.size(); ++k)
+        if ((acc += s[k]) >= lambda * total) return int64_t(k + 1);
+    return int64_t(s.size());
+}
+
+/// sum_i w_i U_i[:, :K_i] diag(S_i[:K_i]) Vt_i[:K_i, :] in double, from each expert's own SVD.
+template <class T>
+std::vector<double> truncated_sum(const std::vector<Tensor<T>>& ex, double lambda, const std::vector<double>& w,
+                                  std::vector<int64_t>& ranks) {
+    const int64_t M = ex[0].size(0), N = ex[0].size(1), Kf = std::min(M, N);
+    std::vector<double> out(size_t(M * N), 0.0);
+    ranks.clear();
+    for (size_t e = 0; e < ex.size(); ++e) {
+        const auto d = linalg::svd(ex[e]);
+        std::vector<double> s(d.S.data(), d.S.data() + Kf);
+        const int64_t K = rank_by_hand(s, lambda);
+        ranks.push_back(K);
+        for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < N; ++j)
+                for (int64_t k = 0; k < K; ++k)
+                    out[size_t(i * N + j)] += w[e] * double(d.U.data()[i * Kf + k]) * s[size_t(k)] * double(d.Vt.data()[k * N + j]);
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("gather_weights: lambda = 1 and one expert reproduces the expert", "[ones]") {
+    Generator gen(3);
+    SECTION("double, tall") {
+        const auto W = Tensor<double>::randn({24, 10}, gen);
+        const auto g = linalg::gather_weights<double>({W}, 1.0);
+        CHECK(g.ranks == std::vector<int64_t>{10});
+        CHECK(max_abs_diff(g.weight, W) < 1e-10);
+    }
+    SECTION("float, wide") {
+        const auto W = Tensor<float>::randn({16, 40}, gen);
+        const auto g = linalg::gather_weights<float>({W}, 1.0);
+        CHECK(g.ranks == std::vector<int64_t>{16});
+        CHECK(max_abs_diff(g.weight, W) < 1e-5);
+    }
+}
+
+TEST_CASE("gather_weights: W_g is the sum of the truncated reconstructions (eq. 13-14)", "[ones]") {
+    Generator gen(11);
+    for (double lambda : {0.3, 0.7, 0.9, 1.0}) {
+        for (const Shape& shape : {Shape{20, 12}, Shape{9, 30}}) {
+            std::vector<Tensor<double>> ex;
+            for (int e = 0; e < 4; ++e) ex.push_back(Tensor<double>::randn(shape, gen) * double(e + 1));
+            const std::vector<double> w = {1.0, 0.5, 2.0, 0.25};
+            for (const bool weighted : {false, true}) {
+                const std::vector<double> wt = weighted ? w : std::vector<double>(4, 1.0);
+                std::vector<int64_t> ranks;
+                const std::vector<double> want = truncated_sum(ex, lambda, wt, ranks);
+                const auto g = weighted ? linalg::gather_weights(ex, lambda, w) : linalg::gather_weights(ex, lambda);
+                INFO("lambda " << lambda << " shape " << shape << " weighted " << weighted);
+                CHECK(g.ranks == ranks);
+                int64_t sum_k = 0;
+                for (auto k : ranks) sum_k += k;
+                CHECK(g.U.shape() == Shape{shape[0], sum_k});
+                CHECK(g.Vt.shape() == Shape{sum_k, shape[1]});
+                double d = 0;
+                for (size_t i = 0; i < want.size(); ++i) d = std::max(d, std::abs(g.weight.data()[i] - want[i]));
+                CHECK(d < 1e-10);
+                if (lambda == 1.0 && !weighted) {  // nothing truncated: the plain sum of the experts
+                    Tensor<double> s = ex[0] + ex[1] + ex[2] + ex[3];
+                    CHECK(max_abs_diff(g.weight, s) < 1e-10);
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("gather_weights: hand-made spectra give the known K_i and W_g", "[ones]") {
+    // Diagonal experts: singular values are |diagonal|; truncation keeps the largest entries.
+    auto diag = [](std::vector<double> v) {
+        auto t = Tensor<double>::zeros({int64_t(v.size()), int64_t(v.size())});
+        for (size_t i = 0; i < v.size(); ++i) t.data()[i * v.size() + i] = v[i];
+        return t;
+    };
+    const auto A = diag({4, 3, 2, 1}), B = diag({1, 2, -3, 4});  // sums 10 each
+    SECTION("lambda 0.7: 4 + 3 = 7 reaches 70% -> K = 2 each") {
+        const auto g = linalg::gather_weights<double>({A, B}, 0.7);
+        CHECK(g.ranks == std::vector<int64_t>{2, 2});
+        CHECK(max_abs_diff(g.weight, diag({4, 3, -3, 4})) < 1e-12);
+    }
+    SECTION("lambda 0.71 needs a third value -> K = 3") {
+        const auto g = linalg::gather_weights<double>({A, B}, 0.71);
+        CHECK(g.ranks == std::vector<int64_t>{3, 3});
+        CHECK(max_abs_diff(g.weight, diag({4, 3 + 2, 2 - 3, 4})) < 1e-12);
+    }
+    SECTION("lambda 0.4 keeps only the largest; weights scale each expert") {
+        const auto g = linalg::gather_weights<double>({A, B}, 0.4, {0.5, 2.0});
+        CHECK(g.ranks == std::vector<int64_t>{1, 1});
+        CHECK(max_abs_diff(g.weight, diag({2, 0, 0, 8})) < 1e-12);
+    }
+}
+
+TEST_CASE("average_biases: eq. 10 mean, and the weighted mean", "[ones]") {
+    const auto a = Tensor<double>::from_vector({1, 2, 3}, {3}), b = Tensor<double>::from_vector({3, 4, 5}, {3});
+    CHECK(max_abs_diff(linalg::average_biases<double>({a, b}), Tensor<double>::from_vector({2, 3, 4}, {3})) < 1e-15);
+    CHECK(max_abs_diff(linalg::average_biases<double>({a, b}, {3.0, 1.0}),
+                       Tensor<double>::from_vector({1.5, 2.5, 3.5}, {3})) < 1e-15);
+}
+
+TEST_CASE("gather_weights / average_biases: bad input is a clear error", "[ones]") {
+    Generator gen(5);
+    const auto W = Tensor<float>::randn({6, 4}, gen);
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W}, 0.0), Contains("lambda = 0 is outside (0, 1]"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W}, 1.5), Contains("lambda = 1.5 is outside (0, 1]"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W}, -0.2), Contains("is outside (0, 1]"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({}, 0.9), Contains("no experts given"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W, Tensor<float>::randn({4, 6}, gen)}, 0.9),
+                      Contains("expert 1 weight (4, 6) does not match expert 0 weight (6, 4)"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({Tensor<float>::randn({6}, gen)}, 0.9), Contains("must be a matrix"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W, W}, 0.9, {1.0}), Contains("1 expert weights given for 2 experts"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W, W}, 0.9, {1.0, -1.0}), Contains("expert weight 1 is -1"));
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W, W}, 0.9, {0.0, 0.0}), Contains("sum to 0"));
+    CHECK_THROWS_WITH(linalg::average_biases<float>({}), Contains("no expert biases given"));
+    CHECK_THROWS_WITH(linalg::average_biases<float>({Tensor<float>::zeros({3}), Tensor<float>::zeros({4})}),
+                      Contains("expert 1 bias (4,) does not match expert 0 bias (3,)"));
+    auto bad = Tensor<float>::randn({6, 4}, gen);
+    bad.data()[5] = std::nanf("");
+    CHECK_THROWS_WITH(linalg::gather_weights<float>({W, bad}, 0.9), Contains("non-finite"));
+}
+
+TEST_CASE("copy_matched_layers: every matched tensor is copied bit for bit; gather_ffn fills the FFN", "[ones]") {
+    ones::WideNetConfig c;
+    c.dim = 16, c.heads = 2, c.ffn_dim = 24, c.layers = 3, c.experts = 4;
+    Generator g1(1), g2(2);
+    ones::WideNetViT<float> teacher(c, g1), student(c.dense(), g2);
+    const auto names = ones::copy_matched_layers(teacher, student);
+    const auto ts = teacher.state_dict(), ss = student.state_dict();
+    int64_t matched = 0;
+    for (auto& [n, t] : ts) matched += ones::is_ffn_name(n) ? 0 : 1;
+    CHECK(int64_t(names.size()) == matched);
+    CHECK(matched == 4 + 8 + 2 * 2 * 3 + 2 + 2);  // embeddings 4, attention 8, 2 LN x 3 blocks, final LN, classifier
+    for (const auto& n : names) {
+        INFO(n);
+        const auto a = ts.at(n).contiguous(), b = ss.at(n).contiguous();
+        REQUIRE(a.shape() == b.shape());
+        CHECK(std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.numel())) == 0);
+        CHECK(!a.is_same(b));  // a copy, not a shared handle
+    }
+    const auto rep = ones::gather_ffn(teacher, student, 0.8);
+    std::vector<Tensor<float>> w1, b2;
+    for (auto& ex : *teacher.moe->experts) w1.push_back(ex->fc1->weight), b2.push_back(ex->fc2->bias);
+    const auto g = linalg::gather_weights(w1, 0.8);
+    CHECK(rep.fc1_ranks == g.ranks);
+    CHECK(max_abs_diff(student.ffn->fc1->weight, g.weight) == 0.0);
+    CHECK(max_abs_diff(student.ffn->fc2->bias, linalg::average_biases(b2)) == 0.0);
+
+    ones::WideNetConfig c2 = c;
+    c2.dim = 32, c2.heads = 2;
+    Generator g3(3);
+    ones::WideNetViT<float> wrong(c2.dense(), g3);
+    CHECK_THROWS_WITH(ones::copy_matched_layers(teacher, wrong), Contains("'attn.k_proj.bias' is (16,) in the teacher but (32,) in the student"));
+}
+
+TEST_CASE("OneS init: a one-expert top-1 teacher and its gathered student compute the same logits", "[ones]") {
+    ones::WideNetConfig c;
+    c.dim = 16, c.heads = 2, c.ffn_dim = 20, c.layers = 2, c.experts = 1, c.top_k = 1;
+    Generator g1(7), g2(8), gx(9);
+    ones::WideNetViT<double> teacher(c, g1), student(c.dense(), g2);
+    {  // give the LayerNorms and biases non-trivial values so the copy matters
+        NoGrad ng;
+        for (auto& p : teacher.parameters())
+            if (p.dim() == 1) moekd::detail::copy_into(p, Tensor<double>::randn(p.shape(), gx, 0.5, 0.3));
+    }
+    ones::copy_matched_layers(teacher, student);
+    ones::gather_ffn(teacher, student, 1.0);
+    teacher.eval(), student.eval();
+    const auto x = Tensor<double>::rand({3, 1, 28, 28}, gx);
+    NoGrad ng;
+    const auto lt = teacher.forward(x), ls = student.forward(x);
+    CHECK(max_abs_diff(lt, ls) < 1e-9);
+    Generator g4(10);
+    ones::WideNetViT<double> fresh(c.dense(), g4);
+    CHECK(max_abs_diff(lt, fresh.forward(x)) > 1e-3);  // the check above can fail
+}
