@@ -11,10 +11,11 @@
 # 3. runs prepare_gettext (env PREPARE_GETTEXT, else build*/tools/prepare_gettext), which writes
 #    OUT_DIR/<xx>-en/{train,valid,test}.{xx,en} and OUT_DIR/stats.json and prints the table.
 # Extra prepare_gettext flags can be passed in PREPARE_FLAGS (e.g. "--valid 0.02 --langs fr,fi").
+# UNPACK_ONLY=1 stops after step 2 (tsjt_wmt --catalogs OUT_DIR/root cleans and splits itself).
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 
@@ -35,7 +36,7 @@ if [[ -z "$tool" ]]; then
     if [[ -x "$cand" ]]; then tool=$cand; break; fi
   done
 fi
-if [[ -z "$tool" || ! -x "$tool" ]]; then
+if [[ "${UNPACK_ONLY:-0}" != 1 && ( -z "$tool" || ! -x "$tool" ) ]]; then
   echo "build_gettext_corpus: prepare_gettext not found; build it (cmake --build build --target prepare_gettext)" >&2
   echo "  or point PREPARE_GETTEXT at it" >&2
   exit 1
@@ -69,6 +70,11 @@ for p in "${PACKAGES[@]}"; do
   deb=$(printf '%s\n' "${debs[@]}" | sort -V | tail -n 1)
   dpkg-deb -x "$deb" "$OUT/root"
 done
+
+if [[ "${UNPACK_ONLY:-0}" == 1 ]]; then
+  echo "catalogs unpacked into $OUT/root" >&2
+  exit 0
+fi
 
 # 3. clean, de-duplicate, split
 # shellcheck disable=SC2086

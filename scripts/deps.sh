@@ -10,6 +10,7 @@ PKGS=(
   dataset-fashion-mnist                                # real data for the default job
   python3-torch libtorch-dev                           # the reference we check against / race
   clang libclang-rt-14-dev                             # libFuzzer for the file-format fuzzers
+  libsentencepiece-dev sentencepiece                   # translation example's subword tokenizer
 )
 
 missing=()
@@ -26,7 +27,7 @@ fi
 
 # Python tools from PyPI for the interop tests (the `safetensors` reference implementation).
 # They go to the `python3` on PATH; Debian's /usr/bin/python3 is the one with python3-torch.
-if ! python3 -c "import safetensors.numpy, numpy" 2>/dev/null; then
-  echo "deps.sh: pip install safetensors numpy"
-  python3 -m pip install -q --disable-pip-version-check safetensors numpy 2>&1 | grep -v "WARNING: Running pip as" || true
+if ! python3 -c "import safetensors.numpy, numpy, sacrebleu" 2>/dev/null; then
+  echo "deps.sh: pip install safetensors numpy sacrebleu"
+  python3 -m pip install -q --disable-pip-version-check safetensors numpy sacrebleu 2>&1 | grep -v "WARNING: Running pip as" || true
 fi

@@ -24,6 +24,6 @@ else
 fi
 JOBS="${MOEKD_JOBS:-$(nproc)}"
 
-cmake -S . -B "$BUILD" -G Ninja "${EXTRA[@]}" -DMOEKD_TESTS_ONLY= -DMOEKD_OP_CASES_ONLY=
+cmake -S . -B "$BUILD" -G Ninja "${EXTRA[@]}" -DMOEKD_TESTS_ONLY= -DMOEKD_OP_CASES_ONLY= -DMOEKD_REQUIRE_SENTENCEPIECE=ON
 cmake --build "$BUILD" -j "$JOBS"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS" "${CTEST_ARGS[@]}"

@@ -1,4 +1,4 @@
-// fashion_mlp — the default job until the translation example lands: a 2-layer MLP trained
+// fashion_mlp — the smallest end-to-end program (the first default job): a 2-layer MLP trained
 // with moekd's autograd engine on real Fashion-MNIST (Debian's dataset-fashion-mnist).
 //
 //   fashion_mlp                     10 epochs on 60k images, test accuracy at the end

@@ -1,0 +1,126 @@
+// decode.hpp — greedy and beam-search decoding for a submodel (Sub), on source ids. The decoder is re-run on the whole prefix at every step (no incremental state):
+// simple, and cheap at the sentence lengths of the example.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "batch.hpp"
+#include "model.hpp"
+
+namespace tsjt {
+
+/// Source batch (B, S) right-padded with pad.
+inline Tensor<int64_t> pad_sources(const std::vector<std::vector<int32_t>>& srcs, size_t from, size_t n, int64_t pad) {
+    int64_t S = 1;
+    for (size_t i = from; i < from + n; ++i) S = std::max<int64_t>(S, srcs[i].size());
+    Tensor<int64_t> t = Tensor<int64_t>::full({int64_t(n), S}, pad);
+    for (size_t i = 0; i < n; ++i)
+        for (size_t j = 0; j < srcs[from + i].size(); ++j) t.data()[i * S + j] = srcs[from + i][j];
+    return t;
+}
+
+inline int64_t max_output_len(size_t src_len, int64_t cap) { return std::min<int64_t>(cap, int64_t(src_len) * 3 / 2 + 10); }
+
+/// Greedy decoding of every source (ids from encode_source); returns the output ids without
+/// bos/eos. Runs without gradients (put the model in eval mode first). Sources are sorted by
+/// length and cut into batches of at most `batch` sentences and `max_tokens` source tokens, so
+/// one long sentence does not slow down a batch of short ones.
+inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vector<std::vector<int32_t>>& srcs,
+                                                   int batch = 32, int64_t max_len_cap = 128,
+                                                   int64_t max_tokens = 1024) {
+    NoGrad ng;
+    std::vector<std::vector<int>> out(srcs.size());
+    std::vector<size_t> order(srcs.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return srcs[a].size() < srcs[b].size(); });
+    for (size_t from = 0; from < order.size();) {
+        size_t n = 1;
+        while (from + n < order.size() && n < size_t(batch) &&
+               int64_t(srcs[order[from + n]].size()) * int64_t(n + 1) <= max_tokens)
+            ++n;
+        std::vector<std::vector<int32_t>> group;
+        for (size_t i = 0; i < n; ++i) group.push_back(srcs[order[from + i]]);
+        const Tensor<int64_t> src = pad_sources(group, 0, n, m.pad);
+        const Encoded enc = m.encode(src);
+        int64_t limit = 1;
+        for (size_t i = 0; i < n; ++i) limit = std::max(limit, max_output_len(group[i].size(), max_len_cap));
+        std::vector<std::vector<int64_t>> prefix(n, std::vector<int64_t>{kBos});
+        std::vector<bool> done(n, false);
+        for (int64_t t = 0; t < limit; ++t) {
+            Tensor<int64_t> prev = Tensor<int64_t>::full({int64_t(n), t + 1}, m.pad);
+            for (size_t i = 0; i < n; ++i)
+                for (int64_t j = 0; j <= t; ++j) prev.data()[i * (t + 1) + j] = prefix[i][j];
+            const Tensor<F> logits = m.decode_last(prev, enc).contiguous();  // (n, V)
+            const int64_t V = logits.size(1);
+            bool all = true;
+            for (size_t i = 0; i < n; ++i) {
+                if (!done[i] && t >= max_output_len(group[i].size(), max_len_cap)) done[i] = true;
+                if (done[i]) { prefix[i].push_back(m.pad); continue; }
+                const F* row = logits.data() + int64_t(i) * V;
+                const int64_t best = std::max_element(row, row + V) - row;
+                prefix[i].push_back(best);
+                if (best == kEos) done[i] = true;
+                else out[order[from + i]].push_back(int(best));
+                all = all && done[i];
+            }
+            if (all) break;
+        }
+        from += n;
+    }
+    return out;
+}
+
+/// Beam search for one source: hypotheses scored by sum log p / len^length_penalty (fairseq's
+/// normalisation); returns the best finished hypothesis (or the best unfinished at the limit).
+inline std::vector<int> beam_decode_one(const Sub& m, const std::vector<int32_t>& src, int beam, double length_penalty,
+                                        int64_t max_len_cap = 128) {
+    NoGrad ng;
+    const Tensor<int64_t> s1 = pad_sources({src}, 0, 1, m.pad);
+    struct Hyp { std::vector<int64_t> ids; double logp; };
+    std::vector<Hyp> live{{{kBos}, 0.0}}, finished;
+    const int64_t limit = max_output_len(src.size(), max_len_cap);
+    auto norm = [&](const Hyp& h, size_t len) { return h.logp / std::pow(double(std::max<size_t>(len, 1)), length_penalty); };
+    for (int64_t t = 0; t < limit && !live.empty(); ++t) {
+        const int64_t n = int64_t(live.size());
+        Tensor<int64_t> src_n = Tensor<int64_t>::empty({n, s1.size(1)});
+        for (int64_t i = 0; i < n; ++i) std::copy_n(s1.data(), s1.size(1), src_n.data() + i * s1.size(1));
+        Tensor<int64_t> prev = Tensor<int64_t>::empty({n, t + 1});
+        for (int64_t i = 0; i < n; ++i) std::copy_n(live[i].ids.data(), t + 1, prev.data() + i * (t + 1));
+        const Tensor<F> logp = log_softmax(m.decode_last(prev, m.encode(src_n)), -1).contiguous();  // (n, V)
+        const int64_t V = logp.size(1);
+        std::vector<Hyp> cand;
+        for (int64_t i = 0; i < n; ++i) {
+            const F* row = logp.data() + i * V;
+            std::vector<int64_t> ids(V);
+            for (int64_t v = 0; v < V; ++v) ids[v] = v;
+            std::partial_sort(ids.begin(), ids.begin() + std::min<int64_t>(beam, V), ids.end(),
+                              [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+            for (int64_t k = 0; k < std::min<int64_t>(beam, V); ++k) {
+                Hyp h = live[i];
+                h.ids.push_back(ids[k]);
+                h.logp += row[ids[k]];
+                cand.push_back(std::move(h));
+            }
+        }
+        std::sort(cand.begin(), cand.end(), [](const Hyp& a, const Hyp& b) { return a.logp > b.logp; });
+        live.clear();
+        for (Hyp& h : cand) {
+            if (int(live.size()) >= beam) break;
+            if (h.ids.back() == kEos) finished.push_back(std::move(h));
+            else live.push_back(std::move(h));
+        }
+        if (int(finished.size()) >= beam) break;
+    }
+    const std::vector<Hyp>& pool = finished.empty() ? live : finished;
+    size_t best = 0;
+    for (size_t i = 1; i < pool.size(); ++i)
+        if (norm(pool[i], pool[i].ids.size() - 1) > norm(pool[best], pool[best].ids.size() - 1)) best = i;
+    std::vector<int> out;
+    for (size_t j = 1; j < pool[best].ids.size(); ++j)
+        if (pool[best].ids[j] != kEos) out.push_back(int(pool[best].ids[j]));
+    return out;
+}
+
+}  // namespace tsjt

@@ -1,0 +1,275 @@
+// tsjt_wmt — one-stop training of an MoE translation model and a dense (shared-architecture) or
+// small device (indep) model at once (TSJT), with the Single and ConstJT baselines, on real
+// multilingual data; BLEU with sacreBLEU's default algorithm.
+//
+//   tsjt_wmt                                  the built-in default: fr, fi, hi <-> en from the
+//                                             gettext catalogs installed here, Single vs ConstJT
+//                                             vs TSJT, the BLEU table (about 10 min on 2 cores)
+//   tsjt_wmt --data DIR --langs cs,de,...     a WMT-style corpus (DIR/<xx>-en/{train,valid,test}.*),
+//                                             e.g. scripts/build_gettext_corpus.sh's output
+//   tsjt_wmt score REF HYP                    corpus BLEU of two text files (sacreBLEU default)
+//   tsjt_wmt translate --model DIR --to fr    translate stdin with an extracted submodel
+//
+// Method, flags and measured numbers: docs/tsjt.md.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "data.hpp"
+#include "translate.hpp"
+#include "run.hpp"
+#include "submodel.hpp"
+
+using namespace tsjt;
+namespace fs = std::filesystem;
+
+namespace {
+
+int cmd_score(const std::string& ref_path, const std::string& hyp_path) {
+    const auto refs = data::read_lines_utf8(ref_path);
+    const auto hyps = data::read_lines_utf8(hyp_path);
+    MOEKD_CHECK(refs.size() == hyps.size(), "score: '", ref_path, "' has ", refs.size(), " lines but '", hyp_path,
+                "' has ", hyps.size());
+    const text::BleuScore s = text::corpus_bleu(hyps, refs);
+    std::printf("%s\n", s.verbose(4).c_str());
+    std::printf("signature: %s\n", text::bleu_signature().c_str());
+    return 0;
+}
+
+int cmd_translate(const std::string& dir, const std::string& to, int beam, double lenpen) {
+    const LoadedSubmodel m = load_submodel(dir);
+    const text::SentencePiece sp = text::SentencePiece::load((fs::path(dir) / "spm.model").string());
+    MOEKD_CHECK(sp.vocab_size() == m.config.vocab, "translate: '", dir, "/spm.model' has ", sp.vocab_size(),
+                " pieces but the model was trained with ", m.config.vocab);
+    MOEKD_CHECK(data::valid_language_code(to), "translate: '", to, "' is not a language code");
+    const Sub sub = Sub::of(*m.model, m.config.pad);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(std::cin, l);) {
+        MOEKD_CHECK(data::is_valid_utf8(l), "translate: input line ", lines.size() + 1, " is not valid UTF-8");
+        lines.push_back(data::collapse_whitespace(l));
+    }
+    for (const std::string& t : translate(sub, sp, to, lines, beam, lenpen)) std::printf("%s\n", t.c_str());
+    return 0;
+}
+
+std::string fmt2(double v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f", v);
+    return b;
+}
+
+/// The BLEU table (Markdown) and the same as JSON.
+void write_results(const std::string& out, const std::vector<Direction>& dirs, const std::vector<RunResult>& rs,
+                   bool indep) {
+    std::string md = "| mode | model | params | steps | switch | ";
+    for (const auto& d : dirs) md += d.name() + " | ";
+    md += "avg |\n|---|---|---|---|---|";
+    for (size_t i = 0; i <= dirs.size(); ++i) md += "---|";
+    md += "\n";
+    std::string js = "[";
+    for (const RunResult& r : rs) {
+        for (int which = 0; which < 2; ++which) {
+            const auto& b = which ? r.bleu_dense : r.bleu_moe;
+            double avg = 0;
+            for (double x : b) avg += x;
+            avg = b.empty() ? 0 : avg / double(b.size());
+            md += "| " + r.mode + " | " + (which ? (indep ? "device" : "dense") : "MoE") + " | " +
+                  std::to_string(which ? r.params_dense : r.params_moe) + " | " + std::to_string(r.steps) + " | " +
+                  (r.switch_step >= 0 ? std::to_string(r.switch_step) : "-") + " | ";
+            for (double x : b) md += fmt2(x) + " | ";
+            md += fmt2(avg) + " |\n";
+            js += std::string(js.size() > 1 ? ", " : "") + "{\"mode\": \"" + r.mode + "\", \"model\": \"" +
+                  (which ? (indep ? "device" : "dense") : "moe") + "\", \"params\": " +
+                  std::to_string(which ? r.params_dense : r.params_moe) + ", \"params_total\": " +
+                  std::to_string(r.params_total) + ", \"steps\": " + std::to_string(r.steps) +
+                  ", \"switch_step\": " + std::to_string(r.switch_step) + ", \"t_sep\": " + std::to_string(r.t_sep) +
+                  ", \"train_seconds\": " + std::to_string(r.train_seconds) + ", \"bleu\": {";
+            for (size_t i = 0; i < dirs.size(); ++i)
+                js += std::string(i ? ", " : "") + "\"" + dirs[i].name() + "\": " + fmt2(b[i]);
+            js += "}, \"avg\": " + fmt2(avg) + "}";
+        }
+    }
+    js += "]\n";
+    std::printf("\n%s", md.c_str());
+    std::ofstream(fs::path(out) / "results.md") << md;
+    std::ofstream(fs::path(out) / "results.json") << js;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear at once in logs, too
+    CLI::App app{"tsjt_wmt: one-stop training of an MoE and a dense/device translation model (TSJT)"};
+    app.require_subcommand(0, 1);
+    // ---- score / translate
+    std::string ref_path, hyp_path, model_dir, to_lang;
+    auto* score = app.add_subcommand("score", "corpus BLEU of HYP against REF (sacreBLEU's default algorithm)");
+    score->add_option("REF", ref_path, "reference file, one sentence per line")->required();
+    score->add_option("HYP", hyp_path, "hypothesis file, aligned with REF")->required();
+    int beam = 1;
+    double lenpen = 1.0;
+    auto* tr = app.add_subcommand("translate", "translate stdin with an extracted submodel");
+    tr->add_option("--model", model_dir, "submodel directory (RUN_DIR/moe or RUN_DIR/dense)")->required();
+    tr->add_option("--to", to_lang, "target language code")->required();
+    tr->add_option("--beam", beam, "beam size (1: greedy)")->capture_default_str();
+    tr->add_option("--lenpen", lenpen, "length penalty of beam search")->capture_default_str();
+    // ---- training
+    std::string data_dir, catalogs = "/usr/share/locale", langs_s = "fr,fi,hi", out = "tsjt_out",
+                modes_s = "single,constjt,tsjt", arch = "shared", t_sep_s = "auto", spm_type = "unigram";
+    int vocab = 1000, max_len = 24, test_max_len = 24, test_limit = 100, eval_beam = 1;
+    size_t max_train = 2500;
+    RunConfig rc;
+    rc.moe.d_model = 64;
+    rc.moe.heads = 4;
+    rc.moe.ffn_dim = 256;
+    rc.moe.enc_layers = rc.moe.dec_layers = 2;
+    rc.moe.experts = 4;
+    int64_t dense_layers = 0, device_d = 32, device_ffn = 128, device_layers = 1;
+    double min_bleu = -1;
+    app.add_option("--data", data_dir, "WMT-style corpus DIR/<xx>-en/{train,valid,test}.{xx,en}; default: build "
+                                       "one from the gettext catalogs under --catalogs");
+    app.add_option("--catalogs", catalogs, "root searched for <lang>/LC_MESSAGES/*.mo when --data is not given")->capture_default_str();
+    app.add_option("--langs", langs_s, "languages paired with English (both directions are trained)")->capture_default_str();
+    app.add_option("--out", out, "output directory (corpus, tokenizer, runs, results)")->capture_default_str();
+    app.add_option("--modes", modes_s, "runs to make, in order: single, constjt, tsjt")->capture_default_str();
+    app.add_option("--arch", arch, "shared (dense model shares layers with the MoE model) or indep (device model)")
+        ->capture_default_str()->check(CLI::IsMember({"shared", "indep"}));
+    app.add_option("--vocab", vocab, "SentencePiece vocabulary size")->capture_default_str()->check(CLI::Range(16, 1000000));
+    app.add_option("--spm-type", spm_type, "SentencePiece model type")->capture_default_str()->check(CLI::IsMember({"unigram", "bpe"}));
+    app.add_option("--max-train", max_train, "training pairs per language (0: all)")->capture_default_str();
+    app.add_option("--max-len", max_len, "drop training pairs longer than this many pieces")->capture_default_str();
+    app.add_option("--test-max-len", test_max_len, "evaluate on test sentences of at most this many source pieces (0: all)")->capture_default_str();
+    app.add_option("--test-limit", test_limit, "test sentences per direction")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--d-model", rc.moe.d_model, "width of the MoE (and shared dense) model")->capture_default_str();
+    app.add_option("--heads", rc.moe.heads, "attention heads")->capture_default_str();
+    app.add_option("--ffn", rc.moe.ffn_dim, "FFN width (per expert)")->capture_default_str();
+    app.add_option("--layers", rc.moe.enc_layers, "encoder = decoder layers of the MoE model")->capture_default_str();
+    app.add_option("--experts", rc.moe.experts, "experts per MoE layer (top-1)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--dense-layers", dense_layers, "layers of the shared dense model (default: --layers)");
+    app.add_option("--device-d-model", device_d, "indep: width of the device model")->capture_default_str();
+    app.add_option("--device-ffn", device_ffn, "indep: FFN width of the device model")->capture_default_str();
+    app.add_option("--device-layers", device_layers, "indep: encoder = decoder layers of the device model")->capture_default_str();
+    app.add_option("--dropout", rc.moe.dropout, "dropout")->capture_default_str();
+    app.add_option("--label-smoothing", rc.label_smoothing, "label smoothing of the CE")->capture_default_str();
+    app.add_option("--alpha-moe", rc.alpha_moe, "KL weight of the MoE model")->capture_default_str();
+    app.add_option("--alpha-dense", rc.alpha_dense, "KL weight of the dense/device model")->capture_default_str();
+    app.add_option("--t-sep", t_sep_s, "KL threshold of the stage switch, or 'auto' (KL plateau, docs/tsjt.md)")->capture_default_str();
+    app.add_option("--kl-window", rc.kl_window, "updates averaged for the KL of the switch rule")->capture_default_str();
+    app.add_option("--lr", rc.lr, "peak learning rate (Adam 0.9, 0.98)")->capture_default_str();
+    app.add_option("--warmup", rc.warmup, "inverse-sqrt warmup updates")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--max-steps", rc.max_steps, "updates per run")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--max-tokens", rc.max_tokens, "tokens per batch (padded)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--update-freq", rc.update_freq, "batches per update (gradient accumulation)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--seed", rc.seed, "seed (init, dropout, batch order)")->capture_default_str();
+    app.add_option("--save-every", rc.save_every, "checkpoint every N updates")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--log-every", rc.log_every, "JSONL log line every N updates")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--beam", eval_beam, "beam size for the test translations (1: greedy)")->capture_default_str();
+    app.add_option("--min-bleu", min_bleu, "exit 2 if the TSJT/last run's MoE average BLEU is lower (smoke tests)");
+    bool no_progress = false;
+    app.add_flag("--no-progress", no_progress, "no progress line on stderr");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        if (score->parsed()) return cmd_score(ref_path, hyp_path);
+        if (tr->parsed()) return cmd_translate(model_dir, to_lang, beam, lenpen);
+
+        const auto t_start = std::chrono::steady_clock::now();
+        const std::vector<std::string> langs = parse_langs(langs_s);
+        std::vector<Mode> modes;
+        for (const std::string& m : split_list(modes_s)) modes.push_back(parse_mode(m));
+        rc.t_sep = t_sep_s == "auto" ? -1.0 : std::stod(t_sep_s);
+        MOEKD_CHECK(t_sep_s == "auto" || rc.t_sep >= 0, "tsjt_wmt: --t-sep must be 'auto' or a number >= 0");
+        rc.indep = arch == "indep";
+        rc.moe.dec_layers = rc.moe.enc_layers;
+        rc.progress = !no_progress;
+        fs::create_directories(out);
+
+        // ---- corpus
+        std::vector<LangPair> corpus = data_dir.empty()
+                                           ? build_catalog_corpus(catalogs, langs, (fs::path(out) / "corpus").string(), 0.01, 0.01)
+                                           : read_corpus_dir(data_dir, langs);
+        std::printf("corpus%s: %-4s %8s %6s %6s\n", data_dir.empty() ? "" : (" " + data_dir).c_str(), "lang", "train", "valid", "test");
+        for (LangPair& p : corpus) {
+            const size_t full = p.train.size();
+            limit(p.train, max_train);
+            MOEKD_CHECK(!p.test.src.empty(), "tsjt_wmt: language '", p.lang, "' has no test sentences");
+            std::printf("        %-4s %8zu %6zu %6zu%s\n", p.lang.c_str(), p.train.size(), p.valid.size(), p.test.size(),
+                        full > p.train.size() ? (" (of " + std::to_string(full) + ", --max-train)").c_str() : "");
+        }
+        // ---- tokenizer
+        const std::string spm = train_joint_spm(corpus, (fs::path(out) / "tokenizer").string(), vocab, spm_type);
+        const text::SentencePiece sp = text::SentencePiece::load(spm);
+        std::vector<Example> train_set;
+        int64_t skipped = 0;
+        const std::vector<Direction> dirs = make_directions(corpus, sp, max_len, train_set, skipped, test_max_len);
+        int64_t pieces = 0;
+        for (const Example& e : train_set) pieces += int64_t(e.tgt.size());
+        std::printf("tokenizer: %s, %d pieces; %zu training examples in %zu directions (%lld target tokens, "
+                    "%lld longer than %d pieces dropped)\n", spm.c_str(), sp.vocab_size(), train_set.size(),
+                    dirs.size(), (long long)pieces, (long long)skipped, max_len);
+
+        rc.moe.vocab = sp.vocab_size();
+        rc.moe.pad = text::kSpPad;
+        rc.dense = rc.moe;
+        rc.dense.experts = 0;
+        if (rc.indep) {
+            rc.dense.d_model = device_d;
+            rc.dense.ffn_dim = device_ffn;
+            rc.dense.enc_layers = rc.dense.dec_layers = device_layers;
+        } else if (dense_layers > 0) {
+            rc.dense.enc_layers = rc.dense.dec_layers = dense_layers;
+        }
+
+        // ---- runs
+        std::vector<RunResult> results;
+        for (Mode mode : modes) {
+            RunConfig c = rc;
+            c.mode = mode;
+            c.dir = (fs::path(out) / mode_name(mode)).string();
+            Run run(c);
+            RunResult res;
+            res.mode = mode_name(mode);
+            res.params_moe = run.params_moe();
+            res.params_dense = run.params_dense();
+            res.params_total = run.params_total();
+            std::printf("run %s (%s): MoE %lld params, %s %lld params, %lld distinct in total\n", res.mode.c_str(),
+                        rc.indep ? "indep" : "shared", (long long)res.params_moe, rc.indep ? "device" : "dense",
+                        (long long)res.params_dense, (long long)res.params_total);
+            run.train(train_set, res);
+            run.evaluate(dirs, sp, size_t(test_limit), eval_beam, 1.0, res);
+            run.extract(spm);
+            if (res.updates_this_process > 0)
+                std::printf("  %s: %lld updates in %.1f s, last ce moe %.3f dense %.3f kl %.3f%s\n", res.mode.c_str(),
+                            (long long)res.updates_this_process, res.train_seconds, res.last_ce_moe, res.last_ce_dense,
+                            res.last_kl,
+                            res.switch_step >= 0 ? (", stage 2 from update " + std::to_string(res.switch_step)).c_str() : "");
+            else
+                std::printf("  %s: already trained (%lld updates, checkpoint in %s); evaluated only\n", res.mode.c_str(),
+                            (long long)res.steps, c.dir.c_str());
+            std::fflush(stdout);
+            results.push_back(std::move(res));
+        }
+        write_results(out, dirs, results, rc.indep);
+        const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        std::printf("\nBLEU: sacreBLEU's default (%s), %s decoding, first %d test sentences (of at most %d source pieces) per direction.\n"
+                    "Results in %s/results.{md,json}; total %.1f s\n", text::bleu_signature().c_str(), eval_beam > 1 ? "beam" : "greedy", test_limit, test_max_len,
+                    out.c_str(), total);
+        if (min_bleu >= 0 && !results.empty()) {
+            double avg = 0;
+            for (double b : results.back().bleu_moe) avg += b;
+            avg /= double(std::max<size_t>(1, results.back().bleu_moe.size()));
+            if (avg < min_bleu) {
+                std::fprintf(stderr, "tsjt_wmt: MoE average BLEU %.2f is below --min-bleu %.2f\n", avg, min_bleu);
+                return 2;
+            }
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,209 @@
+// model.hpp — the submodels of TSJT ("One-stop Training of Multiple Capacity Models"):
+//
+//   MoE model    nn::EncoderDecoder whose FFN in every other layer (layers 1, 3, ... 0-based) is a
+//                moe::MoELayer (top-1, Switch balance loss x0.01), built through the FFN factory;
+//                one joint vocabulary, shared source/target embeddings, tied output projection.
+//   dense model  Shared architecture (SharedDense): the same width; its layers 0, 2, 4, ... (the
+//                paper's odd layers, 1-based) ARE the MoE model's standard (non-MoE) layers — the
+//                same objects, so the same parameter tensors — and its other layers are its own;
+//                the embedding (and so the tied output projection) is the MoE model's too.
+//                Indep architecture: a separate, smaller nn::EncoderDecoder ("device" model).
+//
+// SharedDense has nn::EncoderDecoder's module layout ("encoder.layers.N...", "decoder..."), so its
+// state_dict loads strictly into a plain dense nn::EncoderDecoder: that is submodel extraction.
+// Sub is the uniform handle the trainer and the decoders use for any of these models: it sets the
+// MoE layers' padding masks before each forward and sums their aux losses.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <moekd/moe/moe_layer.hpp>
+#include <moekd/nn/transformer.hpp>
+
+namespace tsjt {
+
+using namespace moekd;
+using F = float;
+
+/// Sizes of one submodel.
+struct ModelConfig {
+    int64_t vocab = 0;           // joint SentencePiece vocabulary
+    int64_t pad = 0;             // padding id (SentencePiece pad, 0)
+    int64_t d_model = 64, heads = 4, ffn_dim = 256;
+    int64_t enc_layers = 2, dec_layers = 2;
+    double dropout = 0.1;
+    int64_t experts = 0;         // 0: dense; else an MoE layer in every `moe_every`-th layer
+    int64_t moe_every = 2;
+    double balance_weight = 0.01;
+    double capacity_factor = 1.25;
+};
+
+/// Whether layer i (0-based) of a model with this config has an MoE FFN.
+inline bool is_moe_layer(int64_t i, const ModelConfig& c) {
+    return c.experts > 0 && c.moe_every > 0 && i % c.moe_every == c.moe_every - 1;
+}
+
+inline nn::LayerConfig layer_config(const ModelConfig& c) {
+    nn::LayerConfig l;
+    l.d_model = c.d_model;
+    l.num_heads = c.heads;
+    l.ffn_dim = c.ffn_dim;
+    l.dropout = c.dropout;
+    return l;
+}
+
+inline nn::EncoderDecoderConfig ed_config(const ModelConfig& c) {
+    MOEKD_CHECK(c.vocab > c.pad && c.pad >= 0, "tsjt: vocabulary size ", c.vocab, " and padding id ", c.pad, " do not fit");
+    nn::EncoderDecoderConfig e;
+    e.src_vocab = e.tgt_vocab = c.vocab;
+    e.padding_idx = c.pad;
+    e.share_embeddings = true;
+    e.tie_output = true;
+    e.layer = layer_config(c);
+    e.encoder_layers = c.enc_layers;
+    e.decoder_layers = c.dec_layers;
+    return e;
+}
+
+/// The FFN factory that puts an MoE layer where is_moe_layer says (null = dense FeedForward).
+inline nn::FFNFactory<F> moe_factory(const ModelConfig& c, const std::string& stack) {
+    if (c.experts <= 0) return {};
+    return [c, stack](int64_t i, Generator& gen) -> std::shared_ptr<nn::FFNBase<F>> {
+        if (!is_moe_layer(i, c)) return nullptr;
+        moe::MoEConfig m;
+        m.d_model = c.d_model;
+        m.ffn_dim = c.ffn_dim;
+        m.router.num_experts = c.experts;
+        m.router.top_k = 1;
+        m.router.capacity_factor_train = c.capacity_factor;
+        m.balance_weight = c.balance_weight;
+        m.name = stack + ".layers." + std::to_string(i) + ".moe";
+        return std::make_shared<moe::MoELayer<F>>(m, gen);
+    };
+}
+
+/// A fresh model (MoE or dense, by c.experts).
+inline std::shared_ptr<nn::EncoderDecoder<F>> make_model(const ModelConfig& c, Generator& gen) {
+    return std::make_shared<nn::EncoderDecoder<F>>(ed_config(c), gen, moe_factory(c, "encoder"), moe_factory(c, "decoder"));
+}
+
+/// The shared-architecture dense model: layer i is the MoE model's layer i when i is even and
+/// that layer is a standard one; every other layer is its own (a dense layer of the same width).
+class SharedDense : public nn::Module<F> {
+public:
+    std::shared_ptr<nn::TransformerEncoder<F>> encoder;
+    std::shared_ptr<nn::TransformerDecoder<F>> decoder;
+
+    SharedDense(nn::EncoderDecoder<F>& moe_model, const ModelConfig& moe_cfg, int64_t enc_layers, int64_t dec_layers,
+                Generator& gen)
+        : cfg_(moe_cfg) {
+        MOEKD_CHECK(enc_layers >= 1 && dec_layers >= 1, "tsjt: the dense model needs at least one encoder and one ",
+                    "decoder layer, got ", enc_layers, " and ", dec_layers);
+        cfg_.enc_layers = enc_layers;
+        cfg_.dec_layers = dec_layers;
+        cfg_.experts = 0;
+        const nn::LayerConfig lc = layer_config(moe_cfg);
+        encoder = register_module("encoder", std::make_shared<nn::TransformerEncoder<F>>(lc, 0, gen, moe_model.encoder->embed_tokens));
+        decoder = register_module("decoder", std::make_shared<nn::TransformerDecoder<F>>(lc, 0, gen, moe_model.decoder->embed_tokens, true));
+        for (int64_t i = 0; i < enc_layers; ++i) {
+            if (shares(i, moe_cfg.enc_layers, moe_cfg)) encoder->layers->push_back(moe_model.encoder->layers->ptr(i));
+            else encoder->layers->push_back(std::make_shared<nn::TransformerEncoderLayer<F>>(lc, gen));
+        }
+        for (int64_t i = 0; i < dec_layers; ++i) {
+            if (shares(i, moe_cfg.dec_layers, moe_cfg)) decoder->layers->push_back(moe_model.decoder->layers->ptr(i));
+            else decoder->layers->push_back(std::make_shared<nn::TransformerDecoderLayer<F>>(lc, gen));
+        }
+    }
+    /// Whether dense layer i is the MoE model's layer i.
+    static bool shares(int64_t i, int64_t moe_depth, const ModelConfig& moe_cfg) {
+        return i % 2 == 0 && i < moe_depth && !is_moe_layer(i, moe_cfg);
+    }
+    /// The config of the standalone dense nn::EncoderDecoder this model extracts to.
+    const ModelConfig& config() const { return cfg_; }
+
+private:
+    ModelConfig cfg_;
+};
+
+/// Encoder output and its padding mask.
+struct Encoded {
+    Tensor<F> enc;           // (B, S, D)
+    Tensor<uint8_t> mask;    // (B, S), 1 = pad, or undefined
+};
+
+/// Uniform access to a submodel (nn::EncoderDecoder or SharedDense).
+struct Sub {
+    nn::Module<F>* module = nullptr;
+    nn::TransformerEncoder<F>* encoder = nullptr;
+    nn::TransformerDecoder<F>* decoder = nullptr;
+    std::vector<moe::MoELayer<F>*> enc_moe, dec_moe;
+    int64_t pad = 0;
+
+    template <class M>
+    static Sub of(M& m, int64_t pad) {
+        Sub s;
+        s.module = &m;
+        s.encoder = m.encoder.get();
+        s.decoder = m.decoder.get();
+        s.pad = pad;
+        for (auto& l : *m.encoder->layers)
+            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(l->ffn.get())) s.enc_moe.push_back(x);
+        for (auto& l : *m.decoder->layers)
+            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(l->ffn.get())) s.dec_moe.push_back(x);
+        return s;
+    }
+    /// src: (B, S) -> encoder states
+    Encoded encode(const Tensor<int64_t>& src) const {
+        Encoded e;
+        e.mask = nn::padding_mask(src, pad);
+        for (auto* m : enc_moe) m->set_padding_mask(e.mask);
+        e.enc = encoder->forward_tokens(src);
+        return e;
+    }
+    /// prev: (B, T) decoder input -> logits (B, T, V)
+    Tensor<F> decode(const Tensor<int64_t>& prev, const Encoded& e) const {
+        const Tensor<uint8_t> m = nn::padding_mask(prev, pad);
+        for (auto* x : dec_moe) x->set_padding_mask(m);
+        return decoder->forward_tokens(prev, e.enc, e.mask);
+    }
+    /// Logits of the last position only (what decoding needs).  prev: (B, T) -> (B, V)
+    Tensor<F> decode_last(const Tensor<int64_t>& prev, const Encoded& e) const {
+        const Tensor<uint8_t> m = nn::padding_mask(prev, pad);
+        for (auto* x : dec_moe) x->set_padding_mask(m);
+        const Tensor<F> h = decoder->forward(decoder->embed(prev), e.enc, m, e.mask);  // (B, T, D)
+        return decoder->output_projection->forward(h.select(1, h.size(1) - 1));
+    }
+    Tensor<F> forward(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const { return decode(prev, encode(src)); }
+    /// Sum of the MoE layers' aux losses of the last forward (0 for a dense model).
+    Tensor<F> aux_loss() const {
+        Tensor<F> a = Tensor<F>::scalar(0.0f);
+        for (auto* m : enc_moe) a = a + m->last_aux_loss();
+        for (auto* m : dec_moe) a = a + m->last_aux_loss();
+        return a;
+    }
+    bool is_moe() const { return !enc_moe.empty() || !dec_moe.empty(); }
+};
+
+/// Parameters of several modules, each distinct tensor once (shared layers are counted once).
+inline std::vector<Tensor<F>> unique_parameters(const std::vector<const nn::Module<F>*>& mods) {
+    std::vector<Tensor<F>> out;
+    std::vector<const void*> seen;
+    for (const auto* m : mods)
+        for (const Tensor<F>& p : m->parameters()) {
+            const void* key = p.data();
+            if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+            seen.push_back(key);
+            out.push_back(p);
+        }
+    return out;
+}
+
+inline int64_t count_elements(const std::vector<Tensor<F>>& ps) {
+    int64_t n = 0;
+    for (const auto& p : ps) n += p.numel();
+    return n;
+}
+
+}  // namespace tsjt
