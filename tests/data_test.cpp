@@ -1,4 +1,5 @@
-// data_test.cpp — the IDX reader: real Fashion-MNIST files, and every kind of bad file.
+// data_test.cpp — the IDX reader (real Fashion-MNIST files, every kind of bad file) and the
+// CIFAR-10 binary reader (synthetic records; the real set is not in Debian).
 #include <zlib.h>
 
 #include <catch2/catch.hpp>
@@ -6,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <moekd/data/cifar.hpp>
 #include <moekd/data/idx.hpp>
 #include <moekd/tensor.hpp>
 
@@ -77,4 +79,35 @@ TEST_CASE("the real Fashion-MNIST from Debian reads whole", "[data]") {
     for (int64_t c : per_class) CHECK(c == 6000);  // Fashion-MNIST is balanced
     CHECK(max(train.images).item() == 1.0f);
     CHECK(min(train.images).item() == 0.0f);
+}
+
+TEST_CASE("CIFAR-10 binary records: label byte, then the R, G, B planes", "[data]") {
+    // two records: labels 3 and 9; record r's pixel j (plane-major) is (j * 7 + r) % 256
+    std::vector<uint8_t> bytes;
+    for (int r = 0; r < 2; ++r) {
+        bytes.push_back(r == 0 ? 3 : 9);
+        for (int j = 0; j < 3072; ++j) bytes.push_back(uint8_t((j * 7 + r) % 256));
+    }
+    const std::string a = tmp_path("cifar_a.bin"), b = tmp_path("cifar_b.bin.gz");
+    write_raw(a, bytes);
+    write_gz(b, std::vector<uint8_t>(bytes.begin(), bytes.begin() + 3073));  // the first record again, gzip'd
+    const data::ImageSet s = data::read_cifar10({a, b});
+    REQUIRE(s.images.shape() == Shape{3, 3, 32, 32});
+    CHECK(s.labels.to_vector() == std::vector<int64_t>{3, 9, 3});
+    // record 1, green plane (c = 1), row 2, column 5 -> byte j = 1024 + 2 * 32 + 5
+    const int j = 1024 + 2 * 32 + 5;
+    CHECK(s.images.at({1, 1, 2, 5}) == Approx(((j * 7 + 1) % 256) / 255.0f));
+    CHECK(s.images.at({2, 0, 0, 0}) == Approx(0.0f));
+    CHECK(s.images.at({0, 2, 31, 31}) == Approx(((3071 * 7) % 256) / 255.0f));
+
+    write_raw(a, std::vector<uint8_t>(bytes.begin(), bytes.begin() + 5000));  // 1.6 records
+    CHECK_THROWS_WITH(data::read_cifar10({a}), Contains("cifar_a.bin") && Contains("5000 bytes") && Contains("3073"));
+    write_raw(a, {});
+    CHECK_THROWS_WITH(data::read_cifar10({a}), Contains("0 bytes"));
+    bytes[3073] = 10;  // second record's label
+    write_raw(a, bytes);
+    CHECK_THROWS_WITH(data::read_cifar10({a}), Contains("record 1 has label 10"));
+    CHECK_THROWS_WITH(data::read_cifar10_dir("/nonexistent"), Contains("/nonexistent/data_batch_1.bin"));
+    std::remove(a.c_str());
+    std::remove(b.c_str());
 }

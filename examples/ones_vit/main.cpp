@@ -18,6 +18,7 @@
 #include <set>
 #include <sstream>
 
+#include <moekd/data/cifar.hpp>
 #include <moekd/io/safetensors.hpp>
 
 #include "report.hpp"
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
     CLI::App app{"ones_vit: OneS knowledge integration (SVD knowledge gathering + distillation) from an MoE ViT "
                  "into a dense ViT, on Fashion-MNIST"};
     std::string dir = "/usr/share/datasets/fashion-mnist", out_dir = "ones_vit_out", runs_s = "teacher,dense,ones";
+    std::string cifar_dir;
     std::string teacher_in, teacher_out, kg_scale = "mean";
     WideNetConfig cfg;
     TrainOptions to, so;  // teacher / students
@@ -74,6 +76,8 @@ int main(int argc, char** argv) {
     uint64_t seed = 1;
     std::string kd_kind = "soft";
     app.add_option("--data", dir, "folder with the four Fashion-MNIST IDX files (.gz)")->capture_default_str();
+    app.add_option("--cifar", cifar_dir, "use CIFAR-10 instead: folder with data_batch_1..5.bin and test_batch.bin "
+                                         "(cifar-10-batches-bin; patch 8 unless --patch is given)");
     app.add_option("--out", out_dir, "folder for log.jsonl, results.md/json, curves.csv/svg")->capture_default_str();
     app.add_option("--runs", runs_s, "comma list of: teacher, dense, ones, ones-freq, distill, switch, no-kd, no-kg-kd; or all")
         ->capture_default_str();
@@ -98,7 +102,7 @@ int main(int argc, char** argv) {
     app.add_option("--heads", cfg.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--ffn-dim", cfg.ffn_dim, "FFN / expert inner width F")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--layers", cfg.layers, "blocks (sharing attention and FFN, own LayerNorms)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--patch", cfg.patch_size, "patch size (divides 28)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--patch", cfg.patch_size, "patch size (divides 28; 32 with --cifar)")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--experts", cfg.experts, "experts E of the teacher")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--top-k", cfg.top_k, "experts per token")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_flag("--no-augment", [&](int64_t) { so.augment = false; }, "no augmentation (default: random horizontal flip)");
@@ -119,10 +123,20 @@ int main(int argc, char** argv) {
         to.augment = so.augment, to.shift = so.shift, to.data_seed = seed, to.weight_decay = so.weight_decay;
         std::filesystem::create_directories(out_dir);
 
-        data::ImageSet train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
-        data::ImageSet test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
-        MOEKD_CHECK(train.images.size(1) == cfg.image_size && train.images.size(2) == cfg.image_size,
-                    "images are ", train.images.shape(), ", expected (N, 28, 28)");
+        data::ImageSet train, test;
+        if (!cifar_dir.empty()) {
+            auto splits = data::read_cifar10_dir(cifar_dir);
+            train = splits.train, test = splits.test, dir = cifar_dir;
+            cfg.image_size = data::kCifarSide, cfg.channels = data::kCifarChannels;
+            if (!app.count("--patch")) cfg.patch_size = 8;
+        } else {
+            train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
+            test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
+        }
+        MOEKD_CHECK(train.images.size(-1) == cfg.image_size && train.images.size(-2) == cfg.image_size,
+                    "images are ", train.images.shape(), ", expected ", cfg.image_size, " x ", cfg.image_size);
+        MOEKD_CHECK(cfg.image_size % cfg.patch_size == 0, "--patch ", cfg.patch_size, " does not divide the image size ",
+                    cfg.image_size);
         std::printf("ones_vit: %lld train / %lld test images from %s\n",
                     (long long)std::min<int64_t>(so.train_limit, train.size()),
                     (long long)std::min<int64_t>(so.test_limit, test.size()), dir.c_str());

@@ -25,21 +25,24 @@ namespace ones {
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-/// Fashion-MNIST pixel mean and standard deviation (of the [0, 1] training images).
+/// Per-channel pixel mean and standard deviation of the [0, 1] training images: Fashion-MNIST
+/// (1 channel) and CIFAR-10 (3 channels, the usual published values).
 constexpr float kPixelMean = 0.2860f, kPixelStd = 0.3530f;
+constexpr float kCifarMean[3] = {0.4914f, 0.4822f, 0.4465f}, kCifarStd[3] = {0.2470f, 0.2435f, 0.2616f};
+inline float pixel_mean(int64_t C, int64_t c) { return C == 3 ? kCifarMean[c] : kPixelMean; }
+inline float pixel_std(int64_t C, int64_t c) { return C == 3 ? kCifarStd[c] : kPixelStd; }
 
-/// Images idx[from .. from + n) as (n, 1, 28, 28), normalised by kPixelMean / kPixelStd, and their
-/// labels. augment (gen not null): a random shift of up to `shift` pixels each way (background
-/// fill) and a random horizontal flip, drawn from gen.
+/// Images idx[from .. from + n) as (n, C, H, W) (C = 1 for (N, H, W) sets), normalised per channel
+/// by pixel_mean / pixel_std, and their labels. augment (gen not null): a random shift of up to
+/// `shift` pixels each way (background fill) and a random horizontal flip, drawn from gen.
 inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64_t>& idx, size_t from, size_t n,
                                 Tensor<int64_t>& labels, Generator* gen, int shift) {
-    const int64_t H = s.images.size(1), W = s.images.size(2);
-    Tensor<float> x = Tensor<float>::full({int64_t(n), 1, H, W}, -kPixelMean / kPixelStd);
+    const bool planar = s.images.dim() == 4;
+    const int64_t C = planar ? s.images.size(1) : 1, H = s.images.size(-2), W = s.images.size(-1);
+    Tensor<float> x = Tensor<float>::empty({int64_t(n), C, H, W});
     labels = Tensor<int64_t>::empty({int64_t(n)});
     for (size_t i = 0; i < n; ++i) {
         const int64_t r = idx[from + i];
-        const float* src = s.images.data() + r * H * W;
-        float* dst = x.data() + int64_t(i) * H * W;
         labels.data()[i] = s.labels.data()[r];
         int64_t dy = 0, dx = 0;
         bool flip = false;
@@ -47,14 +50,20 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
             dy = gen->randint(-shift, shift + 1), dx = gen->randint(-shift, shift + 1);
             flip = gen->randint(0, 2) == 1;
         }
-        for (int64_t y = 0; y < H; ++y) {
-            const int64_t sy = y - dy;
-            if (sy < 0 || sy >= H) continue;
-            for (int64_t c = 0; c < W; ++c) {
-                int64_t sx = c - dx;
-                if (sx < 0 || sx >= W) continue;
-                if (flip) sx = W - 1 - sx;
-                dst[y * W + c] = (src[sy * W + sx] - kPixelMean) / kPixelStd;
+        for (int64_t ch = 0; ch < C; ++ch) {
+            const float mean = pixel_mean(C, ch), sd = pixel_std(C, ch);
+            const float* src = s.images.data() + (r * C + ch) * H * W;
+            float* dst = x.data() + (int64_t(i) * C + ch) * H * W;
+            std::fill_n(dst, H * W, -mean / sd);  // background (shifted-in pixels)
+            for (int64_t y = 0; y < H; ++y) {
+                const int64_t sy = y - dy;
+                if (sy < 0 || sy >= H) continue;
+                for (int64_t c = 0; c < W; ++c) {
+                    int64_t sx = c - dx;
+                    if (sx < 0 || sx >= W) continue;
+                    if (flip) sx = W - 1 - sx;
+                    dst[y * W + c] = (src[sy * W + sx] - mean) / sd;
+                }
             }
         }
     }

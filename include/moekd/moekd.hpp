@@ -13,5 +13,6 @@
 #include "optim/schedule.hpp"
 #include "io/safetensors.hpp"
 #include "io/checkpoint.hpp"
+#include "data/cifar.hpp"
 #include "data/idx.hpp"
 #include "testing/gradcheck.hpp"

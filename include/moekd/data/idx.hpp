@@ -63,7 +63,7 @@ inline Tensor<uint8_t> read_idx(const std::string& path, int expect_rank = 0) {
     return t;
 }
 
-/// A labelled image set: images (N, H, W) scaled to [0, 1], labels (N).
+/// A labelled image set: images (N, H, W) (IDX) or (N, C, H, W) (CIFAR) scaled to [0, 1], labels (N).
 struct ImageSet {
     Tensor<float> images;
     Tensor<int64_t> labels;
