@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <moekd/cuda.hpp>
+#include <moekd/linalg/knowledge_gathering.hpp>
 #include <moekd/linalg/svd.hpp>
 #include <moekd/linalg/svd_cuda.hpp>
 #include <moekd/losses/kd.hpp>
@@ -363,6 +364,25 @@ TEST_CASE("cuSOLVER SVD matches linalg::svd", "[cuda]") {
     check_svd<double>(40, 24);
     check_svd<float>(24, 40);
     check_svd<double>(17, 17);
+}
+
+TEST_CASE("SVD knowledge gathering of device experts (cuSOLVER) matches the CPU gathering", "[cuda]") {
+    Generator gen(32);
+    std::vector<Tensor<double>> cpu, dev;
+    for (int e = 0; e < 3; ++e) {
+        cpu.push_back(Tensor<double>::randn({24, 16}, gen));
+        dev.push_back(cuda::to_device(cpu.back()));
+    }
+    for (double lambda : {0.5, 0.9, 1.0}) {
+        INFO("lambda " << lambda);
+        const auto c = linalg::gather_weights(cpu, lambda, {0.5, 0.25, 0.25});
+        const auto d = linalg::gather_weights(dev, lambda, {0.5, 0.25, 0.25});
+        CHECK(d.weight.device() == Device::CUDA);
+        CHECK(d.ranks == c.ranks);
+        CHECK(scaled_err(d.weight, c.weight) < 1e-10);  // scaled_err brings device tensors back itself
+    }
+    std::vector<Tensor<double>> mixed{cpu[0], dev[1]};
+    CHECK_THROWS_WITH(linalg::gather_weights(mixed, 0.9), Catch::Contains("expert 1 is on cuda"));
 }
 
 TEST_CASE("device MoE kernels give the same bits when run twice", "[cuda]") {

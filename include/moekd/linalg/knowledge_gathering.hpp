@@ -11,7 +11,10 @@
 // w_i = 1 is the paper's gathering (the truncated experts are summed); other weights give the
 // averaging (w_i = 1/E) and data-aware (w_i from routing frequencies) variants. Biases are
 // averaged over the experts (eq. 10), weighted by w_i / sum w when weights are given.
-// Reference code (float or double on the CPU): the SVD is Eigen's, the product one matmul.
+// Experts on the CPU: Eigen's SVD. Experts on the GPU (programs built against moekd::cuda): each
+// expert's SVD by cuSOLVER (linalg::cuda::svd, the expensive part), the factors copied back, the
+// truncation and the product on the CPU, W_g returned on the GPU. Without the CUDA backend, device
+// experts are a clear error.
 //
 //   auto g = linalg::gather_weights<float>({w0, w1, w2, w3}, 0.9);   // g.weight (M, N), g.ranks
 //   Tensor<float> b = linalg::average_biases<float>({b0, b1, b2, b3});
@@ -22,6 +25,10 @@
 
 #include "../ops/matmul.hpp"
 #include "svd.hpp"
+#include "svd_cuda.hpp"  // empty unless built with the CUDA backend
+#if defined(__CUDACC__) || (defined(MOEKD_CUDA) && MOEKD_CUDA)
+#include "../cuda/copy.hpp"
+#endif
 
 namespace moekd::linalg {
 
@@ -46,10 +53,24 @@ inline void check_gather_weights(const std::vector<double>& w, size_t E, const c
     }
     MOEKD_CHECK(sum > 0, op, ": the expert weights sum to 0; at least one expert must count");
 }
+
+/// Thin SVD of one expert on its own device; the factors come back on the CPU.
+template <class T>
+SVD<T> expert_svd(const Tensor<T>& w, size_t i, const char* op) {
+    if (w.device() == Device::CPU) return svd(w);
+#if defined(__CUDACC__) || (defined(MOEKD_CUDA) && MOEKD_CUDA)
+    const SVD<T> d = linalg::cuda::svd(w);  // checks contiguity itself
+    return {moekd::cuda::to_cpu(d.U), moekd::cuda::to_cpu(d.S), moekd::cuda::to_cpu(d.Vt)};
+#else
+    MOEKD_CHECK(false, op, ": expert ", i, " weight ", w.shape(), " is on ", w.device(),
+                " but this program is built without the CUDA backend (link moekd::cuda)");
+    return {};
+#endif
+}
 }  // namespace detail
 
 /// SVD knowledge gathering (eq. 12-14) of E same-shaped expert matrices.
-/// experts: E tensors (M, N), CPU; lambda in (0, 1]; weights: empty (all 1, the paper) or E values
+/// experts: E tensors (M, N), all on the CPU or all on the GPU; lambda in (0, 1]; weights: empty (all 1, the paper) or E values
 /// >= 0 scaling each expert's singular values. No autograd history on the result.
 template <class T>
 GatheredWeight<T> gather_weights(const std::vector<Tensor<T>>& experts, double lambda,
@@ -70,8 +91,10 @@ GatheredWeight<T> gather_weights(const std::vector<Tensor<T>>& experts, double l
     GatheredWeight<T> g;
     std::vector<SVD<T>> dec;
     int64_t total = 0;
-    for (const auto& w : experts) {
-        dec.push_back(svd(w.detach()));
+    for (size_t i = 0; i < experts.size(); ++i) {
+        MOEKD_CHECK(experts[i].device() == experts[0].device(), op, ": expert ", i, " is on ", experts[i].device(),
+                    ", expert 0 on ", experts[0].device(), " (all experts must be on one device)");
+        dec.push_back(detail::expert_svd(experts[i].detach(), i, op));
         g.ranks.push_back(truncation_rank(dec.back().S, lambda));
         g.full.push_back(dec.back().S.numel());
         total += g.ranks.back();
@@ -94,6 +117,9 @@ GatheredWeight<T> gather_weights(const std::vector<Tensor<T>>& experts, double l
     }
     // eq. 14: W_g = U_g diag(S_g) V_g^T
     g.weight = matmul(g.U * g.S, g.Vt).contiguous();
+#if defined(__CUDACC__) || (defined(MOEKD_CUDA) && MOEKD_CUDA)
+    if (experts[0].device() == Device::CUDA) g.weight = moekd::cuda::to_device(g.weight);  // U, S, Vt stay on the CPU
+#endif
     return g;
 }
 
