@@ -21,15 +21,8 @@
 #include <string>
 #include <vector>
 
-#include "../core/eigen.hpp"  // first: see there
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include "../core/eigen.hpp"  // first: it silences GCC's AVX-512 false positives for all of Eigen
 #include <Eigen/SVD>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 #include "../core/tensor.hpp"
 
