@@ -11,6 +11,7 @@ PKGS=(
   python3-torch libtorch-dev                           # the reference we check against / race
   clang libclang-rt-14-dev                             # libFuzzer for the file-format fuzzers
   libsentencepiece-dev sentencepiece                   # translation example's subword tokenizer
+  libopenmpi-dev openmpi-bin                           # multi-process training on CPU (dist/)
 )
 
 missing=()
@@ -25,9 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Python tools from PyPI for the interop tests (the `safetensors` reference implementation).
+# Python tools from PyPI for the interop tests (the `safetensors` reference implementation,
+# sacreBLEU, and scikit-learn / SciPy for the downstream metrics).
 # They go to the `python3` on PATH; Debian's /usr/bin/python3 is the one with python3-torch.
-if ! python3 -c "import safetensors.numpy, numpy, sacrebleu" 2>/dev/null; then
-  echo "deps.sh: pip install safetensors numpy sacrebleu"
-  python3 -m pip install -q --disable-pip-version-check safetensors numpy sacrebleu 2>&1 | grep -v "WARNING: Running pip as" || true
+if ! python3 -c "import safetensors.numpy, numpy, sacrebleu, sklearn, scipy" 2>/dev/null; then
+  echo "deps.sh: pip install safetensors numpy sacrebleu scikit-learn scipy"
+  python3 -m pip install -q --disable-pip-version-check safetensors numpy sacrebleu scikit-learn scipy 2>&1 | grep -v "WARNING: Running pip as" || true
 fi
