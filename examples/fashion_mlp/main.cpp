@@ -3,16 +3,25 @@
 //
 //   fashion_mlp                     10 epochs on 60k images, test accuracy at the end
 //   fashion_mlp --epochs 1 --train-limit 6000 --min-acc 0.7    quick run that must learn
+//   mpirun -np 2 fashion_mlp --batch 64    data parallel: each rank takes 64 of every 128 images
+//                                          (same steps as one process with --batch 128)
 //
 // Model: x (B, 784) -> linear (784, H) -> relu -> linear (H, 10) -> cross-entropy.
 // Optimiser: SGD with momentum, written out below (moekd/optim brings Adam, AdamW, LAMB).
+// Under mpirun (built with moekd::mpi) every rank holds the model, shuffles with the same seed and
+// takes its slice of each global batch of N * --batch images; gradients are averaged with
+// dist::DataParallel; rank 0 alone prints and writes --save.
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <map>
 #include <cstdio>
 #include <numeric>
 
 #include <moekd/data/idx.hpp>
+#include <moekd/dist/data_parallel.hpp>
+#include <moekd/dist/init.hpp>
+#include <moekd/io/safetensors.hpp>
 #include <moekd/ops/loss.hpp>
 #include <moekd/ops/matmul.hpp>
 #include <moekd/tensor.hpp>
@@ -35,6 +44,7 @@ struct Mlp {
         return linear(relu(linear(x, w1, b1)), w2, b2);
     }
     std::vector<Tensor<float>*> params() { return {&w1, &b1, &w2, &b2}; }
+    std::vector<std::pair<std::string, Tensor<float>>> named() const { return {{"w1", w1}, {"b1", b1}, {"w2", w2}, {"b2", b2}}; }
 };
 
 /// Rows `idx` of a (N, 28, 28) image tensor, flattened to (B, 784).
@@ -51,14 +61,16 @@ Tensor<float> gather_rows(const data::ImageSet& s, const std::vector<int64_t>& i
     return x;
 }
 
-double accuracy(const Mlp& m, const data::ImageSet& s, int64_t limit) {
+/// Test accuracy on the first `limit` images; each rank scores its shard, the counts are summed.
+double accuracy(const Mlp& m, const data::ImageSet& s, int64_t limit, dist::Communicator& comm) {
     NoGrad ng;
     const int64_t n = std::min<int64_t>(limit, s.size());
+    const dist::Range mine = dist::shard_range(n, comm.rank(), comm.size());
     std::vector<int64_t> idx(n);
     std::iota(idx.begin(), idx.end(), 0);
     int64_t correct = 0;
-    for (int64_t from = 0; from < n; from += 1000) {
-        const size_t b = std::min<int64_t>(1000, n - from);
+    for (int64_t from = mine.begin; from < mine.end; from += 1000) {
+        const size_t b = std::min<int64_t>(1000, mine.end - from);
         Tensor<int64_t> y;
         Tensor<float> logits = m.forward(gather_rows(s, idx, from, b, y));
         for (size_t i = 0; i < b; ++i) {
@@ -66,12 +78,21 @@ double accuracy(const Mlp& m, const data::ImageSet& s, int64_t limit) {
             correct += (std::max_element(row, row + 10) - row) == y.data()[i];
         }
     }
+    comm.all_reduce(&correct, 1, dist::ReduceOp::Sum);
     return double(correct) / double(n);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    std::shared_ptr<dist::Communicator> comm;
+    try {
+        comm = dist::init(argc, argv);  // MpiComm under mpirun, else one process
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fashion_mlp: error: %s\n", e.what());
+        return 1;
+    }
+    const bool main_rank = comm->rank() == 0;
     CLI::App app{"fashion_mlp: a 2-layer MLP on Fashion-MNIST, trained by moekd's autograd"};
     std::string dir = "/usr/share/datasets/fashion-mnist";
     int epochs = 10, batch = 128;
@@ -80,7 +101,7 @@ int main(int argc, char** argv) {
     uint64_t seed = 1;
     app.add_option("--data", dir, "folder with the four Fashion-MNIST IDX files (.gz)")->capture_default_str();
     app.add_option("--epochs", epochs, "passes over the training set")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--batch", batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--batch", batch, "images per step (per rank under mpirun)")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--hidden", hidden, "hidden width")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--lr", lr, "SGD learning rate")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--momentum", momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 0.999));
@@ -88,19 +109,35 @@ int main(int argc, char** argv) {
     app.add_option("--train-limit", train_limit, "use the first N training images")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--test-limit", test_limit, "evaluate on the first N test images")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--min-acc", min_acc, "exit with status 2 if the final test accuracy is lower")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
+    std::string save;
+    app.add_option("--save", save, "write the trained weights (w1, b1, w2, b2) to this .safetensors file (rank 0)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+    }
 
     try {
         const auto t0 = std::chrono::steady_clock::now();
         data::ImageSet train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
         data::ImageSet test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
         const int64_t n_train = std::min<int64_t>(train_limit, train.size());
-        std::printf("fashion_mlp: %lld train / %lld test images from %s, hidden %lld, batch %d, lr %g\n",
-                    (long long)n_train, (long long)std::min<int64_t>(test_limit, test.size()), dir.c_str(),
-                    (long long)hidden, batch, lr);
+        const int ranks = comm->size();
+        const int64_t global_batch = int64_t(batch) * ranks;
+        if (main_rank)
+            std::printf("fashion_mlp: %lld train / %lld test images from %s, hidden %lld, batch %d x %d rank(s), lr %g\n",
+                        (long long)n_train, (long long)std::min<int64_t>(test_limit, test.size()), dir.c_str(),
+                        (long long)hidden, batch, ranks, lr);
 
         Generator gen(seed);
         Mlp model(784, hidden, 10, gen);
+        // Same model and options on every rank? Then start from rank 0's weights.
+        dist::check_same_config(*comm, model.named(),
+                                "fashion_mlp hidden=" + std::to_string(hidden) + " batch=" + std::to_string(batch) +
+                                    " lr=" + std::to_string(lr) + " momentum=" + std::to_string(momentum) +
+                                    " epochs=" + std::to_string(epochs) + " seed=" + std::to_string(seed) +
+                                    " train=" + std::to_string(n_train));
+        dist::DataParallel<float> dp(comm, model.named());
         std::vector<Tensor<float>> velocity;
         for (auto* p : model.params()) velocity.push_back(Tensor<float>::zeros(p->shape()));
         std::vector<int64_t> order(n_train);
@@ -111,15 +148,18 @@ int main(int argc, char** argv) {
             double loss_sum = 0;
             int64_t steps = 0;
             const auto te = std::chrono::steady_clock::now();
-            for (int64_t from = 0; from + batch <= n_train; from += batch) {
+            // every rank walks the same shuffled order; it takes rows [rank B, (rank + 1) B) of each
+            // global batch of N B images
+            for (int64_t from = 0; from + global_batch <= n_train; from += global_batch) {
                 Tensor<int64_t> y;
-                Tensor<float> x = gather_rows(train, order, from, batch, y);
+                Tensor<float> x = gather_rows(train, order, from + int64_t(comm->rank()) * batch, batch, y);
                 Tensor<float> loss = cross_entropy(model.forward(x), y);
                 const float l = loss.item();
                 MOEKD_CHECK(std::isfinite(l), "fashion_mlp: loss became ", l, " at epoch ", epoch, " step ", steps,
                             ". HINT: lower --lr");
                 for (auto* p : model.params()) p->zero_grad();
                 loss.backward();
+                dp.average_gradients();
                 NoGrad ng;
                 auto params = model.params();
                 for (size_t k = 0; k < params.size(); ++k) {  // v = mu v + g;  p -= lr v
@@ -135,19 +175,35 @@ int main(int argc, char** argv) {
                 ++steps;
             }
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - te).count();
-            std::printf("epoch %d  train loss %.4f  test acc %.4f  (%.0f images/s)\n", epoch, loss_sum / steps,
-                        accuracy(model, test, test_limit), steps * batch / secs);
+            comm->all_reduce(&loss_sum, 1, dist::ReduceOp::Mean);  // mean over ranks of the shard losses
+            const double acc = accuracy(model, test, test_limit, *comm);
+            if (main_rank)
+                std::printf("epoch %d  train loss %.4f  test acc %.4f  (%.0f images/s)\n", epoch, loss_sum / steps, acc,
+                            steps * global_batch / secs);
             std::fflush(stdout);
         }
-        const double acc = accuracy(model, test, test_limit);
+        const double acc = accuracy(model, test, test_limit, *comm);
         const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        std::printf("final test accuracy %.4f after %d epoch(s), %.1f s\n", acc, epochs, total);
-        if (acc < min_acc) {
-            std::fprintf(stderr, "fashion_mlp: test accuracy %.4f is below --min-acc %.4f\n", acc, min_acc);
+        if (main_rank) {
+            std::printf("final test accuracy %.4f after %d epoch(s), %.1f s\n", acc, epochs, total);
+            if (!save.empty()) {
+                std::map<std::string, Tensor<float>> w;
+                for (auto& [n, t] : model.named()) w[n] = t;
+                io::write_safetensors(save, w);
+                std::printf("wrote %s\n", save.c_str());
+            }
+        }
+        if (acc < min_acc) {  // the same acc on every rank: every rank exits 2
+            if (main_rank) std::fprintf(stderr, "fashion_mlp: test accuracy %.4f is below --min-acc %.4f\n", acc, min_acc);
             return 2;
         }
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "fashion_mlp: error: %s\n", e.what());
+        if (comm->size() == 1) {
+            std::fprintf(stderr, "fashion_mlp: error: %s\n", e.what());
+            return 1;
+        }
+        std::fprintf(stderr, "fashion_mlp rank %d/%d: error: %s\n", comm->rank(), comm->size(), e.what());
+        comm->abort(1);  // the other ranks would wait for this one
         return 1;
     }
     return 0;

@@ -11,6 +11,10 @@
 // Outputs in --out: log.jsonl (one line per epoch and event), results.md, results.json,
 // curves.csv and curves.svg (test accuracy vs epoch). Exit status: 1 on error, 2 when the OneS
 // student (or the last run) ends below --min-acc.
+//
+//   mpirun -np 2 ones_vit --batch 64           data parallel (see train.hpp): every rank runs the
+//                                              same program; rank 0 alone prints, writes --out
+//                                              and --save-teacher, and measures throughput
 #include <CLI/CLI.hpp>
 
 #include <filesystem>
@@ -19,6 +23,7 @@
 #include <sstream>
 
 #include <moekd/data/cifar.hpp>
+#include <moekd/dist/init.hpp>
 #include <moekd/io/safetensors.hpp>
 
 #include "report.hpp"
@@ -61,6 +66,14 @@ void load_teacher(WideNetViT<float>& t, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    std::shared_ptr<dist::Communicator> comm;
+    try {
+        comm = dist::init(argc, argv);  // MpiComm under mpirun, else one process
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ones_vit: error: %s\n", e.what());
+        return 1;
+    }
+    const bool main_rank = comm->rank() == 0;
     CLI::App app{"ones_vit: OneS knowledge integration (SVD knowledge gathering + distillation) from an MoE ViT "
                  "into a dense ViT, on Fashion-MNIST"};
     std::string dir = "/usr/share/datasets/fashion-mnist", out_dir = "ones_vit_out", runs_s = "teacher,dense,ones";
@@ -88,7 +101,7 @@ int main(int argc, char** argv) {
     app.add_option("--test-limit", so.test_limit, "evaluate on the first N test images")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--teacher-epochs", to.epochs, "epochs of teacher training")->capture_default_str()->check(CLI::NonNegativeNumber);
     app.add_option("--epochs", so.epochs, "epochs of every student / baseline")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--batch", so.batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--batch", so.batch, "images per step (per rank under mpirun)")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--teacher-lr", to.lr, "LAMB peak learning rate of the teacher")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--lr", so.lr, "LAMB peak learning rate of the students")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--weight-decay", so.weight_decay, "LAMB weight decay (matrices only)")->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -108,7 +121,12 @@ int main(int argc, char** argv) {
     app.add_flag("--no-augment", [&](int64_t) { so.augment = false; }, "no augmentation (default: random horizontal flip)");
     app.add_option("--shift", so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(CLI::Range(0, 6));
     app.add_option("--min-acc", min_acc, "exit 2 if the OneS student (else the last run) ends below this accuracy")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+    }
+    if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
 
     try {
         const auto t_start = Clock::now();
@@ -121,7 +139,8 @@ int main(int argc, char** argv) {
         so.data_seed = seed;
         to.batch = so.batch, to.train_limit = so.train_limit, to.test_limit = so.test_limit;
         to.augment = so.augment, to.shift = so.shift, to.data_seed = seed, to.weight_decay = so.weight_decay;
-        std::filesystem::create_directories(out_dir);
+        to.comm = so.comm = comm;
+        if (main_rank) std::filesystem::create_directories(out_dir);
 
         data::ImageSet train, test;
         if (!cifar_dir.empty()) {
@@ -137,9 +156,10 @@ int main(int argc, char** argv) {
                     "images are ", train.images.shape(), ", expected ", cfg.image_size, " x ", cfg.image_size);
         MOEKD_CHECK(cfg.image_size % cfg.patch_size == 0, "--patch ", cfg.patch_size, " does not divide the image size ",
                     cfg.image_size);
-        std::printf("ones_vit: %lld train / %lld test images from %s\n",
+        std::printf("ones_vit: %lld train / %lld test images from %s; batch %lld x %d rank(s)\n",
                     (long long)std::min<int64_t>(so.train_limit, train.size()),
-                    (long long)std::min<int64_t>(so.test_limit, test.size()), dir.c_str());
+                    (long long)std::min<int64_t>(so.test_limit, test.size()), dir.c_str(), (long long)so.batch,
+                    comm->size());
         std::printf("model: WideNet ViT patch %lld, D %lld, %lld heads, F %lld, %lld shared blocks; teacher %lld experts top-%lld\n",
                     (long long)cfg.patch_size, (long long)cfg.dim, (long long)cfg.heads, (long long)cfg.ffn_dim,
                     (long long)cfg.layers, (long long)cfg.experts, (long long)cfg.top_k);
@@ -147,8 +167,11 @@ int main(int argc, char** argv) {
                     so.lr, kd_kind.c_str(), so.temperature, so.alpha, lambda, kg_scale.c_str());
         std::fflush(stdout);
 
-        std::ofstream jl(out_dir + "/log.jsonl");
-        MOEKD_CHECK(jl.good(), "cannot write '", out_dir, "/log.jsonl'");
+        std::ofstream jl;  // rank 0's log; other ranks write to a closed stream (nothing)
+        if (main_rank) {
+            jl.open(out_dir + "/log.jsonl");
+            MOEKD_CHECK(jl.good(), "cannot write '", out_dir, "/log.jsonl'");
+        }
         auto logger = [&](const std::string& name) {
             return [&jl, name](const EpochRecord& r) {
                 std::printf("  %-10s epoch %d  train loss %.4f  test acc %.4f  (%.1f s)\n", name.c_str(), r.epoch,
@@ -187,7 +210,7 @@ int main(int argc, char** argv) {
             } else {
                 h = train_model("teacher", teacher, nullptr, train, test, to, logger("teacher"));
             }
-            if (!teacher_out.empty()) {
+            if (!teacher_out.empty() && main_rank) {
                 io::write_safetensors(teacher_out, teacher.state_dict(), {{"format", "ones_vit WideNet MoE teacher"}});
                 std::printf("  saved to %s\n", teacher_out.c_str());
             }
@@ -242,7 +265,7 @@ int main(int argc, char** argv) {
         }
 
         // ---- inference throughput: teacher vs the dense architecture, alternating, best of 5 --
-        if (need_teacher || want.count("dense")) {
+        if (main_rank && (need_teacher || want.count("dense"))) {  // no collectives from here on
             Generator g(seed);
             WideNetViT<float> dense_arch(cfg.dense(), g);
             for (int r = 0; r < 5; ++r) {
@@ -262,10 +285,12 @@ int main(int argc, char** argv) {
            << kd_kind << "\", \"temperature\": " << so.temperature << ", \"alpha\": " << so.alpha
            << ", \"kg_scale\": \"" << kg_scale << "\", \"seed\": " << seed << "}";
         const std::string md = markdown_table(results);
-        write_text(out_dir + "/results.md", md);
-        write_text(out_dir + "/results.json", json_results(results, cj.str()));
-        write_text(out_dir + "/curves.csv", curves_csv(results));
-        write_text(out_dir + "/curves.svg", curves_svg(results));
+        if (main_rank) {
+            write_text(out_dir + "/results.md", md);
+            write_text(out_dir + "/results.json", json_results(results, cj.str()));
+            write_text(out_dir + "/curves.csv", curves_csv(results));
+            write_text(out_dir + "/curves.svg", curves_svg(results));
+        }
         if (teacher_ips > 0 && dense_ips > 0)
             std::printf("\ninference throughput (2000 test images, batch 250, best of 5 alternating): MoE teacher %.0f images/s, dense student %.0f "
                         "images/s (%.2fx)\n", teacher_ips, dense_ips, dense_ips / teacher_ips);
@@ -274,13 +299,17 @@ int main(int argc, char** argv) {
         double check = results.back().acc;
         for (auto& r : results)
             if (r.name == "OneS") check = r.acc;
-        if (check < min_acc) {
-            std::fprintf(stderr, "ones_vit: test accuracy %.4f is below --min-acc %.4f\n", check, min_acc);
+        if (check < min_acc) {  // the same accuracy on every rank
+            if (main_rank) std::fprintf(stderr, "ones_vit: test accuracy %.4f is below --min-acc %.4f\n", check, min_acc);
             return 2;
         }
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "ones_vit: error: %s\n", e.what());
-        return 1;
+        if (comm->size() == 1) {
+            std::fprintf(stderr, "ones_vit: error: %s\n", e.what());
+            return 1;
+        }
+        std::fprintf(stderr, "ones_vit rank %d/%d: error: %s\n", comm->rank(), comm->size(), e.what());
+        comm->abort(1);  // the other ranks would wait for this one
     }
     return 0;
 }

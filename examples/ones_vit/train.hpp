@@ -2,6 +2,10 @@
 // augmentation, the training loop (cross-entropy, optionally + knowledge distillation from a
 // frozen teacher: L = alpha * CE + (1 - alpha) * KD, OneS eq. 15-17), LAMB with linear warmup and
 // decay, test accuracy, inference throughput, and routing frequencies of the teacher.
+// Under mpirun (TrainOptions::comm with size N > 1) training is data parallel: each rank takes its
+// --batch images of every global batch of N * batch (same shuffle everywhere, its own
+// augmentation draws), gradients are averaged with dist::DataParallel before clipping and the
+// LAMB step, and test accuracy is scored in shards and summed.
 #pragma once
 
 #include <unistd.h>
@@ -14,6 +18,7 @@
 #include <vector>
 
 #include <moekd/data/idx.hpp>
+#include <moekd/dist/data_parallel.hpp>
 #include <moekd/losses/kd.hpp>
 #include <moekd/optim/optimizers.hpp>
 #include <moekd/optim/schedule.hpp>
@@ -70,16 +75,19 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
     return x;
 }
 
-/// Test accuracy of a model on the first `limit` images (eval mode, no autograd).
-inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t limit, int64_t batch = 500) {
+/// Test accuracy of a model on the first `limit` images (eval mode, no autograd). With a
+/// communicator each rank scores its shard and the counts are summed (collective).
+inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t limit, int64_t batch = 500,
+                       dist::Communicator* comm = nullptr) {
     NoGrad ng;
     m.eval();
     const int64_t n = std::min<int64_t>(limit, s.size());
+    const dist::Range mine = comm ? dist::shard_range(n, comm->rank(), comm->size()) : dist::Range{0, n};
     std::vector<int64_t> idx(static_cast<size_t>(n));
     std::iota(idx.begin(), idx.end(), 0);
     int64_t correct = 0;
-    for (int64_t from = 0; from < n; from += batch) {
-        const size_t b = size_t(std::min(batch, n - from));
+    for (int64_t from = mine.begin; from < mine.end; from += batch) {
+        const size_t b = size_t(std::min(batch, mine.end - from));
         Tensor<int64_t> y;
         const Tensor<float> logits = m.forward(make_batch(s, idx, size_t(from), b, y, nullptr, 0));
         const int64_t C = logits.size(1);
@@ -89,6 +97,7 @@ inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t li
         }
     }
     m.train();
+    if (comm) comm->all_reduce(&correct, 1, dist::ReduceOp::Sum);
     return double(correct) / double(n);
 }
 
@@ -146,6 +155,7 @@ struct TrainOptions {
     bool hard_kd = false;           // hard_distill instead of soft_distill
     double temperature = 1.0;
     uint64_t data_seed = 1;         // shuffling and augmentation (same for every run: fair comparison)
+    std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
 };
 
 struct EpochRecord {
@@ -159,20 +169,33 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
                                             WideNetViT<float>* teacher, const data::ImageSet& train,
                                             const data::ImageSet& test, const TrainOptions& o,
                                             const std::function<void(const EpochRecord&)>& log) {
+    dist::Communicator* comm = o.comm && o.comm->size() > 1 ? o.comm.get() : nullptr;
+    const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
     std::vector<EpochRecord> hist;
-    hist.push_back({0, 0.0, accuracy(m, test, o.test_limit), 0.0});
+    hist.push_back({0, 0.0, accuracy(m, test, o.test_limit, 500, comm), 0.0});
     log(hist.back());
     if (o.epochs <= 0) return hist;
     const int64_t n = std::min<int64_t>(o.train_limit, train.size());
-    const int64_t steps_per_epoch = n / o.batch, total = steps_per_epoch * o.epochs;
-    MOEKD_CHECK(steps_per_epoch > 0, name, ": --train-limit ", n, " is smaller than one batch of ", o.batch);
+    const int64_t global_batch = o.batch * ranks;
+    const int64_t steps_per_epoch = n / global_batch, total = steps_per_epoch * o.epochs;
+    MOEKD_CHECK(steps_per_epoch > 0, name, ": --train-limit ", n, " is smaller than one batch of ", o.batch, " x ",
+                ranks, " rank(s)");
+    std::unique_ptr<dist::DataParallel<float>> dp;
+    if (comm) {  // same model on every rank, starting from rank 0's weights
+        std::vector<std::pair<std::string, Tensor<float>>> trainable;
+        for (auto& [pn, p] : m.named_parameters())
+            if (p.requires_grad()) trainable.emplace_back(pn, p);
+        dist::check_same_config(*comm, trainable, name + " batch=" + std::to_string(o.batch) + " lr=" + std::to_string(o.lr));
+        dp = std::make_unique<dist::DataParallel<float>>(o.comm, trainable);
+    }
+    Generator aug_gen(o.data_seed * 7919ULL + uint64_t(rank) + 1);  // per-rank augmentation (ranks > 1)
     optim::LAMB<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));
     const int64_t warmup = int64_t(o.warmup_frac * double(total));
     Generator gen(o.data_seed);
     std::vector<int64_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     if (teacher) teacher->eval();
-    const bool tty = isatty(fileno(stderr));
+    const bool tty = isatty(fileno(stderr)) && rank == 0;
     int64_t step = 0;
     m.train();
     for (int epoch = 1; epoch <= o.epochs; ++epoch) {
@@ -181,8 +204,8 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
         double loss_sum = 0;
         for (int64_t s = 0; s < steps_per_epoch; ++s) {
             Tensor<int64_t> y;
-            const Tensor<float> x = make_batch(train, order, size_t(s * o.batch), size_t(o.batch), y,
-                                               o.augment ? &gen : nullptr, o.shift);
+            const Tensor<float> x = make_batch(train, order, size_t(s * global_batch + rank * o.batch), size_t(o.batch),
+                                               y, o.augment ? (comm ? &aug_gen : &gen) : nullptr, o.shift);
             Tensor<float> logits = m.forward(x);
             Tensor<float> loss = cross_entropy(logits, y);
             if (teacher) {
@@ -201,6 +224,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
             opt.set_lr(optim::linear_warmup_decay_lr(++step, o.lr, warmup, total));
             opt.zero_grad();
             loss.backward();
+            if (dp) dp->average_gradients();
             if (o.clip > 0) optim::clip_grad_norm(m.parameters(), o.clip);
             opt.step();
             loss_sum += l;
@@ -212,8 +236,9 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
             }
         }
         if (tty) std::fprintf(stderr, "\r%100s\r", "");
+        if (comm) comm->all_reduce(&loss_sum, 1, dist::ReduceOp::Mean);
         EpochRecord r{epoch, loss_sum / double(steps_per_epoch), 0.0, seconds_since(t0)};
-        r.test_acc = accuracy(m, test, o.test_limit);
+        r.test_acc = accuracy(m, test, o.test_limit, 500, comm);
         hist.push_back(r);
         log(r);
     }

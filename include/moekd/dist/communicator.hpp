@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -59,6 +61,13 @@ public:
     /// Seconds a collective may wait for the other ranks before the job is ended (0: no limit).
     void set_timeout(double seconds) { timeout_s_ = seconds; }
     double timeout() const { return timeout_s_; }
+
+    /// Ends the whole job with exit status `code`: every rank, not only this one, so the others
+    /// do not wait for a rank that failed (MPI_Abort for MPI). The default ends this process.
+    [[noreturn]] virtual void abort(int code) {
+        std::fflush(nullptr);
+        std::_Exit(code);
+    }
 
 protected:
     double timeout_s_ = 300.0;
