@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <moekd/io/svg_plot.hpp>
+
 #include "train.hpp"
 
 namespace ones {
@@ -106,9 +108,8 @@ inline std::string curves_csv(const std::vector<RunResult>& rs) {
     return os.str();
 }
 
-/// Test accuracy vs epoch for every run, as a self-contained SVG (no plotting tool needed).
+/// Test accuracy vs epoch for every run, as a self-contained SVG (moekd/io/svg_plot.hpp).
 inline std::string curves_svg(const std::vector<RunResult>& rs) {
-    const double W = 640, H = 420, L = 60, R = 170, T = 30, B = 50;
     int max_epoch = 1;
     double lo = 1.0, hi = 0.0;
     for (auto& r : rs)
@@ -119,31 +120,19 @@ inline std::string curves_svg(const std::vector<RunResult>& rs) {
     if (hi < lo) lo = 0, hi = 1;
     lo = std::floor(lo * 20) / 20, hi = std::min(1.0, std::ceil(hi * 20) / 20 + 1e-9);
     if (hi - lo < 0.05) hi = lo + 0.05;
-    auto px = [&](double e) { return L + (W - L - R) * e / max_epoch; };
-    auto py = [&](double a) { return H - B - (H - T - B) * (std::clamp(a, lo, hi) - lo) / (hi - lo); };
-    const char* colors[] = {"#000000", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"};
-    std::ostringstream os;
-    os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
-       << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-       << "<text x=\"" << L << "\" y=\"18\">Fashion-MNIST test accuracy vs epoch (epoch 0 = at initialisation, clipped to the axis)</text>\n";
-    for (int i = 0; i <= 5; ++i) {  // y grid
-        const double a = lo + (hi - lo) * i / 5;
-        os << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << py(a) << "\" y2=\"" << py(a)
-           << "\" stroke=\"#ddd\"/><text x=\"" << L - 6 << "\" y=\"" << py(a) + 4 << "\" text-anchor=\"end\">"
-           << fmt("%.3f", a) << "</text>\n";
+    io::LinePlot p;
+    p.title = "Fashion-MNIST test accuracy vs epoch (epoch 0 = at initialisation, clipped to the axis)";
+    p.x_label = "epoch";
+    p.x_min = 0, p.x_max = max_epoch, p.y_min = lo, p.y_max = hi;
+    p.x_ticks = max_epoch <= 20 ? max_epoch : 10;
+    p.y_format = "%.3f";
+    for (auto& r : rs) {
+        io::PlotSeries s;
+        s.name = r.name + " " + fmt("%.4f", r.acc);
+        for (auto& h : r.history) s.x.push_back(h.epoch), s.y.push_back(h.test_acc);
+        p.series.push_back(std::move(s));
     }
-    for (int e = 0; e <= max_epoch; ++e)
-        os << "<text x=\"" << px(e) << "\" y=\"" << H - B + 16 << "\" text-anchor=\"middle\">" << e << "</text>\n";
-    os << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">epoch</text>\n";
-    for (size_t i = 0; i < rs.size(); ++i) {
-        const char* c = colors[i % 9];
-        os << "<polyline fill=\"none\" stroke=\"" << c << "\" stroke-width=\"2\" points=\"";
-        for (auto& h : rs[i].history) os << px(h.epoch) << "," << py(h.test_acc) << " ";
-        os << "\"/>\n<text x=\"" << W - R + 10 << "\" y=\"" << T + 16 * (i + 1) << "\" fill=\"" << c << "\">"
-           << rs[i].name << " " << fmt("%.4f", rs[i].acc) << "</text>\n";
-    }
-    os << "</svg>\n";
-    return os.str();
+    return io::svg_line_plot(p);
 }
 
 inline void write_text(const std::string& path, const std::string& text) {

@@ -1,5 +1,8 @@
-// decode.hpp — greedy and beam-search decoding for a submodel (Sub), on source ids. The decoder is re-run on the whole prefix at every step (no incremental state):
-// simple, and cheap at the sentence lengths of the example.
+// decode.hpp — greedy and beam-search decoding for a submodel (Sub), on source ids. The source is
+// encoded once per batch (greedy) or once per sentence (beam: its encoder states are repeated
+// for the live hypotheses); the decoder is re-run on the whole prefix at every step (no
+// incremental state): simple, and cheap at the sentence lengths of the example. With the MoE
+// model's default dropless evaluation (model.hpp) a sentence decodes the same alone or in a batch.
 #pragma once
 
 #include <algorithm>
@@ -72,23 +75,50 @@ inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vect
     return out;
 }
 
+/// Row 0 of an encoding, repeated n times: enc (1, S, D) -> (n, S, D), mask (1, S) -> (n, S).
+inline Encoded repeat_encoded(const Encoded& e, int64_t n) {
+    Encoded r;
+    const Tensor<F> src = e.enc.contiguous();
+    const int64_t SD = src.numel();
+    r.enc = Tensor<F>::empty({n, src.size(1), src.size(2)});
+    for (int64_t i = 0; i < n; ++i) std::copy_n(src.data(), SD, r.enc.data() + i * SD);
+    if (e.mask.defined()) {
+        const Tensor<uint8_t> m = e.mask.contiguous();
+        r.mask = Tensor<uint8_t>::empty({n, m.size(1)});
+        for (int64_t i = 0; i < n; ++i) std::copy_n(m.data(), m.size(1), r.mask.data() + i * m.size(1));
+    }
+    return r;
+}
+
 /// Beam search for one source: hypotheses scored by sum log p / len^length_penalty (fairseq's
 /// normalisation); returns the best finished hypothesis (or the best unfinished at the limit).
+/// The source is encoded once; reencode = true runs the encoder again at every step on n copies
+/// of the source (the old, slow path, kept as the reference the tests and the timing compare with).
 inline std::vector<int> beam_decode_one(const Sub& m, const std::vector<int32_t>& src, int beam, double length_penalty,
-                                        int64_t max_len_cap = 128) {
+                                        int64_t max_len_cap = 128, bool reencode = false) {
     NoGrad ng;
+    MOEKD_CHECK(beam >= 1, "tsjt: beam size must be >= 1, got ", beam);
     const Tensor<int64_t> s1 = pad_sources({src}, 0, 1, m.pad);
+    const Encoded e1 = reencode ? Encoded{} : m.encode(s1);  // (1, S, D)
+    Encoded en;                                              // e1 repeated for the live hypotheses
+    int64_t en_rows = 0;
     struct Hyp { std::vector<int64_t> ids; double logp; };
     std::vector<Hyp> live{{{kBos}, 0.0}}, finished;
     const int64_t limit = max_output_len(src.size(), max_len_cap);
     auto norm = [&](const Hyp& h, size_t len) { return h.logp / std::pow(double(std::max<size_t>(len, 1)), length_penalty); };
     for (int64_t t = 0; t < limit && !live.empty(); ++t) {
         const int64_t n = int64_t(live.size());
-        Tensor<int64_t> src_n = Tensor<int64_t>::empty({n, s1.size(1)});
-        for (int64_t i = 0; i < n; ++i) std::copy_n(s1.data(), s1.size(1), src_n.data() + i * s1.size(1));
+        if (reencode) {
+            Tensor<int64_t> src_n = Tensor<int64_t>::empty({n, s1.size(1)});
+            for (int64_t i = 0; i < n; ++i) std::copy_n(s1.data(), s1.size(1), src_n.data() + i * s1.size(1));
+            en = m.encode(src_n);
+        } else if (en_rows != n) {
+            en = repeat_encoded(e1, n);
+            en_rows = n;
+        }
         Tensor<int64_t> prev = Tensor<int64_t>::empty({n, t + 1});
         for (int64_t i = 0; i < n; ++i) std::copy_n(live[i].ids.data(), t + 1, prev.data() + i * (t + 1));
-        const Tensor<F> logp = log_softmax(m.decode_last(prev, m.encode(src_n)), -1).contiguous();  // (n, V)
+        const Tensor<F> logp = log_softmax(m.decode_last(prev, en), -1).contiguous();  // (n, V)
         const int64_t V = logp.size(1);
         std::vector<Hyp> cand;
         for (int64_t i = 0; i < n; ++i) {

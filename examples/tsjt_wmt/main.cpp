@@ -10,6 +10,9 @@
 //   tsjt_wmt score REF HYP                    corpus BLEU of two text files (sacreBLEU default)
 //   tsjt_wmt translate --model DIR --to fr    translate stdin with an extracted submodel
 //
+// Outputs of a training run: OUT/results.{md,json} (BLEU table), OUT/<mode>/log.jsonl (every
+// logged update), OUT/{ce_moe,ce_dense,kl}.svg (the paper's Figures 3 and 4, figures.hpp),
+// OUT/<mode>/ckpt (resumable, bit-exact), OUT/<mode>/{moe,dense} (extracted submodels).
 // Method, flags and measured numbers: docs/tsjt.md.
 #include <CLI/CLI.hpp>
 
@@ -20,6 +23,7 @@
 #include <iostream>
 
 #include "data.hpp"
+#include "figures.hpp"
 #include "translate.hpp"
 #include "run.hpp"
 #include "submodel.hpp"
@@ -40,8 +44,9 @@ int cmd_score(const std::string& ref_path, const std::string& hyp_path) {
     return 0;
 }
 
-int cmd_translate(const std::string& dir, const std::string& to, int beam, double lenpen) {
-    const LoadedSubmodel m = load_submodel(dir);
+int cmd_translate(const std::string& dir, const std::string& to, int beam, double lenpen, bool eval_dropless,
+                  bool reencode) {
+    const LoadedSubmodel m = load_submodel(dir, eval_dropless);
     const text::SentencePiece sp = text::SentencePiece::load((fs::path(dir) / "spm.model").string());
     MOEKD_CHECK(sp.vocab_size() == m.config.vocab, "translate: '", dir, "/spm.model' has ", sp.vocab_size(),
                 " pieces but the model was trained with ", m.config.vocab);
@@ -52,7 +57,13 @@ int cmd_translate(const std::string& dir, const std::string& to, int beam, doubl
         MOEKD_CHECK(data::is_valid_utf8(l), "translate: input line ", lines.size() + 1, " is not valid UTF-8");
         lines.push_back(data::collapse_whitespace(l));
     }
-    for (const std::string& t : translate(sub, sp, to, lines, beam, lenpen)) std::printf("%s\n", t.c_str());
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::vector<std::string> out = translate(sub, sp, to, lines, beam, lenpen, reencode);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (const std::string& t : out) std::printf("%s\n", t.c_str());
+    std::fprintf(stderr, "translate: %zu sentences in %.3f s (%s, beam %d%s)\n", lines.size(), secs,
+                 eval_dropless || !m.config.experts ? "dropless" : "eval capacity", beam,
+                 reencode && beam > 1 ? ", source re-encoded every step" : "");
     return 0;
 }
 
@@ -117,6 +128,10 @@ int main(int argc, char** argv) {
     tr->add_option("--to", to_lang, "target language code")->required();
     tr->add_option("--beam", beam, "beam size (1: greedy)")->capture_default_str();
     tr->add_option("--lenpen", lenpen, "length penalty of beam search")->capture_default_str();
+    bool no_eval_dropless = false, reencode = false;
+    tr->add_flag("--no-eval-dropless", no_eval_dropless,
+                 "MoE: keep the eval capacity limit (a sentence's output may then depend on its batch)");
+    tr->add_flag("--reencode-source", reencode, "beam: re-run the encoder at every step (the old, slow path; for timing)");
     // ---- training
     std::string data_dir, catalogs = "/usr/share/locale", langs_s = "fr,fi,hi", out = "tsjt_out",
                 modes_s = "single,constjt,tsjt", arch = "shared", t_sep_s = "auto", spm_type = "unigram";
@@ -168,6 +183,9 @@ int main(int argc, char** argv) {
     app.add_option("--save-every", rc.save_every, "checkpoint every N updates")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--log-every", rc.log_every, "JSONL log line every N updates")->capture_default_str()->check(CLI::PositiveNumber);
     app.add_option("--beam", eval_beam, "beam size for the test translations (1: greedy)")->capture_default_str();
+    app.add_flag("--no-eval-dropless", no_eval_dropless,
+                 "MoE: evaluate with the eval capacity factor (2.0) instead of dropless, so a sentence's "
+                 "translation may depend on the other sentences of its batch");
     app.add_option("--min-bleu", min_bleu, "exit 2 if the TSJT/last run's MoE average BLEU is lower (smoke tests)");
     bool no_progress = false;
     app.add_flag("--no-progress", no_progress, "no progress line on stderr");
@@ -175,7 +193,7 @@ int main(int argc, char** argv) {
 
     try {
         if (score->parsed()) return cmd_score(ref_path, hyp_path);
-        if (tr->parsed()) return cmd_translate(model_dir, to_lang, beam, lenpen);
+        if (tr->parsed()) return cmd_translate(model_dir, to_lang, beam, lenpen, !no_eval_dropless, reencode);
 
         const auto t_start = std::chrono::steady_clock::now();
         const std::vector<std::string> langs = parse_langs(langs_s);
@@ -214,6 +232,7 @@ int main(int argc, char** argv) {
 
         rc.moe.vocab = sp.vocab_size();
         rc.moe.pad = text::kSpPad;
+        rc.moe.eval_dropless = !no_eval_dropless;
         rc.dense = rc.moe;
         rc.dense.experts = 0;
         if (rc.indep) {
@@ -254,6 +273,11 @@ int main(int argc, char** argv) {
             results.push_back(std::move(res));
         }
         write_results(out, dirs, results, rc.indep);
+        std::vector<Curve> curves;
+        for (const RunResult& r : results)
+            curves.push_back(read_curve((fs::path(out) / r.mode / "log.jsonl").string(), r.mode, r.switch_step));
+        const auto figs = write_figures(out, curves, rc.indep);
+        std::printf("figures: %s, %s, %s\n", figs[0].c_str(), figs[1].c_str(), figs[2].c_str());
         const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
         std::printf("\nBLEU: sacreBLEU's default (%s), %s decoding, first %d test sentences (of at most %d source pieces) per direction.\n"
                     "Results in %s/results.{md,json}; total %.1f s\n", text::bleu_signature().c_str(), eval_beam > 1 ? "beam" : "greedy", test_limit, test_max_len,

@@ -37,7 +37,12 @@ struct ModelConfig {
     int64_t experts = 0;         // 0: dense; else an MoE layer in every `moe_every`-th layer
     int64_t moe_every = 2;
     double balance_weight = 0.01;
-    double capacity_factor = 1.25;
+    double capacity_factor = 1.25;     // training capacity (Switch); tokens over it are dropped
+    // Evaluation (eval mode: decoding, validation): dropless by default, so a sentence's
+    // translation does not depend on the other sentences of its batch. false: capacity factor
+    // eval_capacity_factor, as in training (GShard/Switch eval capacity).
+    bool eval_dropless = true;
+    double eval_capacity_factor = 2.0;
 };
 
 /// Whether layer i (0-based) of a model with this config has an MoE FFN.
@@ -78,6 +83,10 @@ inline nn::FFNFactory<F> moe_factory(const ModelConfig& c, const std::string& st
         m.router.num_experts = c.experts;
         m.router.top_k = 1;
         m.router.capacity_factor_train = c.capacity_factor;
+        // dropless at eval without touching training: with factor E the capacity is
+        // ceil(k * tokens * E / E) = k * tokens, and no expert can receive more than `tokens`
+        // assignments (a token's k choices are distinct experts), so nothing is ever dropped.
+        m.router.capacity_factor_eval = c.eval_dropless ? double(c.experts) : c.eval_capacity_factor;
         m.balance_weight = c.balance_weight;
         m.name = stack + ".layers." + std::to_string(i) + ".moe";
         return std::make_shared<moe::MoELayer<F>>(m, gen);

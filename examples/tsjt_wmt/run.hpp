@@ -4,6 +4,13 @@
 // accumulation), writes a JSONL log and rotating checkpoints (resuming from the newest one when
 // the run directory has any), decodes the test split of every direction with both models and
 // extracts each submodel as a standalone model directory.
+//
+// Resume is bit-exact: a run stopped after k updates (or killed after its last checkpoint) and
+// resumed gives the same parameters, optimizer state, log lines and stage switch as one
+// uninterrupted run (smoke_test.sh resume-exact checks it). The checkpoint holds the models,
+// Adam's moments and step, every dropout/jitter generator, the data position (epoch, batch),
+// the stage controller's KL window, and the log's running means; on resume the log is cut back
+// to the checkpoint's step, so updates replayed after a kill are not logged twice.
 #pragma once
 
 #include <chrono>
@@ -13,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/checkpoint.hpp>
+#include <moekd/io/json.hpp>
 #include <moekd/optim/optimizers.hpp>
 #include <moekd/optim/schedule.hpp>
 
@@ -122,9 +131,14 @@ public:
             std::map<std::string, Generator*> g(gens_.begin(), gens_.end());
             st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), g);
             ctl_.load(st.extra);
+            acc_.load(st.extra);
             std::printf("  resumed from %s (step %lld)\n", last.c_str(), (long long)st.step);
         }
-        std::ofstream log(fs::path(cfg_.dir) / "log.jsonl", std::ios::app);
+        const std::string log_path = (fs::path(cfg_.dir) / "log.jsonl").string();
+        // drop what was logged after the checkpoint (or all: fresh), and the end-of-run line of a
+        // run that stopped there and now goes on (an uninterrupted run has no line there)
+        truncate_log(log_path, st.step, st.step < cfg_.max_steps);
+        std::ofstream log(log_path, std::ios::app);
         auto order = epoch_order(batches.size(), st.epoch);
         composite_->train(true);
         const auto t0 = std::chrono::steady_clock::now();
@@ -169,19 +183,27 @@ public:
             ce_a = sa / cfg_.update_freq;
             ce_b = sb / cfg_.update_freq;
             kl = sk / cfg_.update_freq;
+            acc_.add(ce_a, ce_b, kl);
             const bool switched = ctl_.observe(st.step, kl);
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (switched)
-                std::printf("%s  stage 2 from step %lld (KL window mean %.4f %s t_sep)\n", cfg_.progress ? "\n" : "",
-                            (long long)st.step, ctl_.t_sep(), ctl_.automatic() ? "= auto" : "<=");
-            if (st.step % cfg_.log_every == 0 || switched || st.step == cfg_.max_steps) {
-                char line[512];
+                std::printf("%s  stage 2 from step %lld (KL window mean %.4f %s t_sep%s)\n", cfg_.progress ? "\n" : "",
+                            (long long)st.step, ctl_.switch_mean(), ctl_.automatic() ? "=" : "<=",
+                            ctl_.automatic() ? ", auto" : (" " + std::to_string(ctl_.t_sep())).c_str());
+            const bool regular = st.step % cfg_.log_every == 0 || switched;  // else: the run's last update
+            if (regular || st.step == cfg_.max_steps) {
+                // values of this update, and (_avg) means over the updates since the last line;
+                // %.17g: the logged numbers are the doubles themselves (resume tests compare them)
+                char line[768];
                 std::snprintf(line, sizeof line,
-                              "{\"mode\": \"%s\", \"step\": %lld, \"epoch\": %lld, \"lr\": %.6g, \"ce_moe\": %.6f, "
-                              "\"ce_dense\": %.6f, \"kl\": %.6f, \"aux\": %.6f, \"stage\": %d, \"used_kl\": %s, "
-                              "\"tokens\": %lld, \"seconds\": %.3f}",
+                              "{\"mode\": \"%s\", \"step\": %lld, \"epoch\": %lld, \"lr\": %.17g, \"ce_moe\": %.17g, "
+                              "\"ce_dense\": %.17g, \"kl\": %.17g, \"aux\": %.17g, \"ce_moe_avg\": %.17g, "
+                              "\"ce_dense_avg\": %.17g, \"kl_avg\": %.17g, \"stage\": %d, \"used_kl\": %s, "
+                              "\"tokens\": %lld, \"end_only\": %s, \"seconds\": %.3f}",
                               mode_name(cfg_.mode), (long long)st.step, (long long)st.epoch, lr, ce_a, ce_b, kl,
-                              sx / cfg_.update_freq, ctl_.stage(), use_kl ? "true" : "false", (long long)toks, secs);
+                              sx / cfg_.update_freq, acc_.ce_moe / acc_.n, acc_.ce_dense / acc_.n, acc_.kl / acc_.n,
+                              ctl_.stage(), use_kl ? "true" : "false", (long long)toks, regular ? "false" : "true", secs);
+                if (regular) acc_ = {};  // an end-only line leaves the means running (resume goes on)
                 log << line << '\n';
                 log.flush();
             }
@@ -253,12 +275,55 @@ private:
         st.config = config_string();
         st.extra.clear();
         for (auto& [k, v] : ctl_.save()) st.extra["stage." + k] = v;
+        for (auto& [k, v] : acc_.save()) st.extra[k] = v;
         std::map<std::string, const Generator*> g(gens_.begin(), gens_.end());
         io::save_checkpoint_rotating<F>(ckdir, cfg_.keep_last, *composite_, opt_.get(), g, st);
     }
 
+    /// Keeps the lines of log.jsonl with "step" <= step (a resumed run's history), drops the rest
+    /// and any half-written line a kill left (step 0: empties it); drop_end_only: also the lines
+    /// written only because an earlier process stopped at that update ("end_only": true).
+    static void truncate_log(const std::string& path, int64_t step, bool drop_end_only) {
+        if (!std::filesystem::exists(path)) return;
+        std::ifstream in(path);
+        std::string keep;
+        for (std::string line; std::getline(in, line);) {
+            try {
+                const json::Value v = json::parse(line);
+                const json::Value* e = v.find("end_only");
+                if (drop_end_only && e && e->is_bool() && e->as_bool()) continue;
+                if (v.at("step").as_int("step") <= step) keep += line + "\n";
+            } catch (const Error&) {  // an incomplete last line
+            }
+        }
+        io::write_file_atomic(path, std::vector<uint8_t>(keep.begin(), keep.end()));
+    }
+
+    /// Sums of the logged quantities since the last log line (checkpointed: "log.*").
+    struct LogAccumulator {
+        double ce_moe = 0, ce_dense = 0, kl = 0;
+        int64_t n = 0;
+        void add(double a, double b, double k) { ce_moe += a, ce_dense += b, kl += k, ++n; }
+        std::map<std::string, std::string> save() const {
+            auto num = [](double v) {
+                char b[40];
+                std::snprintf(b, sizeof b, "%.17g", v);
+                return std::string(b);
+            };
+            return {{"log.ce_moe", num(ce_moe)}, {"log.ce_dense", num(ce_dense)}, {"log.kl", num(kl)},
+                    {"log.n", std::to_string(n)}};
+        }
+        void load(const std::map<std::string, std::string>& s) {
+            *this = {};
+            if (!s.count("log.n")) return;  // a checkpoint of an older version: means restart
+            ce_moe = std::stod(s.at("log.ce_moe")), ce_dense = std::stod(s.at("log.ce_dense"));
+            kl = std::stod(s.at("log.kl")), n = std::stoll(s.at("log.n"));
+        }
+    };
+
     RunConfig cfg_;
     StageController ctl_;
+    LogAccumulator acc_;
     std::shared_ptr<Composite> composite_;
     std::vector<Tensor<F>> params_, moe_params_, dense_params_;
     bool disjoint_ = false;

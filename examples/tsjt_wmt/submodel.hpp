@@ -86,14 +86,15 @@ struct LoadedSubmodel {
 };
 
 /// Loads DIR/model.safetensors into a fresh model of the stored config (strict: every tensor
-/// name and shape must match). The model is in eval mode.
-inline LoadedSubmodel load_submodel(const std::string& dir) {
+/// name and shape must match). The model is in eval mode; eval_dropless: see ModelConfig.
+inline LoadedSubmodel load_submodel(const std::string& dir, bool eval_dropless = true) {
     const std::string file = (std::filesystem::path(dir) / "model.safetensors").string();
     MOEKD_CHECK(std::filesystem::is_regular_file(file), "tsjt: no model file '", file, "'");
     std::map<std::string, std::string> meta;
     const auto tensors = io::load_safetensors<F>(file, &meta);
     LoadedSubmodel out;
     out.config = config_from_metadata(meta, file);
+    out.config.eval_dropless = eval_dropless;
     Generator gen(0);
     out.model = make_model(out.config, gen);
     try {

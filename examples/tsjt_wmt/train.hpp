@@ -58,6 +58,8 @@ public:
     /// The threshold in use: the fixed one, or (auto) the window mean at the switch (NaN before).
     double t_sep() const { return t_sep_; }
     bool automatic() const { return auto_; }
+    /// The window mean KL that triggered the switch (NaN before it; not checkpointed: for messages).
+    double switch_mean() const { return switch_mean_; }
 
     /// Records the KL of update `step` (1-based); returns true when this update switches to stage 2.
     bool observe(int64_t step, double kl) {
@@ -120,6 +122,7 @@ private:
     bool do_switch(int64_t step, double m) {
         stage_ = 2;
         switch_step_ = step;
+        switch_mean_ = m;
         if (auto_) t_sep_ = m;
         return true;
     }
@@ -134,6 +137,7 @@ private:
     int64_t switch_step_ = -1;
     std::deque<double> recent_;
     double prev_mean_ = std::numeric_limits<double>::quiet_NaN();
+    double switch_mean_ = std::numeric_limits<double>::quiet_NaN();
     int flat_ = 0, since_window_ = 0;
 };
 
