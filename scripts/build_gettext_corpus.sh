@@ -41,35 +41,11 @@ if [[ "${UNPACK_ONLY:-0}" != 1 && ( -z "$tool" || ! -x "$tool" ) ]]; then
   echo "  or point PREPARE_GETTEXT at it" >&2
   exit 1
 fi
-for cmd in apt-get dpkg-deb; do
-  command -v "$cmd" >/dev/null || { echo "build_gettext_corpus: '$cmd' is required (Debian/Ubuntu)" >&2; exit 1; }
-done
-
-mkdir -p "$OUT/debs"
+mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-
-# 1. download (cached)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  if ! compgen -G "$OUT/debs/${p}_*.deb" >/dev/null; then missing+=("$p"); fi
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  echo "downloading ${#missing[@]} package(s): ${missing[*]}" >&2
-  (cd "$OUT/debs" && apt-get download "${missing[@]}") >&2 || {
-    echo "build_gettext_corpus: apt-get download failed (network? run 'apt-get update'?)" >&2
-    exit 1
-  }
-fi
-
-# 2. extract into a fresh tree
-rm -rf "$OUT/root"
-mkdir -p "$OUT/root"
-for p in "${PACKAGES[@]}"; do
-  debs=("$OUT"/debs/"${p}"_*.deb)
-  # several cached versions: take the newest by version order
-  deb=$(printf '%s\n' "${debs[@]}" | sort -V | tail -n 1)
-  dpkg-deb -x "$deb" "$OUT/root"
-done
+# shellcheck source=scripts/lib/unpack_debs.sh
+source "$(dirname "$0")/lib/unpack_debs.sh"
+unpack_debs build_gettext_corpus "$OUT" "${PACKAGES[@]}"
 
 if [[ "${UNPACK_ONLY:-0}" == 1 ]]; then
   echo "catalogs unpacked into $OUT/root" >&2

@@ -22,34 +22,11 @@ if [[ $# -ne 1 || "$1" == "-h" || "$1" == "--help" ]]; then
   exit 2
 fi
 PACKAGES=(wordnet-base fortunes fortunes-min libc6-dev tar grep sed diffutils findutils git-doc)
-for cmd in apt-get dpkg-deb; do
-  command -v "$cmd" >/dev/null || { echo "build_tcd_corpus: '$cmd' is required (Debian/Ubuntu)" >&2; exit 1; }
-done
-
-mkdir -p "$1/debs"
+mkdir -p "$1"
 OUT=$(cd "$1" && pwd)
-
-# 1. download (cached)
-missing=()
-for p in "${PACKAGES[@]}"; do
-  if ! compgen -G "$OUT/debs/${p}_*.deb" >/dev/null; then missing+=("$p"); fi
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-  echo "downloading ${#missing[@]} package(s): ${missing[*]}" >&2
-  (cd "$OUT/debs" && apt-get download "${missing[@]}") >&2 || {
-    echo "build_tcd_corpus: apt-get download failed (network? run 'apt-get update'?)" >&2
-    exit 1
-  }
-fi
-
-# 2. extract into a fresh tree
-rm -rf "$OUT/root"
-mkdir -p "$OUT/root"
-for p in "${PACKAGES[@]}"; do
-  debs=("$OUT"/debs/"${p}"_*.deb)
-  deb=$(printf '%s\n' "${debs[@]}" | sort -V | tail -n 1)  # several cached versions: the newest
-  dpkg-deb -x "$deb" "$OUT/root"
-done
+# shellcheck source=scripts/lib/unpack_debs.sh
+source "$(dirname "$0")/lib/unpack_debs.sh"
+unpack_debs build_tcd_corpus "$OUT" "${PACKAGES[@]}"
 
 # 3. report
 R=$OUT/root
