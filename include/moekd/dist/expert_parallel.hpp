@@ -169,7 +169,7 @@ public:
 
     /// As MoELayer::forward_with_stats; collective (every rank calls it). pad: (B, T) or (N).
     moe::MoEOutput<T> forward_with_stats(const Tensor<T>& x, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-        const int64_t N = check_input(x, pad);
+        const int64_t N = moe::detail::check_moe_input(cfg_, x, pad);
         const int64_t D = cfg_.d_model, E = cfg_.router.num_experts;
         const bool training = this->is_training();
         const Tensor<T> x2 = x.reshape({N, D});
@@ -182,7 +182,7 @@ public:
         moe::MoEOutput<T> out;
         out.routing = moe::softmax_topk(logits, cfg_.router.top_k, cfg_.router.normalize());
         this->emit("router_probs", out.routing.probs);
-        const int64_t pads = count_pad(pad);
+        const int64_t pads = moe::detail::count_pad(pad);
         const moe::PlanPtr plan = moe::make_dispatch_plan(out.routing.experts, E,
                                                           moe::capacity_for(cfg_.router, N - pads, training), pad);
         Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
@@ -299,26 +299,6 @@ private:
         MOEKD_CHECK(ys.size(0) == plan->rows() && D == ys.size(1), cfg_.name, ": internal: returned rows ", ys.shape());
         return moe::combine_tokens(ys, gates, plan);
     }
-    int64_t check_input(const Tensor<T>& x, const Tensor<uint8_t>& pad) const {
-        MOEKD_CHECK(x.defined() && (x.dim() == 2 || x.dim() == 3) && x.size(-1) == cfg_.d_model, cfg_.name,
-                    ": input ", x.defined() ? x.shape() : Shape{}, " must be (B, T, ", cfg_.d_model, ") or (N, ",
-                    cfg_.d_model, ")");
-        const int64_t N = x.numel() / cfg_.d_model;
-        if (pad.defined()) {
-            Shape want(x.shape().begin(), x.shape().end() - 1);
-            MOEKD_CHECK(pad.shape() == want || (pad.dim() == 1 && pad.numel() == N), cfg_.name, ": pad mask ",
-                        pad.shape(), " does not fit input ", x.shape(), " (expected ", want, ")");
-        }
-        return N;
-    }
-    static int64_t count_pad(const Tensor<uint8_t>& pad) {
-        if (!pad.defined()) return 0;
-        const Tensor<uint8_t> pc = moekd::detail::contiguous_data(pad);
-        int64_t n = 0;
-        for (int64_t i = 0; i < pc.numel(); ++i) n += pc.data()[i] != 0;
-        return n;
-    }
-
     moe::MoEConfig cfg_;
     std::shared_ptr<Communicator> comm_;
     CommStatsPtr stats_;

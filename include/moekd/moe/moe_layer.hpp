@@ -50,6 +50,31 @@ struct MoEOutput {
     Routing<T> routing;  // logits, probs, gates, experts
 };
 
+namespace detail {
+/// Checks an MoE layer's input x: (B, T, D) or (N, D) and pad mask: (B, T) or (N) against the
+/// config; returns N.
+template <class T>
+int64_t check_moe_input(const MoEConfig& cfg, const Tensor<T>& x, const Tensor<uint8_t>& pad) {
+    MOEKD_CHECK(x.defined() && (x.dim() == 2 || x.dim() == 3) && x.size(-1) == cfg.d_model, cfg.name, ": input ",
+                x.defined() ? x.shape() : Shape{}, " must be (B, T, ", cfg.d_model, ") or (N, ", cfg.d_model, ")");
+    const int64_t N = x.numel() / cfg.d_model;
+    if (pad.defined()) {
+        Shape want(x.shape().begin(), x.shape().end() - 1);
+        MOEKD_CHECK(pad.shape() == want || (pad.dim() == 1 && pad.numel() == N), cfg.name, ": pad mask ", pad.shape(),
+                    " does not fit input ", x.shape(), " (expected ", want, ")");
+    }
+    return N;
+}
+/// How many tokens a pad mask marks (0 for an undefined mask).
+inline int64_t count_pad(const Tensor<uint8_t>& pad) {
+    if (!pad.defined()) return 0;
+    const Tensor<uint8_t> pc = moekd::detail::contiguous_data(pad);
+    int64_t n = 0;
+    for (int64_t i = 0; i < pc.numel(); ++i) n += pc.data()[i] != 0;
+    return n;
+}
+}  // namespace detail
+
 /// One expert: the dense FFN's two Linear layers (fc1: D -> F, fc2: F -> D).
 template <class T = float>
 class Expert : public nn::Module<T> {
@@ -93,7 +118,7 @@ public:
     /// The full forward: output, aux loss, statistics and routing (also kept: last_aux_loss(),
     /// last_stats()).
     MoEOutput<T> forward_with_stats(const Tensor<T>& x, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-        const int64_t N = check_input(x, pad);
+        const int64_t N = detail::check_moe_input(cfg_, x, pad);
         const int64_t D = cfg_.d_model, E = cfg_.router.num_experts;
         const bool training = this->is_training();
         const Tensor<T> x2 = x.reshape({N, D});
@@ -107,7 +132,7 @@ public:
         out.routing = softmax_topk(logits, cfg_.router.top_k, cfg_.router.normalize());
         this->emit("router_probs", out.routing.probs);
         // dispatch -> experts -> combine
-        const int64_t pads = count_pad(pad);
+        const int64_t pads = detail::count_pad(pad);
         const PlanPtr plan = make_dispatch_plan(out.routing.experts, E, capacity_for(cfg_.router, N - pads, training), pad);
         Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
         // aux loss and statistics
@@ -137,7 +162,7 @@ public:
     /// given. capacity: rows per expert (-1: dropless). x: (B, T, D) or (N, D) -> same shape.
     Tensor<T> forward_fixed(const Tensor<T>& x, const Tensor<int64_t>& expert_idx, const Tensor<T>& gates,
                             const Tensor<uint8_t>& pad = Tensor<uint8_t>(), int64_t capacity = -1) {
-        const int64_t N = check_input(x, pad);
+        const int64_t N = detail::check_moe_input(cfg_, x, pad);
         MOEKD_CHECK(expert_idx.dim() == 2 && expert_idx.size(0) == N && gates.defined() &&
                         gates.shape() == expert_idx.shape(),
                     cfg_.name, ": forward_fixed: experts ", expert_idx.shape(), " and gates ",
@@ -177,26 +202,6 @@ private:
         const Tensor<T> ys = expert_ffn(xs, plan, expert_weights(), cfg_.activation);
         return combine_tokens(ys, gates, plan);
     }
-    int64_t check_input(const Tensor<T>& x, const Tensor<uint8_t>& pad) const {
-        MOEKD_CHECK(x.defined() && (x.dim() == 2 || x.dim() == 3) && x.size(-1) == cfg_.d_model, cfg_.name,
-                    ": input ", x.defined() ? x.shape() : Shape{}, " must be (B, T, ", cfg_.d_model, ") or (N, ",
-                    cfg_.d_model, ")");
-        const int64_t N = x.numel() / cfg_.d_model;
-        if (pad.defined()) {
-            Shape want(x.shape().begin(), x.shape().end() - 1);
-            MOEKD_CHECK(pad.shape() == want || (pad.dim() == 1 && pad.numel() == N), cfg_.name, ": pad mask ",
-                        pad.shape(), " does not fit input ", x.shape(), " (expected ", want, ")");
-        }
-        return N;
-    }
-    static int64_t count_pad(const Tensor<uint8_t>& pad) {
-        if (!pad.defined()) return 0;
-        const Tensor<uint8_t> pc = moekd::detail::contiguous_data(pad);
-        int64_t n = 0;
-        for (int64_t i = 0; i < pc.numel(); ++i) n += pc.data()[i] != 0;
-        return n;
-    }
-
     MoEConfig cfg_;
     Generator gen_;
     Tensor<uint8_t> padding_mask_;
