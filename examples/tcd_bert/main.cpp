@@ -1,0 +1,347 @@
+// tcd_bert — transfer-capability distillation ("Improving the Downstream Performance of
+// Mixture-of-Experts Transformers via Weak Vanilla Transformers", Lu et al.) on real English text
+// from Debian packages: pre-train (masked LM) a vanilla BERT teacher, an MoE BERT (every FFN an
+// MoE layer, top-1, KL-uniform balance loss), and the MoE BERT with TCD from the frozen teacher
+// (trunk, inner and attention relation losses, moekd/losses/tcd.hpp); track held-out masked-LM
+// log-likelihood per epoch; fine-tune each (full and adapters, the better reported) on a
+// GLUE-format task; evaluate masked LM out of distribution; print tables shaped like the
+// paper's Tables 1-4 and draw its Figure 5 (downstream score vs pre-training epochs).
+//
+//   tcd_bert                                   the small default (one task, ~5 min on 2 cores)
+//   tcd_bert --ablations --task WNGLOSS        + the T and T+I ablations, another task
+//   tcd_bert --glue-dir ~/glue/RTE --task RTE  a real GLUE task
+//   tcd_bert --corpus a.txt --corpus b.txt --glue-dir ... --task ...   your own text
+//
+// Outputs in --out: log.jsonl, results.md, trend.svg, tasks/ (the built-in task TSVs), spm.model,
+// ckpt/<run>.safetensors (each model, rewritten after every epoch). Exit status 1 on any error.
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include <moekd/io/safetensors.hpp>
+
+#include "data.hpp"
+#include "finetune.hpp"
+#include "model.hpp"
+#include "pretrain.hpp"
+#include "report.hpp"
+
+using namespace tcdb;
+namespace fs = std::filesystem;
+
+#ifndef TCD_SOURCE_DIR
+#define TCD_SOURCE_DIR "."
+#endif
+
+namespace {
+
+std::vector<uint64_t> parse_seeds(const std::string& s) {
+    std::vector<uint64_t> out;
+    std::stringstream ss(s);
+    for (std::string x; std::getline(ss, x, ',');) {
+        if (x.empty()) continue;
+        char* end = nullptr;
+        const unsigned long long v = std::strtoull(x.c_str(), &end, 10);
+        MOEKD_CHECK(*end == '\0', "--seeds: '", x, "' is not a number (a comma list, e.g. 1,2,3)");
+        out.push_back(v);
+    }
+    MOEKD_CHECK(!out.empty(), "--seeds is empty");
+    return out;
+}
+
+/// Finds the corpus; for the default location, unpacks it with scripts/build_tcd_corpus.sh first.
+std::string ensure_corpus(const std::string& dir, bool is_default) {
+    const std::string root = corpus_root(dir);
+    if (fs::is_directory(root + "/usr/share/wordnet")) return dir;
+    const std::string script = std::string(TCD_SOURCE_DIR) + "/scripts/build_tcd_corpus.sh";
+    const std::string cmd = "bash '" + script + "' '" + dir + "'";
+    if (is_default && fs::is_regular_file(script)) {
+        std::printf("corpus not found in %s; building it: %s\n", dir.c_str(), cmd.c_str());
+        std::fflush(stdout);
+        MOEKD_CHECK(std::system(cmd.c_str()) == 0, "building the corpus failed; run it yourself: ", cmd);
+        if (fs::is_directory(corpus_root(dir) + "/usr/share/wordnet")) return dir;
+    }
+    MOEKD_CHECK(false, "corpus not found: '", dir, "' holds no usr/share/wordnet (nor root/usr/share/wordnet). ",
+                "HINT: build it with: ", cmd, "  (or give your own text with --corpus FILE)");
+    return dir;
+}
+
+/// Fails fast, before any training, on what TCD cannot do with the flags: depth or head mismatch
+/// between teacher and student, groups larger than a batch's tokens.
+void dry_run_tcd(const ModelConfig& student, const ModelConfig& teacher, const PretrainOptions& o, int64_t seq_len) {
+    Generator g(7);
+    auto s = make_bert(student, true, g), t = make_bert(teacher, false, g);
+    tcd::RepresentationCapture<float> cs(*s, tcd::CaptureWhat::from(o.tcd)), ct(*t, tcd::CaptureWhat::from(o.tcd));
+    const auto groups = tcd::sample_batch_token_groups(o.batch, seq_len, Tensor<uint8_t>(), o.groups, o.group_size, g);
+    NoGrad ng;
+    const Tensor<int64_t> ids = Tensor<int64_t>::full({1, seq_len}, kCls);
+    s->forward(ids);
+    t->forward(ids);
+    const Tensor<int64_t> g1 = tcd::sample_batch_token_groups(1, seq_len, Tensor<uint8_t>(), 1, std::min(seq_len, o.group_size), g);
+    (void)tcd::tcd_loss(cs, ct, g1, o.tcd);
+    (void)groups;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"tcd_bert: transfer-capability distillation from a vanilla BERT into an MoE BERT (masked-LM "
+                 "pre-training on WordNet + fortunes, fine-tuning on a GLUE-format task)"};
+    std::string data_dir = std::string(TCD_SOURCE_DIR) + "/build/tcd-data", out_dir = "tcd_bert_out";
+    std::vector<std::string> corpus_files;
+    std::string task_name = "WNPOS", glue_dir, seeds_s = "1", ft_modes = "both";
+    ModelConfig mc;
+    mc.vocab = 2000, mc.dim = 64, mc.layers = 2, mc.heads = 2, mc.ffn_dim = 128, mc.experts = 64;
+    int64_t teacher_layers = -1, seq_len = 128, max_segments = 2500, heldout_segments = 128, ood_segments = 64;
+    int64_t spm_lines = 20000, max_train = 2000, max_dev = 600;
+    PretrainOptions po;
+    po.epochs = 3, po.batch = 16, po.lr = 3e-3, po.groups = 8, po.group_size = 128;
+    double lambda_t = 1.0, lambda_i = 1.0, lambda_a = 1.0;
+    FinetuneOptions fo;
+    fo.epochs = 3, fo.max_len = 48, fo.lr_full = 1e-3, fo.lr_adapter = 3e-3;
+    bool ablations = false, no_trend = false, smoke = false;
+    uint64_t seed = 1;
+
+    app.add_option("--data", data_dir, "output folder of scripts/build_tcd_corpus.sh (built there if it is the default and missing)")
+        ->capture_default_str();
+    app.add_option("--corpus", corpus_files, "pre-train on these UTF-8 text files instead (one text per line; repeatable)");
+    app.add_option("--out", out_dir, "folder for log.jsonl, results.md, trend.svg, checkpoints")->capture_default_str();
+    app.add_option("--task", task_name, "downstream task: built-in WNPOS, WNGLOSS, FORTUNE; or a GLUE task with --glue-dir "
+                                        "(CoLA, SST-2, MRPC, STS-B, RTE, MNLI, QNLI, QQP, WNLI)")->capture_default_str();
+    app.add_option("--glue-dir", glue_dir, "folder with the task's train.tsv and dev.tsv (GLUE's layout)");
+    app.add_option("--max-train", max_train, "fine-tuning examples used (-1: all)")->capture_default_str();
+    app.add_option("--max-dev", max_dev, "dev examples scored (-1: all)")->capture_default_str();
+    app.add_option("--seed", seed, "seed of initialisation, data order and masks")->capture_default_str();
+    app.add_option("--seeds", seeds_s, "fine-tuning seeds, comma list (scores are averaged)")->capture_default_str();
+    app.add_option("--vocab", mc.vocab, "SentencePiece vocabulary size")->capture_default_str()->check(CLI::Range(100, 64000));
+    app.add_option("--spm-lines", spm_lines, "corpus lines the vocabulary is trained on")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--dim", mc.dim, "hidden size D")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--layers", mc.layers, "encoder layers (student and teacher)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--teacher-layers", teacher_layers, "teacher depth (default: --layers; TCD needs them equal)");
+    app.add_option("--heads", mc.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ffn-dim", mc.ffn_dim, "FFN width (each expert's too)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--experts", mc.experts, "experts per MoE layer (the paper: 64)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--lambda-b", mc.lambda_b, "weight of the KL-uniform balance loss")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--seq-len", seq_len, "pre-training segment length (tokens, <= 128 as the paper)")->capture_default_str()->check(CLI::Range(8, 512));
+    app.add_option("--segments", max_segments, "pre-training segments per epoch (0: the whole corpus)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--heldout-segments", heldout_segments, "held-out segments for the MLM log-likelihood")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ood-segments", ood_segments, "segments per out-of-distribution domain (0: skip)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--epochs", po.epochs, "pre-training epochs (each model)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--batch", po.batch, "pre-training segments per step")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--lr", po.lr, "pre-training AdamW peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--lambda-t", lambda_t, "TCD trunk weight (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--lambda-i", lambda_i, "TCD inner weight (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--lambda-a", lambda_a, "TCD attention weight (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--groups", po.groups, "TCD token groups per step (the paper: 32)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--group-size", po.group_size, "tokens per TCD group (the paper: 128)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_flag("--ablations", ablations, "also pre-train MoE w/ TCD (T) and (T+I) for Table 2");
+    app.add_option("--ft-epochs", fo.epochs, "fine-tuning epochs")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ft-batch", fo.batch, "fine-tuning batch")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ft-lr", fo.lr_full, "full fine-tuning learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--adapter-lr", fo.lr_adapter, "adapter fine-tuning learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ft-modes", ft_modes, "full, adapters or both (then the better is reported)")
+        ->capture_default_str()->check(CLI::IsMember({"full", "adapters", "both"}));
+    app.add_option("--ft-max-len", fo.max_len, "fine-tuning sequence length")->capture_default_str()->check(CLI::Range(8, 512));
+    app.add_flag("--no-trend", no_trend, "fine-tune only the last checkpoint (no Figure 5 / alignment scores)");
+    app.add_flag("--smoke", smoke, "a tiny configuration for CI (well under a minute)");
+    CLI11_PARSE(app, argc, argv);
+
+    try {
+        const auto t_start = Clock::now();
+        if (smoke) {  // only what the user did not set
+            auto unset = [&](const char* f) { return app.count(f) == 0; };
+            if (unset("--vocab")) mc.vocab = 1000;
+            if (unset("--spm-lines")) spm_lines = 8000;
+            if (unset("--dim")) mc.dim = 32;
+            if (unset("--ffn-dim")) mc.ffn_dim = 64;
+            if (unset("--experts")) mc.experts = 8;
+            if (unset("--seq-len")) seq_len = 64;
+            if (unset("--segments")) max_segments = 96;
+            if (unset("--heldout-segments")) heldout_segments = 16;
+            if (unset("--ood-segments")) ood_segments = 8;
+            if (unset("--epochs")) po.epochs = 2;
+            if (unset("--batch")) po.batch = 8;
+            if (unset("--groups")) po.groups = 4;
+            if (unset("--group-size")) po.group_size = 64;
+            if (unset("--max-train")) max_train = 200;
+            if (unset("--max-dev")) max_dev = 100;
+            if (unset("--ft-epochs")) fo.epochs = 1;
+            if (unset("--ft-max-len")) fo.max_len = 32;
+        }
+        mc.max_len = std::max(seq_len, fo.max_len);
+        const std::vector<uint64_t> seeds = parse_seeds(seeds_s);
+        ModelConfig tc = mc;
+        tc.layers = teacher_layers > 0 ? teacher_layers : mc.layers;
+        po.seed = seed;
+        const tcd::TcdWeights full_w{lambda_t, lambda_i, lambda_a};
+        // the runs: teacher, MoE, MoE w/ TCD (+ ablations)
+        std::vector<RunRecord> runs;
+        auto add_run = [&](const char* key, const char* label, bool moe, tcd::TcdWeights w) {
+            RunRecord r;
+            r.key = key, r.label = label, r.moe = moe, r.weights = w;
+            runs.push_back(r);
+        };
+        add_run("teacher", "Vanilla BERT (teacher)", false, {0, 0, 0});
+        add_run("moe", "MoE BERT", true, {0, 0, 0});
+        auto tcd_run = [&](const char* key, const char* label, tcd::TcdWeights w) { add_run(key, label, true, w); };
+        if (ablations) {
+            tcd_run("tcd-t", "MoE BERT w/ TCD (T)", {lambda_t, 0, 0});
+            tcd_run("tcd-ti", "MoE BERT w/ TCD (T+I)", {lambda_t, lambda_i, 0});
+        }
+        const bool any_tcd = lambda_t > 0 || lambda_i > 0 || lambda_a > 0;
+        if (any_tcd) tcd_run("tcd", "MoE BERT w/ TCD", full_w);
+        for (auto& r : runs)
+            if (r.key.rfind("tcd", 0) == 0) {
+                PretrainOptions o = po;
+                o.tcd = r.weights;
+                dry_run_tcd(mc, tc, o, seq_len);
+            }
+
+        // ---- data ------------------------------------------------------------------------------
+        fs::create_directories(out_dir + "/ckpt");
+        (void)data::glue_task_info(task_name);  // an unknown task name fails here, before any work
+        Task task;
+        if (!glue_dir.empty()) task = load_task(task_name, glue_dir, Corpus{}, out_dir, seed, max_train, max_dev);
+        if (corpus_files.empty()) data_dir = ensure_corpus(data_dir, !app.count("--data"));
+        const Corpus corpus = load_corpus(data_dir, corpus_files, 0.02, seed);
+        std::printf("tcd_bert: corpus %s: %zu training / %zu held-out lines\n", corpus.source.c_str(),
+                    corpus.train.size(), corpus.heldout.size());
+        std::fflush(stdout);
+        auto t0 = Clock::now();
+        const text::SentencePiece sp = train_vocab(corpus, out_dir, int(mc.vocab), size_t(spm_lines), false);
+        mc.vocab = tc.vocab = sp.vocab_size();
+        const auto train_segs = pack_segments(corpus.train, sp, seq_len, size_t(max_segments), seed);
+        const auto held_segs = pack_segments(corpus.heldout, sp, seq_len, size_t(heldout_segments), seed + 1);
+        MOEKD_CHECK(!held_segs.empty(), "the held-out text is shorter than one segment of ", seq_len, " tokens");
+        std::printf("vocabulary: %lld SentencePiece pieces (%.1f s); pre-training %zu segments of %lld tokens per epoch, "
+                    "held-out %zu\n", (long long)mc.vocab, seconds_since(t0), train_segs.size(), (long long)seq_len,
+                    held_segs.size());
+        if (glue_dir.empty()) task = load_task(task_name, glue_dir, corpus, out_dir, seed, max_train, max_dev);
+        const EncodedTask etask = encode_task(task, sp, fo.max_len);
+        std::printf("task %s (%s, %s): %zu train / %zu dev examples, %s\n", task.info.name.c_str(),
+                    task.info.pair ? "pairs" : "single sentences",
+                    task.info.regression ? "regression" : (std::to_string(task.info.num_labels()) + " classes").c_str(),
+                    task.train.size(), task.dev.size(), task.source.c_str());
+        // out-of-distribution text (Table 4)
+        std::vector<std::string> ood_domains;
+        std::map<std::string, std::vector<std::vector<int64_t>>> ood;
+        if (ood_segments > 0 && corpus_files.empty()) {
+            const std::string root = corpus_root(data_dir);
+            const std::vector<std::pair<std::string, std::string>> src{
+                {"code", root + "/usr/include"}, {"ui", root + "/usr/share/locale"}, {"prose", root + "/usr/share/doc/git-doc"}};
+            for (auto& [dom, path] : src) {
+                if (!fs::exists(path)) continue;
+                const auto text = data::read_ood_text(path, dom, size_t(ood_segments) * 8);
+                auto segs = pack_segments(text, sp, seq_len, size_t(ood_segments), seed + 2);
+                if (segs.empty()) continue;
+                ood_domains.push_back(dom);
+                ood[dom] = std::move(segs);
+            }
+        }
+        std::printf("model: BERT D %lld, %lld layers, %lld heads, FFN %lld; MoE: %lld experts top-%lld, lambda_B %g; "
+                    "TCD: lambda_T %g lambda_I %g lambda_A %g, %lld groups x %lld tokens\n",
+                    (long long)mc.dim, (long long)mc.layers, (long long)mc.heads, (long long)mc.ffn_dim,
+                    (long long)mc.experts, (long long)mc.top_k, mc.lambda_b, lambda_t, lambda_i, lambda_a,
+                    (long long)po.groups, (long long)po.group_size);
+        std::fflush(stdout);
+
+        JsonLog jl(out_dir + "/log.jsonl");
+        jl.write({{"event", "config"}, {"task", task.info.name}, {"dim", mc.dim}, {"layers", mc.layers},
+                  {"heads", mc.heads}, {"ffn_dim", mc.ffn_dim}, {"experts", mc.experts}, {"vocab", mc.vocab},
+                  {"seq_len", seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", po.epochs},
+                  {"lambda_b", mc.lambda_b}, {"lambda_t", lambda_t}, {"lambda_i", lambda_i}, {"lambda_a", lambda_a},
+                  {"groups", po.groups}, {"group_size", po.group_size}, {"seed", int64_t(seed)}});
+
+        // ---- pre-training ------------------------------------------------------------------------
+        std::shared_ptr<nn::BertEncoder<float>> teacher;
+        for (size_t ri = 0; ri < runs.size(); ++ri) {
+            RunRecord& r = runs[ri];
+            Generator gen(seed * 1000003ULL + ri);
+            auto m = make_bert(r.key == "teacher" ? tc : mc, r.moe, gen);
+            r.params = m->num_parameters();
+            PretrainOptions o = po;
+            o.tcd = r.weights;
+            std::printf("[%s] pre-training, %lld parameters%s\n", r.label.c_str(), (long long)r.params,
+                        r.key.rfind("tcd", 0) == 0 ? ", distilling from the frozen teacher" : "");
+            std::fflush(stdout);
+            const std::string ckpt = out_dir + "/ckpt/" + r.key + ".safetensors";
+            const auto t1 = Clock::now();
+            r.epochs = pretrain(r.label, *m, r.key == "teacher" ? nullptr : teacher.get(), train_segs, held_segs, mc.vocab,
+                                o, [&](const EpochLog& e) {
+                                    r.snapshots.push_back(snapshot(*m));
+                                    io::write_safetensors(ckpt, m->state_dict(), {{"format", "tcd_bert " + r.key},
+                                                                                  {"epoch", std::to_string(e.epoch)}});
+                                    std::printf("  epoch %d  mlm %.4f  balance %.3g  L_T %.4f  L_I %.4f  L_A %.4f  "
+                                                "held-out LL %.4f  (%.1f s)\n",
+                                                e.epoch, e.mlm, e.balance, e.trunk, e.inner, e.attention, e.heldout_ll,
+                                                e.seconds);
+                                    std::fflush(stdout);
+                                    jl.write({{"event", "pretrain_epoch"}, {"run", r.key}, {"epoch", e.epoch},
+                                              {"mlm", jnum(e.mlm)}, {"balance", jnum(e.balance)}, {"l_t", jnum(e.trunk)},
+                                              {"l_i", jnum(e.inner)}, {"l_a", jnum(e.attention)},
+                                              {"heldout_ll", jnum(e.heldout_ll)}, {"seconds", jnum(e.seconds)},
+                                              {"checkpoint", ckpt}});
+                                });
+            r.pretrain_seconds = seconds_since(t1);
+            for (auto& [dom, segs] : ood) r.ood[dom] = heldout_ll(*m, segs, mc.vocab);
+            if (!ood.empty()) {
+                json::Object o2{{"event", "ood"}, {"run", r.key}};
+                for (auto& [dom, v] : r.ood) o2.push_back({dom, jnum(v)});
+                jl.write(o2);
+            }
+            if (r.key == "teacher") {
+                teacher = m;
+                teacher->freeze();
+                teacher->eval();
+            }
+        }
+
+        // ---- fine-tuning -------------------------------------------------------------------------
+        std::printf("[fine-tuning] %s, %d epochs, seeds %s, modes %s%s\n", task.info.name.c_str(), fo.epochs,
+                    seeds_s.c_str(), ft_modes.c_str(), no_trend ? "" : "; full fine-tuning of every epoch's checkpoint for the trend");
+        std::fflush(stdout);
+        for (auto& r : runs) {
+            for (size_t k = 0; k < r.snapshots.size(); ++k) {
+                const int epoch = r.epochs[k].epoch;
+                const bool last = k + 1 == r.snapshots.size();
+                if (!last && no_trend) continue;
+                const DownstreamScore d = downstream(mc, r.moe, r.snapshots[k], etask, fo, last ? ft_modes : "full", seeds);
+                if (!std::isnan(d.full)) r.trend[epoch] = d.full;
+                if (last) r.final = d, r.has_final = true;
+                std::printf("  %-26s epoch %d  %s %s  (full %s, adapters %s; %.1f s)\n", r.label.c_str(), epoch,
+                            task.info.name.c_str(), pct(d.score).c_str(), pct(d.full).c_str(), pct(d.adapters).c_str(),
+                            d.seconds);
+                std::fflush(stdout);
+                json::Object o{{"event", "finetune"}, {"run", r.key}, {"epoch", epoch}, {"task", task.info.name},
+                               {"score", jnum(d.score)}, {"full", jnum(d.full)}, {"adapters", jnum(d.adapters)},
+                               {"chosen", d.chosen}, {"seconds", jnum(d.seconds)}};
+                for (auto& [mk, mv] : d.metrics) o.push_back({mk, jnum(mv)});
+                jl.write(o);
+            }
+            r.snapshots.clear();
+        }
+
+        // ---- report ------------------------------------------------------------------------------
+        std::string md = table_main(runs, task.info) + "\n";
+        if (ablations) md += table_ablation(runs, task.info) + "\n";
+        if (!no_trend) md += table_alignment(runs, task.info) + "\n";
+        if (!ood_domains.empty()) md += table_ood(runs, ood_domains) + "\n";
+        std::printf("\n%s", md.c_str());
+        {
+            std::ofstream f(out_dir + "/results.md");
+            f << md;
+        }
+        if (!no_trend) write_trend_svg(out_dir + "/trend.svg", runs, task.info);
+        const double total = seconds_since(t_start);
+        std::printf("total %.1f s; wrote %s/results.md, log.jsonl%s\n", total, out_dir.c_str(),
+                    no_trend ? "" : ", trend.svg");
+        jl.write({{"event", "done"}, {"seconds", jnum(total)}});
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tcd_bert: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,199 @@
+// pretrain.hpp — masked-LM pre-training of the three models of the TCD example, and the held-out
+// masked-LM log-likelihood used to compare their pre-training performance.
+//
+// One loop serves all three: the vanilla teacher and the MoE BERT train on
+//   L = L_MLM (+ lambda_B L_B for the MoE, inside the MoE layers' aux loss)
+// and the MoE BERT with TCD adds, from the frozen teacher run on the same corrupted batch,
+//   + lambda_T L_T + lambda_I L_I + lambda_A L_A          (moekd/losses/tcd.hpp)
+// Masks are re-drawn every epoch (mask_tokens per batch with one running generator), segments are
+// contiguous token runs of fixed length, AdamW with linear warmup then linear decay, gradient
+// clipping. The MLM head runs on the masked positions only (the other rows carry no loss).
+#pragma once
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include <moekd/data/mlm.hpp>
+#include <moekd/losses/tcd.hpp>
+#include <moekd/optim/optimizers.hpp>
+#include <moekd/optim/schedule.hpp>
+
+#include "data.hpp"
+#include "model.hpp"
+
+namespace tcdb {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+struct PretrainOptions {
+    int epochs = 3;
+    int64_t batch = 16;
+    double lr = 1e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
+    tcd::TcdWeights tcd{0.0, 0.0, 0.0};  // all 0: no distillation
+    int64_t groups = 32, group_size = 128;
+    uint64_t seed = 1;
+};
+
+/// What one pre-training epoch did (means over its steps) and the held-out log-likelihood after it.
+struct EpochLog {
+    int epoch = 0;
+    double mlm = 0, balance = 0, trunk = 0, inner = 0, attention = 0;
+    double heldout_ll = 0;  // mean log p(original token) over masked held-out positions (nats)
+    double seconds = 0;
+};
+
+inline data::MlmConfig mlm_config(int64_t vocab) {
+    data::MlmConfig c;
+    c.mask_id = kMask, c.vocab_size = vocab, c.special_ids = {kPad, kUnk, kCls, kSep};
+    return c;
+}
+
+/// Segments idx[from, from + n) as a (n, T) batch.
+inline Tensor<int64_t> segment_batch(const std::vector<std::vector<int64_t>>& segs, const std::vector<size_t>& idx,
+                                     size_t from, size_t n) {
+    const int64_t T = int64_t(segs[idx[from]].size());
+    Tensor<int64_t> x = Tensor<int64_t>::empty({int64_t(n), T});
+    for (size_t i = 0; i < n; ++i) std::copy(segs[idx[from + i]].begin(), segs[idx[from + i]].end(), x.data() + i * T);
+    return x;
+}
+
+/// The MLM logits at the masked positions only and their labels.
+/// hidden: (B, T, D); labels: (B, T) with -100 where not masked -> logits (1, M, V), labels (1, M)
+inline Tensor<float> masked_logits(nn::BertEncoder<float>& m, const Tensor<float>& hidden, const Tensor<int64_t>& labels,
+                                   Tensor<int64_t>& picked) {
+    const int64_t N = labels.numel(), D = hidden.size(2);
+    std::vector<int64_t> pos, lab;
+    for (int64_t i = 0; i < N; ++i)
+        if (labels.data()[i] >= 0) pos.push_back(i), lab.push_back(labels.data()[i]);
+    picked = Tensor<int64_t>::from_vector(lab, {1, int64_t(lab.size())});
+    const Tensor<int64_t> p = Tensor<int64_t>::from_vector(pos, {int64_t(pos.size())});
+    return m.mlm_logits(index_select(hidden.reshape({N, D}), 0, p).unsqueeze(0));
+}
+
+/// Held-out masked-LM log-likelihood: the same masks for every model and checkpoint (fixed seed),
+/// eval mode, mean log-probability of the original token at the masked positions.
+inline double heldout_ll(nn::BertEncoder<float>& m, const std::vector<std::vector<int64_t>>& segs, int64_t vocab,
+                         int64_t batch = 32, uint64_t mask_seed = 12345) {
+    if (segs.empty()) return std::nan("");
+    NoGrad ng;
+    const bool was = m.is_training();
+    m.eval();
+    set_pad(m, Tensor<uint8_t>());
+    Generator gen(mask_seed);
+    const auto cfg = mlm_config(vocab);
+    std::vector<size_t> idx(segs.size());
+    std::iota(idx.begin(), idx.end(), size_t(0));
+    double total = 0;
+    int64_t count = 0;
+    for (size_t from = 0; from < segs.size(); from += size_t(batch)) {
+        const size_t n = std::min(size_t(batch), segs.size() - from);
+        const auto mb = data::mask_tokens(segment_batch(segs, idx, from, n), cfg, gen);
+        if (mb.num_chosen == 0) continue;
+        Tensor<int64_t> lab;
+        const Tensor<float> logits = masked_logits(m, m.forward(mb.input_ids), mb.labels, lab);
+        total -= double(cross_entropy(logits, lab, -100, 0.0, Reduction::Sum).item());
+        count += lab.numel();
+    }
+    m.train(was);
+    return count ? total / double(count) : std::nan("");
+}
+
+/// Pre-trains `m` for o.epochs epochs over `train` segments; with `teacher` and some TCD weight > 0,
+/// distils from the frozen teacher. After each epoch: held-out log-likelihood, then
+/// on_epoch(log) (save a checkpoint, log). A non-finite loss is an error naming the step.
+inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<float>& m, nn::BertEncoder<float>* teacher,
+                                      const std::vector<std::vector<int64_t>>& train,
+                                      const std::vector<std::vector<int64_t>>& heldout, int64_t vocab,
+                                      const PretrainOptions& o, const std::function<void(const EpochLog&)>& on_epoch) {
+    const bool distil = teacher && (o.tcd.trunk > 0 || o.tcd.inner > 0 || o.tcd.attention > 0);
+    const int64_t steps_per_epoch = int64_t(train.size()) / o.batch, total = steps_per_epoch * o.epochs;
+    MOEKD_CHECK(o.epochs == 0 || steps_per_epoch > 0, name, ": ", train.size(),
+                " pre-training segments are fewer than one batch of ", o.batch, "; HINT: more text or a smaller --batch");
+    optim::AdamW<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));
+    const int64_t warmup = int64_t(o.warmup_frac * double(total));
+    const auto cfg = mlm_config(vocab);
+    Generator gen(o.seed);
+    std::vector<size_t> order(train.size());
+    std::iota(order.begin(), order.end(), size_t(0));
+    std::unique_ptr<tcd::RepresentationCapture<float>> cs, ct;
+    if (distil) {
+        teacher->eval();
+        cs = std::make_unique<tcd::RepresentationCapture<float>>(m, tcd::CaptureWhat::from(o.tcd));
+        ct = std::make_unique<tcd::RepresentationCapture<float>>(*teacher, tcd::CaptureWhat::from(o.tcd));
+    }
+    const bool tty = isatty(fileno(stderr));
+    std::vector<EpochLog> logs;
+    m.train();
+    set_pad(m, Tensor<uint8_t>());  // segments are full: no padding
+    int64_t step = 0;
+    for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+        shuffle(order, gen);
+        const auto t0 = Clock::now();
+        EpochLog log;
+        log.epoch = epoch;
+        for (int64_t s = 0; s < steps_per_epoch; ++s) {
+            const auto mb = data::mask_tokens(segment_batch(train, order, size_t(s * o.batch), size_t(o.batch)), cfg, gen);
+            const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
+            Tensor<int64_t> lab;
+            const Tensor<float> hidden = m.forward(mb.input_ids);
+            const Tensor<float> mlm = cross_entropy(masked_logits(m, hidden, mb.labels, lab), lab);
+            const Tensor<float> bal = moe_aux_loss(m);
+            Tensor<float> loss = mlm + bal;
+            if (distil) {
+                {
+                    NoGrad ng;
+                    teacher->forward(mb.input_ids);
+                }
+                const auto groups = tcd::sample_batch_token_groups(B, T, Tensor<uint8_t>(), o.groups, o.group_size, gen);
+                const auto t = tcd::tcd_loss(*cs, *ct, groups, o.tcd);
+                loss = loss + t.total;
+                if (t.trunk.defined()) log.trunk += t.trunk.item();
+                if (t.inner.defined()) log.inner += t.inner.item();
+                if (t.attention.defined()) log.attention += t.attention.item();
+            }
+            const float l = loss.item();
+            MOEKD_CHECK(std::isfinite(l), name, ": the loss became ", l, " at epoch ", epoch, " step ", s + 1,
+                        " (MLM ", mlm.item(), ", balance ", bal.item(), "). Checkpoints of finished epochs are kept; ",
+                        "HINT: lower --lr or the TCD weights");
+            opt.set_lr(optim::linear_warmup_decay_lr(++step, o.lr, warmup, total));
+            opt.zero_grad();
+            loss.backward();
+            if (o.clip > 0) optim::clip_grad_norm(m.parameters(), o.clip);
+            opt.step();
+            if (cs) cs->clear(), ct->clear();
+            log.mlm += mlm.item();
+            log.balance += bal.item();
+            if (tty && (s % 5 == 0 || s + 1 == steps_per_epoch)) {
+                const int w = 30, done = int(w * (s + 1) / steps_per_epoch);
+                std::fprintf(stderr, "\r  %-10s epoch %d/%d [%s%s] mlm %.3f ", name.c_str(), epoch, o.epochs,
+                             std::string(size_t(done), '#').c_str(), std::string(size_t(w - done), '.').c_str(),
+                             log.mlm / double(s + 1));
+            }
+        }
+        if (tty) std::fprintf(stderr, "\r%90s\r", "");
+        const double k = double(std::max<int64_t>(steps_per_epoch, 1));
+        log.mlm /= k, log.balance /= k, log.trunk /= k, log.inner /= k, log.attention /= k;
+        log.heldout_ll = heldout_ll(m, heldout, vocab);
+        log.seconds = seconds_since(t0);
+        logs.push_back(log);
+        on_epoch(log);
+    }
+    return logs;
+}
+
+/// A detached copy of a model's state (a checkpoint kept in memory).
+inline nn::Module<float>::StateDict snapshot(const nn::Module<float>& m) {
+    nn::Module<float>::StateDict out;
+    for (auto& [n, t] : m.state_dict()) out[n] = t.detach().clone();
+    return out;
+}
+
+}  // namespace tcdb

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# smoke_test.sh — CI checks of tcd_bert (each well under 2 minutes):
+#   smoke_test.sh BIN WORK CASE
+# CASE: smoke (tiny end-to-end run with the ablations: tables, log, plot, checkpoints) |
+#       glue (fine-tuning from GLUE-layout directories: the built-in task's own TSVs read back, and
+#       an STS-B-layout regression task made from them) | bad-input
+# The smoke run reads the default corpus (build/tcd-data of the source tree); when it is missing
+# tcd_bert builds it with scripts/build_tcd_corpus.sh (apt-get download, ~20 MB).
+set -euo pipefail
+BIN=$1 WORK=$2 CASE=$3
+W=$WORK/$CASE
+rm -rf "$W"
+mkdir -p "$W"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect_error() {  # expect_error "message part" args...
+  local want=$1; shift
+  set +e
+  "$BIN" "$@" > "$W/out.txt" 2>&1
+  local rc=$?
+  set -e
+  [[ $rc -eq 1 ]] || { cat "$W/out.txt"; fail "exit status $rc (want 1) for: $*"; }
+  grep -qF -- "$want" "$W/out.txt" || { cat "$W/out.txt"; fail "no '$want' in the error of: $*"; }
+  echo "ok: $(tail -n 1 "$W/out.txt")"
+}
+case $CASE in
+  smoke)
+    "$BIN" --smoke --ablations --out "$W/run" | tee "$W/out.txt"
+    for t in "Table 1" "Table 2" "Table 3" "Table 4"; do grep -q "^$t" "$W/out.txt" || fail "no $t"; done
+    grep -q "| MoE BERT w/ TCD (T+I) " "$W/out.txt" || fail "no ablation row"
+    [[ $(grep -c '"event":"pretrain_epoch"' "$W/run/log.jsonl") -eq 10 ]] || fail "want 10 pre-training epochs in log.jsonl"
+    grep -q '"event":"done"' "$W/run/log.jsonl" || fail "log.jsonl not finished"
+    grep -q '<svg' "$W/run/trend.svg" || fail "no trend plot"
+    for r in teacher moe tcd tcd-t tcd-ti; do [[ -s "$W/run/ckpt/$r.safetensors" ]] || fail "no checkpoint of $r"; done
+    [[ -s "$W/run/tasks/WNPOS/train.tsv" && -s "$W/run/spm.model" ]] || fail "no task TSV or vocabulary" ;;
+  glue)
+    "$BIN" --smoke --no-trend --out "$W/a" > "$W/a.txt"
+    "$BIN" --smoke --no-trend --glue-dir "$W/a/tasks/WNPOS" --task WNPOS --out "$W/b" | tee "$W/b.txt"
+    grep -q "task WNPOS .*200 train / 100 dev examples, $W/a/tasks/WNPOS" "$W/b.txt" || fail "WNPOS TSVs not read back"
+    mkdir -p "$W/stsb"
+    for split in train dev; do  # STS-B layout: 10 columns, score last; pairs of definitions, 5 = same
+      awk -F'\t' 'NR == 1 { print "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"; next }
+                   { prev = (NR == 2 ? $1 : last); same = (NR % 2 == 0);
+                     printf "%d\tmain\tx\t2012\t%d\tnone\tnone\t%s\t%s\t%.1f\n", NR, NR, $1, same ? $1 : prev, same ? 5 : 0;
+                     last = $1 }' "$W/a/tasks/WNPOS/$split.tsv" > "$W/stsb/$split.tsv"
+    done
+    "$BIN" --smoke --no-trend --glue-dir "$W/stsb" --task STS-B --out "$W/c" | tee "$W/c.txt"
+    grep -q "task STS-B (pairs, regression)" "$W/c.txt" || fail "STS-B not read"
+    grep -q "| MoE BERT w/ TCD .*pearson .* spearman " "$W/c.txt" || fail "no Pearson/Spearman in Table 1" ;;
+  bad-input)
+    expect_error "corpus not found: '/nonexistent/tcd'" --smoke --data /nonexistent/tcd --out "$W/o"
+    : > "$W/empty.txt"
+    expect_error "is empty (no text)" --smoke --corpus "$W/empty.txt" --out "$W/o"
+    printf 'good line\nbad \xff\xfe line\n' > "$W/latin.txt"
+    expect_error "latin.txt:2: invalid UTF-8" --smoke --corpus "$W/latin.txt" --out "$W/o"
+    mkdir -p "$W/glue"
+    printf 'sentence\tlabel\na fine film\t1\nthree\tcolumns\t0\n' > "$W/glue/train.tsv"
+    printf 'sentence\tlabel\nok\t0\n' > "$W/glue/dev.tsv"
+    expect_error "train.tsv:3: 3 columns, expected 2" --smoke --glue-dir "$W/glue" --task SST-2 --out "$W/o"
+    expect_error "student has 2 layers but teacher has 3" --smoke --teacher-layers 3 --out "$W/o"
+    expect_error "group size 1000 is larger than the 512 real tokens in the batch (8 x 64)" \
+      --smoke --group-size 1000 --out "$W/o"
+    expect_error "loss became" --smoke --lr 1e30 --out "$W/o"
+    expect_error "unknown task 'NOPE'" --smoke --task NOPE --out "$W/o" ;;
+  *) fail "unknown case $CASE" ;;
+esac
+echo "PASS $CASE"
