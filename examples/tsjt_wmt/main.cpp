@@ -9,6 +9,9 @@
 //                                             e.g. scripts/build_gettext_corpus.sh's output
 //   tsjt_wmt score REF HYP                    corpus BLEU of two text files (sacreBLEU default)
 //   tsjt_wmt translate --model DIR --to fr    translate stdin with an extracted submodel
+//   mpirun -np 2 tsjt_wmt --max-tokens 600    data parallel (run.hpp): each update takes 2 x
+//                                             --update-freq batches, one rank each; rank 0 alone
+//                                             prints and writes OUT (OUT must be a shared folder)
 //
 // Outputs of a training run: OUT/results.{md,json} (BLEU table), OUT/<mode>/log.jsonl (every
 // logged update), OUT/{ce_moe,ce_dense,kl}.svg (the paper's Figures 3 and 4, figures.hpp),
@@ -21,6 +24,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+
+#include <moekd/dist/init.hpp>
 
 #include "data.hpp"
 #include "figures.hpp"
@@ -74,7 +79,7 @@ std::string fmt2(double v) {
 }
 
 /// The BLEU table (Markdown) and the same as JSON.
-void write_results(const std::string& out, const std::vector<Direction>& dirs, const std::vector<RunResult>& rs,
+void write_results(bool write, const std::string& out, const std::vector<Direction>& dirs, const std::vector<RunResult>& rs,
                    bool indep) {
     std::string md = "| mode | model | params | steps | switch | ";
     for (const auto& d : dirs) md += d.name() + " | ";
@@ -106,6 +111,7 @@ void write_results(const std::string& out, const std::vector<Direction>& dirs, c
     }
     js += "]\n";
     std::printf("\n%s", md.c_str());
+    if (!write) return;
     std::ofstream(fs::path(out) / "results.md") << md;
     std::ofstream(fs::path(out) / "results.json") << js;
 }
@@ -114,6 +120,14 @@ void write_results(const std::string& out, const std::vector<Direction>& dirs, c
 
 int main(int argc, char** argv) {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines appear at once in logs, too
+    std::shared_ptr<dist::Communicator> comm;
+    try {
+        comm = dist::init(argc, argv);  // MpiComm under mpirun, else one process
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
+        return 1;
+    }
+    const bool main_rank = comm->rank() == 0;
     CLI::App app{"tsjt_wmt: one-stop training of an MoE and a dense/device translation model (TSJT)"};
     app.require_subcommand(0, 1);
     // ---- score / translate
@@ -189,7 +203,12 @@ int main(int argc, char** argv) {
     app.add_option("--min-bleu", min_bleu, "exit 2 if the TSJT/last run's MoE average BLEU is lower (smoke tests)");
     bool no_progress = false;
     app.add_flag("--no-progress", no_progress, "no progress line on stderr");
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+    }
+    if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
 
     try {
         if (score->parsed()) return cmd_score(ref_path, hyp_path);
@@ -204,12 +223,17 @@ int main(int argc, char** argv) {
         rc.indep = arch == "indep";
         rc.moe.dec_layers = rc.moe.enc_layers;
         rc.progress = !no_progress;
-        fs::create_directories(out);
+        rc.comm = comm;
+        if (main_rank) fs::create_directories(out);
 
-        // ---- corpus
-        std::vector<LangPair> corpus = data_dir.empty()
-                                           ? build_catalog_corpus(catalogs, langs, (fs::path(out) / "corpus").string(), 0.01, 0.01)
-                                           : read_corpus_dir(data_dir, langs);
+        // ---- corpus (under mpirun: rank 0 builds it, the others read what it wrote)
+        std::vector<LangPair> corpus;
+        if (!data_dir.empty()) corpus = read_corpus_dir(data_dir, langs);
+        else if (main_rank) corpus = build_catalog_corpus(catalogs, langs, (fs::path(out) / "corpus").string(), 0.01, 0.01);
+        if (data_dir.empty() && comm->size() > 1) {
+            comm->barrier();
+            if (!main_rank) corpus = read_corpus_dir((fs::path(out) / "corpus").string(), langs);
+        }
         std::printf("corpus%s: %-4s %8s %6s %6s\n", data_dir.empty() ? "" : (" " + data_dir).c_str(), "lang", "train", "valid", "test");
         for (LangPair& p : corpus) {
             const size_t full = p.train.size();
@@ -219,7 +243,9 @@ int main(int argc, char** argv) {
                         full > p.train.size() ? (" (of " + std::to_string(full) + ", --max-train)").c_str() : "");
         }
         // ---- tokenizer
-        const std::string spm = train_joint_spm(corpus, (fs::path(out) / "tokenizer").string(), vocab, spm_type);
+        // rank 0 trains the tokenizer; the others load its file
+        std::string spm = main_rank ? train_joint_spm(corpus, (fs::path(out) / "tokenizer").string(), vocab, spm_type) : "";
+        if (comm->size() > 1) spm = all_gather_strings(*comm, {spm}).front();
         const text::SentencePiece sp = text::SentencePiece::load(spm);
         std::vector<Example> train_set;
         int64_t skipped = 0;
@@ -255,6 +281,9 @@ int main(int argc, char** argv) {
             res.params_moe = run.params_moe();
             res.params_dense = run.params_dense();
             res.params_total = run.params_total();
+            if (comm->size() > 1 && res.mode == mode_name(modes.front()))
+                std::printf("data parallel: %d rank(s) (%s), %d batch(es) of at most %lld tokens per rank and update\n",
+                            comm->size(), comm->backend().c_str(), rc.update_freq, (long long)rc.max_tokens);
             std::printf("run %s (%s): MoE %lld params, %s %lld params, %lld distinct in total\n", res.mode.c_str(),
                         rc.indep ? "indep" : "shared", (long long)res.params_moe, rc.indep ? "device" : "dense",
                         (long long)res.params_dense, (long long)res.params_total);
@@ -272,12 +301,14 @@ int main(int argc, char** argv) {
             std::fflush(stdout);
             results.push_back(std::move(res));
         }
-        write_results(out, dirs, results, rc.indep);
-        std::vector<Curve> curves;
-        for (const RunResult& r : results)
-            curves.push_back(read_curve((fs::path(out) / r.mode / "log.jsonl").string(), r.mode, r.switch_step));
-        const auto figs = write_figures(out, curves, rc.indep);
-        std::printf("figures: %s, %s, %s\n", figs[0].c_str(), figs[1].c_str(), figs[2].c_str());
+        write_results(main_rank, out, dirs, results, rc.indep);
+        if (main_rank) {  // the logs are rank 0's
+            std::vector<Curve> curves;
+            for (const RunResult& r : results)
+                curves.push_back(read_curve((fs::path(out) / r.mode / "log.jsonl").string(), r.mode, r.switch_step));
+            const auto figs = write_figures(out, curves, rc.indep);
+            std::printf("figures: %s, %s, %s\n", figs[0].c_str(), figs[1].c_str(), figs[2].c_str());
+        }
         const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
         std::printf("\nBLEU: sacreBLEU's default (%s), %s decoding, first %d test sentences (of at most %d source pieces) per direction.\n"
                     "Results in %s/results.{md,json}; total %.1f s\n", text::bleu_signature().c_str(), eval_beam > 1 ? "beam" : "greedy", test_limit, test_max_len,
@@ -286,14 +317,21 @@ int main(int argc, char** argv) {
             double avg = 0;
             for (double b : results.back().bleu_moe) avg += b;
             avg /= double(std::max<size_t>(1, results.back().bleu_moe.size()));
-            if (avg < min_bleu) {
-                std::fprintf(stderr, "tsjt_wmt: MoE average BLEU %.2f is below --min-bleu %.2f\n", avg, min_bleu);
+            if (avg < min_bleu) {  // the same BLEU on every rank: every rank exits 2
+                if (main_rank) std::fprintf(stderr, "tsjt_wmt: MoE average BLEU %.2f is below --min-bleu %.2f\n", avg, min_bleu);
                 return 2;
             }
         }
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
+    } catch (const CollectiveError& e) {  // raised by every rank together: no abort needed
+        if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
         return 1;
+    } catch (const std::exception& e) {
+        if (comm->size() == 1) {
+            std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
+            return 1;
+        }
+        std::fprintf(stderr, "tsjt_wmt rank %d/%d: error: %s\n", comm->rank(), comm->size(), e.what());
+        comm->abort(1);  // the other ranks would wait for this one
     }
     return 0;
 }

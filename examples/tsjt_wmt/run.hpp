@@ -11,15 +11,28 @@
 // Adam's moments and step, every dropout/jitter generator, the data position (epoch, batch),
 // the stage controller's KL window, and the log's running means; on resume the log is cut back
 // to the checkpoint's step, so updates replayed after a kill are not logged twice.
+//
+// Data parallel (RunConfig::comm with N > 1 ranks, started by `mpirun -np N`): every rank holds
+// both models and walks the same shuffled batch order; an update takes N * update_freq batches,
+// slot j going to rank j % N, so N ranks equal one process with N times --update-freq (up to fp
+// summation order and dropout draws). Gradients are averaged (dist::DataParallel) before
+// clipping; the logged losses and the KL the stage controller sees are the means over the ranks
+// (rank 0's values broadcast, so every rank switches at the same update); a non-finite loss on
+// any rank stops every rank with the same error (CollectiveError). Rank 0 alone writes the log,
+// checkpoints (with every rank's generator states), hypotheses and submodels; every rank resumes
+// from the same checkpoint file. Test translations are sharded over the ranks and gathered.
 #pragma once
 
+#include <bit>
 #include <chrono>
+#include <deque>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include <moekd/dist/data_parallel.hpp>
 #include <moekd/io/atomic_file.hpp>
 #include <moekd/io/checkpoint.hpp>
 #include <moekd/io/json.hpp>
@@ -28,6 +41,7 @@
 
 #include <moekd/text/bleu.hpp>
 
+#include "dist_util.hpp"
 #include "translate.hpp"
 #include "submodel.hpp"
 #include "train.hpp"
@@ -53,6 +67,7 @@ struct RunConfig {
     int keep_last = 2;
     std::string dir;             // run directory: ckpt/, log.jsonl, submodels
     bool progress = true;
+    std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
 };
 
 struct RunResult {
@@ -108,18 +123,29 @@ public:
             if (auto* d = dynamic_cast<nn::Dropout<F>*>(m.get())) gens_[name] = &d->generator();
             if (auto* x = dynamic_cast<moe::MoELayer<F>*>(m.get())) gens_[name] = &x->generator();
         }
+        if (!cfg_.comm) cfg_.comm = std::make_shared<dist::SingleProcess>();
+        if (ranks() > 1) {
+            // same model and training options on every rank, rank 0's initial weights everywhere
+            dist::check_same_config(*cfg_.comm, *composite_, dist_config_string());
+            dp_ = std::make_unique<dist::DataParallel<F>>(cfg_.comm, composite_->named_parameters());
+            for (auto& [name, g] : gens_) reseed_for_rank(name, *g);  // own dropout/jitter draws per rank
+        }
     }
 
     int64_t params_moe() const { return moe_model->num_parameters(); }
     int64_t params_dense() const { return count_elements(dense_model->parameters()); }
     int64_t params_total() const { return count_elements(params_); }
     const StageController& controller() const { return ctl_; }
+    int rank() const { return cfg_.comm->rank(); }
+    int ranks() const { return cfg_.comm->size(); }
 
     /// Trains up to cfg.max_steps updates, resuming from the newest checkpoint in cfg.dir/ckpt.
     void train(const std::vector<Example>& train_set, RunResult& res) {
         namespace fs = std::filesystem;
         const std::string ckdir = (fs::path(cfg_.dir) / "ckpt").string();
-        fs::create_directories(ckdir);
+        dist::Communicator& comm = *cfg_.comm;
+        const bool main_rank = rank() == 0;
+        if (main_rank) fs::create_directories(ckdir);
         const auto batches = token_batches(train_set, cfg_.max_tokens);
         MOEKD_CHECK(!batches.empty(), "tsjt: no training batch (empty training set?)");
         io::TrainState st;
@@ -128,8 +154,7 @@ public:
             MOEKD_CHECK(ck.state.config == config_string(), "tsjt: checkpoint '", last, "' was written by another ",
                         "configuration (", ck.state.config, ") than this run (", config_string(),
                         "). HINT: use another --out directory or delete it");
-            std::map<std::string, Generator*> g(gens_.begin(), gens_.end());
-            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), g);
+            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), generators_to_load(ck));
             ctl_.load(st.extra);
             acc_.load(st.extra);
             std::printf("  resumed from %s (step %lld)\n", last.c_str(), (long long)st.step);
@@ -137,8 +162,12 @@ public:
         const std::string log_path = (fs::path(cfg_.dir) / "log.jsonl").string();
         // drop what was logged after the checkpoint (or all: fresh), and the end-of-run line of a
         // run that stopped there and now goes on (an uninterrupted run has no line there)
-        truncate_log(log_path, st.step, st.step < cfg_.max_steps);
-        std::ofstream log(log_path, std::ios::app);
+        std::ofstream log;  // rank 0's; other ranks write to a closed stream (nothing)
+        if (main_rank) {
+            truncate_log(log_path, st.step, st.step < cfg_.max_steps);
+            log.open(log_path, std::ios::app);
+        }
+        const bool progress = cfg_.progress && main_rank;
         auto order = epoch_order(batches.size(), st.epoch);
         composite_->train(true);
         const auto t0 = std::chrono::steady_clock::now();
@@ -151,21 +180,45 @@ public:
             double sa = 0, sb = 0, sk = 0, sx = 0;
             int64_t toks = 0;
             const bool use_kl = ctl_.use_kl();
-            for (int k = 0; k < cfg_.update_freq; ++k) {
+            std::string failed;  // this rank's error (a non-finite loss): every rank stops with it
+            // slots of this update: N * update_freq batches of the common order, slot j to rank j % N
+            for (int64_t j = 0; j < int64_t(cfg_.update_freq) * ranks(); ++j) {
                 if (st.batch_index >= int64_t(order.size())) {
                     ++st.epoch;
                     st.batch_index = 0;
                     order = epoch_order(batches.size(), st.epoch);
                 }
-                const Batch b = make_batch(train_set, batches[order[st.batch_index++]]);
-                const JointLoss jl = joint_loss(moe_sub, dense_sub, b, use_kl, cfg_.alpha_moe, cfg_.alpha_dense,
-                                                cfg_.label_smoothing);
-                MOEKD_CHECK(std::isfinite(jl.ce_moe) && std::isfinite(jl.ce_dense) && std::isfinite(jl.kl),
-                            "tsjt: loss is not finite at step ", st.step + 1, " (ce_moe ", jl.ce_moe, ", ce_dense ",
-                            jl.ce_dense, ", kl ", jl.kl, "). HINT: lower --lr");
+                const int64_t slot = st.batch_index++;
+                if (j % ranks() != rank() || !failed.empty()) continue;
+                const Batch b = make_batch(train_set, batches[order[slot]]);
+                JointLoss jl;
+                try {  // N > 1: an error here (the MoE router's NaN check) must stop every rank
+                    jl = joint_loss(moe_sub, dense_sub, b, use_kl, cfg_.alpha_moe, cfg_.alpha_dense, cfg_.label_smoothing);
+                } catch (const Error& e) {
+                    if (ranks() == 1) throw;
+                    failed = e.what();
+                    continue;
+                }
+                if (!(std::isfinite(jl.ce_moe) && std::isfinite(jl.ce_dense) && std::isfinite(jl.kl))) {
+                    failed = msg("tsjt: loss is not finite at step ", st.step + 1, " (ce_moe ", jl.ce_moe, ", ce_dense ",
+                                 jl.ce_dense, ", kl ", jl.kl, "). HINT: lower --lr");
+                    if (ranks() == 1) throw Error(failed);
+                    continue;
+                }
                 (jl.total * F(1.0 / cfg_.update_freq)).backward();
                 sa += jl.ce_moe; sb += jl.ce_dense; sk += jl.kl; sx += jl.aux;
                 toks += b.tokens;
+            }
+            if (ranks() > 1) stop_together(*cfg_.comm, failed);
+            if (dp_) {
+                dp_->average_gradients();
+                // means over the ranks, rank 0's result on every rank: the stage switch (and the
+                // log) must be the same everywhere
+                double m[4] = {sa, sb, sk, sx};
+                comm.all_reduce(m, 4, dist::ReduceOp::Mean);
+                comm.broadcast(m, sizeof m, 0);
+                sa = m[0], sb = m[1], sk = m[2], sx = m[3];
+                comm.all_reduce(&toks, 1, dist::ReduceOp::Sum);
             }
             if (cfg_.clip_norm > 0) {
                 // separate models (indep, single) are clipped separately, so that each trains as
@@ -186,7 +239,7 @@ public:
             acc_.add(ce_a, ce_b, kl);
             const bool switched = ctl_.observe(st.step, kl);
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-            if (switched)
+            if (switched && main_rank)
                 std::printf("%s  stage 2 from step %lld (KL window mean %.4f %s t_sep%s)\n", cfg_.progress ? "\n" : "",
                             (long long)st.step, ctl_.switch_mean(), ctl_.automatic() ? "=" : "<=",
                             ctl_.automatic() ? ", auto" : (" " + std::to_string(ctl_.t_sep())).c_str());
@@ -207,7 +260,7 @@ public:
                 log << line << '\n';
                 log.flush();
             }
-            if (cfg_.progress) {
+            if (progress) {
                 const double rate = double(st.step - start_step) / std::max(secs, 1e-9);
                 std::fprintf(stderr, "\r  [%s] step %lld/%lld  ce moe %.3f dense %.3f  kl %.3f  stage %d  %.0f tok/s  ETA %.0fs   ",
                              mode_name(cfg_.mode), (long long)st.step, (long long)cfg_.max_steps, ce_a, ce_b, kl,
@@ -216,7 +269,7 @@ public:
             }
             if (st.step % cfg_.save_every == 0 || st.step == cfg_.max_steps) save(ckdir, st);
         }
-        if (cfg_.progress) std::fprintf(stderr, "\n");
+        if (progress) std::fprintf(stderr, "\n");
         res.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         res.steps = st.step;
         res.updates_this_process = st.step - start_step;
@@ -236,10 +289,16 @@ public:
             const size_t n = std::min(limit, d.test_src.size());
             const std::vector<std::string> src(d.test_src.begin(), d.test_src.begin() + n);
             const std::vector<std::string> ref(d.test_ref.begin(), d.test_ref.begin() + n);
+            // each rank translates its contiguous share; every rank gets all hypotheses back
+            const dist::Range mine = dist::shard_range(int64_t(n), rank(), ranks());
+            const std::vector<std::string> my_src(src.begin() + mine.begin, src.begin() + mine.end);
             for (int which = 0; which < 2; ++which) {
-                const std::vector<std::string> hyp = translate(which ? dense_sub : moe_sub, sp, d.tgt_lang, src, beam, lenpen);
+                const std::vector<std::string> hyp = all_gather_strings(
+                    *cfg_.comm, my_src.empty() ? std::vector<std::string>{}
+                                               : translate(which ? dense_sub : moe_sub, sp, d.tgt_lang, my_src, beam, lenpen));
                 const double bleu = text::corpus_bleu(hyp, ref).score;
                 (which ? res.bleu_dense : res.bleu_moe).push_back(bleu);
+                if (rank() != 0) continue;
                 std::ofstream f(std::filesystem::path(cfg_.dir) / ("hyp." + std::string(which ? "dense." : "moe.") + d.name()));
                 for (const auto& h : hyp) f << h << '\n';
             }
@@ -248,6 +307,7 @@ public:
 
     /// Writes dir/moe and dir/dense as standalone models.
     void extract(const std::string& spm_model) const {
+        if (rank() != 0) return;
         save_submodel((std::filesystem::path(cfg_.dir) / "moe").string(), *moe_model, cfg_.moe, spm_model);
         save_submodel((std::filesystem::path(cfg_.dir) / "dense").string(), *dense_model, dense_cfg, spm_model);
     }
@@ -271,13 +331,77 @@ private:
         shuffle(o, g);
         return o;
     }
+    /// Rank 0 writes the checkpoint (rank r > 0's generators as "rank<r>.<name>"); collective.
     void save(const std::string& ckdir, io::TrainState st) {
         st.config = config_string();
         st.extra.clear();
         for (auto& [k, v] : ctl_.save()) st.extra["stage." + k] = v;
         for (auto& [k, v] : acc_.save()) st.extra[k] = v;
         std::map<std::string, const Generator*> g(gens_.begin(), gens_.end());
-        io::save_checkpoint_rotating<F>(ckdir, cfg_.keep_last, *composite_, opt_.get(), g, st);
+        std::vector<Generator> others;  // the other ranks' generator states (rank 0 only)
+        if (ranks() > 1) {
+            std::vector<uint64_t> mine;  // 6 words per generator, gens_ order (the same on every rank)
+            for (auto& [name, gen] : gens_) {
+                const Generator::State s = gen->state();
+                mine.insert(mine.end(), s.s.begin(), s.s.end());
+                mine.push_back(s.has_spare ? 1 : 0);
+                mine.push_back(std::bit_cast<uint64_t>(s.spare));
+            }
+            std::vector<uint64_t> all(mine.size() * size_t(ranks()));
+            cfg_.comm->all_gather(mine.data(), all.data(), int64_t(mine.size() * sizeof(uint64_t)));
+            others.reserve(gens_.size() * size_t(ranks()));
+            for (int r = 1; r < ranks(); ++r) {
+                size_t i = mine.size() * size_t(r);
+                for (auto& [name, gen] : gens_) {
+                    const uint64_t* w = all.data() + i;
+                    others.emplace_back().set_state({{w[0], w[1], w[2], w[3]}, w[4] == 1, std::bit_cast<double>(w[5])});
+                    g["rank" + std::to_string(r) + "." + name] = &others.back();
+                    i += 6;
+                }
+            }
+        }
+        if (rank() == 0) io::save_checkpoint_rotating<F>(ckdir, cfg_.keep_last, *composite_, opt_.get(), g, st);
+        cfg_.comm->barrier();  // the file is there before any rank may read it
+    }
+
+    /// Where each generator entry of `ck` loads to: this rank's own entries into its generators,
+    /// the other ranks' into scratch. A rank with no entry of its own (the checkpoint was written
+    /// by fewer ranks) reseeds from the run seed, its rank and the step.
+    std::map<std::string, Generator*> generators_to_load(const io::CheckpointData<F>& ck) {
+        scratch_.clear();
+        std::map<std::string, Generator*> g;
+        if (rank() == 0) g.insert(gens_.begin(), gens_.end());  // a missing entry is an error
+        const std::string own = "rank" + std::to_string(rank()) + ".";
+        bool have_own = rank() == 0;
+        for (auto& [name, gen] : gens_) have_own = have_own || ck.generators.count(own + name);
+        for (auto& [name, s] : ck.generators) {
+            if (g.count(name)) continue;
+            auto it = rank() > 0 && have_own && name.rfind(own, 0) == 0 ? gens_.find(name.substr(own.size())) : gens_.end();
+            if (it != gens_.end()) {
+                g[name] = it->second;
+            } else {
+                scratch_.emplace_back();
+                g[name] = &scratch_.back();
+            }
+        }
+        if (!have_own)
+            for (auto& [name, gen] : gens_) reseed_for_rank(name, *gen, uint64_t(ck.state.step));
+        return g;
+    }
+
+    /// A generator stream of its own for rank r > 0: seeded from the run seed, the rank, the
+    /// generator's name and (on resume from a checkpoint without this rank) the step.
+    void reseed_for_rank(const std::string& name, Generator& g, uint64_t step = 0) const {
+        if (rank() == 0) return;
+        g.manual_seed(dist::fnv1a(name, cfg_.seed * 0x9E3779B97F4A7C15ull + uint64_t(rank()) * 1000003ull + step));
+    }
+
+    /// What every rank must agree on to train together (checked at start under mpirun).
+    std::string dist_config_string() const {
+        return msg(config_string(), " lr=", cfg_.lr, " warmup=", cfg_.warmup, " steps=", cfg_.max_steps,
+                   " update_freq=", cfg_.update_freq, " max_tokens=", cfg_.max_tokens, " alpha=", cfg_.alpha_moe, "/",
+                   cfg_.alpha_dense, " t_sep=", cfg_.t_sep, " kl_window=", cfg_.kl_window, " ls=",
+                   cfg_.label_smoothing, " dropout=", cfg_.moe.dropout, " save_every=", cfg_.save_every);
     }
 
     /// Keeps the lines of log.jsonl with "step" <= step (a resumed run's history), drops the rest
@@ -329,6 +453,8 @@ private:
     bool disjoint_ = false;
     std::unique_ptr<optim::Adam<F>> opt_;
     std::map<std::string, Generator*> gens_;
+    std::unique_ptr<dist::DataParallel<F>> dp_;  // N > 1 ranks only
+    std::deque<Generator> scratch_;               // other ranks' generator states on load
 };
 
 }  // namespace tsjt

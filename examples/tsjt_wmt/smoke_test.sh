@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # smoke_test.sh — CI checks of tsjt_wmt on the tiny real corpus in testdata/ (each < 2 min):
-#   smoke_test.sh BIN TESTDATA WORK CASE
-# CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input
+#   smoke_test.sh BIN TESTDATA WORK CASE [MPIRUN ARGS...]
+# CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | mpi2
+# (mpi2 runs under the launcher given after CASE, e.g. mpirun -np 2 --oversubscribe)
 set -euo pipefail
 BIN=$1 DATA=$2 WORK=$3 CASE=$4
+shift 4
+MPI=("$@")
 SMALL=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 0 --test-limit 10 --vocab 400 --warmup 10
        --kl-window 5 --save-every 10 --no-progress)
 rm -rf "$WORK/$CASE"
@@ -105,6 +108,69 @@ case $CASE in
     expect_error "unknown mode 'fast'" --data "$DATA" --langs fr --modes fast --out "$W/o"
     printf 'a\nb\n' > "$W/r.txt"; printf 'a\n' > "$W/h.txt"
     expect_error "has 2 lines" score "$W/r.txt" "$W/h.txt" ;;
+  mpi2)
+    # data parallel under mpirun -np 2: with no dropout, 2 ranks x 1 batch per update follow 1
+    # process with --update-freq 2 (same batches per update, gradients averaged: equal up to fp
+    # summation order); rank 0 alone prints and writes; a stopped 2-rank run resumes
+    [[ ${#MPI[@]} -gt 0 ]] || fail "mpi2 needs the launcher after CASE"
+    export MOEKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+    M=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 16 --test-limit 6 --vocab 400
+       --max-tokens 400 --warmup 4 --modes tsjt --t-sep auto --kl-window 2 --log-every 1 --save-every 5 --no-progress)
+    "$BIN" "${M[@]}" --dropout 0 --out "$W/one" --max-steps 30 --update-freq 2 > "$W/one.txt"
+    "${MPI[@]}" "$BIN" "${M[@]}" --dropout 0 --out "$W/two" --max-steps 30 > "$W/two.txt"
+    cat "$W/two.txt"
+    grep -q "data parallel: 2 rank(s) (mpi)" "$W/two.txt" || fail "not a 2-rank run"
+    [[ $(grep -c "^run tsjt" "$W/two.txt") -eq 1 ]] || fail "rank 0 alone must print"
+    grep -q '"mode": "tsjt"' "$W/two/results.json" || fail "no tsjt row in results.json"
+    ls "$W"/two/tsjt/ckpt/ckpt-0000000030.safetensors > /dev/null || fail "no checkpoint"
+    for m in moe dense; do [[ -s "$W/two/tsjt/$m/model.safetensors" ]] || fail "no extracted $m"; done
+    for f in ce_moe ce_dense kl; do grep -q "<polyline" "$W/two/$f.svg" || fail "no curve in $f.svg"; done
+    [[ $(wc -l < "$W/two/tsjt/hyp.moe.fr-en") -eq 6 ]] || fail "hypotheses: not the 6 test sentences"
+    [[ $(wc -l < "$W/two/tsjt/log.jsonl") -eq 30 ]] || fail "log: not 30 lines"
+    sw1=$(grep -o "stage 2 from step [0-9]*" "$W/one.txt" || true) sw2=$(grep -o "stage 2 from step [0-9]*" "$W/two.txt" || true)
+    [[ -n "$sw1" && "$sw1" == "$sw2" ]] || fail "stage switch: 1 process '$sw1', 2 ranks '$sw2' (want the same update)"
+    # same tokens per update; losses within fp tolerance at every update
+    python3 - "$W/one/tsjt/log.jsonl" "$W/two/tsjt/log.jsonl" <<'PY' || fail "2 ranks differ from 1 process with --update-freq 2"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 30, (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    assert x["tokens"] == y["tokens"] and x["epoch"] == y["epoch"] and x["stage"] == y["stage"], (x, y)
+    for k in ("ce_moe", "ce_dense", "kl"):
+        worst = max(worst, abs(x[k] - y[k]) / max(abs(x[k]), 1e-3))
+# N = 2 is even bit-exact: the mean (g1 + g2) * 0.5 equals the accumulated g1 * 0.5 + g2 * 0.5
+# (power-of-two scaling, commutative sum), so the final weights and Adam state must match
+from safetensors.numpy import load_file
+ca = load_file(sys.argv[1].replace("log.jsonl", "ckpt/ckpt-0000000030.safetensors"))
+cb = load_file(sys.argv[2].replace("log.jsonl", "ckpt/ckpt-0000000030.safetensors"))
+keys = [k for k in ca if k.startswith(("model.", "optim."))]
+assert keys and all(k in cb and (ca[k] == cb[k]).all() for k in keys), "final weights / Adam state differ"
+print(f"mpi2: 30 updates, 1 process x update-freq 2 vs 2 ranks: largest relative loss difference {worst:.2e}; "
+      f"last ce_moe {a[-1]['ce_moe']:.6f} vs {b[-1]['ce_moe']:.6f}")
+assert worst < 1e-3, worst
+PY
+    cmp "$W/one/tsjt/hyp.moe.fr-en" "$W/two/tsjt/hyp.moe.fr-en" || fail "the gathered 2-rank translations differ"
+    echo "ok: 2 ranks = 1 process with --update-freq 2 ($sw2; weights, Adam state and translations identical)"
+    # with dropout (a generator stream per rank, all saved by rank 0): a 2-rank run stopped at 13
+    # and resumed on 2 ranks ends with the same checkpoint as an uninterrupted 2-rank run
+    "${MPI[@]}" "$BIN" "${M[@]}" --out "$W/full" --max-steps 20 > /dev/null
+    "${MPI[@]}" "$BIN" "${M[@]}" --out "$W/stop" --max-steps 13 > /dev/null
+    "${MPI[@]}" "$BIN" "${M[@]}" --out "$W/stop" --max-steps 20 > "$W/stop2.txt"
+    grep -q "resumed from .*ckpt-0000000013" "$W/stop2.txt" || fail "did not resume from step 13"
+    cmp "$W/full/tsjt/ckpt/ckpt-0000000020.safetensors" "$W/stop/tsjt/ckpt/ckpt-0000000020.safetensors" \
+      || fail "2-rank stop + resume: the checkpoint differs"
+    diff <(sed 's/, "seconds.*//' "$W/full/tsjt/log.jsonl") <(sed 's/, "seconds.*//' "$W/stop/tsjt/log.jsonl") \
+      || fail "2-rank stop + resume: the log differs"
+    # a non-finite loss on any rank ends every rank with the same error, exit status 1
+    set +e
+    "${MPI[@]}" "$BIN" "${M[@]}" --out "$W/nan" --max-steps 5 --lr 1e30 > "$W/nan.txt" 2>&1
+    rc=$?
+    set -e
+    [[ $rc -eq 1 ]] && grep -q "error: rank [01] of 2: .*not finite" "$W/nan.txt" && ! grep -q MPI_ABORT "$W/nan.txt" \
+      || { cat "$W/nan.txt"; fail "non-finite loss: exit $rc, want 1 and the error"; }
+    echo "ok: 2-rank stop at 13 + resume: checkpoint and log identical; $(grep -o "error: rank.*" "$W/nan.txt" | cut -c1-120)" ;;
   *) fail "unknown case $CASE" ;;
 esac
 echo "smoke $CASE: OK"
