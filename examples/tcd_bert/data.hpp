@@ -140,9 +140,9 @@ struct Task {
 };
 
 /// A real GLUE directory (train.tsv, dev.tsv) when glue_dir is set, else the built-in task built
-/// from the corpus (and written to out_dir/tasks/<name>/{train,dev}.tsv, GLUE's layout).
+/// from the corpus (and, if `write`, written to out_dir/tasks/<name>/{train,dev}.tsv, GLUE's layout).
 inline Task load_task(const std::string& name, const std::string& glue_dir, const Corpus& c, const std::string& out_dir,
-                      uint64_t seed, int64_t max_train, int64_t max_dev) {
+                      uint64_t seed, int64_t max_train, int64_t max_dev, bool write = true) {
     Task t;
     if (!glue_dir.empty()) {
         auto tr = data::read_glue_split(glue_dir, name, "train");
@@ -160,10 +160,11 @@ inline Task load_task(const std::string& name, const std::string& glue_dir, cons
     auto b = data::build_task(name, c.wordnet, c.fortunes, seed, max_train, max_dev);
     t.info = b.info, t.train = std::move(b.train), t.dev = std::move(b.dev);
     const std::string dir = out_dir + "/tasks/" + t.info.name;
+    t.source = "built-in, written to " + dir;
+    if (!write) return t;  // another rank writes it (mpirun)
     std::filesystem::create_directories(dir);
     data::write_glue_tsv(dir + "/train.tsv", t.info, t.train);
     data::write_glue_tsv(dir + "/dev.tsv", t.info, t.dev);
-    t.source = "built-in, written to " + dir;
     return t;
 }
 

@@ -11,6 +11,12 @@
 //   tcd_bert --ablations --task WNGLOSS        + the T and T+I ablations, another task
 //   tcd_bert --glue-dir ~/glue/RTE --task RTE  a real GLUE task
 //   tcd_bert --corpus a.txt --corpus b.txt --glue-dir ... --task ...   your own text
+//   mpirun -np 2 tcd_bert                      data parallel pre-training (pretrain.hpp): each step's
+//                                              --batch segments are split over the ranks; rank 0
+//                                              builds the corpus/vocabulary/task files and alone
+//                                              prints and writes --out (a folder all ranks see);
+//                                              fine-tuning and evaluation run identically on
+//                                              every rank
 //
 // Outputs in --out: log.jsonl, results.md, trend.svg, tasks/ (the built-in task TSVs), spm.model,
 // ckpt/<run>.safetensors (each model, rewritten after every epoch). Exit status 1 on any error.
@@ -18,9 +24,12 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
+#include <moekd/dist/init.hpp>
 #include <moekd/io/safetensors.hpp>
 
 #include "data.hpp"
@@ -71,6 +80,19 @@ std::string ensure_corpus(const std::string& dir, bool is_default) {
 
 /// Fails fast, before any training, on what TCD cannot do with the flags: depth or head mismatch
 /// between teacher and student, groups larger than a batch's tokens.
+/// Runs `fn` on rank 0 alone, then every rank waits for it; an error there (or anywhere in `fn`)
+/// is raised on every rank together. One process: just fn().
+void on_rank0(dist::Communicator& comm, const std::function<void()>& fn) {
+    if (comm.size() == 1) return fn();
+    std::string err;
+    if (comm.rank() == 0) try {
+            fn();
+        } catch (const std::exception& e) {
+            err = e.what();
+        }
+    dist::stop_together(comm, err);
+}
+
 void dry_run_tcd(const ModelConfig& student, const ModelConfig& teacher, const PretrainOptions& o, int64_t seq_len) {
     Generator g(7);
     auto s = make_bert(student, true, g), t = make_bert(teacher, false, g);
@@ -88,6 +110,15 @@ void dry_run_tcd(const ModelConfig& student, const ModelConfig& teacher, const P
 }  // namespace
 
 int main(int argc, char** argv) {
+    std::shared_ptr<dist::Communicator> comm;
+    try {
+        comm = dist::init(argc, argv);  // MpiComm under mpirun, else one process
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "tcd_bert: error: %s\n", e.what());
+        return 1;
+    }
+    const bool main_rank = comm->rank() == 0;
+    const int R = comm->size();
     CLI::App app{"tcd_bert: transfer-capability distillation from a vanilla BERT into an MoE BERT (masked-LM "
                  "pre-training on WordNet + fortunes, fine-tuning on a GLUE-format task)"};
     std::string data_dir = std::string(TCD_SOURCE_DIR) + "/build/tcd-data", out_dir = "tcd_bert_out";
@@ -147,7 +178,12 @@ int main(int argc, char** argv) {
     app.add_option("--ft-max-len", fo.max_len, "fine-tuning sequence length")->capture_default_str()->check(CLI::Range(8, 512));
     app.add_flag("--no-trend", no_trend, "fine-tune only the last checkpoint (no Figure 5 / alignment scores)");
     app.add_flag("--smoke", smoke, "a tiny configuration for CI (well under a minute)");
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+    }
+    if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
 
     try {
         const auto t_start = Clock::now();
@@ -176,6 +212,7 @@ int main(int argc, char** argv) {
         ModelConfig tc = mc;
         tc.layers = teacher_layers > 0 ? teacher_layers : mc.layers;
         po.seed = seed;
+        po.comm = comm;
         const tcd::TcdWeights full_w{lambda_t, lambda_i, lambda_a};
         // the runs: teacher, MoE, MoE w/ TCD (+ ablations)
         std::vector<RunRecord> runs;
@@ -197,21 +234,29 @@ int main(int argc, char** argv) {
             if (r.key.rfind("tcd", 0) == 0) {
                 PretrainOptions o = po;
                 o.tcd = r.weights;
+                o.batch = std::max<int64_t>(1, po.batch / R);  // a rank's smallest share of a step
                 dry_run_tcd(mc, tc, o, seq_len);
             }
 
         // ---- data ------------------------------------------------------------------------------
-        fs::create_directories(out_dir + "/ckpt");
+        // under mpirun rank 0 makes the folders, corpus, vocabulary and task files; the others wait
+        on_rank0(*comm, [&] { fs::create_directories(out_dir + "/ckpt"); });
         (void)data::glue_task_info(task_name);  // an unknown task name fails here, before any work
         Task task;
         if (!glue_dir.empty()) task = load_task(task_name, glue_dir, Corpus{}, out_dir, seed, max_train, max_dev);
-        if (corpus_files.empty()) data_dir = ensure_corpus(data_dir, !app.count("--data"));
+        if (corpus_files.empty()) {
+            on_rank0(*comm, [&] { data_dir = ensure_corpus(data_dir, !app.count("--data")); });
+            if (!main_rank) data_dir = ensure_corpus(data_dir, false);  // rank 0 has built it
+        }
         const Corpus corpus = load_corpus(data_dir, corpus_files, 0.02, seed);
         std::printf("tcd_bert: corpus %s: %zu training / %zu held-out lines\n", corpus.source.c_str(),
                     corpus.train.size(), corpus.heldout.size());
         std::fflush(stdout);
         auto t0 = Clock::now();
-        const text::SentencePiece sp = train_vocab(corpus, out_dir, int(mc.vocab), size_t(spm_lines), false);
+        std::optional<text::SentencePiece> sp0;
+        on_rank0(*comm, [&] { sp0 = train_vocab(corpus, out_dir, int(mc.vocab), size_t(spm_lines), false); });
+        if (!main_rank) sp0 = train_vocab(corpus, out_dir, int(mc.vocab), size_t(spm_lines), true);  // rank 0's file
+        const text::SentencePiece& sp = *sp0;
         mc.vocab = tc.vocab = sp.vocab_size();
         const auto train_segs = pack_segments(corpus.train, sp, seq_len, size_t(max_segments), seed);
         const auto held_segs = pack_segments(corpus.heldout, sp, seq_len, size_t(heldout_segments), seed + 1);
@@ -219,7 +264,11 @@ int main(int argc, char** argv) {
         std::printf("vocabulary: %lld SentencePiece pieces (%.1f s); pre-training %zu segments of %lld tokens per epoch, "
                     "held-out %zu\n", (long long)mc.vocab, seconds_since(t0), train_segs.size(), (long long)seq_len,
                     held_segs.size());
-        if (glue_dir.empty()) task = load_task(task_name, glue_dir, corpus, out_dir, seed, max_train, max_dev);
+        if (glue_dir.empty()) task = load_task(task_name, glue_dir, corpus, out_dir, seed, max_train, max_dev, main_rank);
+        if (R > 1)
+            std::printf("data parallel: %d ranks (%s), %lld pre-training segments per step split over them; "
+                        "fine-tuning and evaluation on every rank alike\n",
+                        R, comm->backend().c_str(), (long long)po.batch);
         const EncodedTask etask = encode_task(task, sp, fo.max_len);
         std::printf("task %s (%s, %s): %zu train / %zu dev examples, %s\n", task.info.name.c_str(),
                     task.info.pair ? "pairs" : "single sentences",
@@ -248,8 +297,12 @@ int main(int argc, char** argv) {
                     (long long)po.groups, (long long)po.group_size);
         std::fflush(stdout);
 
-        JsonLog jl(out_dir + "/log.jsonl");
-        jl.write({{"event", "config"}, {"task", task.info.name}, {"dim", mc.dim}, {"layers", mc.layers},
+        std::optional<JsonLog> jlog;  // rank 0's
+        if (main_rank) jlog.emplace(out_dir + "/log.jsonl");
+        auto jwrite = [&](const json::Object& o) {
+            if (jlog) jlog->write(o);
+        };
+        jwrite({{"event", "config"}, {"task", task.info.name}, {"dim", mc.dim}, {"layers", mc.layers},
                   {"heads", mc.heads}, {"ffn_dim", mc.ffn_dim}, {"experts", mc.experts}, {"vocab", mc.vocab},
                   {"seq_len", seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", po.epochs},
                   {"lambda_b", mc.lambda_b}, {"lambda_t", lambda_t}, {"lambda_i", lambda_i}, {"lambda_a", lambda_a},
@@ -272,14 +325,15 @@ int main(int argc, char** argv) {
             r.epochs = pretrain(r.label, *m, r.key == "teacher" ? nullptr : teacher.get(), train_segs, held_segs, mc.vocab,
                                 o, [&](const EpochLog& e) {
                                     r.snapshots.push_back(snapshot(*m));
-                                    io::write_safetensors(ckpt, m->state_dict(), {{"format", "tcd_bert " + r.key},
+                                    if (main_rank)
+                                        io::write_safetensors(ckpt, m->state_dict(), {{"format", "tcd_bert " + r.key},
                                                                                   {"epoch", std::to_string(e.epoch)}});
                                     std::printf("  epoch %d  mlm %.4f  balance %.3g  L_T %.4f  L_I %.4f  L_A %.4f  "
                                                 "held-out LL %.4f  (%.1f s)\n",
                                                 e.epoch, e.mlm, e.balance, e.trunk, e.inner, e.attention, e.heldout_ll,
                                                 e.seconds);
                                     std::fflush(stdout);
-                                    jl.write({{"event", "pretrain_epoch"}, {"run", r.key}, {"epoch", e.epoch},
+                                    jwrite({{"event", "pretrain_epoch"}, {"run", r.key}, {"epoch", e.epoch},
                                               {"mlm", jnum(e.mlm)}, {"balance", jnum(e.balance)}, {"l_t", jnum(e.trunk)},
                                               {"l_i", jnum(e.inner)}, {"l_a", jnum(e.attention)},
                                               {"heldout_ll", jnum(e.heldout_ll)}, {"seconds", jnum(e.seconds)},
@@ -290,7 +344,7 @@ int main(int argc, char** argv) {
             if (!ood.empty()) {
                 json::Object o2{{"event", "ood"}, {"run", r.key}};
                 for (auto& [dom, v] : r.ood) o2.push_back({dom, jnum(v)});
-                jl.write(o2);
+                jwrite(o2);
             }
             if (r.key == "teacher") {
                 teacher = m;
@@ -319,7 +373,7 @@ int main(int argc, char** argv) {
                                {"score", jnum(d.score)}, {"full", jnum(d.full)}, {"adapters", jnum(d.adapters)},
                                {"chosen", d.chosen}, {"seconds", jnum(d.seconds)}};
                 for (auto& [mk, mv] : d.metrics) o.push_back({mk, jnum(mv)});
-                jl.write(o);
+                jwrite(o);
             }
             r.snapshots.clear();
         }
@@ -330,17 +384,20 @@ int main(int argc, char** argv) {
         if (!no_trend) md += table_alignment(runs, task.info) + "\n";
         if (!ood_domains.empty()) md += table_ood(runs, ood_domains) + "\n";
         std::printf("\n%s", md.c_str());
-        {
+        if (main_rank) {
             std::ofstream f(out_dir + "/results.md");
             f << md;
         }
-        if (!no_trend) write_trend_svg(out_dir + "/trend.svg", runs, task.info);
+        if (!no_trend && main_rank) write_trend_svg(out_dir + "/trend.svg", runs, task.info);
         const double total = seconds_since(t_start);
         std::printf("total %.1f s; wrote %s/results.md, log.jsonl%s\n", total, out_dir.c_str(),
                     no_trend ? "" : ", trend.svg");
-        jl.write({{"event", "done"}, {"seconds", jnum(total)}});
+        jwrite({{"event", "done"}, {"seconds", jnum(total)}});
+    } catch (const dist::CollectiveError& e) {  // every rank has it: rank 0 says it
+        if (main_rank) std::fprintf(stderr, "tcd_bert: error: %s\n", e.what());
+        return 1;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "tcd_bert: error: %s\n", e.what());
+        std::fprintf(stderr, "tcd_bert: error: %s%s\n", R > 1 ? msg("rank ", comm->rank(), ": ").c_str() : "", e.what());
         return 1;
     }
     return 0;

@@ -8,6 +8,10 @@
 // Masks are re-drawn every epoch (mask_tokens per batch with one running generator), segments are
 // contiguous token runs of fixed length, AdamW with linear warmup then linear decay, gradient
 // clipping. The MLM head runs on the masked positions only (the other rows carry no loss).
+// Under mpirun (o.comm with size N > 1): every rank shuffles the same order, takes its contiguous
+// share of each step's batch (dist::shard_range), draws masks and TCD groups from its own stream,
+// and dist::DataParallel averages the gradients once per step before clipping and AdamW; a
+// non-finite loss on any rank stops every rank with the same error. One process: unchanged.
 #pragma once
 
 #include <unistd.h>
@@ -21,10 +25,12 @@
 #include <vector>
 
 #include <moekd/data/mlm.hpp>
+#include <moekd/dist/data_parallel.hpp>
 #include <moekd/losses/tcd.hpp>
 #include <moekd/optim/optimizers.hpp>
 #include <moekd/optim/schedule.hpp>
 
+#include <moekd/dist/collective.hpp>  // stop_together, CollectiveError
 #include "data.hpp"
 #include "model.hpp"
 
@@ -40,6 +46,7 @@ struct PretrainOptions {
     tcd::TcdWeights tcd{0.0, 0.0, 0.0};  // all 0: no distillation
     int64_t groups = 32, group_size = 128;
     uint64_t seed = 1;
+    std::shared_ptr<dist::Communicator> comm;  // null or size 1: one process
 };
 
 /// What one pre-training epoch did (means over its steps) and the held-out log-likelihood after it.
@@ -117,10 +124,18 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
     const int64_t steps_per_epoch = int64_t(train.size()) / o.batch, total = steps_per_epoch * o.epochs;
     MOEKD_CHECK(o.epochs == 0 || steps_per_epoch > 0, name, ": ", train.size(),
                 " pre-training segments are fewer than one batch of ", o.batch, "; HINT: more text or a smaller --batch");
+    const int R = o.comm ? o.comm->size() : 1, rank = o.comm ? o.comm->rank() : 0;
+    MOEKD_CHECK(o.batch >= R, name, ": --batch ", o.batch, " is smaller than the ", R, " ranks; HINT: a larger --batch");
+    // data parallel: rank 0's initial weights everywhere, gradients averaged once per step
+    std::unique_ptr<dist::DataParallel<float>> dp;
+    if (R > 1) dp = std::make_unique<dist::DataParallel<float>>(o.comm, m);
+    const dist::Range share = dist::shard_range(o.batch, rank, R);
     optim::AdamW<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));
     const int64_t warmup = int64_t(o.warmup_frac * double(total));
     const auto cfg = mlm_config(vocab);
-    Generator gen(o.seed);
+    Generator gen(o.seed);  // data order (the same on every rank); one process: masks and groups too
+    Generator rank_gen(o.seed * 0x9E3779B97F4A7C15ull + uint64_t(rank) + 1);  // this rank's masks and groups
+    Generator& mgen = R > 1 ? rank_gen : gen;
     std::vector<size_t> order(train.size());
     std::iota(order.begin(), order.end(), size_t(0));
     std::unique_ptr<tcd::RepresentationCapture<float>> cs, ct;
@@ -129,7 +144,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
         cs = std::make_unique<tcd::RepresentationCapture<float>>(m, tcd::CaptureWhat::from(o.tcd));
         ct = std::make_unique<tcd::RepresentationCapture<float>>(*teacher, tcd::CaptureWhat::from(o.tcd));
     }
-    const bool tty = isatty(fileno(stderr));
+    const bool tty = rank == 0 && isatty(fileno(stderr));
     std::vector<EpochLog> logs;
     m.train();
     set_pad(m, Tensor<uint8_t>());  // segments are full: no padding
@@ -140,7 +155,8 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
         EpochLog log;
         log.epoch = epoch;
         for (int64_t s = 0; s < steps_per_epoch; ++s) {
-            const auto mb = data::mask_tokens(segment_batch(train, order, size_t(s * o.batch), size_t(o.batch)), cfg, gen);
+            const auto mb = data::mask_tokens(
+                segment_batch(train, order, size_t(s * o.batch + share.begin), size_t(share.size())), cfg, mgen);
             const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
             Tensor<int64_t> lab;
             const Tensor<float> hidden = m.forward(mb.input_ids);
@@ -152,7 +168,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
                     NoGrad ng;
                     teacher->forward(mb.input_ids);
                 }
-                const auto groups = tcd::sample_batch_token_groups(B, T, Tensor<uint8_t>(), o.groups, o.group_size, gen);
+                const auto groups = tcd::sample_batch_token_groups(B, T, Tensor<uint8_t>(), o.groups, o.group_size, mgen);
                 const auto t = tcd::tcd_loss(*cs, *ct, groups, o.tcd);
                 loss = loss + t.total;
                 if (t.trunk.defined()) log.trunk += t.trunk.item();
@@ -160,12 +176,17 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
                 if (t.attention.defined()) log.attention += t.attention.item();
             }
             const float l = loss.item();
-            MOEKD_CHECK(std::isfinite(l), name, ": the loss became ", l, " at epoch ", epoch, " step ", s + 1,
-                        " (MLM ", mlm.item(), ", balance ", bal.item(), "). Checkpoints of finished epochs are kept; ",
-                        "HINT: lower --lr or the TCD weights");
+            const std::string bad = std::isfinite(l) ? std::string()
+                                                      : msg(name, ": the loss became ", l, " at epoch ", epoch, " step ", s + 1,
+                                                            " (MLM ", mlm.item(), ", balance ", bal.item(),
+                                                            "). Checkpoints of finished epochs are kept; ",
+                                                            "HINT: lower --lr or the TCD weights");
+            if (R > 1) dist::stop_together(*o.comm, bad);  // every rank stops together
+            MOEKD_CHECK(bad.empty(), bad);
             opt.set_lr(optim::linear_warmup_decay_lr(++step, o.lr, warmup, total));
             opt.zero_grad();
             loss.backward();
+            if (dp) dp->average_gradients();
             if (o.clip > 0) optim::clip_grad_norm(m.parameters(), o.clip);
             opt.step();
             if (cs) cs->clear(), ct->clear();
@@ -181,7 +202,19 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
         if (tty) std::fprintf(stderr, "\r%90s\r", "");
         const double k = double(std::max<int64_t>(steps_per_epoch, 1));
         log.mlm /= k, log.balance /= k, log.trunk /= k, log.inner /= k, log.attention /= k;
+        if (R > 1) {  // the logged means: over the ranks too (the held-out LL is the same on every rank)
+            double v[5] = {log.mlm, log.balance, log.trunk, log.inner, log.attention};
+            o.comm->all_reduce(v, 5, dist::ReduceOp::Sum);
+            log.mlm = v[0] / R, log.balance = v[1] / R, log.trunk = v[2] / R, log.inner = v[3] / R, log.attention = v[4] / R;
+        }
         log.heldout_ll = heldout_ll(m, heldout, vocab);
+        if (R > 1) {  // the same weights on every rank give the same held-out LL: a check of the sync
+            double mm[2] = {log.heldout_ll, -log.heldout_ll};
+            o.comm->all_reduce(mm, 2, dist::ReduceOp::Max);
+            if (rank == 0 && mm[0] != -mm[1])
+                std::printf("WARNING: %s: the ranks' models differ after epoch %d (held-out LL %.6f .. %.6f)\n",
+                            name.c_str(), epoch, -mm[1], mm[0]);
+        }
         log.seconds = seconds_since(t0);
         logs.push_back(log);
         on_epoch(log);

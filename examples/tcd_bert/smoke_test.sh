@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # smoke_test.sh — CI checks of tcd_bert (each well under 2 minutes):
-#   smoke_test.sh BIN WORK CASE
+#   smoke_test.sh BIN WORK CASE [MPIRUN ARGS...]
 # CASE: smoke (tiny end-to-end run with the ablations: tables, log, plot, checkpoints) |
 #       glue (fine-tuning from GLUE-layout directories: the built-in task's own TSVs read back, and
-#       an STS-B-layout regression task made from them) | bad-input
+#       an STS-B-layout regression task made from them) | bad-input |
+#       mpi2 (the smoke run under MPIRUN ARGS, e.g. mpirun -np 2: tables printed once, every output
+#       written, and a NaN stops every rank with one message)
 # The smoke run reads the default corpus (build/tcd-data of the source tree); when it is missing
 # tcd_bert builds it with scripts/build_tcd_corpus.sh (apt-get download, ~20 MB).
 set -euo pipefail
 BIN=$1 WORK=$2 CASE=$3
+shift 3
+LAUNCH=("$@")  # mpi2: the launcher and its arguments
 W=$WORK/$CASE
 rm -rf "$W"
 mkdir -p "$W"
@@ -61,6 +65,27 @@ case $CASE in
       --smoke --group-size 1000 --out "$W/o"
     expect_error "loss became" --smoke --lr 1e30 --out "$W/o"
     expect_error "unknown task 'NOPE'" --smoke --task NOPE --out "$W/o" ;;
+  mpi2)
+    [[ ${#LAUNCH[@]} -gt 0 ]] || fail "mpi2 needs the launcher: smoke_test.sh BIN WORK mpi2 mpirun -np 2 ..."
+    "${LAUNCH[@]}" "$BIN" --smoke --out "$W/run" | tee "$W/out.txt"
+    grep -q "^data parallel: 2 ranks" "$W/out.txt" || fail "not 2 ranks"
+    ! grep -q "models differ" "$W/out.txt" || fail "the ranks' models differ"
+    for t in "Table 1" "Table 3" "Table 4"; do
+      [[ $(grep -c "^$t" "$W/out.txt") -eq 1 ]] || fail "$t not printed exactly once"
+    done
+    [[ $(grep -c '"event":"pretrain_epoch"' "$W/run/log.jsonl") -eq 6 ]] || fail "want 6 pre-training epochs in log.jsonl"
+    grep -q '"event":"done"' "$W/run/log.jsonl" || fail "log.jsonl not finished"
+    grep -q '<svg' "$W/run/trend.svg" || fail "no trend plot"
+    grep -q '^| MoE BERT w/ TCD ' "$W/run/results.md" || fail "no results.md"
+    for r in teacher moe tcd; do [[ -s "$W/run/ckpt/$r.safetensors" ]] || fail "no checkpoint of $r"; done
+    [[ -s "$W/run/tasks/WNPOS/train.tsv" && -s "$W/run/spm.model" ]] || fail "no task TSV or vocabulary"
+    set +e
+    "${LAUNCH[@]}" "$BIN" --smoke --lr 1e30 --out "$W/nan" > "$W/nan.txt" 2>&1
+    rc=$?
+    set -e
+    [[ $rc -ne 0 ]] || { cat "$W/nan.txt"; fail "a NaN run exited 0"; }
+    [[ $(grep -c "loss became" "$W/nan.txt") -eq 1 ]] || { cat "$W/nan.txt"; fail "want the NaN message exactly once"; }
+    echo "ok: $(grep "loss became" "$W/nan.txt")" ;;
   *) fail "unknown case $CASE" ;;
 esac
 echo "PASS $CASE"

@@ -245,7 +245,7 @@ int main(int argc, char** argv) {
         // ---- tokenizer
         // rank 0 trains the tokenizer; the others load its file
         std::string spm = main_rank ? train_joint_spm(corpus, (fs::path(out) / "tokenizer").string(), vocab, spm_type) : "";
-        if (comm->size() > 1) spm = all_gather_strings(*comm, {spm}).front();
+        if (comm->size() > 1) spm = dist::all_gather_strings(*comm, {spm}).front();
         const text::SentencePiece sp = text::SentencePiece::load(spm);
         std::vector<Example> train_set;
         int64_t skipped = 0;
@@ -322,7 +322,7 @@ int main(int argc, char** argv) {
                 return 2;
             }
         }
-    } catch (const CollectiveError& e) {  // raised by every rank together: no abort needed
+    } catch (const dist::CollectiveError& e) {  // raised by every rank together: no abort needed
         if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
         return 1;
     } catch (const std::exception& e) {

@@ -18,7 +18,7 @@
 // summation order and dropout draws). Gradients are averaged (dist::DataParallel) before
 // clipping; the logged losses and the KL the stage controller sees are the means over the ranks
 // (rank 0's values broadcast, so every rank switches at the same update); a non-finite loss on
-// any rank stops every rank with the same error (CollectiveError). Rank 0 alone writes the log,
+// any rank stops every rank with the same error (dist::CollectiveError). Rank 0 alone writes the log,
 // checkpoints (with every rank's generator states), hypotheses and submodels; every rank resumes
 // from the same checkpoint file. Test translations are sharded over the ranks and gathered.
 #pragma once
@@ -41,7 +41,7 @@
 
 #include <moekd/text/bleu.hpp>
 
-#include "dist_util.hpp"
+#include <moekd/dist/collective.hpp>
 #include "translate.hpp"
 #include "submodel.hpp"
 #include "train.hpp"
@@ -209,7 +209,7 @@ public:
                 sa += jl.ce_moe; sb += jl.ce_dense; sk += jl.kl; sx += jl.aux;
                 toks += b.tokens;
             }
-            if (ranks() > 1) stop_together(*cfg_.comm, failed);
+            if (ranks() > 1) dist::stop_together(*cfg_.comm, failed);
             if (dp_) {
                 dp_->average_gradients();
                 // means over the ranks, rank 0's result on every rank: the stage switch (and the
@@ -293,7 +293,7 @@ public:
             const dist::Range mine = dist::shard_range(int64_t(n), rank(), ranks());
             const std::vector<std::string> my_src(src.begin() + mine.begin, src.begin() + mine.end);
             for (int which = 0; which < 2; ++which) {
-                const std::vector<std::string> hyp = all_gather_strings(
+                const std::vector<std::string> hyp = dist::all_gather_strings(
                     *cfg_.comm, my_src.empty() ? std::vector<std::string>{}
                                                : translate(which ? dense_sub : moe_sub, sp, d.tgt_lang, my_src, beam, lenpen));
                 const double bleu = text::corpus_bleu(hyp, ref).score;

@@ -4,8 +4,7 @@
 //     sentence's MoE layers compute (the negative control: the test can fail);
 //   * beam search encodes the source once: the same hypotheses as re-running the encoder at
 //     every step (the old path), for the MoE and the dense model;
-//   * the figures read back the run log (figures.hpp) and mark the stage switch;
-//   * the multi-rank glue (dist_util.hpp) on ranks as threads: gathering strings, stopping together.
+//   * the figures read back the run log (figures.hpp) and mark the stage switch.
 // The model, training rule and extraction tests are in tests/tsjt_test.cpp.
 #include <catch2/catch.hpp>
 
@@ -16,9 +15,7 @@
 
 #include <moekd/optim/optimizers.hpp>
 
-#include "../../tests/dist_ep/thread_comm.hpp"
 #include "decode.hpp"
-#include "dist_util.hpp"
 #include "figures.hpp"
 
 using namespace tsjt;
@@ -180,32 +177,4 @@ TEST_CASE("figures: the log is read back and the stage switch is marked", "[tsjt
     }
     CHECK_THROWS_WITH(read_curve((dir / "bad.jsonl").string(), "tsjt", -1), Catch::Contains("bad.jsonl' line 2 is not JSON"));
     fs::remove_all(dir);
-}
-
-TEST_CASE("dist_util: strings gathered in rank order; a failure on any rank stops every rank", "[tsjt][dist]") {
-    const std::vector<std::vector<std::string>> given = {{"a", "bc"}, {}, {"", "d\xc3\xa9" "f", "x y"}};
-    std::vector<std::vector<std::string>> got(3);
-    std::vector<std::string> err_none(3, "-"), err_some(3, "-");
-    testing::run_ranks(3, [&](std::shared_ptr<dist::Communicator> comm) {
-        const int r = comm->rank();
-        got[size_t(r)] = all_gather_strings(*comm, given[size_t(r)]);
-        try {
-            stop_together(*comm, "");
-        } catch (const CollectiveError& e) {
-            err_none[size_t(r)] = e.what();
-        }
-        try {
-            stop_together(*comm, r == 0 ? "" : "boom on " + std::to_string(r));
-        } catch (const CollectiveError& e) {
-            err_some[size_t(r)] = e.what();
-        }
-    });
-    const std::vector<std::string> want = {"a", "bc", "", "d\xc3\xa9" "f", "x y"};
-    for (int r = 0; r < 3; ++r) {
-        CHECK(got[size_t(r)] == want);
-        CHECK(err_none[size_t(r)] == "-");
-        CHECK(err_some[size_t(r)] == "rank 1 of 3: boom on 1");  // the lowest failed rank, on every rank
-    }
-    dist::SingleProcess one;
-    CHECK(all_gather_strings(one, {"p", "q"}) == std::vector<std::string>{"p", "q"});
 }

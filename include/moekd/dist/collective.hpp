@@ -1,17 +1,16 @@
-// dist_util.hpp — the two pieces of multi-rank glue tsjt_wmt needs beyond dist::DataParallel:
-// gathering every rank's strings (sharded test translations, the tokenizer path) and stopping
-// every rank together with one error when any rank failed in a training step. Kept apart from
-// run.hpp so the unit test can drive them on thread ranks without SentencePiece.
+// collective.hpp — two pieces of multi-rank glue a trainer needs beyond DataParallel: gathering
+// every rank's strings (sharded translations or predictions, a file path made by rank 0) and
+// stopping every rank together with one error when any rank failed in a step, so no rank is left
+// waiting in a collective until the timeout.
 #pragma once
 
 #include <string>
 #include <vector>
 
-#include <moekd/dist/communicator.hpp>
+#include "../core/error.hpp"
+#include "communicator.hpp"
 
-namespace tsjt {
-
-using namespace moekd;
+namespace moekd::dist {
 
 /// An error every rank raises together (same text), so each can end normally instead of
 /// aborting the job; main prints it once (rank 0).
@@ -21,14 +20,14 @@ struct CollectiveError : Error {
 
 /// Every rank's strings, concatenated in rank order (collective). Each rank gives its own list,
 /// of any length (also empty).
-inline std::vector<std::string> all_gather_strings(dist::Communicator& comm, const std::vector<std::string>& mine) {
+inline std::vector<std::string> all_gather_strings(Communicator& comm, const std::vector<std::string>& mine) {
     if (comm.size() == 1) return mine;
     std::string packed;
     std::vector<int64_t> lens;
     for (const std::string& s : mine) packed += s, lens.push_back(int64_t(s.size()));
     // every rank sends max-sized buffers: (count, bytes), max_count + 1 lengths, max_bytes + 1 chars
     int64_t counts[2] = {int64_t(mine.size()), int64_t(packed.size())}, max[2] = {counts[0], counts[1]};
-    comm.all_reduce(max, 2, dist::ReduceOp::Max);
+    comm.all_reduce(max, 2, ReduceOp::Max);
     const size_t N = size_t(comm.size()), L = size_t(max[0]) + 1, B = size_t(max[1]) + 1;
     std::vector<int64_t> all_counts(2 * N), all_lens(L * N);
     comm.all_gather(counts, all_counts.data(), 2 * sizeof(int64_t));
@@ -51,13 +50,13 @@ inline std::vector<std::string> all_gather_strings(dist::Communicator& comm, con
 
 /// Every rank throws the same CollectiveError when any rank failed (`failed`: its error text,
 /// empty when it did not), naming the lowest such rank and its error. Collective.
-inline void stop_together(dist::Communicator& comm, const std::string& failed) {
+inline void stop_together(Communicator& comm, const std::string& failed) {
     int64_t first = failed.empty() ? 0 : comm.size() - comm.rank();  // max: the lowest failed rank
-    comm.all_reduce(&first, 1, dist::ReduceOp::Max);
+    comm.all_reduce(&first, 1, ReduceOp::Max);
     if (first == 0) return;
     const int r = int(comm.size() - first);
     const std::string text = all_gather_strings(comm, {failed})[size_t(r)];
     throw CollectiveError(msg("rank ", r, " of ", comm.size(), ": ", text));
 }
 
-}  // namespace tsjt
+}  // namespace moekd::dist
