@@ -20,6 +20,7 @@
 
 #include <moekd/data/idx.hpp>
 #include <moekd/dist/data_parallel.hpp>
+#include <moekd/dist/collective.hpp>
 #include <moekd/dist/init.hpp>
 #include <moekd/io/safetensors.hpp>
 #include <moekd/ops/loss.hpp>
@@ -198,13 +199,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     } catch (const std::exception& e) {
-        if (comm->size() == 1) {
-            std::fprintf(stderr, "fashion_mlp: error: %s\n", e.what());
-            return 1;
-        }
-        std::fprintf(stderr, "fashion_mlp rank %d/%d: error: %s\n", comm->rank(), comm->size(), e.what());
-        comm->abort(1);  // the other ranks would wait for this one
-        return 1;
+        return dist::report_error(*comm, "fashion_mlp", e);
     }
     return 0;
 }

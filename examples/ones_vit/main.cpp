@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include <moekd/data/cifar.hpp>
+#include <moekd/dist/collective.hpp>
 #include <moekd/dist/init.hpp>
 #include <moekd/io/safetensors.hpp>
 
@@ -304,12 +305,7 @@ int main(int argc, char** argv) {
             return 2;
         }
     } catch (const std::exception& e) {
-        if (comm->size() == 1) {
-            std::fprintf(stderr, "ones_vit: error: %s\n", e.what());
-            return 1;
-        }
-        std::fprintf(stderr, "ones_vit rank %d/%d: error: %s\n", comm->rank(), comm->size(), e.what());
-        comm->abort(1);  // the other ranks would wait for this one
+        return dist::report_error(*comm, "ones_vit", e);
     }
     return 0;
 }

@@ -393,12 +393,8 @@ int main(int argc, char** argv) {
         std::printf("total %.1f s; wrote %s/results.md, log.jsonl%s\n", total, out_dir.c_str(),
                     no_trend ? "" : ", trend.svg");
         jwrite({{"event", "done"}, {"seconds", jnum(total)}});
-    } catch (const dist::CollectiveError& e) {  // every rank has it: rank 0 says it
-        if (main_rank) std::fprintf(stderr, "tcd_bert: error: %s\n", e.what());
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "tcd_bert: error: %s%s\n", R > 1 ? msg("rank ", comm->rank(), ": ").c_str() : "", e.what());
-        return 1;
+    } catch (const std::exception& e) {  // a CollectiveError: printed once; else this rank ends the job
+        return dist::report_error(*comm, "tcd_bert", e);
     }
     return 0;
 }

@@ -322,16 +322,8 @@ int main(int argc, char** argv) {
                 return 2;
             }
         }
-    } catch (const dist::CollectiveError& e) {  // raised by every rank together: no abort needed
-        if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
-        return 1;
-    } catch (const std::exception& e) {
-        if (comm->size() == 1) {
-            std::fprintf(stderr, "tsjt_wmt: error: %s\n", e.what());
-            return 1;
-        }
-        std::fprintf(stderr, "tsjt_wmt rank %d/%d: error: %s\n", comm->rank(), comm->size(), e.what());
-        comm->abort(1);  // the other ranks would wait for this one
+    } catch (const std::exception& e) {  // a CollectiveError: printed once; else this rank ends the job
+        return dist::report_error(*comm, "tsjt_wmt", e);
     }
     return 0;
 }

@@ -4,6 +4,8 @@
 // waiting in a collective until the timeout.
 #pragma once
 
+#include <cstdio>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -57,6 +59,25 @@ inline void stop_together(Communicator& comm, const std::string& failed) {
     const int r = int(comm.size() - first);
     const std::string text = all_gather_strings(comm, {failed})[size_t(r)];
     throw CollectiveError(msg("rank ", r, " of ", comm.size(), ": ", text));
+}
+
+/// What a program's main does with an error that reached it: as one process, print
+/// "<program>: error: <what>" and return 1; a CollectiveError (every rank has it) is printed by
+/// rank 0 alone and every rank returns 1; any other error under N ranks is printed with its rank
+/// and ends the job, since the other ranks would wait for this one.
+inline int report_error(Communicator& comm, const char* program, const std::exception& e) {
+    if (dynamic_cast<const CollectiveError*>(&e)) {
+        if (comm.rank() == 0) std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+        return 1;
+    }
+    if (comm.size() == 1) {
+        std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+        return 1;
+    }
+    std::fprintf(stderr, "%s rank %d/%d: error: %s\n", program, comm.rank(), comm.size(), e.what());
+    std::fflush(stderr);
+    comm.abort(1);
+    return 1;  // not reached: abort ends the process
 }
 
 }  // namespace moekd::dist
