@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.cuh"
 #include "softmax.cuh"
@@ -26,10 +27,40 @@ MOEKD_HD inline bool gate_before(T a, int64_t ia, T b, int64_t ib) {
     return a > b || (a == b && ia < ib);
 }
 
+/// The index of the largest of x[0..n), the lower index on ties (topk_row with k = 1). NaN-free
+/// rows (router logits are checked finite first). Requires n >= 1.
+template <class T>
+MOEKD_HD inline int64_t argmax_row(const T* x, int64_t n) {
+    int64_t best = 0;
+#if defined(MOEKD_HOST_SIMD)
+    if constexpr (std::is_same_v<T, float>) {
+        if (n >= simd::kLanes) {  // the max in vector lanes, then its first position
+            simd::f32x16 mv = simd::load(x);
+            int64_t i = simd::kLanes;
+            for (; i + simd::kLanes <= n; i += simd::kLanes) {
+                const simd::f32x16 v = simd::load(x + i);
+                mv = v > mv ? v : mv;
+            }
+            T m = simd::max_lanes(mv, mv[0]);
+            for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+            while (!(x[best] == m)) ++best;
+            return best;
+        }
+    }
+#endif
+    for (int64_t i = 1; i < n; ++i)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
 /// idx[0..k) = the k largest of x[0..n) in descending order, ties to the lower index (insertion
 /// into a sorted list of k: O(n k), k is 1 or 2 in practice). Requires 1 <= k <= n.
 template <class T>
 MOEKD_HD inline void topk_row(const T* x, int64_t n, int64_t k, int64_t* idx) {
+    if (k == 1) {
+        idx[0] = argmax_row(x, n);
+        return;
+    }
     int64_t m = 0;  // how many of idx are filled
     for (int64_t i = 0; i < n; ++i) {
         const T v = x[i];
@@ -86,7 +117,19 @@ MOEKD_HD inline void softmax_topk_row(const T* logits, int64_t E, int64_t k, boo
 /// True when every x[0..n) is finite (no NaN, no +-inf).
 template <class T>
 MOEKD_HD inline bool row_all_finite(const T* x, int64_t n) {
-    for (int64_t i = 0; i < n; ++i)
+    int64_t i = 0;
+#if defined(MOEKD_HOST_SIMD)
+    if constexpr (std::is_same_v<T, float>) {  // x - x is 0 when finite, NaN otherwise; NaN stays in the sum
+        simd::f32x16 acc = simd::splat(0.0f);
+        for (; i + simd::kLanes <= n; i += simd::kLanes) {
+            const simd::f32x16 v = simd::load(x + i);
+            acc += v - v;
+        }
+        for (int l = 0; l < simd::kLanes; ++l)
+            if (!(acc[l] == 0.0f)) return false;
+    }
+#endif
+    for (; i < n; ++i)
         if (!(x[i] - x[i] == T(0))) return false;  // NaN - NaN and inf - inf are NaN
     return true;
 }

@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -74,30 +75,114 @@ MOEKD_HD inline float exp_fast(float x) {
     return x != x ? x : e;
 }
 
+// ---- host SIMD ---------------------------------------------------------------------------------
+// GCC / Clang vector extensions for the CPU path (never under nvcc, whose device code keeps the
+// scalar functions). Each lane does exactly what the scalar function does, so a vector loop gives
+// the scalar loop's bits; only the compiler's instruction choice changes (AVX-512 at
+// -march=native, narrower vectors elsewhere). GCC does not vectorise the scalar lanes below on
+// its own: max reductions and the exp's float -> int conversion stay scalar. Because both paths
+// give the same bits, a program linking nvcc-compiled and host-compiled units gets the same values
+// whichever copy of an inline row function the linker keeps. tests/simd_kernels_test.cpp checks.
+#if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__))
+#define MOEKD_HOST_SIMD 1
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors without AVX-512: all inline, no ABI crossed
+namespace simd {
+using f32x16 = float __attribute__((vector_size(64)));
+using i32x16 = int32_t __attribute__((vector_size(64)));
+constexpr int kLanes = 16;
+inline f32x16 load(const float* p) {
+    f32x16 v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+inline void store(float* p, f32x16 v) { __builtin_memcpy(p, &v, sizeof v); }
+inline f32x16 splat(float s) { return f32x16{} + s; }
+/// max over the lanes in lane order, from `m` (the scalar loop's order).
+inline float max_lanes(f32x16 v, float m) {
+    for (int l = 0; l < kLanes; ++l) m = v[l] > m ? v[l] : m;
+    return m;
+}
+/// sum of the lanes in lane order, from `s`.
+inline float sum_lanes(f32x16 v, float s) {
+    for (int l = 0; l < kLanes; ++l) s += v[l];
+    return s;
+}
+/// exp_fast (below) lane by lane: the same clamp, reduction, polynomial and exponent bits.
+inline f32x16 exp_fast(f32x16 x) {
+    const f32x16 hi = splat(88.7228f), lo = splat(-87.3365f);
+    const f32x16 xc = x > hi ? hi : (x < lo ? lo : x);
+    const f32x16 t = xc * 1.44269504088896341f + 0.5f;
+    f32x16 k = __builtin_convertvector(__builtin_convertvector(t, i32x16), f32x16);  // trunc
+    k = k > t ? k - 1.0f : k;                                                         // floor
+    f32x16 r = xc - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    const f32x16 z = r * r;
+    f32x16 p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * z + r + 1.0f;
+    const i32x16 bits = (__builtin_convertvector(k, i32x16) + 127) << 23;
+    f32x16 e = p * (f32x16)bits;  // a vector cast keeps the bits
+    e = x < lo ? splat(0.0f) : e;
+    e = x > hi ? splat(__builtin_inff()) : e;
+    return x != x ? x : e;
+}
+}  // namespace simd
+#pragma GCC diagnostic pop
+#endif
+
 // ---- softmax ---------------------------------------------------------------------------------
-/// Contiguous float row: max, exp and sum in 16 independent lanes (vectorizes at -O2/-O3).
+/// Contiguous float row: max, exp and sum in 16 independent lanes (host SIMD vectors where
+/// available; the scalar lanes elsewhere give the same values).
 MOEKD_HD inline void softmax_row_contig(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
     constexpr int W = 16;
+    int64_t i = 0;
+    float m = -__builtin_inff();
+#if defined(MOEKD_HOST_SIMD)
+    {
+        simd::f32x16 mv = simd::splat(-__builtin_inff());
+        for (; i + W <= n; i += W) {
+            const simd::f32x16 v = simd::load(x + i);
+            mv = v > mv ? v : mv;
+        }
+        m = simd::max_lanes(mv, m);
+    }
+#else
     float mv[W];
     for (int l = 0; l < W; ++l) mv[l] = -__builtin_inff();
-    int64_t i = 0;
     for (; i + W <= n; i += W)
         for (int l = 0; l < W; ++l) mv[l] = x[i + l] > mv[l] ? x[i + l] : mv[l];
-    float m = -__builtin_inff();
     for (int l = 0; l < W; ++l) m = mv[l] > m ? mv[l] : m;
+#endif
     for (; i < n; ++i) m = x[i] > m ? x[i] : m;
     // a NaN anywhere propagates through exp and the sum to the whole row (as the scalar path)
     if (m == -__builtin_inff()) m = 0.0f;  // an all -inf row: exp(-inf - 0) = 0, 0/0 = NaN (torch)
-    float sv[W] = {};
+    float s = 0.0f;
     i = 0;
+#if defined(MOEKD_HOST_SIMD)
+    {
+        simd::f32x16 sv = simd::splat(0.0f);
+        for (; i + W <= n; i += W) {
+            const simd::f32x16 e = simd::exp_fast(simd::load(x + i) - m);
+            simd::store(y + i, e);
+            sv += e;
+        }
+        s = simd::sum_lanes(sv, s);
+    }
+#else
+    float sv[W] = {};
     for (; i + W <= n; i += W)
         for (int l = 0; l < W; ++l) {
             const float e = exp_fast(x[i + l] - m);
             y[i + l] = e;
             sv[l] += e;
         }
-    float s = 0.0f;
     for (int l = 0; l < W; ++l) s += sv[l];
+#endif
     for (; i < n; ++i) {
         const float e = exp_fast(x[i] - m);
         y[i] = e;
@@ -127,14 +212,23 @@ MOEKD_HD void softmax_row(const T* x, T* y, int64_t n, int64_t stride = 1) {
 /// g_x = y * (g - sum(g * y)), with y = softmax(x).
 template <class T>
 MOEKD_HD void softmax_backward_row(const T* y, const T* g, T* gx, int64_t n, int64_t stride = 1) {
-    if (stride == 1) {  // 16 independent partial sums: vectorizes
+    if (stride == 1) {  // 16 independent partial sums (host SIMD vectors for float)
         constexpr int W = 16;
-        T dv[W] = {};
         int64_t i = 0;
-        for (; i + W <= n; i += W)
-            for (int l = 0; l < W; ++l) dv[l] += g[i + l] * y[i + l];
         T dot = T(0);
-        for (int l = 0; l < W; ++l) dot += dv[l];
+#if defined(MOEKD_HOST_SIMD)
+        if constexpr (std::is_same_v<T, float>) {
+            simd::f32x16 dv = simd::splat(0.0f);
+            for (; i + W <= n; i += W) dv += simd::load(g + i) * simd::load(y + i);
+            dot = simd::sum_lanes(dv, dot);
+        } else
+#endif
+        {
+            T dv[W] = {};
+            for (; i + W <= n; i += W)
+                for (int l = 0; l < W; ++l) dv[l] += g[i + l] * y[i + l];
+            for (int l = 0; l < W; ++l) dot += dv[l];
+        }
         for (; i < n; ++i) dot += g[i] * y[i];
         for (int64_t j = 0; j < n; ++j) gx[j] = y[j] * (g[j] - dot);
         return;

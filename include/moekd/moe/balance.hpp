@@ -61,10 +61,12 @@ Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = 
     const int64_t chunk = 1024, chunks = (N + chunk - 1) / chunk;
     std::vector<Acc> part(static_cast<size_t>(chunks * E), Acc(0));
     moe::detail::parallel_for(N, chunk, [&](int64_t lo, int64_t hi) {
-        Acc* acc = part.data() + (lo / chunk) * E;
+        Acc* __restrict__ acc = part.data() + (lo / chunk) * E;
+        const T* __restrict__ p = pc.data();
+        const T* __restrict__ wt = w.data();
         for (int64_t t = lo; t < hi; ++t)
-            if (w.data()[t] != T(0))
-                for (int64_t e = 0; e < E; ++e) acc[e] += pc.data()[t * E + e];
+            if (wt[t] != T(0))
+                for (int64_t e = 0; e < E; ++e) acc[e] += static_cast<Acc>(p[t * E + e]);
     });
     Tensor<T> P = Tensor<T>::empty({E});
     for (int64_t e = 0; e < E; ++e) {
@@ -76,10 +78,14 @@ Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = 
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = w.size(0), E = gc.size(0);
         Tensor<T> dp = Tensor<T>::empty({N, E});
+        std::vector<T> ge(static_cast<size_t>(E));  // g / real once: w is 0 or 1, so w g / real = w (g / real)
+        for (int64_t e = 0; e < E; ++e) ge[e] = gc.data()[e] / static_cast<T>(real);
         moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
-            for (int64_t t = lo; t < hi; ++t)
-                for (int64_t e = 0; e < E; ++e)
-                    dp.data()[t * E + e] = w.data()[t] * gc.data()[e] / static_cast<T>(real);
+            for (int64_t t = lo; t < hi; ++t) {
+                const T wt = w.data()[t];
+                T* row = dp.data() + t * E;
+                for (int64_t e = 0; e < E; ++e) row[e] = wt * ge[e];
+            }
         });
         return std::vector<Tensor<T>>{dp};
     });
