@@ -15,7 +15,9 @@
 // 1e-4 makes the program exit 1 after printing. Timing: warm-up, then samples alternating
 // moekd / torch(1) / torch(2), each timed step right after an untimed one of the same side (idle
 // BLAS threads spin for ~0.1 s after a call and would steal cores from the next side), median.
-// --profile times the pieces of the moekd step.
+// --profile times the pieces of the moekd step. Last, case=expert_gemms_only_scaling_... times the
+// step's six per-expert GEMMs alone (even split, no router / activation / autograd): the floor
+// that OpenBLAS on this machine puts under moe_scaling.
 //
 // Build: cmake -DMOEKD_BUILD_BENCH=ON ... && cmake --build <dir> --target moe_bench
 // Run:   env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE ./<dir>/bench/moe_bench [--quick] [--profile]
@@ -208,6 +210,45 @@ std::vector<double> race(Setup& s, void* th, int samples, int warmup) {
     return {median(m), median(t1), median(t2)};
 }
 
+/// The floor under the scaling: the step's six per-expert GEMMs alone (fc1, fc2 forward; dW2, dA,
+/// dW1, dX backward; no router, bias, activation or autograd), tokens split evenly over the
+/// experts, experts as tasks on moe::num_threads() workers with single-threaded OpenBLAS inside,
+/// fresh weight-gradient buffers every step (as after zero_grad). Median ms per step.
+double expert_gemms_only(const Options& o, int64_t E, int samples) {
+    const int64_t N = o.tokens, D = o.d, F = o.ff, n = N / E;
+    using CM = moekd::detail::MatRef<const float>;
+    using MM = moekd::detail::MatRef<float>;
+    Generator gen(99);
+    const Tensor<float> W1 = Tensor<float>::randn({E, F, D}, gen), W2 = Tensor<float>::randn({E, D, F}, gen);
+    const Tensor<float> X = Tensor<float>::randn({E * n, D}, gen), dY = Tensor<float>::randn({E * n, D}, gen);
+    Tensor<float> H = Tensor<float>::empty({E * n, F}), Y = Tensor<float>::empty({E * n, D});
+    Tensor<float> dH = Tensor<float>::empty({E * n, F}), dX = Tensor<float>::empty({E * n, D});
+    std::vector<double> v;
+    for (int i = 0; i < samples + 1; ++i) {
+        std::vector<Tensor<float>> dW1(E), dW2(E);
+        const auto t0 = Clock::now();
+        moe::detail::run_tasks(E, true, [&](int64_t e, int) {
+            const float *x = X.data() + e * n * D, *w1 = W1.data() + e * F * D, *w2 = W2.data() + e * D * F;
+            moekd::detail::gemm(1.0f, CM{x, n, D, D, 1}, CM{w1, F, D, D, 1}.t(), 0.0f, MM{H.data() + e * n * F, n, F, F, 1});
+            moekd::detail::gemm(1.0f, CM{H.data() + e * n * F, n, F, F, 1}, CM{w2, D, F, F, 1}.t(), 0.0f,
+                                MM{Y.data() + e * n * D, n, D, D, 1});
+        });
+        moe::detail::run_tasks(E, true, [&](int64_t e, int) {
+            const float *x = X.data() + e * n * D, *gy = dY.data() + e * n * D, *a = H.data() + e * n * F;
+            const float *w1 = W1.data() + e * F * D, *w2 = W2.data() + e * D * F;
+            float* dh = dH.data() + e * n * F;
+            dW2[e] = Tensor<float>::empty({D, F});
+            dW1[e] = Tensor<float>::empty({F, D});
+            moekd::detail::gemm(1.0f, CM{gy, n, D, D, 1}.t(), CM{a, n, F, F, 1}, 0.0f, MM{dW2[e].data(), D, F, F, 1});
+            moekd::detail::gemm(1.0f, CM{gy, n, D, D, 1}, CM{w2, D, F, F, 1}, 0.0f, MM{dh, n, F, F, 1});
+            moekd::detail::gemm(1.0f, CM{dh, n, F, F, 1}.t(), CM{x, n, D, D, 1}, 0.0f, MM{dW1[e].data(), F, D, D, 1});
+            moekd::detail::gemm(1.0f, CM{dh, n, F, F, 1}, CM{w1, F, D, D, 1}, 0.0f, MM{dX.data() + e * n * D, n, D, D, 1});
+        });
+        if (i) v.push_back(seconds_since(t0));
+    }
+    return median(v) * 1e3;
+}
+
 /// Where the moekd step's time goes: each piece's forward and backward timed alone (median).
 void profile(const Options& o, int64_t E) {
     Setup s(o, E, true);
@@ -347,6 +388,14 @@ int main(int argc, char** argv) {
                     static_cast<long long>(o.experts.back()), static_cast<long long>(o.experts.front()),
                     step_moekd.back() / step_moekd.front(), step_torch.back() / step_torch.front(),
                     (step_torch.back() / step_torch.front()) / (step_moekd.back() / step_moekd.front()));
+    if (step_moekd.size() >= 2) {  // the same ratio for the expert GEMMs alone: what OpenBLAS allows
+        const double lo = expert_gemms_only(o, o.experts.front(), o.samples);
+        const double hi = expert_gemms_only(o, o.experts.back(), o.samples);
+        std::printf("case=expert_gemms_only_scaling_e%lld_over_e%lld openblas=%.3f unit=time_ratio e%lld_ms=%.1f "
+                    "e%lld_ms=%.1f\n",
+                    static_cast<long long>(o.experts.back()), static_cast<long long>(o.experts.front()), hi / lo,
+                    static_cast<long long>(o.experts.front()), lo, static_cast<long long>(o.experts.back()), hi);
+    }
     if (!all_ok) {
         std::printf("# FAILED: the two sides disagree\n");
         return 1;
