@@ -78,7 +78,8 @@ MOEKD_HD inline float exp_fast(float x) {
 // ---- host SIMD ---------------------------------------------------------------------------------
 // GCC / Clang vector extensions for the CPU path (never under nvcc, whose device code keeps the
 // scalar functions). Each lane does exactly what the scalar function does, so a vector loop gives
-// the scalar loop's bits; only the compiler's instruction choice changes (AVX-512 at
+// the scalar loop's bits (exp, softmax; a sum of products may differ by where the compiler
+// contracts to FMA); only the compiler's instruction choice changes (AVX-512 at
 // -march=native, narrower vectors elsewhere). GCC does not vectorise the scalar lanes below on
 // its own: max reductions and the exp's float -> int conversion stay scalar. Because both paths
 // give the same bits, a program linking nvcc-compiled and host-compiled units gets the same values
