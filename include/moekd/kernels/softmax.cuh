@@ -48,6 +48,23 @@ MOEKD_HD T row_logsumexp(const T* x, int64_t n, int64_t stride = 1) {
     return m + std::log(row_sum_exp(x, n, m, stride));
 }
 
+/// exp_fast's core: e^(xc - k ln 2) for the clamped argument xc and k = floor(xc / ln 2 + 1/2), by
+/// Cody-Waite reduction and a degree-5 polynomial. V: float, or a host SIMD vector of floats (the
+/// same operations lane by lane).
+template <class V>
+MOEKD_HD inline V exp_fast_core(V xc, V k) {
+    V r = xc - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    const V z = r * r;
+    V p = V{} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    return p * z + r + 1.0f;
+}
+
 /// exp(x) for float without a libm call, so loops over it vectorize (Cephes expf: Cody-Waite
 /// reduction by ln 2, degree-5 polynomial, 2^k through the exponent bits; relative error < 2 ulp).
 /// x < -87.3 (and -inf) gives exactly 0, as masked attention scores need; x > 88.7 gives +inf;
@@ -56,16 +73,7 @@ MOEKD_HD inline float exp_fast(float x) {
     const float hi = 88.7228f, lo = -87.3365f;
     const float xc = x > hi ? hi : (x < lo ? lo : x);
     const float k = __builtin_floorf(xc * 1.44269504088896341f + 0.5f);
-    float r = xc - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    const float z = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * z + r + 1.0f;
+    const float p = exp_fast_core(xc, k);
     const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
     float scale;
     __builtin_memcpy(&scale, &bits, sizeof(scale));
@@ -116,16 +124,7 @@ inline f32x16 exp_fast(f32x16 x) {
     const f32x16 t = xc * 1.44269504088896341f + 0.5f;
     f32x16 k = __builtin_convertvector(__builtin_convertvector(t, i32x16), f32x16);  // trunc
     k = k > t ? k - 1.0f : k;                                                         // floor
-    f32x16 r = xc - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    const f32x16 z = r * r;
-    f32x16 p = splat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * z + r + 1.0f;
+    const f32x16 p = exp_fast_core(xc, k);
     const i32x16 bits = (__builtin_convertvector(k, i32x16) + 127) << 23;
     f32x16 e = p * (f32x16)bits;  // a vector cast keeps the bits
     e = x < lo ? splat(0.0f) : e;
