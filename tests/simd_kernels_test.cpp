@@ -86,7 +86,7 @@ TEST_CASE("float softmax rows give the scalar lanes' bits (finite, -inf, NaN, al
         }
 }
 
-TEST_CASE("float argmax / top-1 picks the first largest, ties across lanes and in the tail", "[simd][moe]") {
+TEST_CASE("float argmax / top-1 picks the first largest, ties across lanes and in the tail, NaN", "[simd][moe]") {
     std::mt19937 rng(13);
     std::uniform_int_distribution<int> small(0, 5);  // few distinct values: many ties
     for (int64_t n : kLengths)
@@ -95,6 +95,8 @@ TEST_CASE("float argmax / top-1 picks the first largest, ties across lanes and i
             for (float& v : x) v = rep % 2 ? static_cast<float>(small(rng)) : std::ldexp(float(rng() % 1000), -10);
             if (rep % 7 == 0) x[n - 1] = 1e9f;                     // the max in the tail
             if (rep % 11 == 0 && n > 20) x[3] = x[19] = 2e9f;     // the same lane in two blocks
+            if (rep % 13 == 0) x[rng() % n] = NAN;                 // a NaN never wins (x[0]: never beaten)
+            if (rep % 17 == 0) x[0] = NAN;
             int64_t want = 0;
             for (int64_t i = 1; i < n; ++i)
                 if (x[i] > x[want]) want = i;

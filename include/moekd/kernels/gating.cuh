@@ -27,8 +27,9 @@ MOEKD_HD inline bool gate_before(T a, int64_t ia, T b, int64_t ib) {
     return a > b || (a == b && ia < ib);
 }
 
-/// The index of the largest of x[0..n), the lower index on ties (topk_row with k = 1). NaN-free
-/// rows (router logits are checked finite first). Requires n >= 1.
+/// The index of the largest of x[0..n), the lower index on ties (topk_row with k = 1): the first i
+/// with x[i] > every x before it that won, as the plain loop below (a NaN never wins; a NaN at
+/// x[0] is never beaten). Router logits are checked finite first. Requires n >= 1.
 template <class T>
 MOEKD_HD inline int64_t argmax_row(const T* x, int64_t n) {
     int64_t best = 0;
@@ -36,15 +37,21 @@ MOEKD_HD inline int64_t argmax_row(const T* x, int64_t n) {
     if constexpr (std::is_same_v<T, float>) {
         if (n >= simd::kLanes) {  // the max in vector lanes, then its first position
             simd::f32x16 mv = simd::load(x);
+            simd::i32x16 nan = mv != mv;
             int64_t i = simd::kLanes;
             for (; i + simd::kLanes <= n; i += simd::kLanes) {
                 const simd::f32x16 v = simd::load(x + i);
+                nan |= v != v;
                 mv = v > mv ? v : mv;
             }
-            T m = simd::max_lanes(mv, mv[0]);
-            for (; i < n; ++i) m = x[i] > m ? x[i] : m;
-            while (!(x[best] == m)) ++best;
-            return best;
+            bool any_nan = false;
+            for (int l = 0; l < simd::kLanes; ++l) any_nan = any_nan || nan[l] != 0;
+            if (!any_nan) {  // (with a NaN in the blocks the plain loop decides)
+                T m = simd::max_lanes(mv, mv[0]);
+                for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+                while (best + 1 < n && !(x[best] == m)) ++best;
+                return best;
+            }
         }
     }
 #endif
