@@ -53,12 +53,29 @@ void capacity_positions_raw(const int64_t* idx, const uint8_t* pad, int64_t* cou
     MOEKD_CUDA_CHECK(kern::cuda::launch_capacity_positions(idx, pad, counts, position, N, k, E));
 }
 
+template <class T>
+void kept_gates_raw(const T* probs, const int64_t* idx, const int64_t* slot, const int64_t* position, T* gates,
+                    int64_t N, int64_t E, int64_t k) {
+    MOEKD_CUDA_CHECK((kern::cuda::launch_kept_gates<T>(probs, idx, slot, position, gates, N, E, k)));
+}
+
+template <class T>
+void kept_gates_backward_raw(const T* probs, const int64_t* idx, const int64_t* slot, const int64_t* position,
+                             const T* gates, const T* dgates, T* dprobs, int64_t N, int64_t E, int64_t k) {
+    MOEKD_CUDA_CHECK(
+        (kern::cuda::launch_kept_gates_backward<T>(probs, idx, slot, position, gates, dgates, dprobs, N, E, k)));
+}
+
 #define MOEKD_INSTANTIATE_GATING(T)                                                                          \
     template void softmax_topk_raw<T>(const T*, T*, int64_t*, T*, int64_t, int64_t, int64_t, bool);           \
     template void topk_gates_backward_raw<T>(const T*, const int64_t*, const T*, const T*, T*, int64_t, int64_t, \
                                              int64_t, bool);                                                  \
     template void softmax_backward_raw<T>(const T*, const T*, T*, int64_t, int64_t);                     \
-    template int64_t first_nonfinite_row_raw<T>(const T*, int64_t, int64_t);
+    template int64_t first_nonfinite_row_raw<T>(const T*, int64_t, int64_t);                             \
+    template void kept_gates_raw<T>(const T*, const int64_t*, const int64_t*, const int64_t*, T*, int64_t, int64_t, \
+                                    int64_t);                                                              \
+    template void kept_gates_backward_raw<T>(const T*, const int64_t*, const int64_t*, const int64_t*, const T*,  \
+                                             const T*, T*, int64_t, int64_t, int64_t);
 MOEKD_INSTANTIATE_GATING(float)
 MOEKD_INSTANTIATE_GATING(double)
 #undef MOEKD_INSTANTIATE_GATING

@@ -560,3 +560,146 @@ TEST_CASE("an MoE layer is a Transformer layer's FFN, with fairseq / Tutel names
     CHECK(moe_l->gate->weight.grad().defined());
     CHECK(moe_l->last_stats().num_tokens == 10);
 }
+
+TEST_CASE("NaN / inf in a pad token's router logits is not an error; in a routed token it is", "[moe]") {
+    // moe::check_router_logits alone: pad rows are not checked (it reports that one was bad)
+    Tensor<float> logits = Tensor<float>::zeros({3, 4});
+    logits.data()[1 * 4 + 2] = NAN;  // token 1 is a pad token
+    Tensor<uint8_t> pad3 = Tensor<uint8_t>::from_vector({0, 1, 0});
+    CHECK(moe::check_router_logits(logits, "L", pad3));
+    CHECK_FALSE(moe::check_router_logits(Tensor<float>::zeros({3, 4}), "L", pad3));
+    CHECK_THROWS_WITH(moe::check_router_logits(logits, "L"), Catch::Contains("token 1 of 3") && Catch::Contains("nan"));
+    logits.data()[2 * 4 + 3] = -INFINITY;  // token 2 is routed
+    CHECK_THROWS_WITH(moe::check_router_logits(logits, "L", pad3),
+                      Catch::Contains("L: router logits are not finite: token 2 of 3") && Catch::Contains("-inf") &&
+                          Catch::Contains("expert 3"));
+
+    // the layer: a NaN input row of a pad token changes nothing for the routed tokens, and reaches
+    // neither the aux loss nor any gradient
+    for (int64_t k : {1, 2}) {
+        Generator gen(40);
+        auto cfg = config(4, 6, 3, k);
+        cfg.z_loss_weight = 0.01;
+        cfg.router.capacity_factor_train = 0.7;  // capacity counts only the routed tokens
+        auto l = std::make_shared<MoELayer<double>>(cfg, gen);
+        Tensor<double> x = Tensor<double>::randn({2, 4, 4}, gen);
+        Tensor<uint8_t> pad = Tensor<uint8_t>::from_vector({0, 0, 0, 1, 0, 0, 1, 1}, {2, 4});
+        auto run = [&](const Tensor<double>& xin) {
+            l->zero_grad();
+            Tensor<double> xi = xin.clone().requires_grad_();
+            auto out = l->forward_with_stats(xi, pad);
+            (sum(out.y * out.y) + out.aux_loss).backward();
+            return std::make_tuple(out, grads_of<double>(*l), xi.grad());
+        };
+        const auto [clean, clean_g, clean_dx] = run(x);
+        Tensor<double> xn = x.clone();
+        for (int64_t d = 0; d < 4; ++d) xn.data()[3 * 4 + d] = NAN;  // token 3: pad
+        xn.data()[6 * 4 + 1] = INFINITY;                              // token 6: pad
+        moe::MoEOutput<double> dirty;
+        std::vector<Tensor<double>> dirty_g;
+        Tensor<double> dirty_dx;
+        REQUIRE_NOTHROW(std::tie(dirty, dirty_g, dirty_dx) = run(xn));
+        for (int64_t t : {0, 1, 2, 4, 5})
+            CHECK(same_bits(dirty.y.reshape({8, 4}).narrow(0, t, 1), clean.y.reshape({8, 4}).narrow(0, t, 1)));
+        for (double v : dirty.y.reshape({8, 4}).narrow(0, 3, 1).to_vector()) CHECK(v == 0.0);
+        CHECK(std::isfinite(dirty.aux_loss.item()));
+        CHECK(dirty.aux_loss.item() == Approx(clean.aux_loss.item()).epsilon(1e-12));
+        REQUIRE(dirty_g.size() == clean_g.size());
+        for (size_t i = 0; i < dirty_g.size(); ++i) {
+            if (!clean_g[i].defined()) continue;
+            for (double v : dirty_g[i].to_vector()) CHECK(std::isfinite(v));
+            CHECK(max_abs_diff(dirty_g[i], clean_g[i]) < 1e-12);
+        }
+        for (double v : dirty_dx.to_vector()) CHECK(std::isfinite(v));
+        // a NaN in a routed token is still an error naming the layer, the token and the value
+        xn.data()[5 * 4 + 2] = NAN;
+        CHECK_THROWS_WITH(l->forward(xn, pad), Catch::Contains("enc.layers.1.moe") && Catch::Contains("token 5 of 8") &&
+                                                   Catch::Contains("nan"));
+    }
+}
+
+namespace {
+/// fairseq's top-2 combine weights (normalize_gate_prob_before_dropping = false / true), by plain
+/// loops: g_j = p[e_j] * kept_j, then divided by max(g_1 + g_2, eps) after (false) or
+/// p[e_j] / (p[e_1] + p[e_2]) * kept_j (true). A pad token (never queued) counts as kept.
+std::vector<double> fairseq_gates(const std::vector<double>& probs, const std::vector<int64_t>& idx,
+                                  const moe::DispatchPlan& plan, bool before) {
+    const int64_t N = plan.num_tokens, k = plan.top_k, E = plan.num_experts;
+    std::vector<double> g(N * k);
+    for (int64_t t = 0; t < N; ++t) {
+        double raw = 0, kept = 0;
+        for (int64_t j = 0; j < k; ++j) {
+            const bool keep = plan.position[t * k + j] < 0 || plan.slot_of[t * k + j] >= 0;
+            raw += probs[t * E + idx[t * k + j]];
+            kept += keep ? probs[t * E + idx[t * k + j]] : 0.0;
+        }
+        for (int64_t j = 0; j < k; ++j) {
+            const bool keep = plan.position[t * k + j] < 0 || plan.slot_of[t * k + j] >= 0;
+            const double p = probs[t * E + idx[t * k + j]];
+            g[t * k + j] = before ? p / raw : (keep ? p : 0.0) / std::max(kept, 1.1920929e-07);
+        }
+    }
+    return g;
+}
+}  // namespace
+
+TEST_CASE("top-2 gates renormalise after capacity dropping (fairseq's default) or before (GShard)", "[moe]") {
+    // hand case: 5 tokens, top-2 over 3 experts, capacity 2. First choices 0 0 0 1 0, second 1 1 2 0 1:
+    // expert 0 keeps the first choices of tokens 0, 1; expert 1 the first of 3 and the second of 0;
+    // expert 2 the second of 2. So token 0 keeps both, 1 and 3 lose their second, 2 its first, 4 both.
+    IndexTensor idx = IndexTensor::from_vector({0, 1, 0, 1, 0, 2, 1, 0, 0, 1}, {5, 2});
+    auto plan = moe::make_dispatch_plan(idx, 3, 2);
+    REQUIRE(plan->dropped() == 5);
+    Tensor<double> probs =
+        Tensor<double>::from_vector({0.5, 0.3, 0.2, 0.6, 0.3, 0.1, 0.7, 0.1, 0.2, 0.3, 0.6, 0.1, 0.4, 0.4, 0.2}, {5, 3});
+    const std::vector<double> after = moe::kept_gates(probs, idx, plan).to_vector();
+    const std::vector<double> want = {0.5 / 0.8, 0.3 / 0.8, 1, 0, 0, 1, 1, 0, 0, 0};
+    REQUIRE(after.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) CHECK(after[i] == Approx(want[i]).epsilon(1e-15));
+    CHECK(after == fairseq_gates(probs.to_vector(), idx.to_vector(), *plan, false));
+    // GShard: the gates as routed (token 1 keeps 0.6 / 0.9 on its only kept choice)
+    const std::vector<double> before = moe::topk_gates(probs, idx, true).to_vector();
+    CHECK(before[2] == Approx(0.6 / 0.9));
+    const auto fb = fairseq_gates(probs.to_vector(), idx.to_vector(), *plan, true);
+    for (size_t i = 0; i < fb.size(); ++i) CHECK(before[i] == Approx(fb[i]).epsilon(1e-15));
+    // with a pad token: it is never queued, so it keeps its gates (nothing of it is combined)
+    auto padded = moe::make_dispatch_plan(idx, 3, 2, Tensor<uint8_t>::from_vector({0, 0, 0, 0, 1}));
+    const auto ap = moe::kept_gates(probs, idx, padded).to_vector();
+    CHECK(ap[8] == Approx(0.4 / 0.8));
+    // with nothing dropped the two orders are the same bits
+    auto dropless = moe::make_dispatch_plan(idx, 3, -1);
+    CHECK(same_bits(moe::kept_gates(probs, idx, dropless), moe::topk_gates(probs, idx, true)));
+    CHECK_THROWS_WITH(moe::kept_gates(probs, IndexTensor::zeros({5, 2}), plan), Catch::Contains("kept_gates"));
+
+    // the layer, both orders, against the plain-loop reference on a batch where dropping happens
+    moe::RouterConfig rc;
+    CHECK_FALSE(rc.normalize_gate_prob_before_dropping);  // fairseq's default
+    for (bool before_dropping : {false, true}) {
+        Generator gen(41);
+        auto cfg = config(6, 8, 4, 2);
+        cfg.router.capacity_factor_train = 0.6;
+        cfg.router.normalize_gate_prob_before_dropping = before_dropping;
+        auto l = std::make_shared<MoELayer<double>>(cfg, gen);
+        Tensor<double> x = Tensor<double>::randn({3, 10, 6}, gen);
+        Tensor<uint8_t> pad = Tensor<uint8_t>::zeros({3, 10});
+        for (int64_t i : {8, 9, 29}) pad.data()[i] = 1;
+        auto out = l->forward_with_stats(x, pad);
+        REQUIRE(out.stats.dropped > 0);
+        auto p = moe::make_dispatch_plan(out.routing.experts, 4, out.stats.capacity, pad);
+        const auto g = fairseq_gates(out.routing.probs.to_vector(), out.routing.experts.to_vector(), *p, before_dropping);
+        const auto other = fairseq_gates(out.routing.probs.to_vector(), out.routing.experts.to_vector(), *p, !before_dropping);
+        Tensor<double> ref = moe::detail::moe_reference(x.reshape({30, 6}), *p, Tensor<double>::from_vector(g, {30, 2}),
+                                                        l->expert_weights(), cfg.activation);
+        Tensor<double> wrong = moe::detail::moe_reference(x.reshape({30, 6}), *p,
+                                                          Tensor<double>::from_vector(other, {30, 2}),
+                                                          l->expert_weights(), cfg.activation);
+        INFO("normalize_gate_prob_before_dropping = " << before_dropping);
+        CHECK(max_abs_diff(out.y.reshape({30, 6}), ref) < 1e-12);
+        CHECK(max_abs_diff(out.y.reshape({30, 6}), wrong) > 1e-3);  // the case tells the orders apart
+        // eval without drops: both orders agree with the renormalised routed gates
+        l->eval();
+        auto dl = l->forward_with_stats(x, pad);
+        if (dl.stats.dropped == 0) CHECK(same_bits(dl.routing.gates, moe::topk_gates(dl.routing.probs, dl.routing.experts, true)));
+        l->train();
+    }
+}

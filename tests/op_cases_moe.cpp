@@ -1,11 +1,12 @@
 // op_cases_moe.cpp — gradcheck cases for the Mixture-of-Experts ops (moe/*.hpp), in double:
 //   router/...     router_logits, softmax_topk (probs and gates, top-1 plain, top-2 and top-3 renormalised),
-//                  topk_gates at fixed experts
+//                  topk_gates at fixed experts, kept_gates (renormalised after capacity dropping)
 //   dispatch/...   permute_tokens, combine_tokens, expert_ffn (per-expert and stacked weights,
 //                  ReLU and GELU, with and without biases), and the three chained, with capacity
 //                  dropping and pad tokens
 //   moe_layer/...  MoELayer::forward_fixed (given experts and gates; the layer's weights fixed),
-//                  and the full routed forward plus its aux loss
+//                  and the full routed forward plus its aux loss (top-2 with capacity: gates
+//                  renormalised after dropping, fairseq's default, and before, GShard)
 //   balance/...    switch / KL-uniform balance losses and the router z-loss, with pad tokens
 // Routing indices are fixed values built here. Cases that route by argmax draw Normal inputs, so
 // no two router probabilities lie within the finite-difference step of each other.
@@ -69,7 +70,7 @@ std::vector<Shape> cat(std::vector<Shape> a, const std::vector<Shape>& b) {
 }
 
 std::shared_ptr<moe::MoELayer<double>> layer(int64_t E, int64_t k, nn::Activation act, double cap_factor = 1.25,
-                                             bool dropless = true) {
+                                             bool dropless = true, bool before_dropping = false) {
     moe::MoEConfig c;
     c.d_model = 4;
     c.ffn_dim = 5;
@@ -78,6 +79,7 @@ std::shared_ptr<moe::MoELayer<double>> layer(int64_t E, int64_t k, nn::Activatio
     c.router.top_k = k;
     c.router.dropless = dropless;
     c.router.capacity_factor_train = cap_factor;
+    c.router.normalize_gate_prob_before_dropping = before_dropping;
     c.balance = moe::BalanceLoss::Switch;
     c.z_loss_weight = 0.1;
     c.name = "test_moe";
@@ -99,6 +101,15 @@ static RegisterOps reg({
      [](const In& x) { return moe::softmax_topk(x[0].t(), 2, false).gates; }},
     {"router/topk_gates_fixed", {{6, 3}},
      [](const In& x) { return moe::topk_gates(softmax(x[0], -1), route6(), true); }},
+    // renormalised after capacity dropping (fairseq's default): token 5 lost its second choice
+    // (gate 1 on its first), token 4 is padding
+    {"router/kept_gates_capacity_pad", {{6, 3}},
+     [](const In& x) { return moe::kept_gates(softmax(x[0], -1), route6(), plan6()); }},
+    {"router/kept_gates_both_dropped", {{5, 3}},
+     [](const In& x) {
+         static moe::PlanPtr p = moe::make_dispatch_plan(ix({0, 1, 0, 1, 0, 2, 1, 0, 0, 1}, {5, 2}), 3, 2);
+         return moe::kept_gates(softmax(x[0], -1), ix({0, 1, 0, 1, 0, 2, 1, 0, 0, 1}, {5, 2}), p);
+     }},
 
     // ---- dispatch: the three ops, alone and chained ----
     {"dispatch/permute_capacity_pad", {{6, 3}}, [](const In& x) { return moe::permute_tokens(x[0], plan6()); }},
@@ -147,6 +158,18 @@ static RegisterOps reg({
          static auto l = layer(4, 2, nn::Activation::GELU);
          Tensor<double> y = l->forward(x[0], Tensor<uint8_t>::from_vector({0, 0, 0, 1, 0, 0, 1, 1}, {2, 4}));
          return add(y, l->last_aux_loss());
+     }},
+    // top-2 with capacity (factor 0.5: capacity 2 of 8 tokens x 2 choices over 4 experts), gates
+    // renormalised after dropping (the default) and before (GShard)
+    {"moe_layer/routed_top2_capacity_after_dropping", {{8, 4}},
+     [](const In& x) {
+         static auto l = layer(4, 2, nn::Activation::GELU, 0.5, false);
+         return add(l->forward(x[0]), l->last_aux_loss());
+     }},
+    {"moe_layer/routed_top2_capacity_before_dropping", {{8, 4}},
+     [](const In& x) {
+         static auto l = layer(4, 2, nn::Activation::GELU, 0.5, false, true);
+         return add(l->forward(x[0]), l->last_aux_loss());
      }},
     {"moe_layer/routed_top1_capacity", {{8, 4}},
      [](const In& x) {

@@ -1,7 +1,7 @@
-// moekd.hpp — everything: tensors, autograd and ops (tensor.hpp), modules (nn.hpp),
-// knowledge-transfer losses, SVD, optimizers and schedules, safetensors and training
-// checkpoints, data readers. The CUDA backend is separate: <moekd/cuda.hpp>, linked through
-// moekd::cuda.
+// moekd.hpp — everything: tensors, autograd and ops (tensor.hpp), modules (nn.hpp), the MoE
+// layer, knowledge-transfer losses, SVD and SVD knowledge gathering (linalg.hpp), optimizers and
+// schedules, safetensors and training checkpoints, data readers. The CUDA backend is separate:
+// <moekd/cuda.hpp>, linked through moekd::cuda.
 #pragma once
 
 #include "tensor.hpp"

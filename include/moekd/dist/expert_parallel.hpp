@@ -175,8 +175,7 @@ public:
         const Tensor<T> x2 = x.reshape({N, D});
         const Tensor<T> rin =
             training && cfg_.router.input_jitter > 0 ? moe::input_jitter(x2, cfg_.router.input_jitter, gen_) : x2;
-        Tensor<T> logits = moe::router_logits(rin, gate->weight);
-        moe::check_router_logits(logits, cfg_.name, pad);
+        Tensor<T> logits = moe::checked_router_logits(rin, gate->weight, cfg_.name, pad);  // pad rows not checked
         const Tensor<T> clean_logits = logits;
         if (training && cfg_.router.logit_noise) logits = moe::add_logit_noise(logits, gen_);
         moe::MoEOutput<T> out;
@@ -185,6 +184,7 @@ public:
         const int64_t pads = moe::detail::count_pad(pad);
         const moe::PlanPtr plan = moe::make_dispatch_plan(out.routing.experts, E,
                                                           moe::capacity_for(cfg_.router, N - pads, training), pad);
+        out.routing.gates = moe::combine_gates(out.routing, plan, cfg_.router);  // fairseq / GShard gate order
         Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
         out.stats = moe::load_stats(*plan);
         Tensor<T> aux = Tensor<T>::scalar(T(0));

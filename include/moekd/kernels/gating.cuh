@@ -1,7 +1,8 @@
 // gating.cuh — per-token router math of the Mixture-of-Experts layer, shared by CPU and GPU:
 // softmax over the E experts, top-k selection (ties to the lower expert index), the gate values
-// (optionally renormalised over the chosen k, GShard), their backward, the expert capacity, and
-// the capacity positions (each assignment's place in its expert's queue, GShard priority order).
+// (optionally renormalised over the chosen k: before capacity dropping, GShard, or after it over
+// the kept choices, fairseq's default), their backward, the expert capacity, and the capacity
+// positions (each assignment's place in its expert's queue, GShard priority order).
 //
 // Part 1 (always compiled): MOEKD_HD functions. moe/router.hpp and moe/dispatch.hpp call them in
 // CPU loops, one call per token (or one pass for the positions).
@@ -111,6 +112,44 @@ MOEKD_HD inline void topk_gates_backward_row(const T* probs, const int64_t* idx,
     for (int64_t j = 0; j < k; ++j) dprobs[idx[j]] += (dgates[j] - dot) / s;
 }
 
+/// Gates renormalised AFTER capacity dropping (fairseq's default,
+/// normalize_gate_prob_before_dropping = false), one token: a choice j is dropped when it was
+/// queued (position[j] >= 0) but got no row (slot[j] < 0). gates[j] = probs[idx[j]] / S for the
+/// other choices, S = their sum, and 0 for a dropped one; all 0 when every choice was dropped.
+/// A pad token (position -1) keeps all k, so with nothing dropped this is topk_gates_row with
+/// normalize, bit for bit. probs: (E); idx, slot, position, gates: (k).
+MOEKD_HD inline bool choice_dropped(const int64_t* slot, const int64_t* position, int64_t j) {
+    return position[j] >= 0 && slot[j] < 0;
+}
+template <class T>
+MOEKD_HD inline void kept_gates_row(const T* probs, const int64_t* idx, const int64_t* slot, const int64_t* position,
+                                    int64_t k, T* gates) {
+    T s = T(0);
+    for (int64_t j = 0; j < k; ++j) {
+        gates[j] = choice_dropped(slot, position, j) ? T(0) : probs[idx[j]];
+        s += gates[j];
+    }
+    if (s > T(0))
+        for (int64_t j = 0; j < k; ++j) gates[j] = gates[j] / s;
+}
+
+/// Backward of kept_gates_row: dprobs[idx[m]] += (dg_m - sum_j dg_j g_j) / S over the kept
+/// choices m (S = sum of their probs); dropped choices send nothing (dprobs: one row of E, accumulated).
+template <class T>
+MOEKD_HD inline void kept_gates_backward_row(const T* probs, const int64_t* idx, const int64_t* slot,
+                                             const int64_t* position, const T* gates, const T* dgates, int64_t k,
+                                             T* dprobs) {
+    T s = T(0), dot = T(0);
+    for (int64_t j = 0; j < k; ++j) {
+        if (choice_dropped(slot, position, j)) continue;
+        s += probs[idx[j]];
+        dot += dgates[j] * gates[j];
+    }
+    if (!(s > T(0))) return;
+    for (int64_t j = 0; j < k; ++j)
+        if (!choice_dropped(slot, position, j)) dprobs[idx[j]] += (dgates[j] - dot) / s;
+}
+
 /// The whole router step of one token: probs = softmax(logits) over E, idx = top-k of probs,
 /// gates from probs. probs: (E), idx: (k), gates: (k).
 template <class T>
@@ -210,6 +249,29 @@ __global__ void topk_gates_backward_kernel(const T* __restrict__ probs, const in
     }
 }
 
+/// One thread per token: gates (N, k) renormalised over the choices kept by capacity
+/// (kept_gates_row); slot, position: (N, k) of the dispatch plan.
+template <class T>
+__global__ void kept_gates_kernel(const T* __restrict__ probs, const int64_t* __restrict__ idx,
+                                  const int64_t* __restrict__ slot, const int64_t* __restrict__ position,
+                                  T* __restrict__ gates, int64_t N, int64_t E, int64_t k) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x)
+        kept_gates_row(probs + t * E, idx + t * k, slot + t * k, position + t * k, k, gates + t * k);
+}
+
+/// One thread per token: dprobs (N, E) = the backward of kept_gates_kernel applied to dgates (overwrites).
+template <class T>
+__global__ void kept_gates_backward_kernel(const T* __restrict__ probs, const int64_t* __restrict__ idx,
+                                           const int64_t* __restrict__ slot, const int64_t* __restrict__ position,
+                                           const T* __restrict__ gates, const T* __restrict__ dgates,
+                                           T* __restrict__ dprobs, int64_t N, int64_t E, int64_t k) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x) {
+        for (int64_t e = 0; e < E; ++e) dprobs[t * E + e] = T(0);
+        kept_gates_backward_row(probs + t * E, idx + t * k, slot + t * k, position + t * k, gates + t * k,
+                                dgates + t * k, k, dprobs + t * E);
+    }
+}
+
 /// One thread per expert: its queue positions in priority order (a serial per-expert scan, so the
 /// result is the CPU's bit for bit) and its count. counts: (E), position: (N, k).
 template <int Unused = 0>  // a template, so the header may be included by several translation units
@@ -231,6 +293,20 @@ cudaError_t launch_topk_gates_backward(const T* probs, const int64_t* idx, const
                                        int64_t N, int64_t E, int64_t k, bool normalize, cudaStream_t s = 0) {
     topk_gates_backward_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, gates, dgates, dprobs, N, E, k,
                                                                       normalize);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_kept_gates(const T* probs, const int64_t* idx, const int64_t* slot, const int64_t* position,
+                              T* gates, int64_t N, int64_t E, int64_t k, cudaStream_t s = 0) {
+    kept_gates_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, slot, position, gates, N, E, k);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_kept_gates_backward(const T* probs, const int64_t* idx, const int64_t* slot,
+                                       const int64_t* position, const T* gates, const T* dgates, T* dprobs, int64_t N,
+                                       int64_t E, int64_t k, cudaStream_t s = 0) {
+    kept_gates_backward_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, slot, position, gates, dgates,
+                                                                      dprobs, N, E, k);
     return cudaGetLastError();
 }
 inline cudaError_t launch_capacity_positions(const int64_t* idx, const uint8_t* pad, int64_t* counts,

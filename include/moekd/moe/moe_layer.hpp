@@ -15,6 +15,13 @@
 // a zero output (the residual carries them) and are left out of the statistics. Hooks: emits
 // "router_probs" (N, E) and "output". forward_fixed() runs given routing (experts and gates),
 // which gradient checks use. This file is wiring; the work is in the ops it calls.
+//
+// Gate order, as fairseq's Top2Gate: with renormalised gates (top-2 by default), a token whose
+// choice is dropped by capacity has its remaining gates renormalised over what it kept (gate 1 on
+// a lone surviving choice), fairseq's default normalize_gate_prob_before_dropping = false; set
+// router.normalize_gate_prob_before_dropping = true for GShard's order (renormalise over the k
+// chosen, then drop: the survivor keeps p_i / (p_i + p_j)). Dropless runs are the same either way.
+// Capacity is ceil(k * tokens * factor / E) (router.hpp); fairseq's own rule differs slightly.
 #pragma once
 
 #include <memory>
@@ -47,7 +54,7 @@ struct MoEOutput {
     Tensor<T> y;         // like x
     Tensor<T> aux_loss;  // scalar, with history: balance_weight * balance + z_loss_weight * z
     LoadStats stats;
-    Routing<T> routing;  // logits, probs, gates, experts
+    Routing<T> routing;  // logits, probs, gates (as combined: see combine_gates), experts
 };
 
 namespace detail {
@@ -124,8 +131,7 @@ public:
         const Tensor<T> x2 = x.reshape({N, D});
         // router: logits (N, E) -> probs, top-k gates
         const Tensor<T> rin = training && cfg_.router.input_jitter > 0 ? input_jitter(x2, cfg_.router.input_jitter, gen_) : x2;
-        Tensor<T> logits = router_logits(rin, gate->weight);
-        check_router_logits(logits, cfg_.name, pad);
+        Tensor<T> logits = checked_router_logits(rin, gate->weight, cfg_.name, pad);  // pad rows not checked
         const Tensor<T> clean_logits = logits;
         if (training && cfg_.router.logit_noise) logits = add_logit_noise(logits, gen_);
         MoEOutput<T> out;
@@ -134,6 +140,8 @@ public:
         // dispatch -> experts -> combine
         const int64_t pads = detail::count_pad(pad);
         const PlanPtr plan = make_dispatch_plan(out.routing.experts, E, capacity_for(cfg_.router, N - pads, training), pad);
+        // renormalised gates: over the kept choices (fairseq's default order) or as routed (GShard)
+        out.routing.gates = combine_gates(out.routing, plan, cfg_.router);
         Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
         // aux loss and statistics
         out.stats = load_stats(*plan);

@@ -2,23 +2,33 @@
 // weight. A linear map D -> E (the MoE layer owns it as `gate.weight`), then softmax over the E
 // experts and top-k selection:
 //   top-1 (Switch):   gate = p_i(x), output = p_i(x) * E_i(x)
-//   top-2 (GShard):   gates renormalised over the chosen two, p_i / (p_i + p_j)
+//   top-2:            gates renormalised over the chosen two, p_i / (p_i + p_j)
 //   general top-k, renormalised or not (RouterConfig::normalize_gates).
+// When renormalised gates meet capacity dropping, the order is RouterConfig::
+// normalize_gate_prob_before_dropping, named and defaulted as fairseq's Top2Gate:
+//   false (default, fairseq): renormalise AFTER dropping, over the choices the token kept: a token
+//         whose second choice was dropped gets gate 1 on its first; one that lost both gets 0.
+//   true  (GShard):           renormalise over the k chosen BEFORE dropping: the token above keeps
+//         p_i / (p_i + p_j) on its first choice, and its output shrinks by that factor.
+// Without drops (dropless, or nothing over capacity) the two orders give the same bits.
 // Ties go to the lower expert index. Training-only jitter from an explicit Generator: Gaussian
 // noise of std 1/E on the logits (OneS eq. 2) and multiplicative input jitter U[1-eps, 1+eps]
 // on the router's input (Switch). Capacity: ceil(k * tokens * factor / E) rows per expert, with
-// separate train / eval factors, or dropless. Router logits that are NaN or inf are an Error
-// naming the layer, never routed silently.
+// separate train / eval factors, or dropless. Router logits of a routed token that are NaN or inf
+// are an Error naming the layer and the token, never routed silently; pad tokens are not routed
+// and their logits are not checked.
 //
 // Optimised CPU code: one fused pass per token (kern::softmax_topk_row, the same function the
 // GPU kernel runs), recorded as two autograd nodes: "router_softmax" (logits -> probs) and
 // "router_gates" (probs -> gates), each with a closed-form backward.
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
 
 #include "../ops/elementwise.hpp"
+#include "../ops/select.hpp"
 #include "dispatch.hpp"
 
 namespace moekd::moe {
@@ -28,6 +38,9 @@ struct RouterConfig {
     int64_t num_experts = 8;              // E
     int64_t top_k = 1;                    // k, in [1, E]
     std::optional<bool> normalize_gates;  // renormalise the k gates to sum 1; default: k > 1 (GShard)
+    // When renormalising: false (fairseq's default) over the choices left after capacity dropping
+    // (combine_gates); true (GShard) over the k chosen, before dropping.
+    bool normalize_gate_prob_before_dropping = false;
     double capacity_factor_train = 1.25;  // capacity = ceil(k * tokens * factor / E); tokens = non-pad
     double capacity_factor_eval = 2.0;
     bool dropless = false;                // no capacity: every assignment is kept
@@ -193,32 +206,111 @@ Tensor<T> topk_gates(const Tensor<T>& probs, const Tensor<int64_t>& idx, bool no
     return detail::record_gates(gates, probs, ic, normalize);
 }
 
-/// Throws an Error naming `layer` when any router logit is NaN or inf (with the first offending
-/// token, whether it is a pad token, and a hint). logits: (N, E); pad: N elements or undefined.
+/// Gates renormalised after capacity dropping (fairseq's normalize_gate_prob_before_dropping =
+/// false): gates[t, j] = probs[t, idx[t, j]] / (sum of probs[t, idx[t, i]] over the choices i of
+/// token t that the plan kept) for a kept choice, 0 for a dropped one (kern::kept_gates_row). Pad
+/// tokens keep all k. probs: (N, E), idx: (N, k) the plan's routing -> (N, k), with history.
 template <class T>
-void check_router_logits(const Tensor<T>& logits, const std::string& layer,
+Tensor<T> kept_gates(const Tensor<T>& probs, const Tensor<int64_t>& idx, const PlanPtr& plan) {
+    moekd::detail::require_cpu(probs, "kept_gates");
+    MOEKD_CHECK(plan, "kept_gates: no dispatch plan");
+    const int64_t N = plan->num_tokens, k = plan->top_k, E = plan->num_experts;
+    MOEKD_CHECK(probs.dim() == 2 && probs.size(0) == N && probs.size(1) == E && idx.dim() == 2 &&
+                    idx.size(0) == N && idx.size(1) == k,
+                "kept_gates: probs ", probs.shape(), " and experts ", idx.shape(), " must be (N, E) = (", N, ", ", E,
+                ") and (N, k) = (", N, ", ", k, "), as the dispatch plan");
+    const Tensor<int64_t> ic = moekd::detail::index_copy_of(idx);
+    MOEKD_CHECK(std::equal(ic.data(), ic.data() + N * k, plan->expert_idx.data()),
+                "kept_gates: experts differ from the routing the dispatch plan was built from");
+    const Tensor<T> pc = moekd::detail::contiguous_data(probs);
+    Tensor<T> gates = Tensor<T>::empty({N, k});
+    detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        for (int64_t t = lo; t < hi; ++t)
+            kern::kept_gates_row(pc.data() + t * E, ic.data() + t * k, plan->slot_of.data() + t * k,
+                                 plan->position.data() + t * k, k, gates.data() + t * k);
+    });
+    return record<T>(gates, "router_kept_gates", {probs}, [plan, pd = pc.detach(), ic, gd = gates.detach()](const Tensor<T>& g) {
+        const Tensor<T> gc = moekd::detail::contiguous_data(g);
+        const int64_t N = pd.size(0), E = pd.size(1), k = ic.size(1);
+        Tensor<T> dp = Tensor<T>::empty({N, E});
+        detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+            std::fill_n(dp.data() + lo * E, (hi - lo) * E, T(0));
+            for (int64_t t = lo; t < hi; ++t)
+                kern::kept_gates_backward_row(pd.data() + t * E, ic.data() + t * k, plan->slot_of.data() + t * k,
+                                              plan->position.data() + t * k, gd.data() + t * k, gc.data() + t * k, k,
+                                              dp.data() + t * E);
+        });
+        return std::vector<Tensor<T>>{dp};
+    });
+}
+
+/// The gates the experts' outputs are combined with, for routing r dispatched by `plan` under
+/// config c: r.gates, except when c renormalises (normalize()) after dropping
+/// (!normalize_gate_prob_before_dropping, the default) and the plan dropped something: then
+/// kept_gates(r.probs, r.experts, plan). (With nothing dropped both are the same bits.)
+template <class T>
+Tensor<T> combine_gates(const Routing<T>& r, const PlanPtr& plan, const RouterConfig& c) {
+    MOEKD_CHECK(plan, "combine_gates: no dispatch plan");
+    if (!c.normalize() || c.normalize_gate_prob_before_dropping || plan->dropped() == 0) return r.gates;
+    return kept_gates(r.probs, r.experts, plan);
+}
+
+/// Throws an Error naming `layer` when a router logit of a routed token is NaN or inf (with the
+/// first offending token, its value and expert, and a hint). Pad tokens (pad[t] != 0) are not
+/// routed, so their logits are not an error: returns true when some pad token's logits are NaN or
+/// inf (the caller must keep them out of everything that sums over tokens: checked_router_logits).
+/// logits: (N, E); pad: N elements or undefined.
+template <class T>
+bool check_router_logits(const Tensor<T>& logits, const std::string& layer,
                          const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     const Tensor<T> lc = moekd::detail::contiguous_data(logits);
     const int64_t N = lc.size(0), E = lc.size(1), chunk = 1024;
+    Tensor<uint8_t> pc;
+    if (pad.defined()) {
+        MOEKD_CHECK(pad.numel() == N, layer, ": pad mask ", pad.shape(), " has ", pad.numel(), " elements for ", N,
+                    " tokens");
+        pc = moekd::detail::contiguous_data(pad);
+    }
+    const uint8_t* pp = pad.defined() ? pc.data() : nullptr;
     std::vector<int64_t> first_bad((N + chunk - 1) / chunk, N);  // per chunk, scanned in parallel
+    std::vector<uint8_t> pad_bad(first_bad.size(), 0);
     detail::parallel_for(N, chunk, [&](int64_t lo, int64_t hi) {
-        for (int64_t t = lo; t < hi; ++t)
-            if (!kern::row_all_finite(lc.data() + t * E, E)) {
-                first_bad[lo / chunk] = t;
-                return;
+        for (int64_t t = lo; t < hi; ++t) {
+            if (kern::row_all_finite(lc.data() + t * E, E)) continue;
+            if (pp && pp[t]) {
+                pad_bad[lo / chunk] = 1;
+                continue;
             }
+            first_bad[lo / chunk] = t;
+            return;
+        }
     });
     for (int64_t t : first_bad) {
         if (t == N) continue;
         const T* row = lc.data() + t * E;
         int64_t e = 0;
         while (e < E && row[e] - row[e] == T(0)) ++e;
-        const bool is_pad = pad.defined() && moekd::detail::contiguous_data(pad).data()[t] != 0;
-        throw Error(msg(layer, ": router logits are not finite: token ", t, " of ", N, is_pad ? " (a pad token)" : "",
-                        " has logit ", row[e], " for expert ", e, " of ", E,
+        throw Error(msg(layer, ": router logits are not finite: token ", t, " of ", N, " has logit ", row[e],
+                        " for expert ", e, " of ", E,
                         ". HINT: the layer input or the gate weights hold NaN/inf (diverged training? lower the ",
                         "learning rate, add the router z-loss, or check the input)"));
     }
+    return std::find(pad_bad.begin(), pad_bad.end(), uint8_t(1)) != pad_bad.end();
+}
+
+/// The router's logits of x (N, D) with gate weight wg (E, D), checked (check_router_logits: an
+/// Error naming `layer` and the token for a NaN / inf logit of a routed token). When a pad token's
+/// logits are NaN or inf (its input row is, e.g. an attention row with every key masked), the pad
+/// rows of x are replaced by 0 and the logits recomputed, so nothing non-finite of a token that is
+/// not routed reaches the probabilities, the aux loss or the gate weight's gradient.
+/// pad: N elements (1 = pad) or undefined.
+template <class T>
+Tensor<T> checked_router_logits(const Tensor<T>& x, const Tensor<T>& wg, const std::string& layer,
+                                const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    Tensor<T> logits = router_logits(x, wg);
+    if (!check_router_logits(logits, layer, pad)) return logits;
+    const Tensor<T> xz = masked_fill(x, moekd::detail::contiguous_data(pad).reshape({x.size(0), 1}), T(0));
+    return router_logits(xz, wg);
 }
 
 /// logits + N(0, (1/E)^2) noise (OneS eq. 2). The noise is a constant: gradients pass unchanged.
