@@ -34,8 +34,10 @@ void* CudaAllocator::allocate(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.allocations;
     void* p = nullptr;
+    bool from_cache = false;
     auto it = free_.find({device, n});
     if (it != free_.end() && !it->second.empty()) {
+        from_cache = true;
         p = it->second.back();
         it->second.pop_back();
         ++stats_.cache_hits;
@@ -54,7 +56,24 @@ void* CudaAllocator::allocate(size_t bytes) {
                             stats_.bytes_in_use, " bytes in use, ", stats_.bytes_cached, " cached"));
         }
     }
-    live_[p] = Block{n, device};
+    // deallocate() runs in destructors, so it must not allocate: every block of a size class has
+    // a slot reserved in that class's free list here, where throwing is allowed.
+    try {
+        if (!from_cache) {
+            auto& list = free_[{device, n}];
+            list.reserve(++blocks_[{device, n}]);
+        }
+        live_[p] = Block{n, device};
+    } catch (...) {
+        if (!from_cache) {
+            if (auto b = blocks_.find({device, n}); b != blocks_.end() && b->second > 0) --b->second;
+            (void)cudaFree(p);
+        } else {
+            free_[{device, n}].push_back(p);  // a slot is reserved: does not allocate
+            stats_.bytes_cached += n;
+        }
+        throw Error(msg("cuda: out of host memory recording a block of ", n, " bytes on device ", device));
+    }
     stats_.bytes_in_use += n;
     if (stats_.bytes_in_use > stats_.peak_bytes_in_use) stats_.peak_bytes_in_use = stats_.bytes_in_use;
     return p;
@@ -71,17 +90,20 @@ void CudaAllocator::deallocate(void* p, size_t) {
     if (!caching_) {
         (void)cudaFree(p);  // may fail at process exit once the runtime has unloaded; nothing to do
         (void)cudaGetLastError();
+        if (auto k = blocks_.find({b.device, b.size}); k != blocks_.end()) --k->second;  // no allocation
         return;
     }
-    free_[{b.device, b.size}].push_back(p);
+    free_.find({b.device, b.size})->second.push_back(p);  // a slot was reserved in allocate()
     stats_.bytes_cached += b.size;
 }
 
 void CudaAllocator::release_locked() {
-    for (auto& [key, blocks] : free_)
+    for (auto& [key, blocks] : free_) {
         for (void* p : blocks) (void)cudaFree(p);
+        blocks_[key] -= blocks.size();
+        blocks.clear();  // keeps the capacity: the live blocks of this size still own their slots
+    }
     (void)cudaGetLastError();
-    free_.clear();
     stats_.bytes_cached = 0;
 }
 

@@ -1,13 +1,17 @@
 // checkpoint_test.cpp — full training checkpoints: everything round-trips bit for bit, a resumed
 // run is bit-identical to an uninterrupted one, broken files are clear errors that load nothing,
-// and a failed write leaves the previous checkpoint intact. (Resume across a real kill -9 is
+// a failed write leaves the previous checkpoint intact, the metadata is covered by a checksum
+// too, and latest_checkpoint() skips a corrupt newest file. (Resume across a real kill -9 is
 // tests/resume/; the training loop used here is tests/resume/tiny_trainer.hpp.)
 #include <catch2/catch.hpp>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 #include "resume/tiny_trainer.hpp"
@@ -68,6 +72,38 @@ std::string replace_once(std::vector<uint8_t>& b, const std::string& from, const
     REQUIRE(at != std::string::npos);
     std::memcpy(b.data() + at, to.data(), to.size());
     return s;
+}
+/// Runs f with stderr going to a file; returns what was written there.
+template <class F>
+std::string capture_stderr(F&& f) {
+    const std::string path = tmp("stderr.txt");
+    std::fflush(stderr);
+    const int saved = ::dup(2);
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    ::dup2(fd, 2);
+    ::close(fd);
+    try {
+        f();
+    } catch (...) {
+        std::fflush(stderr);
+        ::dup2(saved, 2);
+        ::close(saved);
+        throw;
+    }
+    std::fflush(stderr);
+    ::dup2(saved, 2);
+    ::close(saved);
+    const auto b = read_bytes(path);
+    return std::string(b.begin(), b.end());
+}
+/// The checkpoint at `p` rewritten with its metadata changed by `edit` (tensors as they are).
+void rewrite_metadata(const std::string& p, const std::function<void(std::map<std::string, std::string>&)>& edit) {
+    const auto b = read_bytes(p);
+    io::SafetensorsFile f = io::parse_safetensors(b.data(), b.size(), p);
+    std::map<std::string, io::detail::RawView> views;
+    for (auto& [n, r] : f.tensors) views[n] = {r.dtype, r.shape, r.bytes.data(), r.bytes.size()};
+    edit(f.metadata);
+    write_bytes(p, io::detail::serialize_raw(views, f.metadata));
 }
 }  // namespace
 
@@ -277,6 +313,96 @@ TEST_CASE("a failed write leaves the previous checkpoint intact", "[checkpoint][
     tiny::Trainer b(tiny::Config{});
     b.load(p);
     CHECK(b.st.step == 1);
+}
+
+TEST_CASE("a flipped character in the metadata is caught, naming the file", "[checkpoint][errors]") {
+    tiny::Trainer a(tiny::Config{});
+    for (int i = 0; i < 3; ++i) a.step();
+    a.st.extra["stage.phase"] = "joint";
+    const std::string p = tmp("meta.safetensors");
+    a.save(p);
+    const auto good = read_bytes(p);
+    const std::string bad = tmp("meta_bad.safetensors");
+    tiny::Trainer b(tiny::Config{});
+    const auto before = snapshot(b);
+    for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+             {"\"step\":\"3\"", "\"step\":\"4\""},                     // resumes from the wrong step
+             {"\"epoch\":\"0\"", "\"epoch\":\"1\""},                   // or the wrong data position
+             {"\"extra.stage.phase\":\"joint\"", "\"extra.stage.phase\":\"jOint\""},  // wrong stage
+             {"\"format_version\":\"2\"", "\"format_version\":\"1\""},  // a v2 file posing as v1
+             {"\"shape\":[16,8]", "\"shape\":[8,16]"}}) {               // a transposed tensor
+        INFO(from << " -> " << to);
+        auto c = good;
+        replace_once(c, from, to);
+        write_bytes(bad, c);
+        CHECK_THROWS_WITH(b.load(bad), Contains("checkpoint '" + bad + "'") && Contains("header_crc32") &&
+                                           Contains("checksum mismatch") && Contains("step, epoch"));
+        CHECK_THAT(io::checkpoint_problem(bad), Contains("checksum mismatch"));
+    }
+    auto c = good;
+    replace_once(c, "\"header_crc32\"", "\"header_crc33\"");  // the checksum itself removed
+    write_bytes(bad, c);
+    CHECK_THROWS_WITH(b.load(bad), Contains(bad) && Contains("entry 'header_crc32': missing"));
+    CHECK(snapshot(b) == before);  // nothing was loaded
+    CHECK(io::checkpoint_problem(p).empty());
+    b.load(p);
+    CHECK(b.st.step == 3);
+    CHECK(b.st.extra.at("stage.phase") == "joint");
+}
+
+TEST_CASE("a checkpoint from before metadata checksums (version 1) loads with a warning", "[checkpoint]") {
+    tiny::Trainer a(tiny::Config{});
+    for (int i = 0; i < 2; ++i) a.step();
+    const std::string p = tmp("v1.safetensors");
+    a.save(p);
+    rewrite_metadata(p, [](auto& m) {
+        m.erase("header_crc32");
+        m["format_version"] = "1";
+    });
+    tiny::Trainer b(tiny::Config{});
+    const std::string err = capture_stderr([&] { b.load(p); });
+    CHECK(b.st.step == 2);
+    CHECK_THAT(err, Contains("warning: checkpoint '" + p + "' has format_version 1") && Contains("cannot be verified"));
+    CHECK(io::checkpoint_problem(p).empty());
+    rewrite_metadata(p, [](auto& m) { m["format_version"] = "3"; });
+    CHECK_THROWS_WITH(b.load(p), Contains("entry 'format_version'") && Contains("not supported"));
+}
+
+TEST_CASE("latest_checkpoint skips a corrupt newest checkpoint and says which it takes", "[checkpoint][resume]") {
+    const std::string dir = tmp("rot_corrupt");
+    fs::remove_all(dir);
+    tiny::Trainer a(tiny::Config{});
+    for (int i = 0; i < 3; ++i) {
+        a.step();
+        a.save_rotating(dir, 3);
+    }
+    const std::string newest = io::checkpoint_path(dir, 3), previous = io::checkpoint_path(dir, 2);
+    REQUIRE(io::latest_checkpoint(dir) == newest);
+    auto c = read_bytes(newest);
+    replace_once(c, "\"step\":\"3\"", "\"step\":\"9\"");
+    write_bytes(newest, c);
+    std::string got;
+    const std::string err = capture_stderr([&] { got = io::latest_checkpoint(dir); });
+    CHECK(got == previous);
+    CHECK_THAT(err, Contains("'" + newest + "' is corrupt") && Contains("header_crc32") &&
+                        Contains("using the previous intact checkpoint '" + previous + "' (step 2)"));
+    tiny::Trainer b(tiny::Config{});
+    b.load(got);
+    CHECK(b.st.step == 2);
+    // a truncated one is skipped the same way; none intact at all is an error naming the folder
+    write_bytes(previous, std::vector<uint8_t>(c.begin(), c.begin() + 100));
+    CHECK(capture_stderr([&] { got = io::latest_checkpoint(dir); }).find("'" + previous + "' is corrupt") != std::string::npos);
+    CHECK(got == io::checkpoint_path(dir, 1));
+    write_bytes(got, std::vector<uint8_t>(c.begin(), c.begin() + 7));
+    std::string what;
+    capture_stderr([&] {
+        try {
+            io::latest_checkpoint(dir);
+        } catch (const Error& e) {
+            what = e.what();
+        }
+    });
+    CHECK_THAT(what, Contains("no intact checkpoint in '" + dir + "'") && Contains("3 found"));
 }
 
 TEST_CASE("rotation keeps the newest N checkpoints", "[checkpoint]") {

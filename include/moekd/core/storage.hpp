@@ -1,14 +1,19 @@
 // storage.hpp — a flat buffer of elements shared by a tensor and all of its views.
+//
+// Running out of memory is a moekd::OutOfMemoryError naming the element type, the element count
+// and the bytes; the destructor never throws or allocates (it runs while exceptions unwind).
 #pragma once
 
 #include <cstddef>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
 #include <type_traits>
 
 #include "allocator.hpp"
 #include "device.hpp"
+#include "dtype.hpp"
 #include "error.hpp"
 
 namespace moekd {
@@ -31,8 +36,10 @@ class Storage {
 public:
     /// Uninitialised storage of n elements on `device`.
     Storage(size_t n, Device device = Device::CPU) : size_(n), device_(device) {
+        if (n > CpuAllocator::kMaxBytes / sizeof(T)) throw OutOfMemoryError(describe_failure(n, device));
         if (device == Device::CPU) {
-            data_ = static_cast<T*>(CpuAllocator::instance().allocate(n * sizeof(T)));
+            data_ = static_cast<T*>(CpuAllocator::instance().try_allocate(n * sizeof(T)));
+            if (!data_) throw OutOfMemoryError(describe_failure(n, device));
         } else {
             auto& h = DeviceAllocHooks::cuda();
             MOEKD_CHECK(h.allocate, "Storage: a CUDA tensor was asked for, but this build has no CUDA "
@@ -42,7 +49,7 @@ public:
     }
     Storage(const Storage&) = delete;
     Storage& operator=(const Storage&) = delete;
-    ~Storage() {
+    ~Storage() noexcept {
         if (device_ == Device::CPU) CpuAllocator::instance().deallocate(data_, size_ * sizeof(T));
         else if (DeviceAllocHooks::cuda().deallocate) DeviceAllocHooks::cuda().deallocate(data_, size_ * sizeof(T));
     }
@@ -53,6 +60,15 @@ public:
     Device device() const { return device_; }
 
 private:
+    static std::string describe_failure(size_t n, Device device) {
+        const char* name = dtype_name<T>();
+        const std::string what = msg(n, " elements of ", std::string(name) == "unknown" ? msg(sizeof(T), "-byte type") : name,
+                                     device == Device::CPU ? "" : " (on the GPU)");
+        if (n > CpuAllocator::kMaxBytes / sizeof(T))
+            return msg("out of memory: ", what, " is more than any machine has (", n, " x ", sizeof(T), " bytes)");
+        return CpuAllocator::instance().out_of_memory_message(n * sizeof(T), what);
+    }
+
     T* data_ = nullptr;
     size_t size_ = 0;
     Device device_ = Device::CPU;

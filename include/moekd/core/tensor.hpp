@@ -54,7 +54,11 @@ public:
     static Tensor empty(const Shape& shape, Device device = Device::CPU) {
         for (int64_t d : shape) MOEKD_CHECK(d >= 0, "empty: negative size in shape ", shape);
         auto impl = std::make_shared<TensorImpl<T>>();
-        impl->storage = std::make_shared<Storage<T>>(static_cast<size_t>(moekd::numel(shape)), device);
+        try {
+            impl->storage = std::make_shared<Storage<T>>(static_cast<size_t>(moekd::numel(shape)), device);
+        } catch (const OutOfMemoryError& e) {  // say which tensor: its shape names what was being built
+            throw OutOfMemoryError(msg(e.what(), " [tensor of shape ", shape, "]"));
+        }
         impl->shape = shape;
         impl->strides = contiguous_strides(shape);
         return Tensor(std::move(impl));

@@ -34,7 +34,8 @@ public:
     /// A block of at least `bytes` on the current device. Throws moekd::Error (with the CUDA
     /// error string) when cudaMalloc fails even after the cache was returned to the driver.
     void* allocate(size_t bytes);
-    /// Returns a block from allocate() to its free list. Never throws.
+    /// Returns a block from allocate() to its free list. Never throws and never allocates (it
+    /// runs in destructors, also while an exception unwinds).
     void deallocate(void* p, size_t bytes);
 
     /// cudaFree every cached block (e.g. before handing the GPU to another library).
@@ -51,7 +52,9 @@ private:
         int device;
     };
     mutable std::mutex mu_;
-    std::map<std::pair<int, size_t>, std::vector<void*>> free_;  // (device, rounded size) -> blocks
+    std::map<std::pair<int, size_t>, std::vector<void*>> free_;  // (device, rounded size) -> blocks;
+                                                                  // capacity >= blocks_ (see allocate)
+    std::map<std::pair<int, size_t>, size_t> blocks_;            // blocks of that size that exist
     std::unordered_map<void*, Block> live_;                       // handed out, not yet returned
     AllocatorStats stats_;
     bool caching_ = true;

@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "../io/atomic_file.hpp"
 #include "communicator.hpp"
 
 namespace moekd::dist {
@@ -89,13 +90,8 @@ public:
         ncclUniqueId id{};
         if (rank == 0) {
             id = make_id();
-            const std::string tmp = path + ".tmp" + std::to_string(::getpid());
-            {
-                std::ofstream f(tmp, std::ios::binary);
-                f.write(id.internal, sizeof(id.internal));
-                MOEKD_CHECK(f.good(), "NcclComm::from_file: cannot write '", tmp, "'");
-            }
-            std::filesystem::rename(tmp, path);
+            // temp + fsync + rename, every write checked: no rank reads half an id
+            io::write_file_atomic(path, id.internal, sizeof(id.internal));
         } else {
             const auto t0 = std::chrono::steady_clock::now();
             for (;;) {

@@ -13,6 +13,9 @@
 // the index and only the shards that hold tensors it has. A tensor held by several ranks is
 // taken from the lowest. A shard that is missing, truncated, altered (hash) or unreadable is an
 // Error naming the file; a tensor the model wants and no shard has is an Error naming it.
+// Saving: every write is checked (io::write_file_atomic); a rank that cannot write its shard
+// (a full disk) tells the others through the gather, and rank 0 its index through a final
+// all-reduce, so that every rank throws the same Error naming the file instead of waiting forever.
 #pragma once
 
 #include <filesystem>
@@ -93,12 +96,23 @@ ShardedInfo save_sharded(const nn::Module<T>& model, Communicator& comm, const s
     const std::vector<uint8_t> bytes = io::serialize_safetensors(mine, {{"rank", std::to_string(r)},
                                                                         {"world_size", std::to_string(P)}});
     const std::string file = detail::shard_name(r, P);
-    io::write_file_atomic(dir + "/" + file, bytes);
-    // rank 0 learns every shard's hash, size and tensor names
-    std::string desc = detail::hex64(detail::fnv1a64(bytes.data(), bytes.size())) + " " + std::to_string(bytes.size());
-    for (auto& [n, t] : mine) desc += "\n" + n;
+    std::string desc;  // "!<error>" when this rank's write failed
+    try {
+        io::write_file_atomic(dir + "/" + file, bytes);
+    } catch (const Error& e) {
+        desc = std::string("!") + e.what();
+    }
+    // rank 0 learns every shard's hash, size and tensor names (every rank: who failed)
+    if (desc.empty()) {
+        desc = detail::hex64(detail::fnv1a64(bytes.data(), bytes.size())) + " " + std::to_string(bytes.size());
+        for (auto& [n, t] : mine) desc += "\n" + n;
+    }
     const std::vector<std::string> all = detail::gather_strings(comm, desc);
-    if (r == 0) {
+    for (int q = 0; q < P; ++q)
+        MOEKD_CHECK(all[q].empty() || all[q][0] != '!', "save_sharded: rank ", q, " of ", P, " could not write its shard: ",
+                    all[q].substr(1));
+    std::string index_error;
+    if (r == 0) try {
         json::Array shards;
         json::Object tensors;
         std::set<std::string> seen;
@@ -122,10 +136,14 @@ ShardedInfo save_sharded(const nn::Module<T>& model, Communicator& comm, const s
                                              {"shards", json::Value(std::move(shards))},
                                              {"tensors", json::Value(std::move(tensors))},
                                              {"metadata", json::Value(std::move(meta))}});
-        const std::string text = json::dump(index);
-        io::write_file_atomic(dir + "/index.json", std::vector<uint8_t>(text.begin(), text.end()));
+        io::write_text_atomic(dir + "/index.json", json::dump(index));
+    } catch (const Error& e) {
+        index_error = e.what();
     }
-    comm.barrier();
+    int64_t failed = index_error.empty() ? 0 : 1;  // also the final barrier: every file is on disk
+    comm.all_reduce(&failed, 1, ReduceOp::Max);
+    MOEKD_CHECK(failed == 0, "save_sharded: ", r == 0 ? index_error : "rank 0 could not write the index '" + dir +
+                "/index.json' (its error says why)");
     ShardedInfo info;
     info.world_size = P;
     info.metadata = metadata;

@@ -8,8 +8,15 @@
 //                       the Box-Muller spare's bit pattern, so the state round-trips exactly
 // and scalars in __metadata__ (all strings): format, format_version, dtype, step, epoch,
 // batch_index, data_position, config, extra.<key> (the caller's map: schedule state and so on),
-// optim.type / optim.steps / optim.groups / optim.group.<i>.{lr,weight_decay,size}, and a CRC-32
-// per tensor (crc32.<tensor>) so a flipped bit in the data is caught, not trained on.
+// optim.type / optim.steps / optim.groups / optim.group.<i>.{lr,weight_decay,size}, a CRC-32
+// per tensor (crc32.<tensor>) so a flipped bit in the data is caught, not trained on, and
+// header_crc32: a CRC-32 over every other metadata field (keys and values) and every tensor's
+// name, dtype and shape, so a flipped character in step, epoch, extra.* (stage state), config
+// or a shape is caught too (format_version 2). Version 1 files (before header_crc32) are read
+// with a warning on stderr: their metadata cannot be verified.
+//
+// latest_checkpoint(dir) verifies the files it picks: when the newest is corrupt it says so on
+// stderr (file and reason) and returns the newest intact one, naming it.
 //
 // Saving goes through write_file_atomic (temp + fsync + rename): a kill at any moment leaves the
 // previous file intact. Loading validates the whole file against the model, optimizer and
@@ -45,6 +52,7 @@
 #include "../optim/optimizer.hpp"
 #include "atomic_file.hpp"
 #include "json.hpp"
+#include "read_file.hpp"
 #include "safetensors.hpp"
 
 namespace moekd::io {
@@ -85,7 +93,9 @@ struct CheckpointData {
 namespace detail {
 
 inline constexpr const char* kCheckpointFormat = "moekd.checkpoint";
-inline constexpr const char* kCheckpointVersion = "1";
+inline constexpr const char* kCheckpointVersion = "2";
+inline constexpr const char* kCheckpointLegacyVersion = "1";  // no header_crc32: read with a warning
+inline constexpr const char* kHeaderCrcKey = "header_crc32";
 
 /// A tensor to write: dtype tag, shape and a pointer to its contiguous bytes.
 struct RawView {
@@ -145,6 +155,44 @@ inline std::vector<uint8_t> serialize_raw(const std::map<std::string, RawView>& 
         p += t.nbytes;
     }
     return out;
+}
+
+/// CRC-32 of the header: every metadata entry but header_crc32 itself (length-prefixed keys and
+/// values, in key order) and every tensor's name, dtype and shape (in name order).
+template <class TensorMap>
+uint32_t header_crc(const std::map<std::string, std::string>& metadata, const TensorMap& tensors) {
+    std::string canon;
+    for (auto& [k, v] : metadata) {
+        if (k == kHeaderCrcKey) continue;
+        canon += "m" + std::to_string(k.size()) + ":" + k + std::to_string(v.size()) + ":" + v + "\n";
+    }
+    for (auto& [name, t] : tensors) {
+        canon += "t" + std::to_string(name.size()) + ":" + name + " " + t.dtype;
+        for (int64_t d : t.shape) canon += " " + std::to_string(d);
+        canon += "\n";
+    }
+    return crc32_of(reinterpret_cast<const uint8_t*>(canon.data()), canon.size());
+}
+
+/// Checks header_crc32 of a parsed checkpoint (format_version 2), or warns about a version 1
+/// file that has none. Throws an Error naming the file and what the checksum covers.
+inline void check_header_crc(const SafetensorsFile& f, const std::string& name, bool warn_legacy) {
+    auto ver = f.metadata.find("format_version");
+    const bool legacy = ver != f.metadata.end() && ver->second == kCheckpointLegacyVersion;
+    auto it = f.metadata.find(kHeaderCrcKey);
+    if (it == f.metadata.end()) {
+        MOEKD_CHECK(legacy, "checkpoint '", name, "', entry '", kHeaderCrcKey, "': missing from __metadata__ (the "
+                    "header was damaged, or the file was not written by moekd)");
+        if (warn_legacy)
+            std::fprintf(stderr, "warning: checkpoint '%s' has format_version 1 (no %s): its metadata (step, epoch, "
+                         "extra.*, config) cannot be verified; loading it as it is\n", name.c_str(), kHeaderCrcKey);
+        return;
+    }
+    const std::string got = hex32(header_crc(f.metadata, f.tensors));
+    MOEKD_CHECK(it->second == got, "checkpoint '", name, "', entry '", kHeaderCrcKey, "': checksum mismatch (stored ",
+                it->second, ", header ", got, "): the metadata (format, dtype, step, epoch, batch_index, "
+                "data_position, config, extra.*, optim.*, crc32.*) or a tensor's name, dtype or shape was altered; "
+                "the file is corrupt");
 }
 
 inline bool parse_i64(const std::string& s, int64_t& out) {
@@ -212,6 +260,7 @@ std::vector<uint8_t> serialize_checkpoint(const nn::Module<T>& model, const opti
     for (auto& [name, w] : rng_words)
         views["rng." + name] = {"U64", Shape{6}, reinterpret_cast<const uint8_t*>(w.data()), sizeof w};
     for (auto& [name, v] : views) meta["crc32." + name] = detail::hex32(detail::crc32_of(v.data, v.nbytes));
+    meta[detail::kHeaderCrcKey] = detail::hex32(detail::header_crc(meta, views));
     return detail::serialize_raw(views, meta);
 }
 
@@ -249,9 +298,9 @@ CheckpointData<T> parse_checkpoint(const uint8_t* data, size_t size, const std::
     };
     if (meta("format") != detail::kCheckpointFormat)
         throw fail("format", msg("'", meta("format"), "' is not '", detail::kCheckpointFormat, "'"));
-    if (meta("format_version") != detail::kCheckpointVersion)
+    if (meta("format_version") != detail::kCheckpointVersion && meta("format_version") != detail::kCheckpointLegacyVersion)
         throw fail("format_version", msg("version '", meta("format_version"), "' is not supported (this build reads ",
-                                         detail::kCheckpointVersion, ")"));
+                                         detail::kCheckpointLegacyVersion, " and ", detail::kCheckpointVersion, ")"));
     const char* dt = safetensors_dtype<T>();
     if (meta("dtype") != dt)
         throw fail("dtype", msg("the checkpoint holds ", meta("dtype"), " tensors but is being loaded as ", dt,
@@ -323,16 +372,45 @@ CheckpointData<T> parse_checkpoint(const uint8_t* data, size_t size, const std::
     } else if (!out.optimizer.empty()) {
         throw fail("optim." + out.optimizer.begin()->first, "optimizer tensors without optim.type metadata");
     }
+    // last, so that a field that does not even parse is named above; this catches the rest
+    detail::check_header_crc(f, name, true);
     return out;
+}
+
+/// Why the checkpoint file at `path` cannot be used ("" when it is intact): unreadable, not a
+/// checkpoint, an unsupported version, a tensor checksum or the header checksum wrong. Checks
+/// integrity only (not whether it fits a model); works for any element type.
+inline std::string checkpoint_problem(const std::string& path) {
+    try {
+        const std::string bytes = read_file(path, "checkpoint");
+        const SafetensorsFile f = parse_safetensors(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
+        auto meta = [&](const char* k) {
+            auto it = f.metadata.find(k);
+            return it == f.metadata.end() ? std::string("<missing>") : it->second;
+        };
+        MOEKD_CHECK(meta("format") == detail::kCheckpointFormat, "entry 'format' is '", meta("format"), "', not '",
+                    detail::kCheckpointFormat, "'");
+        MOEKD_CHECK(meta("format_version") == detail::kCheckpointVersion ||
+                        meta("format_version") == detail::kCheckpointLegacyVersion,
+                    "entry 'format_version': version '", meta("format_version"), "' is not supported");
+        for (auto& [key, r] : f.tensors) {
+            auto it = f.metadata.find("crc32." + key);
+            MOEKD_CHECK(it != f.metadata.end() &&
+                            it->second == detail::hex32(detail::crc32_of(r.bytes.data(), r.bytes.size())),
+                        "entry '", key, "': checksum missing or wrong (the data is corrupt)");
+        }
+        detail::check_header_crc(f, path, false);
+        return "";
+    } catch (const Error& e) {
+        return e.what();
+    }
 }
 
 /// Reads and checks a checkpoint file without applying it (inspect the config, step, ...).
 template <class T = float>
 CheckpointData<T> read_checkpoint(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    MOEKD_CHECK(f, "checkpoint: cannot open '", path, "'");
-    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    return parse_checkpoint<T>(bytes.data(), bytes.size(), path);
+    const std::string bytes = read_file(path, "checkpoint");
+    return parse_checkpoint<T>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
 }
 
 /// Checks that `ck` fits the objects exactly (every name, shape, group, generator), then loads
@@ -440,10 +518,27 @@ inline std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::
     return out;
 }
 
-/// The newest checkpoint in dir, or "" when there is none.
+/// The newest intact checkpoint in dir (checkpoint_problem() finds nothing wrong), or "" when
+/// there is none at all. Each newer, corrupt one is reported on stderr with its reason, and the
+/// one taken instead is named. Throws when there are checkpoints but none is intact (resuming
+/// from step 0 over them would be wrong too).
 inline std::string latest_checkpoint(const std::string& dir) {
-    auto all = list_checkpoints(dir);
-    return all.empty() ? std::string() : all.back().second;
+    const auto all = list_checkpoints(dir);
+    std::string skipped;
+    for (auto it = all.rbegin(); it != all.rend(); ++it) {
+        const std::string why = checkpoint_problem(it->second);
+        if (why.empty()) {
+            if (!skipped.empty())
+                std::fprintf(stderr, "checkpoint: using the previous intact checkpoint '%s' (step %lld) instead\n",
+                             it->second.c_str(), static_cast<long long>(it->first));
+            return it->second;
+        }
+        std::fprintf(stderr, "checkpoint: '%s' is corrupt and is skipped: %s\n", it->second.c_str(), why.c_str());
+        skipped += (skipped.empty() ? "" : "; ") + ("'" + it->second + "': " + why);
+    }
+    MOEKD_CHECK(all.empty(), "checkpoint: no intact checkpoint in '", dir, "' (", all.size(), " found, all corrupt: ",
+                skipped, "). HINT: move them away to start from step 0");
+    return std::string();
 }
 
 /// Saves checkpoint_path(dir, state.step) atomically, then deletes all but the newest

@@ -200,7 +200,7 @@ std::vector<uint8_t> serialize_safetensors(const std::map<std::string, Tensor<T>
     std::memcpy(out.data() + 8, h.data(), h.size());
     uint8_t* p = out.data() + 8 + h.size();
     for (auto& [name, t] : tensors) {
-        const Tensor<T> c = detail::contiguous_data(t);
+        const Tensor<T> c = moekd::detail::contiguous_data(t);
         std::memcpy(p, c.data(), size_t(c.numel()) * sizeof(T));
         p += size_t(c.numel()) * sizeof(T);
     }

@@ -9,6 +9,10 @@
 // Special ids are fixed so that models are interchangeable inside moekd: pad 0, unk 1, bos 2,
 // eos 3 (fairseq's order). User-defined symbols (e.g. target-language tags "<2fr>") become single
 // pieces that are never split, with ids 4, 5, ... in the order given.
+//
+// Files are written by moekd, not by SentencePiece (whose writes are not all checked): training
+// returns the model in memory, and the .model and .vocab files go through io::write_file_atomic
+// (every write checked, a full disk is an error naming the file, the previous file stays).
 #pragma once
 
 #include <sentencepiece_processor.h>
@@ -19,12 +23,14 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../io/atomic_file.hpp"
 
 namespace moekd::text {
 
@@ -69,7 +75,6 @@ inline std::string train_sentencepiece(const std::vector<std::string>& input_fil
     }
     std::unordered_map<std::string, std::string> kw = {
         {"input", inputs},
-        {"model_prefix", model_prefix},
         {"vocab_size", std::to_string(opt.vocab_size)},
         {"model_type", opt.model_type},
         {"character_coverage", std::to_string(opt.character_coverage)},
@@ -88,8 +93,16 @@ inline std::string train_sentencepiece(const std::vector<std::string>& input_fil
         kw["shuffle_input_sentence"] = "true";
         sentencepiece::SetRandomGeneratorSeed(opt.seed);
     }
-    const auto st = sentencepiece::SentencePieceTrainer::Train(kw);
+    std::string model;  // the serialized ModelProto: SentencePiece writes no file itself
+    const auto st = sentencepiece::SentencePieceTrainer::Train(kw, nullptr, &model);
     MOEKD_CHECK(st.ok(), "sentencepiece: training on '", inputs, "' failed: ", st.ToString());
+    sentencepiece::SentencePieceProcessor sp;
+    MOEKD_CHECK(sp.LoadFromSerializedProto(model).ok() && sp.GetPieceSize() > 0,
+                "sentencepiece: training on '", inputs, "' returned no usable model");
+    std::ostringstream vocab;  // the .vocab file SentencePiece writes: piece TAB score
+    for (int i = 0; i < sp.GetPieceSize(); ++i) vocab << sp.IdToPiece(i) << '\t' << sp.GetScore(i) << '\n';
+    io::write_text_atomic(model_prefix + ".model", model);
+    io::write_text_atomic(model_prefix + ".vocab", vocab.str());
     return model_prefix + ".model";
 }
 
@@ -165,13 +178,8 @@ public:
     }
     /// The serialized model (what a .model file holds), to store beside checkpoints.
     const std::string& serialized() const { return bytes_; }
-    /// Writes the model to `path` (a copy of the .model file).
-    void save(const std::string& path) const {
-        std::ofstream f(path, std::ios::binary | std::ios::trunc);
-        MOEKD_CHECK(f, "sentencepiece: cannot write '", path, "'");
-        f.write(bytes_.data(), static_cast<std::streamsize>(bytes_.size()));
-        MOEKD_CHECK(f.good(), "sentencepiece: error writing '", path, "'");
-    }
+    /// Writes the model to `path` (a copy of the .model file), atomically and checked.
+    void save(const std::string& path) const { io::write_text_atomic(path, bytes_); }
     bool loaded() const { return sp_ != nullptr; }
 
 private:
