@@ -67,6 +67,26 @@ TEST_CASE("bad IDX files are clear errors naming the file", "[data][errors]") {
     CHECK_THROWS_WITH(data::read_idx_pair(tmp_path("img"), tmp_path("lab")), Contains("holds 3 images but"));
 }
 
+TEST_CASE("IDX: a directory where a file is expected, and labels outside the classes, name the file", "[data][errors]") {
+    // issue 16: a directory gave "corrupt or truncated (zlib: ...)" without saying why
+    const std::string dir = tmp_path("a_directory.gz");
+    std::filesystem::create_directories(dir);
+    CHECK_THROWS_WITH(data::read_idx(dir), Contains("cannot open '" + dir + "': is a directory"));
+    CHECK_THROWS_WITH(data::read_cifar10({dir}), Contains("'" + dir + "': is a directory"));
+    CHECK_THROWS_WITH(data::read_idx("/nonexistent/x.idx"), Contains("'/nonexistent/x.idx': missing file"));
+    // issue 16: a label 12 of a 10-class set scored as "accuracy 0" with exit 0
+    write_raw(tmp_path("img3"), idx_bytes({3, 2, 2}, 12));
+    std::vector<uint8_t> lab{0, 0, 8, 1, 0, 0, 0, 3, 9, 12, 0};  // labels 9, 12, 0
+    write_gz(tmp_path("lab3.gz"), lab);
+    CHECK_THROWS_WITH(data::read_idx_pair(tmp_path("img3"), tmp_path("lab3.gz"), 10),
+                      Contains(tmp_path("lab3.gz") + "': label 12 at index 1 is outside [0, 10)"));
+    CHECK(data::read_idx_pair(tmp_path("img3"), tmp_path("lab3.gz")).size() == 3);  // no class count: not checked
+    lab[9] = 1;
+    write_gz(tmp_path("lab3.gz"), lab);
+    const auto ok = data::read_idx_pair(tmp_path("img3"), tmp_path("lab3.gz"), 10);
+    CHECK(ok.labels.data()[1] == 1);
+}
+
 TEST_CASE("the real Fashion-MNIST from Debian reads whole", "[data]") {
     const std::string dir = "/usr/share/datasets/fashion-mnist/";
     auto train = data::read_idx_pair(dir + "train-images-idx3-ubyte.gz", dir + "train-labels-idx1-ubyte.gz");

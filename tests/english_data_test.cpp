@@ -4,6 +4,8 @@
 // out-of-distribution text, bad inputs; and the same on the real Debian files when
 // scripts/build_tcd_corpus.sh has been run (MOEKD_TCD_CORPUS=<its OUT_DIR>) or the packages are
 // installed (/usr/share/wordnet, /usr/share/games/fortunes); skipped with a message otherwise.
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -195,6 +197,8 @@ TEST_CASE("read_wordnet: real data-file layout, markers, glosses and examples") 
     CHECK_THROWS_WITH(data::read_wordnet(d), Contains("data.adv' holds no synsets"));
     fs::remove(d + "/data.adv");
     CHECK_THROWS_WITH(data::read_wordnet(d), Contains("cannot open") && Contains("data.adv"));
+    fs::create_directories(d + "/data.adv");  // issue 16: a directory read as "holds no synsets"
+    CHECK_THROWS_WITH(data::read_wordnet(d), Contains(d + "/data.adv': is a directory"));
 }
 
 TEST_CASE("read_fortunes: category files, separators, overstrikes; skips .dat, .u8 and subdirectories") {
@@ -326,6 +330,18 @@ TEST_CASE("pretraining_lines, split_lines, read_text_lines") {
     CHECK_THROWS_WITH(data::read_text_lines(d + "/b.txt"), Contains("b.txt:2: invalid UTF-8 at byte 5"));
     write(d + "/c.txt", "\n  \n");
     CHECK_THROWS_WITH(data::read_text_lines(d + "/c.txt"), Contains("c.txt' is empty"));
+    // issue 16: a directory was "is empty (no text)"; now it is named as a directory
+    fs::create_directories(d + "/adir");
+    CHECK_THROWS_WITH(data::read_text_lines(d + "/adir"), Contains("read_text_lines: '" + d + "/adir': is a directory"));
+    CHECK_THROWS_WITH(data::read_text_lines(d + "/missing.txt"), Contains("'" + d + "/missing.txt': missing file"));
+    // a pipe (process substitution, /dev/fd/N) reads like a file
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const std::string piped = "from a pipe\n\nsecond  line";
+    REQUIRE(::write(fds[1], piped.data(), piped.size()) == ssize_t(piped.size()));
+    ::close(fds[1]);
+    CHECK(data::read_text_lines("/dev/fd/" + std::to_string(fds[0])) == std::vector<std::string>{"from a pipe", "second line"});
+    ::close(fds[0]);
 }
 
 namespace {

@@ -210,4 +210,10 @@ TEST_CASE("glue: bad inputs are errors naming file and line") {
     CHECK_THROWS_WITH(data::read_glue_split(d, "SQuAD", "train"),
                       Contains("unknown task 'SQuAD'") && Contains("CoLA") && Contains("WNGLOSS"));
     CHECK_THROWS_WITH(data::glue_task_info("nope"), Contains("known: CoLA, SST-2, MRPC"));
+    // issue 16: a directory where a split file or labels.txt is expected is named as such
+    fs::create_directories(d + "/dev_matched.tsv");
+    CHECK_THROWS_WITH(data::read_glue_split(d, "MNLI", "dev"), Contains(d + "/dev_matched.tsv") && Contains("is a directory"));
+    write(d + "/train.tsv", "sentence\tlabel\nfine\tpoetry\n");
+    fs::create_directories(d + "/labels.txt");
+    CHECK_THROWS_WITH(data::read_glue_split(d, "FORTUNE", "train"), Contains(d + "/labels.txt': is a directory"));
 }

@@ -10,8 +10,12 @@
 // Optimiser: SGD with momentum, written out below (moekd/optim brings Adam, AdamW, LAMB).
 // Under mpirun (built with moekd::mpi) every rank holds the model, shuffles with the same seed and
 // takes its slice of each global batch of N * --batch images; gradients are averaged with
-// dist::DataParallel; rank 0 alone prints and writes --save.
+// dist::DataParallel; rank 0 alone prints and writes --save (through io::write_safetensors: a
+// symlink is followed, a FIFO / device node / directory is refused, checked before training).
+// Every numeric flag is range-checked (an error names the flag); every label must be in 0-9.
 #include <CLI/CLI.hpp>
+
+#include "../common/cli_checks.hpp"
 
 #include <chrono>
 #include <map>
@@ -22,6 +26,7 @@
 #include <moekd/dist/data_parallel.hpp>
 #include <moekd/dist/collective.hpp>
 #include <moekd/dist/init.hpp>
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/safetensors.hpp>
 #include <moekd/ops/loss.hpp>
 #include <moekd/ops/matmul.hpp>
@@ -101,15 +106,15 @@ int main(int argc, char** argv) {
     double lr = 0.05, momentum = 0.9, min_acc = 0.0;
     uint64_t seed = 1;
     app.add_option("--data", dir, "folder with the four Fashion-MNIST IDX files (.gz)")->capture_default_str();
-    app.add_option("--epochs", epochs, "passes over the training set")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--batch", batch, "images per step (per rank under mpirun)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--hidden", hidden, "hidden width")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--lr", lr, "SGD learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--momentum", momentum, "SGD momentum")->capture_default_str()->check(CLI::Range(0.0, 0.999));
-    app.add_option("--seed", seed, "random seed (init and shuffling)")->capture_default_str();
-    app.add_option("--train-limit", train_limit, "use the first N training images")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--test-limit", test_limit, "evaluate on the first N test images")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--min-acc", min_acc, "exit with status 2 if the final test accuracy is lower")->capture_default_str();
+    app.add_option("--epochs", epochs, "passes over the training set")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--batch", batch, "images per step (per rank under mpirun)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--hidden", hidden, "hidden width")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--lr", lr, "SGD learning rate")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--momentum", momentum, "SGD momentum")->capture_default_str()->check(cli_checks::in(0.0, 0.999));
+    app.add_option("--seed", seed, "random seed (init and shuffling)")->capture_default_str()->check(cli_checks::seed());
+    app.add_option("--train-limit", train_limit, "use the first N training images")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--test-limit", test_limit, "evaluate on the first N test images")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--min-acc", min_acc, "exit with status 2 if the final test accuracy is lower")->capture_default_str()->check(cli_checks::in(0.0, 1.0));
     std::string save;
     app.add_option("--save", save, "write the trained weights (w1, b1, w2, b2) to this .safetensors file (rank 0)");
     try {
@@ -120,8 +125,9 @@ int main(int argc, char** argv) {
 
     try {
         const auto t0 = std::chrono::steady_clock::now();
-        data::ImageSet train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
-        data::ImageSet test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
+        if (main_rank && !save.empty()) (void)io::resolve_write_target(save);  // refused now, not after training
+        data::ImageSet train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz", 10);
+        data::ImageSet test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz", 10);
         const int64_t n_train = std::min<int64_t>(train_limit, train.size());
         const int ranks = comm->size();
         const int64_t global_batch = int64_t(batch) * ranks;

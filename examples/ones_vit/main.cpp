@@ -15,8 +15,18 @@
 //   mpirun -np 2 ones_vit --batch 64           data parallel (see train.hpp): every rank runs the
 //                                              same program; rank 0 alone prints, writes --out
 //                                              and --save-teacher, and measures throughput
+//
+// Checked before any training (issue 16): every numeric flag (an error names it), the output
+// paths (a FIFO, a device node or a directory where a file goes is refused; symlinks are
+// followed), every label in 0-9. Every write is checked (a full disk is an error naming the
+// file, and no "written to" line). A --teacher file records what it was trained on (model flags,
+// teacher epochs / lr / batch / augmentation, seed, and a hash of the training images it used);
+// a teacher trained on other data or flags is an error listing the differences.
 #include <CLI/CLI.hpp>
 
+#include "../common/cli_checks.hpp"
+
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -25,6 +35,7 @@
 #include <moekd/data/cifar.hpp>
 #include <moekd/dist/collective.hpp>
 #include <moekd/dist/init.hpp>
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/safetensors.hpp>
 
 #include "report.hpp"
@@ -53,15 +64,67 @@ std::vector<std::string> parse_runs(const std::string& s) {
     return out;
 }
 
-/// Loads a teacher checkpoint; any missing, extra or mis-shaped tensor is an error naming the file.
-void load_teacher(WideNetViT<float>& t, const std::string& path) {
-    const auto dict = io::load_safetensors<float>(path);
+/// A hash of the first n images and labels of a set (what a teacher trained on).
+std::string data_hash(const data::ImageSet& s, int64_t n) {
+    n = std::min<int64_t>(n, s.size());
+    const int64_t per = s.images.numel() / std::max<int64_t>(1, s.size());
+    uint64_t h = 1469598103934665603ULL;
+    auto mix = [&h](const void* p, size_t bytes) {
+        const auto* c = static_cast<const unsigned char*>(p);
+        size_t i = 0;
+        for (; i + 8 <= bytes; i += 8) {
+            uint64_t w;
+            std::memcpy(&w, c + i, 8);
+            h = (h ^ w) * 1099511628211ULL;
+            h ^= h >> 29;
+        }
+        for (; i < bytes; ++i) h = (h ^ c[i]) * 1099511628211ULL;
+    };
+    mix(s.images.data(), size_t(n * per) * sizeof(float));
+    mix(s.labels.data(), size_t(n) * sizeof(int64_t));
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)h);
+    return std::to_string(n) + "x" + std::to_string(per) + ":" + buf;
+}
+
+/// "k=v k=v ..." -> map.
+std::map<std::string, std::string> parse_kv(const std::string& s) {
+    std::map<std::string, std::string> m;
+    std::stringstream ss(s);
+    for (std::string t; ss >> t;) {
+        const size_t eq = t.find('=');
+        if (eq != std::string::npos) m[t.substr(0, eq)] = t.substr(eq + 1);
+    }
+    return m;
+}
+
+/// Loads a teacher checkpoint; any missing, extra or mis-shaped tensor is an error naming the file,
+/// and so is a teacher trained on other data or flags than `want` (its "train_config" metadata).
+void load_teacher(WideNetViT<float>& t, const std::string& path, const std::string& want) {
+    std::map<std::string, std::string> meta;
+    const auto dict = io::load_safetensors<float>(path, &meta);
     try {
         t.load_state_dict(dict, true);
     } catch (const Error& e) {
         MOEKD_CHECK(false, "teacher checkpoint '", path, "' does not match the teacher built from the flags (",
                     "--dim/--ffn-dim/--experts/--layers/--patch): ", e.what());
     }
+    const auto it = meta.find("train_config");
+    if (it == meta.end()) {
+        std::printf("  note: '%s' records no training configuration (an older file); its data cannot be checked\n",
+                    path.c_str());
+        return;
+    }
+    const auto have = parse_kv(it->second), need = parse_kv(want);
+    std::string diff;
+    for (const auto& [k, v] : need) {
+        const auto h = have.find(k);
+        const std::string hv = h == have.end() ? "(absent)" : h->second;
+        if (hv != v) diff += (diff.empty() ? "" : ", ") + k + " " + hv + " in the file vs " + v + " now";
+    }
+    MOEKD_CHECK(diff.empty(), "teacher checkpoint '", path, "' was trained on other data or flags than this run uses: ",
+                diff, ". HINT: give the flags it was trained with (and the same --data / --cifar files), or drop ",
+                "--teacher to train a new one");
 }
 
 }  // namespace
@@ -97,31 +160,31 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--teacher", teacher_in, "load the MoE teacher from this safetensors file instead of training it");
     app.add_option("--save-teacher", teacher_out, "write the trained teacher to this safetensors file");
-    app.add_option("--seed", seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
-    app.add_option("--train-limit", so.train_limit, "train on the first N training images")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--test-limit", so.test_limit, "evaluate on the first N test images")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--teacher-epochs", to.epochs, "epochs of teacher training")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--epochs", so.epochs, "epochs of every student / baseline")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--batch", so.batch, "images per step (per rank under mpirun)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--teacher-lr", to.lr, "LAMB peak learning rate of the teacher")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--lr", so.lr, "LAMB peak learning rate of the students")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--weight-decay", so.weight_decay, "LAMB weight decay (matrices only)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    app.add_option("--seed", seed, "seed of initialisation, shuffling and augmentation")->capture_default_str()->check(cli_checks::seed());
+    app.add_option("--train-limit", so.train_limit, "train on the first N training images")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--test-limit", so.test_limit, "evaluate on the first N test images")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--teacher-epochs", to.epochs, "epochs of teacher training")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--epochs", so.epochs, "epochs of every student / baseline")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--batch", so.batch, "images per step (per rank under mpirun)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--teacher-lr", to.lr, "LAMB peak learning rate of the teacher")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--lr", so.lr, "LAMB peak learning rate of the students")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--weight-decay", so.weight_decay, "LAMB weight decay (matrices only)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--lambda", lambda, "OneS eq. 12: fraction of each expert's singular value sum kept, in (0, 1]")->capture_default_str();
     app.add_option("--kg-scale", kg_scale, "mean: W_g = (1/E) sum of truncated experts (default); sum: the paper's literal eq. 14")
         ->capture_default_str()->check(CLI::IsMember({"sum", "mean"}));
-    app.add_option("--alpha", so.alpha, "weight of cross-entropy in alpha*CE + (1-alpha)*KD")->capture_default_str()->check(CLI::Range(0.0, 1.0));
+    app.add_option("--alpha", so.alpha, "weight of cross-entropy in alpha*CE + (1-alpha)*KD")->capture_default_str()->check(cli_checks::in(0.0, 1.0));
     app.add_option("--kd", kd_kind, "soft (KL at --temperature, T^2) or hard (teacher argmax)")->capture_default_str()->check(CLI::IsMember({"soft", "hard"}));
-    app.add_option("--temperature", so.temperature, "soft distillation temperature")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--dim", cfg.dim, "model width D")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--heads", cfg.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--ffn-dim", cfg.ffn_dim, "FFN / expert inner width F")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--layers", cfg.layers, "blocks (sharing attention and FFN, own LayerNorms)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--patch", cfg.patch_size, "patch size (divides 28; 32 with --cifar)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--experts", cfg.experts, "experts E of the teacher")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--top-k", cfg.top_k, "experts per token")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--temperature", so.temperature, "soft distillation temperature")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--dim", cfg.dim, "model width D")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--heads", cfg.heads, "attention heads")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--ffn-dim", cfg.ffn_dim, "FFN / expert inner width F")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--layers", cfg.layers, "blocks (sharing attention and FFN, own LayerNorms)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--patch", cfg.patch_size, "patch size (divides 28; 32 with --cifar)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--experts", cfg.experts, "experts E of the teacher")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--top-k", cfg.top_k, "experts per token")->capture_default_str()->check(cli_checks::positive());
     app.add_flag("--no-augment", [&](int64_t) { so.augment = false; }, "no augmentation (default: random horizontal flip)");
-    app.add_option("--shift", so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(CLI::Range(0, 6));
-    app.add_option("--min-acc", min_acc, "exit 2 if the OneS student (else the last run) ends below this accuracy")->capture_default_str();
+    app.add_option("--shift", so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(cli_checks::in(0, 6));
+    app.add_option("--min-acc", min_acc, "exit 2 if the OneS student (else the last run) ends below this accuracy")->capture_default_str()->check(cli_checks::in(0.0, 1.0));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -133,6 +196,13 @@ int main(int argc, char** argv) {
         const auto t_start = Clock::now();
         MOEKD_CHECK(lambda > 0.0 && lambda <= 1.0, "--lambda ", lambda,
                     " is outside (0, 1]; it is the fraction of each expert's singular value sum to keep (eq. 12)");
+        MOEKD_CHECK(cfg.top_k <= cfg.experts, "--top-k ", cfg.top_k, " is larger than --experts ", cfg.experts);
+        MOEKD_CHECK(cfg.dim % cfg.heads == 0, "--heads ", cfg.heads, " does not divide --dim ", cfg.dim);
+        if (main_rank) {  // refuse a FIFO / device node / directory at an output path before any work
+            for (const char* f : {"log.jsonl", "results.md", "results.json", "curves.csv", "curves.svg"})
+                (void)io::resolve_write_target(out_dir + "/" + f);
+            if (!teacher_out.empty()) (void)io::resolve_write_target(teacher_out);
+        }
         const std::vector<std::string> runs = parse_runs(runs_s);
         const std::set<std::string> want(runs.begin(), runs.end());
         const bool need_teacher = std::any_of(runs.begin(), runs.end(), [](auto& r) { return r != "dense"; });
@@ -150,8 +220,8 @@ int main(int argc, char** argv) {
             cfg.image_size = data::kCifarSide, cfg.channels = data::kCifarChannels;
             if (!app.count("--patch")) cfg.patch_size = 8;
         } else {
-            train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
-            test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
+            train = data::read_idx_pair(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz", 10);
+            test = data::read_idx_pair(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz", 10);
         }
         MOEKD_CHECK(train.images.size(-1) == cfg.image_size && train.images.size(-2) == cfg.image_size,
                     "images are ", train.images.shape(), ", expected ", cfg.image_size, " x ", cfg.image_size);
@@ -168,19 +238,18 @@ int main(int argc, char** argv) {
                     so.lr, kd_kind.c_str(), so.temperature, so.alpha, lambda, kg_scale.c_str());
         std::fflush(stdout);
 
-        std::ofstream jl;  // rank 0's log; other ranks write to a closed stream (nothing)
-        if (main_rank) {
-            jl.open(out_dir + "/log.jsonl");
-            MOEKD_CHECK(jl.good(), "cannot write '", out_dir, "/log.jsonl'");
-        }
+        io::AppendFile jl;  // rank 0's log (every line one checked write); other ranks' is closed (nothing)
+        if (main_rank) jl.open(out_dir + "/log.jsonl", /*truncate=*/true);
+        auto jline = [&jl](const std::ostringstream& os) { jl.write(os.str()); };
         auto logger = [&](const std::string& name) {
-            return [&jl, name](const EpochRecord& r) {
+            return [&jline, name](const EpochRecord& r) {
                 std::printf("  %-10s epoch %d  train loss %.4f  test acc %.4f  (%.1f s)\n", name.c_str(), r.epoch,
                             r.train_loss, r.test_acc, r.seconds);
                 std::fflush(stdout);
-                jl << "{\"run\": \"" << name << "\", \"epoch\": " << r.epoch << ", \"train_loss\": " << json_num(r.train_loss)
+                std::ostringstream os;
+                os << "{\"run\": \"" << name << "\", \"epoch\": " << r.epoch << ", \"train_loss\": " << json_num(r.train_loss)
                    << ", \"test_acc\": " << json_num(r.test_acc) << ", \"seconds\": " << json_num(r.seconds) << "}\n";
-                jl.flush();
+                jline(os);
             };
         };
         std::vector<RunResult> results;
@@ -203,8 +272,17 @@ int main(int argc, char** argv) {
             std::printf("[teacher] MoE WideNet, %lld parameters\n", (long long)teacher.num_parameters());
             const auto t0 = Clock::now();
             std::vector<EpochRecord> h;
+            // everything that decides what the teacher computes, and a hash of the images it trains on
+            std::ostringstream tcs;
+            tcs << "dim=" << cfg.dim << " heads=" << cfg.heads << " ffn_dim=" << cfg.ffn_dim << " layers=" << cfg.layers
+                << " patch=" << cfg.patch_size << " image=" << cfg.image_size << "x" << cfg.channels
+                << " experts=" << cfg.experts << " top_k=" << cfg.top_k << " teacher_epochs=" << to.epochs
+                << " teacher_lr=" << to.lr << " weight_decay=" << to.weight_decay << " global_batch=" << to.batch * comm->size()
+                << " augment=" << to.augment << " shift=" << to.shift << " seed=" << seed
+                << " train_data=" << ((teacher_in.empty() && teacher_out.empty()) ? "-" : data_hash(train, to.train_limit));
+            const std::string teacher_config = tcs.str();
             if (!teacher_in.empty()) {
-                load_teacher(teacher, teacher_in);
+                load_teacher(teacher, teacher_in, teacher_config);
                 std::printf("  loaded from %s\n", teacher_in.c_str());
                 h.push_back({0, 0.0, accuracy(teacher, test, so.test_limit), 0.0});
                 logger("teacher")(h.back());
@@ -212,7 +290,8 @@ int main(int argc, char** argv) {
                 h = train_model("teacher", teacher, nullptr, train, test, to, logger("teacher"));
             }
             if (!teacher_out.empty() && main_rank) {
-                io::write_safetensors(teacher_out, teacher.state_dict(), {{"format", "ones_vit WideNet MoE teacher"}});
+                io::write_safetensors(teacher_out, teacher.state_dict(),
+                                      {{"format", "ones_vit WideNet MoE teacher"}, {"train_config", teacher_config}});
                 std::printf("  saved to %s\n", teacher_out.c_str());
             }
             finish(RunResult::make("MoE teacher", "random", "CE + balance", true, false), teacher, h, seconds_since(t0));
@@ -241,7 +320,9 @@ int main(int argc, char** argv) {
             const auto t0 = Clock::now();
             if (copy) {
                 const auto names = copy_matched_layers(teacher, m);
-                jl << "{\"run\": \"" << run << "\", \"event\": \"copy_matched_layers\", \"tensors\": " << names.size() << "}\n";
+                std::ostringstream os;
+                os << "{\"run\": \"" << run << "\", \"event\": \"copy_matched_layers\", \"tensors\": " << names.size() << "}\n";
+                jline(os);
             }
             if (kg) {
                 std::vector<double> w(size_t(cfg.experts), kg_scale == "mean" ? 1.0 / double(cfg.experts) : 1.0);
@@ -258,8 +339,10 @@ int main(int argc, char** argv) {
                             (long long)g.full_rank);
                 for (double v : w) std::printf(" %.3f", v);
                 std::printf("  (%.2f s)\n", seconds_since(kt));
-                jl << "{\"run\": \"" << run << "\", \"event\": \"gather\", \"lambda\": " << lambda << ", \"ranks\": \""
+                std::ostringstream os;
+                os << "{\"run\": \"" << run << "\", \"event\": \"gather\", \"lambda\": " << lambda << ", \"ranks\": \""
                    << rk.str() << "\", \"full_rank\": " << g.full_rank << "}\n";
+                jline(os);
             }
             const auto h = train_model(run, m, kd ? &teacher : nullptr, train, test, so, logger(run));
             finish(r, m, h, seconds_since(t0));
@@ -291,6 +374,7 @@ int main(int argc, char** argv) {
             write_text(out_dir + "/results.json", json_results(results, cj.str()));
             write_text(out_dir + "/curves.csv", curves_csv(results));
             write_text(out_dir + "/curves.svg", curves_svg(results));
+            jl.close();  // checked: a late write error is reported, not lost
         }
         if (teacher_ips > 0 && dense_ips > 0)
             std::printf("\ninference throughput (2000 test images, batch 250, best of 5 alternating): MoE teacher %.0f images/s, dense student %.0f "

@@ -1,6 +1,7 @@
 // report.hpp — the outputs of the OneS example: the results table (Markdown and JSON, shaped like
 // the paper's Tables 1 and 4: model, #params, FFN FLOPs, throughput, accuracy, MoE benefits eq. 8)
-// and accuracy-vs-epoch curves (CSV plus an SVG line plot, the paper's Figure 3).
+// and accuracy-vs-epoch curves (CSV plus an SVG line plot, the paper's Figure 3). Files are
+// written through io::write_text_atomic (every write checked, the previous file kept on failure).
 #pragma once
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/svg_plot.hpp>
 
 #include "train.hpp"
@@ -135,11 +137,7 @@ inline std::string curves_svg(const std::vector<RunResult>& rs) {
     return io::svg_line_plot(p);
 }
 
-inline void write_text(const std::string& path, const std::string& text) {
-    std::ofstream f(path);
-    MOEKD_CHECK(f.good(), "cannot write '", path, "'");
-    f << text;
-    MOEKD_CHECK(f.good(), "writing '", path, "' failed");
-}
+/// Atomic and checked (every write, fsync and close): a full disk is an error naming the file.
+inline void write_text(const std::string& path, const std::string& text) { io::write_text_atomic(path, text); }
 
 }  // namespace ones

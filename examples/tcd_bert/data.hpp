@@ -2,7 +2,8 @@
 // examples and fortunes unpacked by scripts/build_tcd_corpus.sh, or the user's text files), the
 // SentencePiece vocabulary trained on it, packing into contiguous segments of up to 128 tokens,
 // the downstream tasks (built-in GLUE-format tasks or real GLUE directories) and their
-// tokenisation as [CLS] a [SEP] (b [SEP]).
+// tokenisation as [CLS] a [SEP] (b [SEP]). The vocabulary's training text is written through
+// io::write_text_atomic (checked: a nearly full disk is an error, never a truncated sample).
 #pragma once
 
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include <moekd/data/english.hpp>
 #include <moekd/data/glue.hpp>
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/text/sentencepiece.hpp>
 
 namespace tcdb {
@@ -71,11 +73,10 @@ inline text::SentencePiece train_vocab(const Corpus& c, const std::string& out_d
     if (reuse && std::filesystem::is_regular_file(prefix + ".model")) return text::SentencePiece::load(prefix + ".model");
     const std::string txt = out_dir + "/spm_train.txt";
     {
-        std::ofstream f(txt, std::ios::binary | std::ios::trunc);
-        MOEKD_CHECK(f, "cannot write '", txt, "'");
+        std::string sample;
         const size_t n = c.train.size(), k = std::min(n, sample_lines);
-        for (size_t i = 0; i < k; ++i) f << c.train[i * n / k] << "\n";
-        MOEKD_CHECK(f.good(), "writing '", txt, "' failed (disk full?)");
+        for (size_t i = 0; i < k; ++i) (sample += c.train[i * n / k]) += "\n";
+        io::write_text_atomic(txt, sample);  // every write, the fsync and the close checked
     }
     text::SentencePieceOptions o;
     o.vocab_size = vocab;

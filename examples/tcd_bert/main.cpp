@@ -20,8 +20,18 @@
 //
 // Outputs in --out: log.jsonl, results.md, trend.svg, tasks/ (the built-in task TSVs), spm.model,
 // ckpt/<run>.safetensors (each model, rewritten after every epoch). Exit status 1 on any error.
+// Every run starts afresh (nothing is resumed: the outputs of an earlier run in --out are
+// replaced). Checked before any work (issue 16): every numeric flag (an error names it), the
+// output paths (a FIFO / device node / directory where a file goes is refused). Every write is
+// checked; a full disk is an error naming the file, and the closing "total ... wrote" line is
+// printed only after every output is written.
 #include <CLI/CLI.hpp>
 
+#include "../common/cli_checks.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -30,6 +40,7 @@
 #include <sstream>
 
 #include <moekd/dist/init.hpp>
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/safetensors.hpp>
 
 #include "data.hpp"
@@ -52,9 +63,14 @@ std::vector<uint64_t> parse_seeds(const std::string& s) {
     std::stringstream ss(s);
     for (std::string x; std::getline(ss, x, ',');) {
         if (x.empty()) continue;
-        char* end = nullptr;
-        const unsigned long long v = std::strtoull(x.c_str(), &end, 10);
-        MOEKD_CHECK(*end == '\0', "--seeds: '", x, "' is not a number (a comma list, e.g. 1,2,3)");
+        // digits only: strtoull alone would take "-1" as 2^64 - 1 and " 7" or "1e3" in part
+        MOEKD_CHECK(x.find_first_not_of("0123456789") == std::string::npos, "--seeds: '", x,
+                    "' is not a non-negative integer (a comma list, e.g. 1,2,3)");
+        errno = 0;
+        const unsigned long long v = std::strtoull(x.c_str(), nullptr, 10);
+        MOEKD_CHECK(errno == 0, "--seeds: '", x, "' is too large (at most ", UINT64_MAX, ")");
+        MOEKD_CHECK(std::find(out.begin(), out.end(), v) == out.end(), "--seeds: seed ", v,
+                    " is given twice (its scores would count twice in the average)");
         out.push_back(v);
     }
     MOEKD_CHECK(!out.empty(), "--seeds is empty");
@@ -145,37 +161,37 @@ int main(int argc, char** argv) {
     app.add_option("--glue-dir", glue_dir, "folder with the task's train.tsv and dev.tsv (GLUE's layout)");
     app.add_option("--max-train", max_train, "fine-tuning examples used (-1: all)")->capture_default_str();
     app.add_option("--max-dev", max_dev, "dev examples scored (-1: all)")->capture_default_str();
-    app.add_option("--seed", seed, "seed of initialisation, data order and masks")->capture_default_str();
+    app.add_option("--seed", seed, "seed of initialisation, data order and masks")->capture_default_str()->check(cli_checks::seed());
     app.add_option("--seeds", seeds_s, "fine-tuning seeds, comma list (scores are averaged)")->capture_default_str();
-    app.add_option("--vocab", mc.vocab, "SentencePiece vocabulary size")->capture_default_str()->check(CLI::Range(100, 64000));
-    app.add_option("--spm-lines", spm_lines, "corpus lines the vocabulary is trained on")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--dim", mc.dim, "hidden size D")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--layers", mc.layers, "encoder layers (student and teacher)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--vocab", mc.vocab, "SentencePiece vocabulary size")->capture_default_str()->check(cli_checks::in(100, 64000));
+    app.add_option("--spm-lines", spm_lines, "corpus lines the vocabulary is trained on")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--dim", mc.dim, "hidden size D")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--layers", mc.layers, "encoder layers (student and teacher)")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--teacher-layers", teacher_layers, "teacher depth (default: --layers; TCD needs them equal)");
-    app.add_option("--heads", mc.heads, "attention heads")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--ffn-dim", mc.ffn_dim, "FFN width (each expert's too)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--experts", mc.experts, "experts per MoE layer (the paper: 64)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--lambda-b", mc.lambda_b, "weight of the KL-uniform balance loss")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--seq-len", seq_len, "pre-training segment length (tokens, <= 128 as the paper)")->capture_default_str()->check(CLI::Range(8, 512));
-    app.add_option("--segments", max_segments, "pre-training segments per epoch (0: the whole corpus)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--heldout-segments", heldout_segments, "held-out segments for the MLM log-likelihood")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--ood-segments", ood_segments, "segments per out-of-distribution domain (0: skip)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--epochs", po.epochs, "pre-training epochs (each model)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--batch", po.batch, "pre-training segments per step")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--lr", po.lr, "pre-training AdamW peak learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--lambda-t", lambda_t, "TCD trunk weight (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--lambda-i", lambda_i, "TCD inner weight (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--lambda-a", lambda_a, "TCD attention weight (0: off)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    app.add_option("--groups", po.groups, "TCD token groups per step (the paper: 32)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--group-size", po.group_size, "tokens per TCD group (the paper: 128)")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--heads", mc.heads, "attention heads")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--ffn-dim", mc.ffn_dim, "FFN width (each expert's too)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--experts", mc.experts, "experts per MoE layer (the paper: 64)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--lambda-b", mc.lambda_b, "weight of the KL-uniform balance loss")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--seq-len", seq_len, "pre-training segment length (tokens, <= 128 as the paper)")->capture_default_str()->check(cli_checks::in(8, 512));
+    app.add_option("--segments", max_segments, "pre-training segments per epoch (0: the whole corpus)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--heldout-segments", heldout_segments, "held-out segments for the MLM log-likelihood")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--ood-segments", ood_segments, "segments per out-of-distribution domain (0: skip)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--epochs", po.epochs, "pre-training epochs (each model)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--batch", po.batch, "pre-training segments per step")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--lr", po.lr, "pre-training AdamW peak learning rate")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--lambda-t", lambda_t, "TCD trunk weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--lambda-i", lambda_i, "TCD inner weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--lambda-a", lambda_a, "TCD attention weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_option("--groups", po.groups, "TCD token groups per step (the paper: 32)")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--group-size", po.group_size, "tokens per TCD group (the paper: 128)")->capture_default_str()->check(cli_checks::positive());
     app.add_flag("--ablations", ablations, "also pre-train MoE w/ TCD (T) and (T+I) for Table 2");
-    app.add_option("--ft-epochs", fo.epochs, "fine-tuning epochs")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--ft-batch", fo.batch, "fine-tuning batch")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--ft-lr", fo.lr_full, "full fine-tuning learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--adapter-lr", fo.lr_adapter, "adapter fine-tuning learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    app.add_option("--ft-epochs", fo.epochs, "fine-tuning epochs")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--ft-batch", fo.batch, "fine-tuning batch")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--ft-lr", fo.lr_full, "full fine-tuning learning rate")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--adapter-lr", fo.lr_adapter, "adapter fine-tuning learning rate")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--ft-modes", ft_modes, "full, adapters or both (then the better is reported)")
         ->capture_default_str()->check(CLI::IsMember({"full", "adapters", "both"}));
-    app.add_option("--ft-max-len", fo.max_len, "fine-tuning sequence length")->capture_default_str()->check(CLI::Range(8, 512));
+    app.add_option("--ft-max-len", fo.max_len, "fine-tuning sequence length")->capture_default_str()->check(cli_checks::in(8, 512));
     app.add_flag("--no-trend", no_trend, "fine-tune only the last checkpoint (no Figure 5 / alignment scores)");
     app.add_flag("--smoke", smoke, "a tiny configuration for CI (well under a minute)");
     try {
@@ -209,6 +225,16 @@ int main(int argc, char** argv) {
         }
         mc.max_len = std::max(seq_len, fo.max_len);
         const std::vector<uint64_t> seeds = parse_seeds(seeds_s);
+        MOEKD_CHECK(max_train == -1 || max_train > 0, "--max-train ", max_train,
+                    " must be a positive number of examples, or -1 for all");
+        MOEKD_CHECK(max_dev == -1 || max_dev > 0, "--max-dev ", max_dev, " must be a positive number of examples, or -1 for all");
+        MOEKD_CHECK(!app.count("--teacher-layers") || teacher_layers > 0, "--teacher-layers ", teacher_layers,
+                    " must be positive (leave it out for the default, --layers)");
+        MOEKD_CHECK(mc.dim % mc.heads == 0, "--heads ", mc.heads, " does not divide --dim ", mc.dim);
+        on_rank0(*comm, [&] {  // refuse a FIFO / device node / directory at an output path before any work
+            for (const char* f : {"log.jsonl", "results.md", "trend.svg", "spm_train.txt"})
+                (void)io::resolve_write_target(out_dir + "/" + f);
+        });
         ModelConfig tc = mc;
         tc.layers = teacher_layers > 0 ? teacher_layers : mc.layers;
         po.seed = seed;
@@ -384,15 +410,13 @@ int main(int argc, char** argv) {
         if (!no_trend) md += table_alignment(runs, task.info) + "\n";
         if (!ood_domains.empty()) md += table_ood(runs, ood_domains) + "\n";
         std::printf("\n%s", md.c_str());
-        if (main_rank) {
-            std::ofstream f(out_dir + "/results.md");
-            f << md;
-        }
+        if (main_rank) io::write_text_atomic(out_dir + "/results.md", md);  // checked
         if (!no_trend && main_rank) write_trend_svg(out_dir + "/trend.svg", runs, task.info);
         const double total = seconds_since(t_start);
+        jwrite({{"event", "done"}, {"seconds", jnum(total)}});
+        if (jlog) jlog->close();  // checked, before the line that says it was written
         std::printf("total %.1f s; wrote %s/results.md, log.jsonl%s\n", total, out_dir.c_str(),
                     no_trend ? "" : ", trend.svg");
-        jwrite({{"event", "done"}, {"seconds", jnum(total)}});
     } catch (const std::exception& e) {  // a CollectiveError: printed once; else this rank ends the job
         return dist::report_error(*comm, "tcd_bert", e);
     }

@@ -1,7 +1,9 @@
 // report.hpp — what the TCD example prints and writes: the per-run record, tables shaped like the
 // paper's Tables 1-4 (main comparison, TCD ablation, pre-training-performance alignment,
 // out-of-distribution masked LM), a JSONL log line helper, and the Figure-5 trend plot
-// (downstream score vs pre-training epochs) as SVG via moekd/io/svg_plot.hpp.
+// (downstream score vs pre-training epochs) as SVG via moekd/io/svg_plot.hpp. Every write is
+// checked (io::AppendFile for the log, atomic writes for the plot): a full disk is an error
+// naming the file.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/json.hpp>
 #include <moekd/io/svg_plot.hpp>
 
@@ -182,19 +185,16 @@ inline void write_trend_svg(const std::string& path, const std::vector<RunRecord
     if (!p.series.empty()) io::write_svg(path, p);
 }
 
-/// The log file: one JSON object per line, flushed at once (a crash keeps what was written).
+/// The log file: one JSON object per line, each one checked write(2) (a crash keeps what was
+/// written; a full disk is an error naming the file).
 class JsonLog {
 public:
-    explicit JsonLog(const std::string& path) : f_(path, std::ios::trunc) {
-        MOEKD_CHECK(f_.good(), "cannot write '", path, "'");
-    }
-    void write(const json::Object& o) {
-        f_ << json::dump(json::Value(o)) << "\n";
-        f_.flush();
-    }
+    explicit JsonLog(const std::string& path) : f_(path, /*truncate=*/true) {}
+    void write(const json::Object& o) { f_.write(json::dump(json::Value(o)) + "\n"); }
+    void close() { f_.close(); }  // checked
 
 private:
-    std::ofstream f_;
+    io::AppendFile f_;
 };
 
 }  // namespace tcdb

@@ -3,7 +3,11 @@
 #   smoke_test.sh BIN WORK CASE [MPIRUN ARGS...]
 # CASE: smoke (tiny end-to-end run with the ablations: tables, log, plot, checkpoints) |
 #       glue (fine-tuning from GLUE-layout directories: the built-in task's own TSVs read back, and
-#       an STS-B-layout regression task made from them) | bad-input |
+#       an STS-B-layout regression task made from them) |
+#       bad-input (bad files and flags; issue 16: every numeric flag out of range, a directory
+#       where a file is expected, a label outside the task's set, an output that is a device node
+#       of our own (mknod c 1 7) or a FIFO, --out on a full 64 KiB tmpfs this script mounts; the
+#       cases that need root are skipped with a message when refused) |
 #       mpi2 (the smoke run under MPIRUN ARGS, e.g. mpirun -np 2: tables printed once, every output
 #       written, and a NaN stops every rank with one message)
 # The smoke run reads the default corpus (build/tcd-data of the source tree); when it is missing
@@ -13,6 +17,10 @@ BIN=$1 WORK=$2 CASE=$3
 shift 3
 LAUNCH=("$@")  # mpi2: the launcher and its arguments
 W=$WORK/$CASE
+MNT=$W/full
+cleanup() { mountpoint -q "$MNT" 2>/dev/null && umount "$MNT"; return 0; }
+trap cleanup EXIT
+cleanup
 rm -rf "$W"
 mkdir -p "$W"
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -25,6 +33,16 @@ expect_error() {  # expect_error "message part" args...
   [[ $rc -eq 1 ]] || { cat "$W/out.txt"; fail "exit status $rc (want 1) for: $*"; }
   grep -qF -- "$want" "$W/out.txt" || { cat "$W/out.txt"; fail "no '$want' in the error of: $*"; }
   echo "ok: $(tail -n 1 "$W/out.txt")"
+}
+expect_flag_error() {  # a flag CLI11 rejects: any failing status (CLI11's are 100+), no signal
+  local want=$1; shift
+  set +e
+  "$BIN" "$@" > "$W/out.txt" 2>&1
+  local rc=$?
+  set -e
+  [[ $rc -ne 0 && $rc -lt 128 ]] || { cat "$W/out.txt"; fail "exit status $rc for: $*"; }
+  grep -qF -- "$want" "$W/out.txt" || { cat "$W/out.txt"; fail "no '$want' in the error of: $*"; }
+  echo "ok ($rc): $(grep -F -- "$want" "$W/out.txt" | head -n 1)"
 }
 case $CASE in
   smoke)
@@ -64,7 +82,51 @@ case $CASE in
     expect_error "group size 1000 is larger than the 512 real tokens in the batch (8 x 64)" \
       --smoke --group-size 1000 --out "$W/o"
     expect_error "loss became" --smoke --lr 1e30 --out "$W/o"
-    expect_error "unknown task 'NOPE'" --smoke --task NOPE --out "$W/o" ;;
+    expect_error "unknown task 'NOPE'" --smoke --task NOPE --out "$W/o"
+    # numbers (issue 16)
+    expect_flag_error "--lr: 0 is not > 0" --smoke --lr 0 --out "$W/o"
+    expect_flag_error "--lr: -1 is not > 0" --smoke --lr -1 --out "$W/o"
+    expect_flag_error "--lr: 'abc' is not a number" --smoke --lr abc --out "$W/o"
+    expect_flag_error "--epochs: -1 is not >= 0" --smoke --epochs -1 --out "$W/o"
+    expect_flag_error "--experts: 0 is not > 0" --smoke --experts 0 --out "$W/o"
+    expect_flag_error "--lambda-t: -0.5 is not >= 0" --smoke --lambda-t -0.5 --out "$W/o"
+    expect_flag_error "--ft-lr: 'nan' is not a finite number" --smoke --ft-lr nan --out "$W/o"
+    expect_flag_error "--vocab: 50 is not in [100, 64000]" --smoke --vocab 50 --out "$W/o"
+    expect_flag_error "--seed: 'abc' is not a non-negative integer" --smoke --seed abc --out "$W/o"
+    expect_error "--seeds: '-1' is not a non-negative integer" --smoke --seeds 1,-1 --out "$W/o"
+    expect_error "--seeds: seed 2 is given twice" --smoke --seeds 2,2 --out "$W/o"
+    expect_error "--seeds: '99999999999999999999999' is too large" --smoke --seeds 99999999999999999999999 --out "$W/o"
+    expect_error "--max-train 0 must be a positive number of examples, or -1 for all" --smoke --max-train 0 --out "$W/o"
+    expect_error "--max-dev -5 must be a positive number" --smoke --max-dev -5 --out "$W/o"
+    expect_error "--teacher-layers 0 must be positive" --smoke --teacher-layers 0 --out "$W/o"
+    expect_error "--heads 3 does not divide --dim 32" --smoke --heads 3 --out "$W/o"
+    # files (issue 16): a directory where a file is expected, a label outside the task's set
+    mkdir -p "$W/cdir"
+    expect_error "read_text_lines: '$W/cdir': is a directory" --smoke --corpus "$W/cdir" --out "$W/o"
+    printf 'sentence\tlabel\na fine film\t1\na bad film\t7\n' > "$W/glue/train.tsv"
+    expect_error "train.tsv:3: unknown label '7' for SST-2 (known: 0, 1)" --smoke --glue-dir "$W/glue" --task SST-2 --out "$W/o"
+    rm "$W/glue/train.tsv" && mkdir "$W/glue/train.tsv"
+    expect_error "glue: cannot open '$W/glue/train.tsv' (SST-2 train split): is a directory" \
+      --smoke --glue-dir "$W/glue" --task SST-2 --out "$W/o"
+    # outputs (issue 16): refused before any work, what was there left alone
+    if mknod "$W/node" c 1 7 2>/dev/null; then
+      mkdir -p "$W/o_dev" && ln -s ../node "$W/o_dev/results.md"
+      expect_error "(resolved to '$W/o_dev/../node') is a character device; refusing to replace it" --smoke --out "$W/o_dev"
+      [[ -c "$W/node" && -L "$W/o_dev/results.md" ]] || fail "the device node or the link to it was replaced"
+    else
+      echo "SKIP: mknod refused (not root?): the device-node case is not checked"
+    fi
+    mkdir -p "$W/o_fifo" && mkfifo "$W/o_fifo/log.jsonl"
+    expect_error "log.jsonl' is a FIFO; refusing to replace it" --smoke --out "$W/o_fifo"
+    [[ -p "$W/o_fifo/log.jsonl" ]] || fail "the FIFO was replaced"
+    mkdir -p "$MNT"
+    if mount -t tmpfs -o size=64k tmpfs "$MNT" 2>/dev/null; then
+      expect_error "write: writing '$MNT/spm_train.txt' failed: No space left on device" --smoke --out "$MNT"
+      ! grep -q "^total .* wrote" "$W/out.txt" || fail "a success line after a failed write"
+      umount "$MNT"
+    else
+      echo "SKIP: mount -t tmpfs refused (not root?): the full-disk case is not checked"
+    fi ;;
   mpi2)
     [[ ${#LAUNCH[@]} -gt 0 ]] || fail "mpi2 needs the launcher: smoke_test.sh BIN WORK mpi2 mpirun -np 2 ..."
     "${LAUNCH[@]}" "$BIN" --smoke --out "$W/run" | tee "$W/out.txt"

@@ -10,7 +10,9 @@
 // From them: pretraining lines (glosses, examples, fortunes), three downstream tasks with real
 // labels in GLUE's layout (build_task), and out-of-distribution text for masked-LM evaluation
 // (read_ood_text: C headers, gettext UI strings, technical prose). scripts/build_tcd_corpus.sh
-// unpacks all of these packages into one directory.
+// unpacks all of these packages into one directory. Files are read through io::read_file: a
+// missing file or a directory where a file is expected is an error naming the path; --corpus
+// text may come from a pipe or stdin ("-").
 #pragma once
 
 #include <algorithm>
@@ -30,6 +32,7 @@
 
 #include "../core/error.hpp"
 #include "../core/random.hpp"
+#include "../io/read_file.hpp"
 #include "gettext.hpp"
 #include "glue.hpp"
 #include "idx.hpp"
@@ -56,9 +59,7 @@ inline std::string read_file_text(const std::string& path, const char* who) {
         auto b = read_maybe_gzip(path);
         return std::string(b.begin(), b.end());
     }
-    std::ifstream f(path, std::ios::binary);
-    MOEKD_CHECK(f, who, ": cannot open '", path, "'");
-    return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    return io::read_file(path, who);  // errors: "<who>: '<path>': is a directory, not a file", ...
 }
 inline std::string trim(std::string_view s) {
     size_t a = 0, b = s.size();
@@ -173,12 +174,14 @@ inline std::vector<Synset> read_wordnet(const std::string& dir) {
     std::vector<Synset> out;
     for (const char* name : {"data.noun", "data.verb", "data.adj", "data.adv"}) {
         const std::string path = dir + "/" + name;
-        std::ifstream in(path, std::ios::binary);
-        MOEKD_CHECK(in, "read_wordnet: cannot open '", path, "' (need data.noun/verb/adj/adv of WordNet 3.0; ",
-                    "run scripts/build_tcd_corpus.sh or install wordnet-base)");
+        const std::string why = io::unreadable_reason(path);
+        MOEKD_CHECK(why.empty(), "read_wordnet: cannot open '", path, "': ", why,
+                    " (need data.noun/verb/adj/adv of WordNet 3.0; run scripts/build_tcd_corpus.sh or install wordnet-base)");
+        const std::string text = io::read_file(path, "read_wordnet");
         std::string line;
+        size_t pos = 0;
         int64_t lineno = 0, before = static_cast<int64_t>(out.size());
-        while (std::getline(in, line)) {
+        while (next_line(text, pos, line)) {
             ++lineno;
             while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.pop_back();
             const auto u = check_utf8(line);
@@ -227,16 +230,16 @@ inline std::vector<Fortune> read_fortunes(const std::string& dir) {
     std::vector<Fortune> out;
     for (const auto& n : names) {
         const std::string path = dir + "/" + n;
-        std::ifstream in(path, std::ios::binary);
-        MOEKD_CHECK(in, "read_fortunes: cannot open '", path, "'");
+        const std::string text = io::read_file(path, "read_fortunes");
         std::string line, cur;
+        size_t pos = 0;
         int64_t lineno = 0;
         auto flush = [&]() {
             std::string t = clean_fortune(cur);
             if (!t.empty()) out.push_back({n, std::move(t)});
             cur.clear();
         };
-        while (std::getline(in, line)) {
+        while (next_line(text, pos, line)) {
             ++lineno;
             if (!line.empty() && line.back() == '\r') line.pop_back();
             const auto u = check_utf8(line);
@@ -304,13 +307,14 @@ inline LineSplit split_lines(const std::vector<std::string>& lines, double heldo
 }
 
 /// Reads a user's text file as corpus lines: UTF-8 checked (error naming file:line), blank
-/// lines dropped, whitespace collapsed; an empty file (no text) is an error.
+/// lines dropped, whitespace collapsed; an empty file (no text) is an error. "-" reads stdin; a
+/// pipe works; a missing file or a directory is an error naming it.
 inline std::vector<std::string> read_text_lines(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    MOEKD_CHECK(in, "read_text_lines: cannot open '", path, "'");
+    const std::string text = io::read_file(path, "read_text_lines");
     std::vector<std::string> out;
     std::string line;
-    for (int64_t lineno = 1; std::getline(in, line); ++lineno) {
+    size_t pos = 0;
+    for (int64_t lineno = 1; next_line(text, pos, line); ++lineno) {
         const auto u = check_utf8(line);
         MOEKD_CHECK(u.ok, "read_text_lines: ", path, ":", lineno, ": invalid UTF-8 at byte ", u.offset + 1, " (",
                     u.reason, ")");

@@ -8,7 +8,8 @@
 // column for MNLI/QNLI/RTE/WNLI/STS-B; CoLA has no header line, every other file has one.
 // Files are split on tabs only (no quoting, as csv.reader(quotechar=None)). Every line is
 // checked: wrong column count, unknown label, bad score and invalid UTF-8 are errors naming
-// file:line; an empty file (or a header only) is an error too.
+// file:line; an empty file (or a header only) is an error too. Files are read through
+// io::read_file: a missing split file or a directory in its place is an error naming the path.
 #pragma once
 
 #include <algorithm>
@@ -23,6 +24,8 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../io/atomic_file.hpp"
+#include "../io/read_file.hpp"
 #include "text.hpp"
 
 namespace moekd::data {
@@ -105,11 +108,16 @@ inline GlueColumns glue_columns(const GlueTaskInfo& info) {
 /// The class names a built-in task directory lists in <dir>/labels.txt (one per line; written by
 /// write_glue_tsv for built-in tasks), or {} if there is no such file. FORTUNE's categories
 /// depend on the data, so its train and dev files share their label order through this file;
-/// without it, labels are numbered in order of first appearance in the file read.
+/// without it, labels are numbered in order of first appearance in the file read. A labels.txt
+/// that exists but cannot be read (a directory, no permission) is an error naming it.
 inline std::vector<std::string> read_label_names(const std::string& dir) {
-    std::ifstream in(dir + "/labels.txt", std::ios::binary);
+    const std::string path = dir + "/labels.txt";
+    const std::string why = io::unreadable_reason(path);
+    if (why == "missing file") return {};
+    const std::string text = io::read_file(path, "glue");  // throws naming the path
     std::vector<std::string> out;
-    for (std::string l; std::getline(in, l);) {
+    size_t pos = 0;
+    for (std::string l; next_line(text, pos, l);) {
         if (!l.empty() && l.back() == '\r') l.pop_back();
         if (!l.empty()) out.push_back(l);
     }
@@ -134,8 +142,9 @@ inline GlueSplit read_glue_split(const std::string& dir, const std::string& task
     std::string sp = split;
     if (out.info.name == "MNLI" && sp == "dev") sp = "dev_matched";
     out.file = dir + "/" + sp + ".tsv";
-    std::ifstream in(out.file, std::ios::binary);
-    MOEKD_CHECK(in, "glue: cannot open '", out.file, "' (", out.info.name, " ", split, " split; missing file?)");
+    const std::string why = io::unreadable_reason(out.file);
+    MOEKD_CHECK(why.empty(), "glue: cannot open '", out.file, "' (", out.info.name, " ", split, " split): ", why);
+    const std::string text = io::read_file(out.file, "glue");
     const auto cols = detail::glue_columns(out.info);
     const bool fortune = out.info.name == "FORTUNE";
     if (fortune) out.info.labels = read_label_names(dir);  // empty if no labels.txt
@@ -144,8 +153,9 @@ inline GlueSplit read_glue_split(const std::string& dir, const std::string& task
     std::string line;
     int64_t lineno = 0;
     bool any_line = false;
+    size_t pos = 0;
     auto where = [&]() { return out.file + ":" + std::to_string(lineno); };
-    while (std::getline(in, line)) {
+    while (next_line(text, pos, line)) {
         ++lineno;
         if (!line.empty() && line.back() == '\r') line.pop_back();
         if (lineno == 1 && line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 BOM
@@ -223,17 +233,13 @@ inline void write_glue_tsv(const std::string& path, const GlueTaskInfo& info, co
         }
         s << "\n";
     }
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    MOEKD_CHECK(f, "write_glue_tsv: cannot create '", path, "'");
-    const std::string text = s.str();
-    f.write(text.data(), static_cast<std::streamsize>(text.size()));
-    MOEKD_CHECK(f.good(), "write_glue_tsv: write to '", path, "' failed (disk full?)");
+    io::write_text_atomic(path, s.str());  // every write checked; errors name the file
     if (info.builtin && !info.regression) {
         const size_t slash = path.find_last_of('/');
         const std::string lp = (slash == std::string::npos ? std::string(".") : path.substr(0, slash)) + "/labels.txt";
-        std::ofstream lf(lp, std::ios::binary | std::ios::trunc);
-        for (const auto& l : info.labels) lf << l << "\n";
-        MOEKD_CHECK(lf.good(), "write_glue_tsv: cannot write '", lp, "'");
+        std::string labels;
+        for (const auto& l : info.labels) labels += l + "\n";
+        io::write_text_atomic(lp, labels);
     }
 }
 

@@ -2,25 +2,33 @@
 //
 // IDX: 2 zero bytes, a type byte (0x08 = unsigned byte), a rank byte, rank big-endian uint32
 // sizes, then the data. Every header field and the data length are checked, so a truncated,
-// corrupt or mislabelled file is a clear error naming the file, never a wrong tensor.
+// corrupt or mislabelled file is a clear error naming the file, never a wrong tensor; a missing
+// file or a directory in its place is named as such, and read_idx_pair checks every label
+// against the number of classes (a label 12 of a 10-class set is an error naming file and index).
 // Needs zlib (link ZLIB::ZLIB; the moekd target does).
 #pragma once
 
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "../core/tensor.hpp"
+#include "../io/read_file.hpp"
 
 namespace moekd::data {
 
 namespace detail {
 /// Reads a whole file through zlib (which reads uncompressed files unchanged).
 inline std::vector<uint8_t> read_maybe_gzip(const std::string& path) {
+    const std::string unreadable = io::unreadable_reason(path);  // "missing file", "is a directory, ..."
+    MOEKD_CHECK(unreadable.empty(), "idx: cannot open '", path, "': ", unreadable);
+    errno = 0;
     gzFile f = gzopen(path.c_str(), "rb");
-    MOEKD_CHECK(f, "idx: cannot open '", path, "' (missing file or no permission)");
+    MOEKD_CHECK(f, "idx: cannot open '", path, "': ", errno ? std::strerror(errno) : "zlib could not open it");
     std::vector<uint8_t> out;
     uint8_t buf[1 << 16];
     int n;
@@ -70,12 +78,18 @@ struct ImageSet {
     int64_t size() const { return labels.numel(); }
 };
 
-/// Reads an images + labels pair and checks they agree.
-inline ImageSet read_idx_pair(const std::string& images_path, const std::string& labels_path) {
+/// Reads an images + labels pair and checks they agree. num_classes > 0: every label must be in
+/// [0, num_classes) (else an error naming the label file, the index and the label).
+inline ImageSet read_idx_pair(const std::string& images_path, const std::string& labels_path,
+                              int64_t num_classes = 0) {
     Tensor<uint8_t> img = read_idx(images_path, 3);
     Tensor<uint8_t> lab = read_idx(labels_path, 1);
     MOEKD_CHECK(img.shape()[0] == lab.shape()[0], "idx: '", images_path, "' holds ", img.shape()[0],
                 " images but '", labels_path, "' holds ", lab.shape()[0], " labels");
+    if (num_classes > 0)
+        for (int64_t i = 0; i < lab.numel(); ++i)
+            MOEKD_CHECK(int64_t(lab.data()[i]) < num_classes, "idx: '", labels_path, "': label ", int(lab.data()[i]),
+                        " at index ", i, " is outside [0, ", num_classes, ") (", num_classes, " classes)");
     ImageSet s;
     s.images = Tensor<float>::empty(img.shape());
     for (int64_t i = 0; i < img.numel(); ++i) s.images.data()[i] = img.data()[i] / 255.0f;

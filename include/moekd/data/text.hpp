@@ -5,7 +5,9 @@
 // (English, translation) pair with the rules here: collapse whitespace, strip UI accelerator
 // markers, drop identical / placeholder-only / control-character pairs. The deterministic
 // train/valid/test split (a hash of the normalised English side) lives here too, so a sentence
-// can never sit in two splits. Pure string code: no tensors.
+// can never sit in two splits. Pure string code: no tensors. next_line walks the lines of a whole
+// file read by io::read_file (the readers of real data read files that way, so that a missing
+// file, a directory or a pipe is handled in one place).
 #pragma once
 
 #include <algorithm>
@@ -17,6 +19,17 @@
 #include "../core/error.hpp"
 
 namespace moekd::data {
+
+/// The next line of `text` from `pos` (without its '\n'), as std::getline would give it: false at
+/// the end; a last line without a newline is returned too.
+inline bool next_line(std::string_view text, size_t& pos, std::string& line) {
+    if (pos >= text.size()) return false;
+    const size_t nl = text.find('\n', pos);
+    const size_t end = nl == std::string_view::npos ? text.size() : nl;
+    line.assign(text.data() + pos, end - pos);
+    pos = nl == std::string_view::npos ? text.size() : nl + 1;
+    return true;
+}
 
 // ---- UTF-8 ---------------------------------------------------------------------------------
 
