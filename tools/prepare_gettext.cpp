@@ -8,9 +8,14 @@
 // de-duplicates per language (symlinked catalogs are aliases: skipped) (moekd::data::GettextCorpus), and writes
 // OUT/<lang>-en/{train,valid,test}.{<lang>,en} plus OUT/stats.json; the stats table goes to
 // stdout. Catalogs are read in sorted path order, so the output is the same on every run.
+// Every output is written with io::write_text_atomic (each write, the fsync and the close
+// checked; a symlink is followed, a FIFO or device node refused): a full disk is an error naming
+// the file, exit status 1. Bad flag values (--max-bytes abc) are errors naming the flag.
 #include <moekd/data/gettext.hpp>
+#include <moekd/io/atomic_file.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -41,10 +46,18 @@ double parse_fraction(const std::string& flag, const std::string& v) {
 }
 
 void write_lines(const fs::path& p, const std::vector<std::string>& lines) {
-    std::ofstream f(p, std::ios::binary);
-    for (const std::string& l : lines) f << l << '\n';
-    f.close();
-    MOEKD_CHECK(f, "prepare_gettext: cannot write '", p.string(), "'");
+    std::string text;
+    for (const std::string& l : lines) text += l + '\n';
+    moekd::io::write_text_atomic(p.string(), text);
+}
+
+unsigned long long parse_count(const std::string& flag, const std::string& v) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long x = std::strtoull(v.c_str(), &end, 10);
+    if (v.empty() || v[0] == '-' || *end != '\0' || errno == ERANGE)
+        usage(flag + " wants a non-negative integer, got '" + v + "'");
+    return x;
 }
 
 }  // namespace
@@ -63,7 +76,7 @@ int main(int argc, char** argv) {
         else if (a == "--out") out = value();
         else if (a == "--valid") opt.valid_frac = parse_fraction(a, value());
         else if (a == "--test") opt.test_frac = parse_fraction(a, value());
-        else if (a == "--max-bytes") opt.max_bytes = std::strtoull(value().c_str(), nullptr, 10);
+        else if (a == "--max-bytes") opt.max_bytes = parse_count(a, value());
         else if (a == "--langs") {
             langs.clear();
             std::stringstream ss(value());
@@ -155,10 +168,7 @@ int main(int argc, char** argv) {
             for (const auto& [l, c] : variants) std::printf(" %s:%lld", l.c_str(), (long long)c);
             std::printf("\n");
         }
-        std::ofstream js(fs::path(out) / "stats.json");
-        js << json.str();
-        js.close();
-        MOEKD_CHECK(js, "prepare_gettext: cannot write '", (fs::path(out) / "stats.json").string(), "'");
+        moekd::io::write_text_atomic((fs::path(out) / "stats.json").string(), json.str());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "prepare_gettext: %s\n", e.what());
         return 1;

@@ -2,6 +2,13 @@
 // one from the gettext catalogs installed on this machine), train/load the joint SentencePiece
 // model with target-language tags, turn sentence pairs into id sequences for both directions
 // (X->en and en->X); batch.hpp cuts them into batches.
+//
+// Nothing saved is overwritten before it is known to belong to the same run: the catalog corpus
+// is built in memory and written (write_corpus_files) only once the caller has checked it, and
+// the tokenizer is trained under a temporary name (train_joint_spm) that the caller installs
+// (install_spm) after its checks. data_config() is the part of a run's checked configuration
+// that describes its data (a hash of the corpus files, the data flags); config_diff() names what
+// differs between two such key=value configurations. Every write is checked (io::atomic_file).
 #pragma once
 
 #include <algorithm>
@@ -14,6 +21,8 @@
 
 #include <moekd/data/gettext.hpp>
 #include <moekd/data/parallel.hpp>
+#include <moekd/io/atomic_file.hpp>
+#include <moekd/io/read_file.hpp>
 #include <moekd/tensor.hpp>
 #include <moekd/text/sentencepiece.hpp>
 
@@ -67,12 +76,19 @@ inline std::vector<LangPair> read_corpus_dir(const std::string& dir, const std::
     return out;
 }
 
+/// The built-in corpus: the language pairs (parsed exactly as a --data directory would be) and
+/// the files to write under out_dir (path, bytes), not yet written.
+struct CatalogCorpus {
+    std::vector<LangPair> pairs;
+    std::vector<std::pair<std::string, std::string>> files;
+};
+
 /// Builds the corpus from the gettext catalogs under `root` (e.g. /usr/share/locale, or the
-/// tree scripts/build_gettext_corpus.sh unpacks) with the project's cleaning and hash split,
-/// writes it to out_dir/<xx>-en/{train,valid,test}.{xx,en} and reads it back (so it is
-/// validated like any --data directory). Prints the statistics per language.
-inline std::vector<LangPair> build_catalog_corpus(const std::string& root, const std::vector<std::string>& langs,
-                                                  const std::string& out_dir, double valid_frac, double test_frac) {
+/// tree scripts/build_gettext_corpus.sh unpacks) with the project's cleaning and hash split, as
+/// the bytes of out_dir/<xx>-en/{train,valid,test}.{xx,en}, parsed like any --data directory
+/// (nothing is written: write_corpus_files). Prints the statistics per language.
+inline CatalogCorpus build_catalog_corpus(const std::string& root, const std::vector<std::string>& langs,
+                                          const std::string& out_dir, double valid_frac, double test_frac) {
     namespace fs = std::filesystem;
     MOEKD_CHECK(fs::is_directory(root), "tsjt: catalog root '", root, "' does not exist");
     std::map<std::string, std::vector<std::string>> files;
@@ -84,6 +100,7 @@ inline std::vector<LangPair> build_catalog_corpus(const std::string& root, const
     }
     std::printf("corpus: building from the gettext catalogs under %s\n", root.c_str());
     std::printf("  %-4s %5s %8s | %7s %6s %6s\n", "lang", "cats", "entries", "train", "valid", "test");
+    CatalogCorpus out;
     for (const std::string& l : langs) {
         std::vector<std::string>& fl = files[l];
         MOEKD_CHECK(!fl.empty(), "tsjt: no gettext catalog (.mo) for language '", l, "' under '", root,
@@ -101,21 +118,115 @@ inline std::vector<LangPair> build_catalog_corpus(const std::string& root, const
             }
         }
         const fs::path d = fs::path(out_dir) / (l + "-en");
-        fs::create_directories(d);
+        LangPair p{l, {}, {}, {}};
         for (data::Split s : {data::Split::train, data::Split::valid, data::Split::test}) {
-            auto write = [&](const std::string& lang, const std::vector<std::string>& lines) {
-                std::ofstream f(d / (std::string(data::split_name(s)) + "." + lang), std::ios::binary | std::ios::trunc);
-                for (const auto& x : lines) f << x << '\n';
-                MOEKD_CHECK(f.good(), "tsjt: cannot write the corpus under '", d.string(), "'");
+            auto bytes = [](const std::vector<std::string>& lines) {
+                std::string b;
+                for (const auto& x : lines) b += x + '\n';
+                return b;
             };
-            write(l, corpus.translation(s));
-            write("en", corpus.english(s));
+            const std::string sp = (d / (std::string(data::split_name(s)) + "." + l)).string();
+            const std::string tp = (d / (std::string(data::split_name(s)) + ".en")).string();
+            std::string sb = bytes(corpus.translation(s)), tb = bytes(corpus.english(s));
+            (s == data::Split::train ? p.train : s == data::Split::valid ? p.valid : p.test) =
+                data::parse_parallel(sb, sp, tb, tp);
+            out.files.emplace_back(sp, std::move(sb));
+            out.files.emplace_back(tp, std::move(tb));
         }
+        out.pairs.push_back(std::move(p));
         std::printf("  %-4s %5lld %8lld | %7zu %6zu %6zu\n", l.c_str(), (long long)corpus.catalogs(),
                     (long long)corpus.entries(), corpus.english(data::Split::train).size(),
                     corpus.english(data::Split::valid).size(), corpus.english(data::Split::test).size());
     }
-    return read_corpus_dir(out_dir, langs);
+    return out;
+}
+
+/// Writes the files of build_catalog_corpus (each atomically, every write checked).
+inline void write_corpus_files(const std::vector<std::pair<std::string, std::string>>& files) {
+    for (const auto& [path, bytes] : files) {
+        std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+        io::write_text_atomic(path, bytes);
+    }
+}
+
+/// FNV-1a of the corpus files read (every split of every language, as read: before --max-train).
+inline std::string corpus_hash(const std::vector<LangPair>& corpus) {
+    uint64_t h = data::fnv1a64_more("tsjt-corpus-1");
+    for (const LangPair& p : corpus) {
+        h = data::fnv1a64_more(p.lang, h);
+        for (const data::ParallelText* t : {&p.train, &p.valid, &p.test})
+            h = data::fnv1a64_more(std::string_view(reinterpret_cast<const char*>(&t->hash), sizeof t->hash), h);
+    }
+    char b[24];
+    std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
+    return b;
+}
+
+/// FNV-1a of what a SentencePiece model encodes with: every piece, its score and its kind, as 16
+/// hex digits (not the file's bytes: the model also records the name of its training file).
+inline std::string tokenizer_hash(const std::string& path) {
+    sentencepiece::SentencePieceProcessor sp;
+    MOEKD_CHECK(sp.LoadFromSerializedProto(io::read_file(path, "tsjt")).ok(), "tsjt: '", path,
+                "' is not a SentencePiece model");
+    uint64_t h = data::fnv1a64_more("tsjt-spm-1");
+    for (int i = 0; i < sp.GetPieceSize(); ++i) {
+        h = data::fnv1a64_more(std::string_view(sp.IdToPiece(i).data(), sp.IdToPiece(i).size() + 1), h);
+        const float score = sp.GetScore(i);
+        const char kind = char(sp.IsControl(i) | sp.IsUnknown(i) << 1 | sp.IsUnused(i) << 2 | sp.IsByte(i) << 3);
+        h = data::fnv1a64_more(std::string_view(reinterpret_cast<const char*>(&score), sizeof score), h);
+        h = data::fnv1a64_more(std::string_view(&kind, 1), h);
+    }
+    char b[24];
+    std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
+    return b;
+}
+
+/// "k1=v1 k2=v2" -> {k1: v1, k2: v2} (values hold no spaces).
+inline std::map<std::string, std::string> parse_config(const std::string& s) {
+    std::map<std::string, std::string> m;
+    size_t i = 0;
+    while (i < s.size()) {
+        while (i < s.size() && s[i] == ' ') ++i;
+        size_t j = s.find(' ', i);
+        if (j == std::string::npos) j = s.size();
+        if (j > i) {
+            const std::string item = s.substr(i, j - i);
+            const size_t eq = item.find('=');
+            m[item.substr(0, eq)] = eq == std::string::npos ? "" : item.substr(eq + 1);
+        }
+        i = j;
+    }
+    return m;
+}
+
+/// What differs between a recorded configuration and this run's, over the keys of `now` (and,
+/// when all_keys, the recorded keys this run does not have), e.g. "--max-train: 400 before, 300
+/// now"; "" if none.
+inline std::string config_diff(const std::string& recorded, const std::string& now, bool all_keys = true) {
+    const auto a = parse_config(recorded), b = parse_config(now);
+    std::string out;
+    auto name = [](const std::string& k) {
+        return k == "corpus" ? std::string("the corpus (FNV-1a of the files read)")
+               : k == "spm.model" ? std::string("the tokenizer (a hash of spm.model's pieces and scores)")
+                                  : k;
+    };
+    for (const auto& [k, v] : b) {
+        auto it = a.find(k);
+        const std::string was = it == a.end() ? "(not recorded)" : it->second;
+        if (was != v) out += (out.empty() ? "" : "; ") + name(k) + ": " + was + " before, " + v + " now";
+    }
+    for (const auto& [k, v] : a)
+        if (all_keys && !b.count(k)) out += (out.empty() ? "" : "; ") + name(k) + ": " + v + " before, (none) now";
+    return out;
+}
+
+/// The data part of a run's checked configuration: languages, corpus hash, data flags.
+inline std::string data_config(const std::vector<LangPair>& corpus, size_t max_train, int max_len, int vocab,
+                               const std::string& spm_type) {
+    std::string langs;
+    for (const LangPair& p : corpus) langs += (langs.empty() ? "" : ",") + p.lang;
+    return "--langs=" + langs + " corpus=" + corpus_hash(corpus) + " --max-train=" + std::to_string(max_train) +
+           " --max-len=" + std::to_string(max_len) + " --vocab=" + std::to_string(vocab) + " --spm-type=" + spm_type;
 }
 
 /// Keeps the first n pairs (the split is already a deterministic hash order).
@@ -128,26 +239,52 @@ inline void limit(data::ParallelText& t, size_t n) {
 inline std::string lang_tag(const std::string& lang) { return "<2" + lang + ">"; }
 
 /// Trains the joint SentencePiece model on every training sentence (both sides of every pair)
-/// with the target-language tags as user-defined symbols; returns the .model path.
+/// with the target-language tags as user-defined symbols, under a temporary name in `dir`
+/// (spm.new.*: nothing saved is replaced); returns the temporary .model path, for install_spm.
 inline std::string train_joint_spm(const std::vector<LangPair>& corpus, const std::string& dir, int vocab_size,
                                    const std::string& model_type) {
     namespace fs = std::filesystem;
     fs::create_directories(dir);
-    const std::string text = (fs::path(dir) / "spm_train.txt").string();
-    {
-        std::ofstream f(text, std::ios::binary | std::ios::trunc);
-        for (const LangPair& p : corpus)
-            for (size_t i = 0; i < p.train.size(); ++i) f << p.train.src[i] << '\n' << p.train.tgt[i] << '\n';
-        MOEKD_CHECK(f.good(), "tsjt: cannot write '", text, "'");
+    const std::string tmp = (fs::path(dir) / "spm.new").string();
+    const std::string text = tmp + ".train.txt";
+    std::string bytes;
+    for (const LangPair& p : corpus)
+        for (size_t i = 0; i < p.train.size(); ++i) bytes += p.train.src[i] + '\n' + p.train.tgt[i] + '\n';
+    std::string model;
+    try {
+        io::write_text_atomic(text, bytes);
+        text::SentencePieceOptions opt;
+        opt.vocab_size = vocab_size;
+        opt.model_type = model_type;
+        opt.user_defined_symbols.push_back(lang_tag("en"));
+        for (const LangPair& p : corpus) opt.user_defined_symbols.push_back(lang_tag(p.lang));
+        model = text::train_sentencepiece({text}, tmp, opt);
+    } catch (...) {
+        std::error_code ec;
+        for (const char* ext : {".train.txt", ".model", ".vocab"}) fs::remove(tmp + ext, ec);
+        throw;
     }
-    text::SentencePieceOptions opt;
-    opt.vocab_size = vocab_size;
-    opt.model_type = model_type;
-    opt.user_defined_symbols.push_back(lang_tag("en"));
-    for (const LangPair& p : corpus) opt.user_defined_symbols.push_back(lang_tag(p.lang));
-    const std::string model = text::train_sentencepiece({text}, (fs::path(dir) / "spm").string(), opt);
     fs::remove(text);
     return model;
+}
+
+/// Moves a model trained by train_joint_spm (and its .vocab) to dir/spm.model (spm.vocab).
+inline std::string install_spm(const std::string& tmp_model, const std::string& dir) {
+    namespace fs = std::filesystem;
+    const std::string model = (fs::path(dir) / "spm.model").string();
+    const std::string stem = tmp_model.substr(0, tmp_model.size() - 6);  // without ".model"
+    fs::rename(tmp_model, model);
+    std::error_code ec;
+    if (fs::exists(stem + ".vocab")) fs::rename(stem + ".vocab", (fs::path(dir) / "spm.vocab").string(), ec);
+    return model;
+}
+
+/// Removes what train_joint_spm left when the caller does not install it.
+inline void discard_spm(const std::string& tmp_model) {
+    std::error_code ec;
+    const std::string stem = tmp_model.substr(0, tmp_model.size() - 6);
+    std::filesystem::remove(tmp_model, ec);
+    std::filesystem::remove(stem + ".vocab", ec);
 }
 
 /// Encodes one sentence pair; returns false when either side is longer than max_len pieces.

@@ -3,6 +3,8 @@
 // for the live hypotheses); the decoder is re-run on the whole prefix at every step (no
 // incremental state): simple, and cheap at the sentence lengths of the example. With the MoE
 // model's default dropless evaluation (model.hpp) a sentence decodes the same alone or in a batch.
+// Scores that are not finite (a model with NaN weights) throw NonFiniteLogits instead of
+// decoding to empty or arbitrary outputs; the callers name the model.
 #pragma once
 
 #include <algorithm>
@@ -13,6 +15,19 @@
 #include "model.hpp"
 
 namespace tsjt {
+
+/// The model's output scores hold a NaN or an infinity (callers add which model).
+struct NonFiniteLogits : Error {
+    using Error::Error;
+};
+
+/// Throws NonFiniteLogits when row[0, V) holds a NaN or an infinity (log_softmax may give
+/// -inf for a vanishing probability: allow_neg_inf).
+inline void check_finite_scores(const F* row, int64_t V, int64_t step, bool allow_neg_inf = false) {
+    for (int64_t v = 0; v < V; ++v)
+        if (!std::isfinite(row[v]) && !(allow_neg_inf && row[v] < 0 && std::isinf(row[v])))
+            throw NonFiniteLogits(msg("score ", row[v], " of token ", v, " at output step ", step + 1));
+}
 
 /// Source batch (B, S) right-padded with pad.
 inline Tensor<int64_t> pad_sources(const std::vector<std::vector<int32_t>>& srcs, size_t from, size_t n, int64_t pad) {
@@ -62,6 +77,7 @@ inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vect
                 if (!done[i] && t >= max_output_len(group[i].size(), max_len_cap)) done[i] = true;
                 if (done[i]) { prefix[i].push_back(m.pad); continue; }
                 const F* row = logits.data() + int64_t(i) * V;
+                check_finite_scores(row, V, t);
                 const int64_t best = std::max_element(row, row + V) - row;
                 prefix[i].push_back(best);
                 if (best == kEos) done[i] = true;
@@ -123,6 +139,7 @@ inline std::vector<int> beam_decode_one(const Sub& m, const std::vector<int32_t>
         std::vector<Hyp> cand;
         for (int64_t i = 0; i < n; ++i) {
             const F* row = logp.data() + i * V;
+            check_finite_scores(row, V, t, true);
             std::vector<int64_t> ids(V);
             for (int64_t v = 0; v < V; ++v) ids[v] = v;
             std::partial_sort(ids.begin(), ids.begin() + std::min<int64_t>(beam, V), ids.end(),

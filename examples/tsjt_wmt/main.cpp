@@ -17,13 +17,28 @@
 // logged update), OUT/{ce_moe,ce_dense,kl}.svg (the paper's Figures 3 and 4, figures.hpp),
 // OUT/<mode>/ckpt (resumable, bit-exact), OUT/<mode>/{moe,dense} (extracted submodels).
 // Method, flags and measured numbers: docs/tsjt.md.
+//
+// A rerun with the same --out resumes each run from its newest checkpoint only when everything
+// that changes what a step computes is the same (the checked configuration: model and training
+// flags, the corpus files' hash, the data flags, the tokenizer's hash; run.hpp, data.hpp). The
+// data part is checked first, against OUT/tokenizer/data-config.txt and the runs' checkpoints,
+// before anything under OUT is written: a mismatch names what differs and changes nothing; a
+// match reuses the saved tokenizer. Every numeric flag is range-checked (an error names the flag
+// and the value); every output write is checked (io::atomic_file), so a full disk or an output
+// path that is not a regular file is an error naming the file, never "Results in ..." printed.
 #include <CLI/CLI.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
+#include <limits>
+#include <tuple>
+
+#include <moekd/io/atomic_file.hpp>
+#include <moekd/io/read_file.hpp>
 
 #include <moekd/dist/init.hpp>
 
@@ -38,9 +53,42 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// A flag's value check: a finite number in [lo, hi] (open ends excluded), `want` in the error.
+CLI::Validator real_in(double lo, double hi, bool lo_open, bool hi_open, const std::string& want) {
+    return CLI::Validator(
+        [=](std::string& v) -> std::string {
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            if (v.empty() || *end != '\0') return "'" + v + "' is not a number (want " + want + ")";
+            if (!std::isfinite(x) || (lo_open ? x <= lo : x < lo) || (hi_open ? x >= hi : x > hi))
+                return "got " + v + ", want " + want;
+            return std::string();
+        },
+        want);
+}
+/// An integer in [lo, hi].
+CLI::Validator int_in(long long lo, long long hi, const std::string& want) {
+    return CLI::Validator(
+        [=](std::string& v) -> std::string {
+            char* end = nullptr;
+            errno = 0;
+            const long long x = std::strtoll(v.c_str(), &end, 10);
+            if (v.empty() || *end != '\0' || errno == ERANGE) return "'" + v + "' is not an integer (want " + want + ")";
+            if (x < lo || x > hi) return "got " + v + ", want " + want;
+            return std::string();
+        },
+        want);
+}
+const CLI::Validator kPositiveInt = int_in(1, std::numeric_limits<int>::max(), "an integer >= 1");
+const CLI::Validator kNonNegInt = int_in(0, std::numeric_limits<int>::max(), "an integer >= 0");
+const CLI::Validator kPositiveReal = real_in(0, HUGE_VAL, true, false, "a number > 0");
+const CLI::Validator kNonNegReal = real_in(0, HUGE_VAL, false, false, "a number >= 0");
+const CLI::Validator kFraction = real_in(0, 1, false, true, "a number in [0, 1)");
+
 int cmd_score(const std::string& ref_path, const std::string& hyp_path) {
-    const auto refs = data::read_lines_utf8(ref_path);
-    const auto hyps = data::read_lines_utf8(hyp_path);
+    // io::read_file: "-" is stdin, <(cmd) and pipes work, a directory or a missing file is named
+    const auto refs = data::read_lines_utf8(ref_path, "score");
+    const auto hyps = data::read_lines_utf8(hyp_path, "score");
     MOEKD_CHECK(refs.size() == hyps.size(), "score: '", ref_path, "' has ", refs.size(), " lines but '", hyp_path,
                 "' has ", hyps.size());
     const text::BleuScore s = text::corpus_bleu(hyps, refs);
@@ -58,12 +106,18 @@ int cmd_translate(const std::string& dir, const std::string& to, int beam, doubl
     MOEKD_CHECK(data::valid_language_code(to), "translate: '", to, "' is not a language code");
     const Sub sub = Sub::of(*m.model, m.config.pad);
     std::vector<std::string> lines;
-    for (std::string l; std::getline(std::cin, l);) {
-        MOEKD_CHECK(data::is_valid_utf8(l), "translate: input line ", lines.size() + 1, " is not valid UTF-8");
+    for (const std::string& l : data::split_lines_utf8(io::read_file("-", "translate"), "<stdin>", "translate"))
         lines.push_back(data::collapse_whitespace(l));
-    }
     const auto t0 = std::chrono::steady_clock::now();
-    const std::vector<std::string> out = translate(sub, sp, to, lines, beam, lenpen, reencode);
+    std::vector<std::string> out;
+    try {
+        out = translate(sub, sp, to, lines, beam, lenpen, reencode);
+    } catch (const NonFiniteLogits& e) {
+        MOEKD_CHECK(false, "translate: the model '", m.file, "' gives non-finite scores (", e.what(),
+                    "): its weights are broken (a diverged run?)");
+    } catch (const Error& e) {  // e.g. the MoE router's check of its logits
+        MOEKD_CHECK(false, "translate: the model '", m.file, "' failed: ", e.what());
+    }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (const std::string& t : out) std::printf("%s\n", t.c_str());
     std::fprintf(stderr, "translate: %zu sentences in %.3f s (%s, beam %d%s)\n", lines.size(), secs,
@@ -112,8 +166,58 @@ void write_results(bool write, const std::string& out, const std::vector<Directi
     js += "]\n";
     std::printf("\n%s", md.c_str());
     if (!write) return;
-    std::ofstream(fs::path(out) / "results.md") << md;
-    std::ofstream(fs::path(out) / "results.json") << js;
+    io::write_text_atomic((fs::path(out) / "results.md").string(), md);
+    io::write_text_atomic((fs::path(out) / "results.json").string(), js);
+}
+
+/// The tokenizer of OUT and the checked data configuration (data_config + " spm.model=<hash>").
+/// Before anything under OUT is written: the data configuration must match the one recorded in
+/// OUT/tokenizer/data-config.txt and the one of every run's newest checkpoint; then the saved
+/// spm.model is reused (when its hash is the recorded one), else a new one is trained under a
+/// temporary name and installed only once the checkpoints agree with it.
+std::pair<std::string, std::string> prepare_tokenizer(const std::string& out, const std::vector<LangPair>& corpus,
+                                                      const std::string& dcfg, int vocab, const std::string& spm_type,
+                                                      const std::vector<Mode>& modes) {
+    const fs::path dir = fs::path(out) / "tokenizer";
+    const std::string model = (dir / "spm.model").string(), record = (dir / "data-config.txt").string();
+    const char* hint = ". Nothing was changed. HINT: rerun with the flags and data it was made with, or use another "
+                       "--out directory (or delete this one)";
+    auto check_ckpts = [&](const std::string& cfg) {  // the data keys of every run's newest checkpoint
+        for (Mode m : modes) {
+            const std::string last = io::latest_checkpoint((fs::path(out) / mode_name(m) / "ckpt").string());
+            if (last.empty()) continue;
+            const std::string diff = config_diff(io::read_checkpoint<F>(last).state.config, cfg, false);
+            MOEKD_CHECK(diff.empty(), "tsjt_wmt: checkpoint '", last, "' was written by another configuration: ", diff, hint);
+        }
+    };
+    std::string have;
+    if (fs::exists(record)) {
+        have = io::read_file(record, "tsjt_wmt");
+        while (!have.empty() && (have.back() == '\n' || have.back() == ' ')) have.pop_back();
+        const std::string diff = config_diff(have, dcfg, false);
+        MOEKD_CHECK(diff.empty(), "tsjt_wmt: --out '", out, "' was made with other data (", record, "): ", diff, hint);
+    }
+    check_ckpts(dcfg);
+    if (!have.empty() && fs::is_regular_file(model)) {
+        const std::string h = tokenizer_hash(model);
+        if (parse_config(have)["spm.model"] == h) {
+            const std::string cfg = dcfg + " spm.model=" + h;
+            check_ckpts(cfg);
+            std::printf("tokenizer: reusing %s (same data as recorded)\n", model.c_str());
+            return {model, cfg};
+        }
+    }
+    const std::string tmp = train_joint_spm(corpus, dir.string(), vocab, spm_type);
+    const std::string cfg = dcfg + " spm.model=" + tokenizer_hash(tmp);
+    try {
+        check_ckpts(cfg);
+    } catch (...) {
+        discard_spm(tmp);
+        throw;
+    }
+    install_spm(tmp, dir.string());
+    io::write_text_atomic(record, cfg + "\n");
+    return {model, cfg};
 }
 
 }  // namespace
@@ -140,8 +244,8 @@ int main(int argc, char** argv) {
     auto* tr = app.add_subcommand("translate", "translate stdin with an extracted submodel");
     tr->add_option("--model", model_dir, "submodel directory (RUN_DIR/moe or RUN_DIR/dense)")->required();
     tr->add_option("--to", to_lang, "target language code")->required();
-    tr->add_option("--beam", beam, "beam size (1: greedy)")->capture_default_str();
-    tr->add_option("--lenpen", lenpen, "length penalty of beam search")->capture_default_str();
+    tr->add_option("--beam", beam, "beam size (1: greedy)")->capture_default_str()->check(kPositiveInt);
+    tr->add_option("--lenpen", lenpen, "length penalty of beam search")->capture_default_str()->check(kNonNegReal);
     bool no_eval_dropless = false, reencode = false;
     tr->add_flag("--no-eval-dropless", no_eval_dropless,
                  "MoE: keep the eval capacity limit (a sentence's output may then depend on its batch)");
@@ -169,38 +273,46 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::IsMember({"shared", "indep"}));
     app.add_option("--vocab", vocab, "SentencePiece vocabulary size")->capture_default_str()->check(CLI::Range(16, 1000000));
     app.add_option("--spm-type", spm_type, "SentencePiece model type")->capture_default_str()->check(CLI::IsMember({"unigram", "bpe"}));
-    app.add_option("--max-train", max_train, "training pairs per language (0: all)")->capture_default_str();
-    app.add_option("--max-len", max_len, "drop training pairs longer than this many pieces")->capture_default_str();
-    app.add_option("--test-max-len", test_max_len, "evaluate on test sentences of at most this many source pieces (0: all)")->capture_default_str();
-    app.add_option("--test-limit", test_limit, "test sentences per direction")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--d-model", rc.moe.d_model, "width of the MoE (and shared dense) model")->capture_default_str();
-    app.add_option("--heads", rc.moe.heads, "attention heads")->capture_default_str();
-    app.add_option("--ffn", rc.moe.ffn_dim, "FFN width (per expert)")->capture_default_str();
-    app.add_option("--layers", rc.moe.enc_layers, "encoder = decoder layers of the MoE model")->capture_default_str();
-    app.add_option("--experts", rc.moe.experts, "experts per MoE layer (top-1)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--dense-layers", dense_layers, "layers of the shared dense model (default: --layers)");
-    app.add_option("--device-d-model", device_d, "indep: width of the device model")->capture_default_str();
-    app.add_option("--device-ffn", device_ffn, "indep: FFN width of the device model")->capture_default_str();
-    app.add_option("--device-layers", device_layers, "indep: encoder = decoder layers of the device model")->capture_default_str();
-    app.add_option("--dropout", rc.moe.dropout, "dropout")->capture_default_str();
-    app.add_option("--label-smoothing", rc.label_smoothing, "label smoothing of the CE")->capture_default_str();
-    app.add_option("--alpha-moe", rc.alpha_moe, "KL weight of the MoE model")->capture_default_str();
-    app.add_option("--alpha-dense", rc.alpha_dense, "KL weight of the dense/device model")->capture_default_str();
-    app.add_option("--t-sep", t_sep_s, "KL threshold of the stage switch, or 'auto' (KL plateau, docs/tsjt.md)")->capture_default_str();
-    app.add_option("--kl-window", rc.kl_window, "updates averaged for the KL of the switch rule")->capture_default_str();
-    app.add_option("--lr", rc.lr, "peak learning rate (Adam 0.9, 0.98)")->capture_default_str();
-    app.add_option("--warmup", rc.warmup, "inverse-sqrt warmup updates")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--max-steps", rc.max_steps, "updates per run")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--max-tokens", rc.max_tokens, "tokens per batch (padded)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--update-freq", rc.update_freq, "batches per update (gradient accumulation)")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--seed", rc.seed, "seed (init, dropout, batch order)")->capture_default_str();
-    app.add_option("--save-every", rc.save_every, "checkpoint every N updates")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--log-every", rc.log_every, "JSONL log line every N updates")->capture_default_str()->check(CLI::PositiveNumber);
-    app.add_option("--beam", eval_beam, "beam size for the test translations (1: greedy)")->capture_default_str();
+    app.add_option("--max-train", max_train, "training pairs per language (0: all)")->capture_default_str()->check(kNonNegInt);
+    app.add_option("--max-len", max_len, "drop training pairs longer than this many pieces (0: none)")->capture_default_str()->check(kNonNegInt);
+    app.add_option("--test-max-len", test_max_len, "evaluate on test sentences of at most this many source pieces (0: all)")->capture_default_str()->check(kNonNegInt);
+    app.add_option("--test-limit", test_limit, "test sentences per direction")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--d-model", rc.moe.d_model, "width of the MoE (and shared dense) model")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--heads", rc.moe.heads, "attention heads")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--ffn", rc.moe.ffn_dim, "FFN width (per expert)")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--layers", rc.moe.enc_layers, "encoder = decoder layers of the MoE model")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--experts", rc.moe.experts, "experts per MoE layer (top-1)")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--dense-layers", dense_layers, "layers of the shared dense model (default: --layers)")->check(kPositiveInt);
+    app.add_option("--device-d-model", device_d, "indep: width of the device model")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--device-ffn", device_ffn, "indep: FFN width of the device model")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--device-layers", device_layers, "indep: encoder = decoder layers of the device model")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--dropout", rc.moe.dropout, "dropout")->capture_default_str()->check(kFraction);
+    app.add_option("--label-smoothing", rc.label_smoothing, "label smoothing of the CE")->capture_default_str()->check(kFraction);
+    app.add_option("--alpha-moe", rc.alpha_moe, "KL weight of the MoE model")->capture_default_str()->check(kNonNegReal);
+    app.add_option("--alpha-dense", rc.alpha_dense, "KL weight of the dense/device model")->capture_default_str()->check(kNonNegReal);
+    app.add_option("--t-sep", t_sep_s, "KL threshold of the stage switch, or 'auto' (KL plateau, docs/tsjt.md)")->capture_default_str()
+        ->check(CLI::Validator([](std::string& v) -> std::string {
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            if (v == "auto" || (!v.empty() && *end == '\0' && std::isfinite(x) && x >= 0)) return "";
+            return "takes a number >= 0 or 'auto', got '" + v + "'";
+        }, "NUMBER|auto"));
+    app.add_option("--kl-window", rc.kl_window, "updates averaged for the KL of the switch rule")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--lr", rc.lr, "peak learning rate (Adam 0.9, 0.98)")->capture_default_str()->check(kPositiveReal);
+    app.add_option("--warmup", rc.warmup, "inverse-sqrt warmup updates")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--max-steps", rc.max_steps, "updates per run")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--max-tokens", rc.max_tokens, "tokens per batch (padded)")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--update-freq", rc.update_freq, "batches per update (gradient accumulation)")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--seed", rc.seed, "seed (init, dropout, batch order)")->capture_default_str()
+        ->check(int_in(0, std::numeric_limits<long long>::max(), "an integer >= 0"));
+    app.add_option("--save-every", rc.save_every, "checkpoint every N updates")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--log-every", rc.log_every, "JSONL log line every N updates")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--beam", eval_beam, "beam size for the test translations (1: greedy)")->capture_default_str()->check(kPositiveInt);
     app.add_flag("--no-eval-dropless", no_eval_dropless,
                  "MoE: evaluate with the eval capacity factor (2.0) instead of dropless, so a sentence's "
                  "translation may depend on the other sentences of its batch");
-    app.add_option("--min-bleu", min_bleu, "exit 2 if the TSJT/last run's MoE average BLEU is lower (smoke tests)");
+    app.add_option("--min-bleu", min_bleu, "exit 2 if the TSJT/last run's MoE average BLEU is lower (smoke tests)")
+        ->check(real_in(-HUGE_VAL, HUGE_VAL, true, true, "a number"));
     bool no_progress = false;
     app.add_flag("--no-progress", no_progress, "no progress line on stderr");
     try {
@@ -218,34 +330,60 @@ int main(int argc, char** argv) {
         const std::vector<std::string> langs = parse_langs(langs_s);
         std::vector<Mode> modes;
         for (const std::string& m : split_list(modes_s)) modes.push_back(parse_mode(m));
-        rc.t_sep = t_sep_s == "auto" ? -1.0 : std::stod(t_sep_s);
-        MOEKD_CHECK(t_sep_s == "auto" || rc.t_sep >= 0, "tsjt_wmt: --t-sep must be 'auto' or a number >= 0");
+        rc.t_sep = t_sep_s == "auto" ? -1.0 : std::strtod(t_sep_s.c_str(), nullptr);  // checked by its validator
+        MOEKD_CHECK(rc.moe.d_model % rc.moe.heads == 0, "tsjt_wmt: --d-model ", rc.moe.d_model,
+                    " is not divisible by --heads ", rc.moe.heads);
         rc.indep = arch == "indep";
+        MOEKD_CHECK(!rc.indep || device_d % rc.moe.heads == 0, "tsjt_wmt: --device-d-model ", device_d,
+                    " is not divisible by --heads ", rc.moe.heads);
         rc.moe.dec_layers = rc.moe.enc_layers;
         rc.progress = !no_progress;
         rc.comm = comm;
         if (main_rank) fs::create_directories(out);
 
-        // ---- corpus (under mpirun: rank 0 builds it, the others read what it wrote)
+        // ---- corpus and tokenizer. Rank 0 reads (or builds in memory) the corpus, checks its
+        // data configuration against what OUT holds, trains or reuses the tokenizer, and only
+        // then writes anything (the built corpus, the tokenizer); under mpirun the other ranks
+        // read what it wrote.
         std::vector<LangPair> corpus;
+        CatalogCorpus built;
+        const std::string corpus_dir = (fs::path(out) / "corpus").string();
         if (!data_dir.empty()) corpus = read_corpus_dir(data_dir, langs);
-        else if (main_rank) corpus = build_catalog_corpus(catalogs, langs, (fs::path(out) / "corpus").string(), 0.01, 0.01);
-        if (data_dir.empty() && comm->size() > 1) {
-            comm->barrier();
-            if (!main_rank) corpus = read_corpus_dir((fs::path(out) / "corpus").string(), langs);
+        else if (main_rank) {
+            built = build_catalog_corpus(catalogs, langs, corpus_dir, 0.01, 0.01);
+            corpus = built.pairs;
         }
-        std::printf("corpus%s: %-4s %8s %6s %6s\n", data_dir.empty() ? "" : (" " + data_dir).c_str(), "lang", "train", "valid", "test");
-        for (LangPair& p : corpus) {
-            const size_t full = p.train.size();
-            limit(p.train, max_train);
-            MOEKD_CHECK(!p.test.src.empty(), "tsjt_wmt: language '", p.lang, "' has no test sentences");
-            std::printf("        %-4s %8zu %6zu %6zu%s\n", p.lang.c_str(), p.train.size(), p.valid.size(), p.test.size(),
-                        full > p.train.size() ? (" (of " + std::to_string(full) + ", --max-train)").c_str() : "");
+        auto apply_limits = [&](bool print) {
+            if (print)
+                std::printf("corpus%s: %-4s %8s %6s %6s\n", data_dir.empty() ? "" : (" " + data_dir).c_str(), "lang",
+                            "train", "valid", "test");
+            for (LangPair& p : corpus) {
+                const size_t full = p.train.size();
+                limit(p.train, max_train);
+                MOEKD_CHECK(!p.test.src.empty(), "tsjt_wmt: language '", p.lang, "' has no test sentences");
+                if (print)
+                    std::printf("        %-4s %8zu %6zu %6zu%s\n", p.lang.c_str(), p.train.size(), p.valid.size(),
+                                p.test.size(),
+                                full > p.train.size() ? (" (of " + std::to_string(full) + ", --max-train)").c_str() : "");
+            }
+        };
+        std::string spm, data_cfg;
+        if (main_rank) {
+            const std::string dcfg = data_config(corpus, max_train, max_len, vocab, spm_type);  // hashes: before limits
+            apply_limits(true);
+            std::tie(spm, data_cfg) = prepare_tokenizer(out, corpus, dcfg, vocab, spm_type, modes);
+            if (data_dir.empty()) write_corpus_files(built.files);
         }
-        // ---- tokenizer
-        // rank 0 trains the tokenizer; the others load its file
-        std::string spm = main_rank ? train_joint_spm(corpus, (fs::path(out) / "tokenizer").string(), vocab, spm_type) : "";
-        if (comm->size() > 1) spm = dist::all_gather_strings(*comm, {spm}).front();
+        if (comm->size() > 1) {  // after rank 0's checks and writes
+            const auto got = dist::all_gather_strings(*comm, {spm + "\n" + data_cfg}).front();
+            spm = got.substr(0, got.find('\n'));
+            data_cfg = got.substr(got.find('\n') + 1);
+            if (!main_rank) {
+                if (data_dir.empty()) corpus = read_corpus_dir(corpus_dir, langs);
+                apply_limits(false);
+            }
+        }
+        rc.data_config = data_cfg;
         const text::SentencePiece sp = text::SentencePiece::load(spm);
         std::vector<Example> train_set;
         int64_t skipped = 0;

@@ -11,6 +11,12 @@
 // Adam's moments and step, every dropout/jitter generator, the data position (epoch, batch),
 // the stage controller's KL window, and the log's running means; on resume the log is cut back
 // to the checkpoint's step, so updates replayed after a kill are not logged twice.
+// A checkpoint is resumed only by a run of the same checked configuration (config_string: the
+// model, every training flag that changes what a step computes, and RunConfig::data_config, the
+// corpus hash, data flags and tokenizer hash); otherwise the error lists what differs, before
+// anything of the run (its log) is touched. Every write is checked: the log is an io::AppendFile,
+// hypotheses go through io::write_text_atomic. Decoding that meets non-finite scores (a model
+// with NaN weights) is an error naming the run and the model, not empty translations.
 //
 // Data parallel (RunConfig::comm with N > 1 ranks, started by `mpirun -np N`): every rank holds
 // both models and walks the same shuffled batch order; an update takes N * update_freq batches,
@@ -24,6 +30,7 @@
 #pragma once
 
 #include <bit>
+#include <charconv>
 #include <chrono>
 #include <deque>
 #include <cstdio>
@@ -66,6 +73,7 @@ struct RunConfig {
     int64_t save_every = 200, log_every = 10;
     int keep_last = 2;
     std::string dir;             // run directory: ckpt/, log.jsonl, submodels
+    std::string data_config;     // checked too: "key=value ..." of the data (data.hpp data_config + tokenizer hash)
     bool progress = true;
     std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
 };
@@ -151,9 +159,10 @@ public:
         io::TrainState st;
         if (const std::string last = io::latest_checkpoint(ckdir); !last.empty()) {
             const io::CheckpointData<F> ck = io::read_checkpoint<F>(last);
-            MOEKD_CHECK(ck.state.config == config_string(), "tsjt: checkpoint '", last, "' was written by another ",
-                        "configuration (", ck.state.config, ") than this run (", config_string(),
-                        "). HINT: use another --out directory or delete it");
+            const std::string diff = config_diff(ck.state.config, config_string());
+            MOEKD_CHECK(diff.empty(), "tsjt: checkpoint '", last, "' was written by another configuration than this run: ",
+                        diff, ". Nothing was changed. HINT: rerun with the flags it was written with, or use another "
+                        "--out directory (or delete it)");
             st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), generators_to_load(ck));
             ctl_.load(st.extra);
             acc_.load(st.extra);
@@ -162,10 +171,10 @@ public:
         const std::string log_path = (fs::path(cfg_.dir) / "log.jsonl").string();
         // drop what was logged after the checkpoint (or all: fresh), and the end-of-run line of a
         // run that stopped there and now goes on (an uninterrupted run has no line there)
-        std::ofstream log;  // rank 0's; other ranks write to a closed stream (nothing)
+        io::AppendFile log;  // rank 0's; the other ranks' stays closed (writes nothing)
         if (main_rank) {
             truncate_log(log_path, st.step, st.step < cfg_.max_steps);
-            log.open(log_path, std::ios::app);
+            log.open(log_path);
         }
         const bool progress = cfg_.progress && main_rank;
         auto order = epoch_order(batches.size(), st.epoch);
@@ -257,8 +266,7 @@ public:
                               sx / cfg_.update_freq, acc_.ce_moe / acc_.n, acc_.ce_dense / acc_.n, acc_.kl / acc_.n,
                               ctl_.stage(), use_kl ? "true" : "false", (long long)toks, regular ? "false" : "true", secs);
                 if (regular) acc_ = {};  // an end-only line leaves the means running (resume goes on)
-                log << line << '\n';
-                log.flush();
+                log.write(std::string(line) + "\n");  // one checked write per line
             }
             if (progress) {
                 const double rate = double(st.step - start_step) / std::max(secs, 1e-9);
@@ -269,6 +277,7 @@ public:
             }
             if (st.step % cfg_.save_every == 0 || st.step == cfg_.max_steps) save(ckdir, st);
         }
+        log.close();  // checked
         if (progress) std::fprintf(stderr, "\n");
         res.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         res.steps = st.step;
@@ -293,14 +302,31 @@ public:
             const dist::Range mine = dist::shard_range(int64_t(n), rank(), ranks());
             const std::vector<std::string> my_src(src.begin() + mine.begin, src.begin() + mine.end);
             for (int which = 0; which < 2; ++which) {
-                const std::vector<std::string> hyp = dist::all_gather_strings(
-                    *cfg_.comm, my_src.empty() ? std::vector<std::string>{}
-                                               : translate(which ? dense_sub : moe_sub, sp, d.tgt_lang, my_src, beam, lenpen));
+                std::vector<std::string> mine_hyp;
+                std::string failed;  // non-finite scores on any rank stop every rank
+                try {
+                    if (!my_src.empty())
+                        mine_hyp = translate(which ? dense_sub : moe_sub, sp, d.tgt_lang, my_src, beam, lenpen);
+                } catch (const NonFiniteLogits& e) {
+                    failed = msg("tsjt: evaluating run '", cfg_.dir, "': its ", which ? "dense/device" : "MoE",
+                                 " model gives non-finite scores on ", d.name(), " (", e.what(),
+                                 "): its weights are broken (a diverged run?)");
+                    if (ranks() == 1) throw Error(failed);
+                } catch (const Error& e) {  // e.g. the MoE router's check of its logits
+                    failed = msg("tsjt: evaluating run '", cfg_.dir, "': its ", which ? "dense/device" : "MoE",
+                                 " model failed on ", d.name(), ": ", e.what());
+                    if (ranks() == 1) throw Error(failed);
+                }
+                if (ranks() > 1) dist::stop_together(*cfg_.comm, failed);
+                const std::vector<std::string> hyp = dist::all_gather_strings(*cfg_.comm, mine_hyp);
                 const double bleu = text::corpus_bleu(hyp, ref).score;
                 (which ? res.bleu_dense : res.bleu_moe).push_back(bleu);
                 if (rank() != 0) continue;
-                std::ofstream f(std::filesystem::path(cfg_.dir) / ("hyp." + std::string(which ? "dense." : "moe.") + d.name()));
-                for (const auto& h : hyp) f << h << '\n';
+                std::string text;
+                for (const auto& h : hyp) text += h + '\n';
+                io::write_text_atomic(
+                    (std::filesystem::path(cfg_.dir) / ("hyp." + std::string(which ? "dense." : "moe.") + d.name())).string(),
+                    text);
             }
         }
     }
@@ -312,15 +338,28 @@ public:
         save_submodel((std::filesystem::path(cfg_.dir) / "dense").string(), *dense_model, dense_cfg, spm_model);
     }
 
-    /// What must match for a checkpoint to be resumed.
+    /// What must match for a checkpoint to be resumed: "key=value ..." (keys are the flags where
+    /// there is one, so that a mismatch names them) of everything that changes what a step
+    /// computes: the models, the training rule, the data and the tokenizer. Not the number of
+    /// updates (a finished run is extended with a larger --max-steps), nor logging/saving.
     std::string config_string() const {
-        char b[512];
-        std::snprintf(b, sizeof b, "mode=%s indep=%d vocab=%lld d=%lld h=%lld f=%lld L=%lld/%lld E=%lld dense=%lld/%lld/%lld seed=%llu",
-                      mode_name(cfg_.mode), int(cfg_.indep), (long long)cfg_.moe.vocab, (long long)cfg_.moe.d_model,
-                      (long long)cfg_.moe.heads, (long long)cfg_.moe.ffn_dim, (long long)cfg_.moe.enc_layers,
-                      (long long)cfg_.moe.dec_layers, (long long)cfg_.moe.experts, (long long)dense_cfg.d_model,
-                      (long long)dense_cfg.enc_layers, (long long)dense_cfg.dec_layers, (unsigned long long)cfg_.seed);
-        return b;
+        auto num = [](double v) {
+            char b[40];
+            const auto r = std::to_chars(b, b + sizeof b, v);  // shortest exact form
+            return std::string(b, r.ptr);
+        };
+        std::string dense = cfg_.indep ? msg(" --device-d-model=", dense_cfg.d_model, " --device-ffn=", dense_cfg.ffn_dim,
+                                             " --device-layers=", dense_cfg.enc_layers, "/", dense_cfg.dec_layers)
+                                       : msg(" --dense-layers=", dense_cfg.enc_layers, "/", dense_cfg.dec_layers);
+        return msg("mode=", mode_name(cfg_.mode), " --arch=", cfg_.indep ? "indep" : "shared", " vocab=", cfg_.moe.vocab,
+                   " --d-model=", cfg_.moe.d_model, " --heads=", cfg_.moe.heads, " --ffn=", cfg_.moe.ffn_dim,
+                   " --layers=", cfg_.moe.enc_layers, "/", cfg_.moe.dec_layers, " --experts=", cfg_.moe.experts, dense,
+                   " --seed=", cfg_.seed, " --lr=", num(cfg_.lr), " --warmup=", cfg_.warmup, " --max-tokens=",
+                   cfg_.max_tokens, " --update-freq=", cfg_.update_freq, " --alpha-moe=", num(cfg_.alpha_moe),
+                   " --alpha-dense=", num(cfg_.alpha_dense), " --t-sep=", cfg_.t_sep < 0 ? std::string("auto") : num(cfg_.t_sep),
+                   " --kl-window=", cfg_.kl_window, " --label-smoothing=", num(cfg_.label_smoothing), " --dropout=",
+                   num(cfg_.moe.dropout), " clip_norm=", num(cfg_.clip_norm), " adam_eps=", num(cfg_.adam_eps),
+                   " min_switch_steps=", cfg_.min_switch_steps, cfg_.data_config.empty() ? "" : " ", cfg_.data_config);
     }
 
 private:
@@ -398,10 +437,7 @@ private:
 
     /// What every rank must agree on to train together (checked at start under mpirun).
     std::string dist_config_string() const {
-        return msg(config_string(), " lr=", cfg_.lr, " warmup=", cfg_.warmup, " steps=", cfg_.max_steps,
-                   " update_freq=", cfg_.update_freq, " max_tokens=", cfg_.max_tokens, " alpha=", cfg_.alpha_moe, "/",
-                   cfg_.alpha_dense, " t_sep=", cfg_.t_sep, " kl_window=", cfg_.kl_window, " ls=",
-                   cfg_.label_smoothing, " dropout=", cfg_.moe.dropout, " save_every=", cfg_.save_every);
+        return msg(config_string(), " steps=", cfg_.max_steps, " save_every=", cfg_.save_every);
     }
 
     /// Keeps the lines of log.jsonl with "step" <= step (a resumed run's history), drops the rest

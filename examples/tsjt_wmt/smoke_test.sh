@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # smoke_test.sh — CI checks of tsjt_wmt on the tiny real corpus in testdata/ (each < 2 min):
 #   smoke_test.sh BIN TESTDATA WORK CASE [MPIRUN ARGS...]
-# CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | mpi2
+# CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | bad-flags |
+#       data-change | bad-output | mpi2
 # (mpi2 runs under the launcher given after CASE, e.g. mpirun -np 2 --oversubscribe)
+# bad-output mounts a small tmpfs and makes a character device (mknod c 1 7, like /dev/full) in
+# its own work folder; where that is refused (not root, a container without the capability) that
+# part is skipped with a message saying so.
 set -euo pipefail
 BIN=$1 DATA=$2 WORK=$3 CASE=$4
 shift 4
@@ -22,6 +26,17 @@ expect_error() {  # expect_error "message part" args...
   [[ $rc -eq 1 ]] || { cat "$W/out.txt"; fail "exit status $rc (want 1) for: $*"; }
   grep -qF -- "$want" "$W/out.txt" || { cat "$W/out.txt"; fail "no '$want' in the error of: $*"; }
   echo "ok: $(tail -n 1 "$W/out.txt")"
+}
+expect_flag_error() {  # a flag rejected by its check: a non-zero status (CLI11's), not a crash
+  local want=$1; shift
+  set +e
+  "$BIN" "$@" > "$W/out.txt" 2>&1
+  local rc=$?
+  set -e
+  [[ $rc -ne 0 && $rc -lt 128 ]] || { cat "$W/out.txt"; fail "exit status $rc (want an error) for: $*"; }
+  grep -qF -- "$want" "$W/out.txt" || { cat "$W/out.txt"; fail "no '$want' in the error of: $*"; }
+  ! grep -q "Results in" "$W/out.txt" || fail "'Results in' printed for: $*"
+  echo "ok: $(head -n 1 "$W/out.txt")"
 }
 case $CASE in
   tsjt)
@@ -89,7 +104,37 @@ case $CASE in
     # to a file first: `| grep -q` may close the pipe early and, under pipefail, fail the writer
     "$BIN" score "$W/ref.txt" "$W/hyp.txt" > "$W/score.txt"
     grep -q "^BLEU = " "$W/score.txt" || fail "score printed no BLEU line"
-    expect_error "no model file" translate --model "$W/nope" --to en ;;
+    # as in sacreBLEU: the hypotheses from stdin ("-") or a process substitution
+    "$BIN" score "$W/ref.txt" - < "$W/hyp.txt" > "$W/score-stdin.txt"
+    "$BIN" score "$W/ref.txt" <(cat "$W/hyp.txt") > "$W/score-fd.txt"
+    cmp "$W/score.txt" "$W/score-stdin.txt" || fail "score REF - differs from score REF HYP"
+    cmp "$W/score.txt" "$W/score-fd.txt" || fail "score REF <(cmd) differs from score REF HYP"
+    echo "ok: score REF - and score REF <(cat HYP) give the same BLEU as the file"
+    expect_error "no model file" translate --model "$W/nope" --to en
+    expect_error "is a file; give the submodel directory" translate --model "$W/ref.txt" --to en
+    mkdir -p "$W/dirmodel/model.safetensors"
+    expect_error "'$W/dirmodel/model.safetensors' is a directory" translate --model "$W/dirmodel" --to en
+    set +e; "$BIN" translate --model "$W/tsjt/dense" --to en < "$W" > "$W/out.txt" 2>&1; rc=$?; set -e
+    [[ $rc -eq 1 ]] && grep -q "reading '<stdin>' failed: Is a directory" "$W/out.txt" \
+      || { cat "$W/out.txt"; fail "translate with a directory on stdin: exit $rc"; }
+    echo "ok: $(tail -n 1 "$W/out.txt")"
+    expect_flag_error "--beam: got 0" translate --model "$W/tsjt/dense" --to en --beam 0
+    expect_flag_error "--beam: got -2" translate --model "$W/tsjt/dense" --to en --beam -2
+    # a model whose weights are all NaN: an error naming the model file, not empty lines and exit 0
+    cp -r "$W/tsjt/dense" "$W/nan"
+    python3 - "$W/nan/model.safetensors" <<'PY'
+import sys, numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+with safe_open(sys.argv[1], "np") as f:
+    meta = f.metadata()
+    t = {k: np.full_like(f.get_tensor(k), np.nan) for k in f.keys()}
+save_file(t, sys.argv[1], metadata=meta)
+PY
+    set +e; head -n 2 "$DATA/fr-en/test.fr" | "$BIN" translate --model "$W/nan" --to en > "$W/out.txt" 2>&1; rc=$?; set -e
+    [[ $rc -eq 1 ]] && grep -q "$W/nan/model.safetensors' is broken: tensor .* non-finite" "$W/out.txt" \
+      || { cat "$W/out.txt"; fail "translate with NaN weights: exit $rc, want 1 naming the model file"; }
+    echo "ok: $(tail -n 1 "$W/out.txt" | cut -c1-160)" ;;
   bad-input)
     mkdir -p "$W/mis/fr-en" "$W/utf/fr-en" "$W/empty/fr-en"
     for s in train valid test; do
@@ -107,7 +152,109 @@ case $CASE in
     expect_error "unknown language code 'xyz1'" --data "$DATA" --langs xyz1 --out "$W/o"
     expect_error "unknown mode 'fast'" --data "$DATA" --langs fr --modes fast --out "$W/o"
     printf 'a\nb\n' > "$W/r.txt"; printf 'a\n' > "$W/h.txt"
-    expect_error "has 2 lines" score "$W/r.txt" "$W/h.txt" ;;
+    expect_error "has 2 lines" score "$W/r.txt" "$W/h.txt"
+    # a directory where a file is expected: the path is named
+    expect_error "score: '$W/mis': is a directory" score "$W/mis" "$W/h.txt"
+    expect_error "score: '$W/mis': is a directory" score "$W/r.txt" "$W/mis"
+    mkdir -p "$W/dir/fr-en/train.fr"
+    cp "$DATA/fr-en/train.en" "$W/dir/fr-en/"
+    expect_error "'$W/dir/fr-en/train.fr': is a directory" --data "$W/dir" --langs fr --out "$W/o"
+    expect_error "score: '$W/nope.txt': missing file" score "$W/nope.txt" "$W/h.txt" ;;
+  bad-flags)
+    # every numeric flag is checked: an error naming the flag and the value, nothing trained
+    # (B: a 2-update run, so that a flag accepted by mistake ends quickly with exit 0: the test fails)
+    B0=(--data "$DATA" --langs fr --out "$W/o" --no-progress --modes single)
+    B=("${B0[@]}" --max-steps 2 --vocab 400 --test-limit 2)
+    expect_flag_error "--beam: got 0" "${B[@]}" --beam 0
+    expect_flag_error "--beam: got -1" "${B[@]}" --beam -1
+    expect_flag_error "--lr: got 0" "${B[@]}" --lr 0
+    expect_flag_error "--lr: got -0.001" "${B[@]}" --lr -0.001
+    expect_flag_error "--lr: got nan" "${B[@]}" --lr nan
+    expect_flag_error "--dense-layers: got 0" "${B[@]}" --dense-layers 0
+    expect_flag_error "--t-sep: takes a number >= 0 or 'auto', got 'abc'" "${B[@]}" --t-sep abc
+    expect_flag_error "--t-sep: takes a number >= 0 or 'auto', got '-1'" "${B[@]}" --t-sep -1
+    for f in --max-tokens --update-freq --warmup --experts --layers --heads --d-model --ffn --kl-window \
+             --save-every --log-every --device-d-model --device-ffn --device-layers; do
+      expect_flag_error "$f: got 0" "${B[@]}" "$f" 0
+    done
+    for f in --max-steps --test-limit; do expect_flag_error "$f: got 0" "${B0[@]}" "$f" 0; done
+    for f in --max-train --max-len --test-max-len --seed; do expect_flag_error "$f: got -1" "${B[@]}" "$f" -1; done
+    expect_flag_error "--max-train: 'lots' is not an integer" "${B[@]}" --max-train lots
+    expect_flag_error "--dropout: got 1" "${B[@]}" --dropout 1
+    expect_flag_error "--dropout: got -0.1" "${B[@]}" --dropout -0.1
+    expect_flag_error "--label-smoothing: got 1.5" "${B[@]}" --label-smoothing 1.5
+    expect_flag_error "--alpha-moe: got -1" "${B[@]}" --alpha-moe -1
+    expect_flag_error "--alpha-dense: got inf" "${B[@]}" --alpha-dense inf
+    expect_flag_error "--vocab" "${B0[@]}" --vocab 0
+    expect_flag_error "--min-bleu: 'x' is not a number" "${B[@]}" --min-bleu x
+    expect_error "--d-model 64 is not divisible by --heads 3" "${B[@]}" --heads 3
+    [[ ! -e "$W/o/tokenizer" ]] || fail "a rejected flag still trained a tokenizer" ;;
+  data-change)
+    # a finished run rerun with another corpus, --max-train or --spm-type (or a training flag)
+    # is refused with what differs, and nothing saved changes; the same flags still resume
+    "$BIN" "${SMALL[@]}" --out "$W/run" --modes tsjt --max-steps 10 > "$W/first.txt"
+    mkdir -p "$W/before"; cp -a "$W/run" "$W/before/"
+    same() {  # nothing under the run directory changed (spm.model, checkpoints, log, hypotheses, corpus)
+      cmp "$W/before/run/tokenizer/spm.model" "$W/run/tokenizer/spm.model" || fail "$1: spm.model changed"
+      for f in "$W"/before/run/tsjt/ckpt/* "$W/before/run/tsjt/log.jsonl" "$W/before/run/tsjt/hyp.moe.fr-en" \
+               "$W/before/run/tsjt/dense/spm.model" "$W/before/run/results.json"; do
+        cmp "$f" "${f/before\//}" || fail "$1: $f changed"
+      done
+      [[ -z $(ls "$W/run/tokenizer" | grep -v '^spm\.\(model\|vocab\)$\|^data-config.txt$') ]] || fail "$1: left files in tokenizer/"
+    }
+    mkdir -p "$W/data2"; cp -r "$DATA/fr-en" "$W/data2/"
+    sed -i '1s/.*/une autre phrase/' "$W/data2/fr-en/train.fr"
+    R=(--langs fr --test-max-len 0 --test-limit 10 --vocab 400 --warmup 10 --kl-window 5 --save-every 10
+       --no-progress --out "$W/run" --modes tsjt --max-steps 10)
+    expect_error "the corpus (FNV-1a of the files read):" --data "$W/data2" --max-train 400 --max-len 64 "${R[@]}"; same corpus
+    expect_error "--max-train: 400 before, 300 now" --data "$DATA" --max-train 300 --max-len 64 "${R[@]}"; same max-train
+    expect_error "--spm-type: unigram before, bpe now" --data "$DATA" --max-train 400 --max-len 64 --spm-type bpe "${R[@]}"; same spm-type
+    expect_error "--max-len: 64 before, 32 now" --data "$DATA" --max-train 400 --max-len 32 "${R[@]}"; same max-len
+    expect_error "--lr: 0.005 before, 0.001 now" --data "$DATA" --max-train 400 --max-len 64 --lr 1e-3 "${R[@]}"; same lr
+    # without the recorded data configuration the checkpoints still refuse it (before any write)
+    rm "$W/run/tokenizer/data-config.txt"
+    expect_error "--max-train: 400 before, 300 now" --data "$DATA" --max-train 300 --max-len 64 "${R[@]}"; same "max-train, no record"
+    # the same flags: the tokenizer is checked against the checkpoint and the run resumes
+    "$BIN" "${SMALL[@]}" --out "$W/run" --modes tsjt --max-steps 20 > "$W/again.txt"
+    grep -q "resumed from .*ckpt-0000000010" "$W/again.txt" || { cat "$W/again.txt"; fail "same flags: did not resume"; }
+    cmp "$W/before/run/tokenizer/spm.model" "$W/run/tokenizer/spm.model" || fail "same flags: another tokenizer"
+    "$BIN" "${SMALL[@]}" --out "$W/run" --modes tsjt --max-steps 20 > "$W/third.txt"
+    grep -q "reusing .*spm.model" "$W/third.txt" && grep -q "already trained" "$W/third.txt" \
+      || { cat "$W/third.txt"; fail "same flags again: tokenizer not reused or not resumed"; }
+    echo "ok: changed corpus / --max-train / --spm-type / --max-len / --lr refused, nothing changed; same flags resume" ;;
+  bad-output)
+    # every output write is checked: an output that is a symlink onto a character device (made
+    # here, like /dev/full) is refused and the node left alone; a full disk is an error naming
+    # the first file that could not be written, and "Results in" is never printed
+    "$BIN" "${SMALL[@]}" --out "$W/run" --modes tsjt --max-steps 10 > /dev/null
+    cp -a "$W/run" "$W/run-copy"  # for the full-disk part
+    if mknod "$W/full" c 1 7 2> "$W/mknod.txt"; then
+      for f in results.md results.json tsjt/hyp.moe.fr-en tsjt/hyp.dense.fr-en tsjt/moe/config.json; do
+        rm -f "$W/run/$f"; ln -s "$W/full" "$W/run/$f"
+        expect_error "is a character device; refusing to replace it" "${SMALL[@]}" --out "$W/run" --modes tsjt --max-steps 10
+        grep -qF "$f" "$W/out.txt" || fail "the error does not name $f"
+        [[ -c "$W/full" && -L "$W/run/$f" ]] || fail "$f: the device node or the link was replaced"
+        rm "$W/run/$f"
+      done
+    else
+      echo "SKIPPED: symlink onto a device node: mknod refused here ($(cat "$W/mknod.txt"))"
+    fi
+    mkdir -p "$W/tmpfs"
+    if mount -t tmpfs -o size=64m tmpfs "$W/tmpfs" 2> "$W/mount.txt"; then
+      trap 'umount "$W/tmpfs" 2> /dev/null || true' EXIT
+      T=$W/tmpfs/run
+      cp -a "$W/run-copy" "$T"
+      # rerun (evaluation only) on a full disk: the hypotheses are the first write
+      rm "$T/tsjt/hyp."* "$T/tsjt/log.jsonl" "$T/results."*
+      dd if=/dev/zero of="$W/tmpfs/filler" bs=64k 2> /dev/null || true
+      expect_error "hyp.moe.fr-en' failed: No space left on device" "${SMALL[@]}" --out "$T" --modes tsjt --max-steps 10
+      # a fresh run on a small disk (64 KiB): it fails at its first write that does not fit
+      umount "$W/tmpfs"; mount -t tmpfs -o size=64k tmpfs "$W/tmpfs"
+      expect_error "No space left on device" "${SMALL[@]}" --out "$W/tmpfs/small" --modes tsjt --max-steps 10
+      umount "$W/tmpfs"; trap - EXIT
+    else
+      echo "SKIPPED: full disk: cannot mount a tmpfs here ($(cat "$W/mount.txt"))"
+    fi ;;
   mpi2)
     # data parallel under mpirun -np 2: with no dropout, 2 ranks x 1 batch per update follow 1
     # process with --update-freq 2 (same batches per update, gradients averaged: equal up to fp

@@ -6,14 +6,18 @@
 //   DIR/spm.model           the joint SentencePiece model
 // and `tsjt_wmt translate --model DIR` loads it into a plain nn::EncoderDecoder. A shared-
 // architecture dense model loads like any dense model: its shared layers are just its layers.
-// A model.safetensors of another architecture fails with the list of mismatched tensors.
+// A model.safetensors of another architecture fails with the list of mismatched tensors; one
+// holding a NaN or an infinity fails naming the file and the tensor. Every file is written
+// through io::atomic_file (checked; a symlink is followed, a FIFO or device node refused).
 #pragma once
 
+#include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <string>
 
+#include <moekd/io/atomic_file.hpp>
+#include <moekd/io/read_file.hpp>
 #include <moekd/io/safetensors.hpp>
 
 #include "model.hpp"
@@ -67,20 +71,20 @@ inline void save_submodel(const std::string& dir, const nn::Module<F>& m, const 
     namespace fs = std::filesystem;
     fs::create_directories(dir);
     io::write_safetensors<F>((fs::path(dir) / "model.safetensors").string(), m.state_dict(), config_metadata(c));
-    std::ofstream j(fs::path(dir) / "config.json", std::ios::trunc);
-    j << "{";
+    std::string j = "{";
     bool first = true;
     for (const auto& [k, v] : config_metadata(c)) {
         const std::string key = k.substr(5);
-        j << (first ? "" : ", ") << '"' << key << "\": " << (key == "format" ? '"' + v + '"' : v);
+        j += std::string(first ? "" : ", ") + '"' + key + "\": " + (key == "format" ? '"' + v + '"' : v);
         first = false;
     }
-    j << "}\n";
-    MOEKD_CHECK(j.good(), "tsjt: cannot write '", (fs::path(dir) / "config.json").string(), "'");
-    fs::copy_file(spm_model, fs::path(dir) / "spm.model", fs::copy_options::overwrite_existing);
+    j += "}\n";
+    io::write_text_atomic((fs::path(dir) / "config.json").string(), j);
+    io::write_text_atomic((fs::path(dir) / "spm.model").string(), io::read_file(spm_model, "tsjt"));
 }
 
 struct LoadedSubmodel {
+    std::string file;  // DIR/model.safetensors
     ModelConfig config;
     std::shared_ptr<nn::EncoderDecoder<F>> model;
 };
@@ -88,11 +92,23 @@ struct LoadedSubmodel {
 /// Loads DIR/model.safetensors into a fresh model of the stored config (strict: every tensor
 /// name and shape must match). The model is in eval mode; eval_dropless: see ModelConfig.
 inline LoadedSubmodel load_submodel(const std::string& dir, bool eval_dropless = true) {
-    const std::string file = (std::filesystem::path(dir) / "model.safetensors").string();
-    MOEKD_CHECK(std::filesystem::is_regular_file(file), "tsjt: no model file '", file, "'");
+    namespace fs = std::filesystem;
+    MOEKD_CHECK(!fs::exists(dir) || fs::is_directory(dir), "tsjt: the model '", dir,
+                "' is a file; give the submodel directory (RUN_DIR/moe or RUN_DIR/dense)");
+    const std::string file = (fs::path(dir) / "model.safetensors").string();
+    MOEKD_CHECK(!fs::is_directory(file), "tsjt: the model file '", file, "' is a directory, not a file");
+    MOEKD_CHECK(fs::is_regular_file(file), "tsjt: no model file '", file, "'");
     std::map<std::string, std::string> meta;
     const auto tensors = io::load_safetensors<F>(file, &meta);
+    for (const auto& [name, t] : tensors) {
+        const Tensor<F> c = t.contiguous();
+        const F* p = c.data();
+        for (int64_t i = 0; i < c.numel(); ++i)
+            MOEKD_CHECK(std::isfinite(p[i]), "tsjt: the model file '", file, "' is broken: tensor '", name,
+                        "' holds a non-finite value (", p[i], " at element ", i, ")");
+    }
     LoadedSubmodel out;
+    out.file = file;
     out.config = config_from_metadata(meta, file);
     out.config.eval_dropless = eval_dropless;
     Generator gen(0);

@@ -4,19 +4,27 @@
 //     sentence's MoE layers compute (the negative control: the test can fail);
 //   * beam search encodes the source once: the same hypotheses as re-running the encoder at
 //     every step (the old path), for the MoE and the dense model;
-//   * the figures read back the run log (figures.hpp) and mark the stage switch.
+//   * the figures read back the run log (figures.hpp) and mark the stage switch;
+//   * a model with NaN weights: decoding throws NonFiniteLogits (not empty translations) and
+//     loading the saved submodel fails naming its file and tensor;
+//   * the submodel's files are written with every write checked (an injected ENOSPC names
+//     config.json / spm.model).
 // The model, training rule and extraction tests are in tests/tsjt_test.cpp.
 #include <catch2/catch.hpp>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <unistd.h>
 
 #include <moekd/optim/optimizers.hpp>
 
+#include <moekd/io/atomic_file.hpp>
+
 #include "decode.hpp"
 #include "figures.hpp"
+#include "submodel.hpp"
 
 using namespace tsjt;
 
@@ -176,5 +184,57 @@ TEST_CASE("figures: the log is read back and the stage switch is marked", "[tsjt
         f << "{\"step\": 1, \"ce_moe\": 1, \"ce_dense\": 1, \"kl\": 1}\n{\"step\": 2, \"ce_\n";
     }
     CHECK_THROWS_WITH(read_curve((dir / "bad.jsonl").string(), "tsjt", -1), Catch::Contains("bad.jsonl' line 2 is not JSON"));
+    fs::remove_all(dir);
+}
+
+TEST_CASE("a model with NaN weights: decoding and loading fail, naming the model", "[tsjt][eval][hardening]") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("tsjt_nan_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    { std::ofstream(dir / "spm.model") << "not a real tokenizer"; }
+    Generator gen(7);
+    const auto srcs = toy_sources(4, gen);
+    for (int64_t experts : {4, 0}) {
+        ModelConfig c = tiny_moe();
+        c.experts = experts;
+        auto m = model_of(c);
+        for (auto& p : m->parameters()) std::fill(p.data(), p.data() + p.numel(), std::numeric_limits<F>::quiet_NaN());
+        const Sub s = Sub::of(*m, 0);
+        if (experts > 0) {  // the MoE layer's router check comes first
+            CHECK_THROWS_WITH(greedy_decode(s, srcs), Catch::Contains("router logits are not finite"));
+            CHECK_THROWS_WITH(beam_decode_one(s, srcs[0], 3, 1.0), Catch::Contains("router logits are not finite"));
+        } else {
+            CHECK_THROWS_AS(greedy_decode(s, srcs), NonFiniteLogits);
+            CHECK_THROWS_AS(beam_decode_one(s, srcs[0], 3, 1.0), NonFiniteLogits);
+        }
+        const std::string sub = (dir / ("m" + std::to_string(experts))).string();
+        save_submodel(sub, *m, c, (dir / "spm.model").string());
+        CHECK_THROWS_WITH(load_submodel(sub), Catch::Contains(sub + "/model.safetensors' is broken") &&
+                                                  Catch::Contains("non-finite value"));
+    }
+    fs::remove_all(dir);
+}
+
+TEST_CASE("submodel files: every write is checked", "[tsjt][hardening]") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("tsjt_wfault_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    { std::ofstream(dir / "spm.model") << std::string(5000, 's'); }
+    const ModelConfig c = tiny_moe();
+    auto m = model_of(c);
+    const std::string sub = (dir / "sub").string();
+    save_submodel(sub, *m, c, (dir / "spm.model").string());
+    const auto model_bytes = (long long)fs::file_size(fs::path(sub) / "model.safetensors");
+    const auto config_bytes = (long long)fs::file_size(fs::path(sub) / "config.json");
+    // a disk that fills up after model.safetensors (then after config.json): the next file's
+    // write fails with an error naming it (std::ofstream used to lose it silently)
+    io::detail::write_fault() = model_bytes + 5;
+    CHECK_THROWS_WITH(save_submodel(sub, *m, c, (dir / "spm.model").string()),
+                      Catch::Contains("config.json' failed") && Catch::Contains("No space left"));
+    io::detail::write_fault() = model_bytes + config_bytes + 100;
+    CHECK_THROWS_WITH(save_submodel(sub, *m, c, (dir / "spm.model").string()),
+                      Catch::Contains("spm.model' failed") && Catch::Contains("No space left"));
+    io::detail::write_fault() = -1;
+    CHECK(fs::file_size(fs::path(sub) / "spm.model") == 5000);  // the previous file is intact
     fs::remove_all(dir);
 }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../io/read_file.hpp"
 #include "text.hpp"
 
 namespace moekd::data {
@@ -155,12 +156,11 @@ inline MoCatalog parse_mo(std::string_view b, const std::string& name) {
 }
 
 /// Reads and parses a .mo file.
+/// A missing file or a directory is named ("cannot open '...': missing file"); io::read_file.
 inline MoCatalog read_mo(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    MOEKD_CHECK(f, "gettext: cannot open '", path, "' (missing file or no permission)");
-    const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    MOEKD_CHECK(!f.bad(), "gettext: error reading '", path, "'");
-    return parse_mo(bytes, path);
+    const std::string why = io::unreadable_reason(path);
+    MOEKD_CHECK(why.empty(), "gettext: cannot open '", path, "': ", why);
+    return parse_mo(io::read_file(path, "gettext"), path);
 }
 
 /// The charset a catalog header declares ("charset=UTF-8" in Content-Type), lower-cased; empty

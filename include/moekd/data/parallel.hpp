@@ -9,6 +9,10 @@
 // the byte offset. Empty lines are allowed but a pair with an empty side is skipped and counted
 // (as fairseq/torchtext pipelines do); a split left with no pairs is an error.
 // A UTF-8 byte-order mark at the start of a file and a '\r' before each '\n' are removed.
+// Files are read with io::read_file: a directory or an unreadable path is named, and pipes,
+// process substitution (/dev/fd/N) and "-" (stdin) work. Each ParallelText carries an FNV-1a hash
+// of the bytes of its two files (`hash`), so a program can record which corpus it trained on
+// and refuse to resume on another one; parse_parallel does the same on bytes already in memory.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../io/read_file.hpp"
 #include "text.hpp"
 
 namespace moekd::data {
@@ -28,6 +33,7 @@ namespace moekd::data {
 struct ParallelText {
     std::vector<std::string> src, tgt;
     int64_t skipped_empty = 0;  // pairs dropped because one side (or both) was empty
+    uint64_t hash = 0;          // FNV-1a of the bytes of the source file, then the target file
     size_t size() const { return src.size(); }
 };
 
@@ -38,14 +44,20 @@ struct ParallelCorpus {
     ParallelText train, valid, test;
 };
 
-/// Reads a text file as lines, checking UTF-8; the file name, line (1-based) and byte offset
-/// (in the file) of the first invalid sequence are in the error.
-inline std::vector<std::string> read_lines_utf8(const std::string& path) {
-    MOEKD_CHECK(std::filesystem::is_regular_file(path), "parallel: missing file '", path, "'");
-    std::ifstream f(path, std::ios::binary);
-    MOEKD_CHECK(f, "parallel: cannot open '", path, "' (no permission?)");
-    const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    MOEKD_CHECK(!f.bad(), "parallel: error reading '", path, "'");
+/// 64-bit FNV-1a of `bytes`, continuing from `h` (so several files hash into one value; from the
+/// FNV offset basis it equals text.hpp's fnv1a64).
+inline uint64_t fnv1a64_more(std::string_view bytes, uint64_t h = 14695981039346656037ull) {
+    for (unsigned char c : bytes) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+/// Splits the bytes of a text file (`name` for errors) into lines, checking UTF-8; the name,
+/// line (1-based) and byte offset of the first invalid sequence are in the error.
+inline std::vector<std::string> split_lines_utf8(std::string_view bytes, const std::string& name,
+                                                 std::string_view what = "parallel") {
     size_t start = bytes.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
     std::vector<std::string> lines;
     while (start < bytes.size()) {
@@ -54,7 +66,7 @@ inline std::vector<std::string> read_lines_utf8(const std::string& path) {
         std::string_view line(bytes.data() + start, end - start);
         if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
         const Utf8Check c = check_utf8(line);
-        MOEKD_CHECK(c.ok, "parallel: '", path, "' line ", lines.size() + 1, ": invalid UTF-8 (", c.reason,
+        MOEKD_CHECK(c.ok, what, ": '", name, "' line ", lines.size() + 1, ": invalid UTF-8 (", c.reason,
                     ") at byte offset ", start + c.offset, " of the file (byte ", c.offset + 1, " of the line)");
         lines.emplace_back(line);
         start = end + 1;
@@ -62,12 +74,19 @@ inline std::vector<std::string> read_lines_utf8(const std::string& path) {
     return lines;
 }
 
-/// Reads two aligned files. Pairs where either side is empty (after trimming whitespace) are
-/// skipped and counted; when require_nonempty, no pair left is an error.
-inline ParallelText read_parallel(const std::string& src_path, const std::string& tgt_path,
-                                  bool require_nonempty = true) {
-    std::vector<std::string> s = read_lines_utf8(src_path);
-    std::vector<std::string> t = read_lines_utf8(tgt_path);
+/// Reads a text file as lines, checking UTF-8 (split_lines_utf8). "-" is stdin; a missing file
+/// or a directory is an error naming the path.
+inline std::vector<std::string> read_lines_utf8(const std::string& path, std::string_view what = "parallel") {
+    return split_lines_utf8(io::read_file(path, what), path, what);
+}
+
+/// Two aligned files already in memory (names for errors). Pairs where either side is empty
+/// (after trimming whitespace) are skipped and counted; when require_nonempty, no pair left is
+/// an error.
+inline ParallelText parse_parallel(std::string_view src_bytes, const std::string& src_path, std::string_view tgt_bytes,
+                                   const std::string& tgt_path, bool require_nonempty = true) {
+    std::vector<std::string> s = split_lines_utf8(src_bytes, src_path);
+    std::vector<std::string> t = split_lines_utf8(tgt_bytes, tgt_path);
     if (s.size() != t.size()) {
         const bool src_longer = s.size() > t.size();
         MOEKD_CHECK(false, "parallel: misaligned corpus: '", src_path, "' has ", s.size(), " lines but '", tgt_path,
@@ -75,6 +94,7 @@ inline ParallelText read_parallel(const std::string& src_path, const std::string
                     src_longer ? src_path : tgt_path, "' is the first without a partner");
     }
     ParallelText out;
+    out.hash = fnv1a64_more(tgt_bytes, fnv1a64_more(std::string_view("\0", 1), fnv1a64_more(src_bytes)));
     out.src.reserve(s.size());
     out.tgt.reserve(t.size());
     for (size_t i = 0; i < s.size(); ++i) {
@@ -86,6 +106,13 @@ inline ParallelText read_parallel(const std::string& src_path, const std::string
     MOEKD_CHECK(!require_nonempty || out.size() > 0, "parallel: empty corpus: '", src_path, "' and '", tgt_path,
                 "' hold no sentence pair (", s.size(), " lines, ", out.skipped_empty, " with an empty side)");
     return out;
+}
+
+/// Reads two aligned files (parse_parallel).
+inline ParallelText read_parallel(const std::string& src_path, const std::string& tgt_path,
+                                  bool require_nonempty = true) {
+    const std::string s = io::read_file(src_path, "parallel"), t = io::read_file(tgt_path, "parallel");
+    return parse_parallel(s, src_path, t, tgt_path, require_nonempty);
 }
 
 /// True for a language code as used in directory and file names: 2-3 lower-case ASCII letters,
