@@ -31,6 +31,7 @@
 
 #include "../core/error.hpp"
 #include "../io/atomic_file.hpp"
+#include "../io/read_file.hpp"
 
 namespace moekd::text {
 
@@ -111,11 +112,10 @@ class SentencePiece {
 public:
     /// Loads a .model file; a missing, empty or corrupt file is a moekd::Error naming it.
     static SentencePiece load(const std::string& model_path) {
-        MOEKD_CHECK(std::filesystem::is_regular_file(model_path), "sentencepiece: model file '", model_path,
-                    "' does not exist");
-        std::ifstream f(model_path, std::ios::binary);
-        MOEKD_CHECK(f, "sentencepiece: cannot open model file '", model_path, "'");
-        std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        const std::string why = io::unreadable_reason(model_path);  // "missing file", "is a directory"
+        MOEKD_CHECK(why.empty(), "sentencepiece: model file '", model_path, "' ",
+                    why == "missing file" ? std::string("does not exist") : why);
+        const std::string bytes = io::read_file(model_path, "sentencepiece");
         return from_serialized(bytes, model_path);
     }
 
