@@ -2,7 +2,8 @@
 // each term reads the intended tensors (a hook test: changing only the teacher's trunk changes
 // only L_T, likewise inner and attention), the capture holds exactly what the layers' LayerNorms,
 // sublayers and attention projections produced, the terms equal the relation losses computed by
-// hand, finite-difference gradcheck of the composed loss w.r.t. the student's parameters (dense
+// hand (L_T and L_I over cross-batch token groups, L_A per sequence over its own real tokens, each
+// summed over positions: the paper's lines 142-144 and 352), finite-difference gradcheck of the composed loss w.r.t. the student's parameters (dense
 // and MoE student, teacher of another width), and bad inputs.
 #include <catch2/catch.hpp>
 
@@ -91,7 +92,7 @@ TEST_CASE("the capture holds exactly the LayerNorm outputs, sublayer outputs and
     CHECK(bert.encoder->layers->ptr(0)->self_attn->has_hooks());  // the test's own hooks remain
 }
 
-TEST_CASE("each term equals the relation losses over the gathered tokens, averaged over layers", "[tcd]") {
+TEST_CASE("each term equals the relation losses over the gathered tokens, summed over positions", "[tcd]") {
     Generator gen(2);
     nn::BertEncoder<double> s(tiny_config(8, 16), gen), t(tiny_config(12, 24), gen);
     tcd::RepresentationCapture<double> cs(s), ct(t);
@@ -109,18 +110,11 @@ TEST_CASE("each term equals the relation losses over the gathered tokens, averag
             for (int64_t d = 0; d < D; ++d) out.push_back(v[size_t(groups.data()[i] * D + d)]);
         return Tensor<double>::from_vector(out, {groups.size(0), groups.size(1), D});
     };
-    auto heads = [&](const Tensor<double>& x) {  // (B, H, T, Dh) -> (G, H, N, Dh) by hand
-        const int64_t H = x.size(1), Tn = x.size(2), Dh = x.size(3), G = groups.size(0), N = groups.size(1);
+    auto seq = [&](const Tensor<double>& x, int64_t b) {  // (B, H, T, Dh) -> sequence b's (1, H, T, Dh) by hand
+        const int64_t H = x.size(1), Tn = x.size(2), Dh = x.size(3);
         const auto v = x.contiguous().to_vector();
-        std::vector<double> out(size_t(G * H * N * Dh));
-        for (int64_t g = 0; g < G; ++g)
-            for (int64_t h = 0; h < H; ++h)
-                for (int64_t n = 0; n < N; ++n) {
-                    const int64_t p = groups.data()[g * N + n], b = p / Tn, tt = p % Tn;
-                    for (int64_t d = 0; d < Dh; ++d)
-                        out[size_t(((g * H + h) * N + n) * Dh + d)] = v[size_t(((b * H + h) * Tn + tt) * Dh + d)];
-                }
-        return Tensor<double>::from_vector(out, {G, H, N, Dh});
+        std::vector<double> out(v.begin() + b * H * Tn * Dh, v.begin() + (b + 1) * H * Tn * Dh);
+        return Tensor<double>::from_vector(out, {1, H, Tn, Dh});
     };
     for (int64_t l = 0; l < 2; ++l) {
         const auto &a = cs.layer(l), &b = ct.layer(l);
@@ -128,18 +122,91 @@ TEST_CASE("each term equals the relation losses over the gathered tokens, averag
               moekd::detail::relation_loss_reference(rows(a.ffn_trunk), rows(b.ffn_trunk));
         li += moekd::detail::relation_loss_reference(rows(a.attn_inner), rows(b.attn_inner)) +
               moekd::detail::relation_loss_reference(rows(a.ffn_inner), rows(b.ffn_inner));
-        la += moekd::detail::qk_relation_loss_reference(heads(a.q), heads(a.k), heads(b.q), heads(b.k));
+        // L_A: within each sequence (its 6 queries against its 6 keys), mean over the 3 sequences
+        double lal = 0;
+        for (int64_t bb = 0; bb < 3; ++bb)
+            lal += moekd::detail::qk_relation_loss_reference(seq(a.q, bb), seq(a.k, bb), seq(b.q, bb), seq(b.k, bb));
+        la += lal / 3;
     }
-    CHECK(val(loss.trunk) == Approx(lt / 4).epsilon(1e-12));
-    CHECK(val(loss.inner) == Approx(li / 4).epsilon(1e-12));
-    CHECK(val(loss.attention) == Approx(la / 2).epsilon(1e-12));
-    CHECK(val(loss.total) == Approx(0.5 * lt / 4 + 2.0 * li / 4 + 3.0 * la / 2).epsilon(1e-12));
+    // the total over the positions (2L = 4 for L_T and L_I, L = 2 for L_A), not the mean
+    CHECK(val(loss.trunk) == Approx(lt).epsilon(1e-12));
+    CHECK(val(loss.inner) == Approx(li).epsilon(1e-12));
+    CHECK(val(loss.attention) == Approx(la).epsilon(1e-12));
+    CHECK(val(loss.total) == Approx(0.5 * lt + 2.0 * li + 3.0 * la).epsilon(1e-12));
     CHECK(val(loss.trunk) > 0);
     CHECK(val(loss.inner) > 0);
     CHECK(val(loss.attention) > 0);
     // a model against itself: every term is 0
     const auto self = tcd::tcd_loss(cs, cs, groups, {});
     CHECK(val(self.total) == Approx(0).margin(1e-14));
+}
+
+TEST_CASE("L_A is per sequence over its real tokens: a padded batch's L_A is the mean of its sequences' alone", "[tcd]") {
+    Generator gen(12);
+    nn::BertEncoder<double> s(tiny_config(8, 16), gen, moe_factory<double>(8, 8, 4)), t(tiny_config(12, 24), gen);
+    s.eval(), t.eval();
+    tcd::RepresentationCapture<double> cs(s, {false, false, true}), ct(t, {false, false, true});
+    const tcd::TcdWeights wa{0.0, 0.0, 1.0};
+    // three sequences of 7, 4 and 5 real tokens (pads at the end)
+    const int64_t B = 3, Tn = 7, len[3] = {7, 4, 5};
+    Tensor<int64_t> ids = batch_ids(B, Tn, 13);
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = len[b]; i < Tn; ++i) ids.data()[b * Tn + i] = 0;
+    const Tensor<uint8_t> pad = nn::padding_mask(ids, 0);
+    auto run = [&](const Tensor<int64_t>& x, const Tensor<uint8_t>& p) {
+        for (auto& l : *s.encoder->layers) std::dynamic_pointer_cast<moe::MoELayer<double>>(l->ffn)->set_padding_mask(p);
+        s.forward(x, Tensor<int64_t>(), p);
+        t.forward(x, Tensor<int64_t>(), p);
+        const auto g = tcd::sample_batch_token_groups(x.size(0), x.size(1), p, 1, 2, gen);  // unused by L_A
+        return val(tcd::tcd_loss(cs, ct, g, wa, p).attention);
+    };
+    const double batch = run(ids, pad);
+    double alone = 0;
+    for (int64_t b = 0; b < B; ++b) {  // each sequence by itself, cut to its real tokens: no pad at all
+        std::vector<int64_t> v(ids.data() + b * Tn, ids.data() + b * Tn + len[b]);
+        alone += run(Tensor<int64_t>::from_vector(v, {1, len[b]}), Tensor<uint8_t>());
+    }
+    CHECK(batch == Approx(alone / 3).epsilon(1e-10));
+    CHECK(batch > 0);
+    // the naive reference on the padded batch's own captures: per sequence over its real positions
+    run(ids, pad);
+    double ref = 0;
+    for (int64_t l = 0; l < 2; ++l) {
+        const auto &a = cs.layer(l), &b = ct.layer(l);
+        double lal = 0;
+        for (int64_t bb = 0; bb < B; ++bb) {
+            auto cut = [&](const Tensor<double>& x) {  // (B, H, T, Dh) -> (1, H, len, Dh)
+                const int64_t H = x.size(1), Dh = x.size(3);
+                const auto v = x.contiguous().to_vector();
+                std::vector<double> out;
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t i = 0; i < len[bb]; ++i)
+                        for (int64_t d = 0; d < Dh; ++d) out.push_back(v[size_t(((bb * H + h) * Tn + i) * Dh + d)]);
+                return Tensor<double>::from_vector(out, {1, H, len[bb], Dh});
+            };
+            lal += moekd::detail::qk_relation_loss_reference(cut(a.q), cut(a.k), cut(b.q), cut(b.k));
+        }
+        ref += lal / double(B);
+    }
+    CHECK(batch == Approx(ref).epsilon(1e-12));
+    // a pad position's q / k does not enter L_A; a real one does
+    auto moved = [&](int64_t pos) {
+        const tcd::LayerReps<double> keep = ct.layer(0);
+        Tensor<double> q = ct.layer(0).q.contiguous().clone();
+        const int64_t Dh = q.size(3), b = pos / Tn, i = pos % Tn;
+        for (int64_t d = 0; d < Dh; ++d) q.data()[((b * 2 + 0) * Tn + i) * Dh + d] += 1.0 + double(d);
+        ct.layer_mut(0).q = q;
+        const auto g = tcd::sample_batch_token_groups(B, Tn, pad, 1, 2, gen);
+        const double v = val(tcd::tcd_loss(cs, ct, g, wa, pad).attention);
+        ct.layer_mut(0) = keep;
+        return v;
+    };
+    CHECK(moved(1 * Tn + 5) == Approx(batch).epsilon(1e-14));  // sequence 1, token 5: a pad
+    CHECK(moved(1 * Tn + 2) != Approx(batch).epsilon(1e-6));    // sequence 1, token 2: real
+    // a pad mask of another shape is an error
+    const auto g = tcd::sample_batch_token_groups(B, Tn, pad, 1, 2, gen);
+    CHECK_THROWS_WITH(tcd::tcd_loss(cs, ct, g, wa, Tensor<uint8_t>::zeros({3, 6})),
+                      Contains("pad mask (3, 6) does not fit the batch (3, 7)"));
 }
 
 TEST_CASE("hook test: changing only the teacher's trunk / inner / q-k changes only L_T / L_I / L_A", "[tcd]") {
@@ -216,7 +283,7 @@ TEST_CASE("gradcheck (double) of the composed TCD loss w.r.t. the student's para
                 if (name.find("cls.") != 0) params.push_back(p);  // the MLM head plays no part in TCD
             auto f = [&](const std::vector<Tensor<double>>&) {
                 s.forward(ids, Tensor<int64_t>(), pad);
-                return tcd::tcd_loss(cs, ct, groups, {0.7, 1.3, 0.9}).total;
+                return tcd::tcd_loss(cs, ct, groups, {0.7, 1.3, 0.9}, pad).total;
             };
             testing::GradcheckOptions o;
             o.atol = 1e-7, o.rtol = 1e-5;

@@ -1,7 +1,7 @@
 // finetune.hpp — fine-tuning a pre-trained BERT (vanilla or MoE) on one GLUE-format task and
 // scoring it on the dev split with the task's GLUE metrics. Two modes, as the paper: full
 // fine-tuning, and Houlsby adapters (only adapters, LayerNorms, pooler and classifier train);
-// the caller reports the better. Cross-entropy for classification, squared error for
+// downstream() reports the better of the two seed means. Cross-entropy for classification, squared error for
 // regression (STS-B); the MoE balance loss stays on. AdamW, linear warmup and decay.
 #pragma once
 
@@ -159,8 +159,9 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
     return res;
 }
 
-/// Mean over seeds of the better of full fine-tuning and adapters (per seed, the paper's "report
-/// the better"); `modes`: "full", "adapters" or "both".
+/// The mean over seeds of each mode, and the better of the two means (the paper, line 182: "reporting
+/// the better result of the two for each model": one mode per model, not the better per seed);
+/// `modes`: "full", "adapters" or "both".
 struct DownstreamScore {
     double score = 0, full = std::nan(""), adapters = std::nan("");
     std::map<std::string, double> metrics;  // of the chosen mode, averaged over seeds

@@ -1,6 +1,6 @@
 // model.hpp — the models of the TCD example: a vanilla post-LN BERT (the teacher), the same BERT
 // with every FFN an MoE layer (top-1, output p_i(x) * E_i(x), KL(uniform || mean router prob)
-// balance loss weighted by lambda_B; the student), and the sequence classifier used for
+// balance loss weighted by lambda_B = 1000, dropless by default; the student), and the sequence classifier used for
 // fine-tuning (BERT + HF's pooler on [CLS] + a linear head), optionally with Houlsby adapters.
 #pragma once
 
@@ -20,8 +20,17 @@ using namespace moekd;
 struct ModelConfig {
     int64_t vocab = 4000, dim = 128, layers = 2, heads = 2, ffn_dim = 256, max_len = 128;
     int64_t experts = 64, top_k = 1;
-    double lambda_b = 0.01;         // weight of the KL-uniform balance loss
-    double capacity_factor = 2.0;   // training capacity per expert (eval: dropless)
+    // Weight of the balance loss L_B = KL(uniform || mean router probability) (eq. 4-5, paper
+    // lines 101-103; kl_uniform_balance_loss computes exactly that KL, same scale), summed over
+    // the MoE layers (paper silent). "For all MoE BERT models, lambda_B was set to 1000" (line
+    // 352). Until issue 17 the default was 0.01.
+    double lambda_b = 1000.0;
+    // Capacity per expert, ceil(tokens * factor / E) rows, the same in training, evaluation and
+    // fine-tuning; 0 = dropless (no capacity, every token reaches its expert). Default 0: the
+    // paper used FastMoE (line 350), whose plain gate has no capacity limit, and mentions none
+    // (eq. 1-3). Until issue 17 the default was 2.0 everywhere (the comment then claimed "eval:
+    // dropless", which the code was not).
+    double capacity_factor = 0.0;
     double dropout = 0.1;
     int64_t adapter_dim = 32;
 
@@ -41,7 +50,8 @@ inline nn::FFNFactory<float> moe_ffn(const ModelConfig& c) {
         moe::MoEConfig m;
         m.d_model = c.dim, m.ffn_dim = c.ffn_dim, m.activation = nn::Activation::GELU;
         m.router.num_experts = c.experts, m.router.top_k = c.top_k;
-        m.router.capacity_factor_train = c.capacity_factor, m.router.capacity_factor_eval = c.capacity_factor;
+        m.router.dropless = c.capacity_factor <= 0;  // 0: no capacity (FastMoE's plain gate)
+        if (!m.router.dropless) m.router.capacity_factor_train = c.capacity_factor, m.router.capacity_factor_eval = c.capacity_factor;
         m.balance = moe::BalanceLoss::KLUniform, m.balance_weight = c.lambda_b;
         m.name = "encoder.layers." + std::to_string(layer) + ".moe";
         return std::make_shared<moe::MoELayer<float>>(m, g);

@@ -16,6 +16,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -54,6 +55,10 @@ struct EpochLog {
     int epoch = 0;
     double mlm = 0, balance = 0, trunk = 0, inner = 0, attention = 0;
     double heldout_ll = 0;  // mean log p(original token) over masked held-out positions (nats)
+    // MoE routing over the epoch's training steps (means over steps and MoE layers; 0 for a dense
+    // model): the top-1 gate p_i(x) that scales the expert output (eq. 3), the busiest expert's
+    // load over the mean load, the fraction of tokens dropped by capacity, the unweighted KL
+    double gate = 0, max_load = 0, dropped = 0, kl = 0;
     double seconds = 0;
 };
 
@@ -146,6 +151,19 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
     }
     const bool tty = rank == 0 && isatty(fileno(stderr));
     std::vector<EpochLog> logs;
+    // routing statistics (issue 17: is the gate scale or token dropping what holds the MoE back?)
+    const auto moes = moe_layers(m);
+    double gate_sum = 0;
+    int64_t gate_rows = 0;
+    std::vector<std::pair<moe::MoELayer<float>*, int>> gate_hooks;
+    for (auto* x : moes)
+        gate_hooks.emplace_back(x, x->add_forward_hook([&](const std::string& tag, const Tensor<float>& v) {
+            if (tag != "router_probs" || !m.is_training()) return;
+            const Tensor<float> pc = moekd::detail::contiguous_data(v);
+            const int64_t N = v.size(0), E = v.size(1);
+            for (int64_t t = 0; t < N; ++t) gate_sum += *std::max_element(pc.data() + t * E, pc.data() + (t + 1) * E);
+            gate_rows += N;
+        }));
     m.train();
     set_pad(m, Tensor<uint8_t>());  // segments are full: no padding
     int64_t step = 0;
@@ -192,6 +210,14 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             if (cs) cs->clear(), ct->clear();
             log.mlm += mlm.item();
             log.balance += bal.item();
+            for (auto* x : moes) {
+                const moe::LoadStats& st = x->last_stats();
+                int64_t mx = 0;
+                for (int64_t c : st.tokens_per_expert) mx = std::max(mx, c);
+                if (st.num_tokens > 0) log.max_load += double(mx) * double(st.num_experts) / double(st.num_tokens * st.top_k);
+                log.dropped += st.dropped_fraction;
+                log.kl += st.balance_loss;
+            }
             if (tty && (s % 5 == 0 || s + 1 == steps_per_epoch)) {
                 const int w = 30, done = int(w * (s + 1) / steps_per_epoch);
                 std::fprintf(stderr, "\r  %-10s epoch %d/%d [%s%s] mlm %.3f ", name.c_str(), epoch, o.epochs,
@@ -202,6 +228,12 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
         if (tty) std::fprintf(stderr, "\r%90s\r", "");
         const double k = double(std::max<int64_t>(steps_per_epoch, 1));
         log.mlm /= k, log.balance /= k, log.trunk /= k, log.inner /= k, log.attention /= k;
+        if (!moes.empty()) {
+            const double kl_ = k * double(moes.size());
+            log.max_load /= kl_, log.dropped /= kl_, log.kl /= kl_;
+            log.gate = gate_rows ? gate_sum / double(gate_rows) : 0;
+        }
+        gate_sum = 0, gate_rows = 0;
         if (R > 1) {  // the logged means: over the ranks too (the held-out LL is the same on every rank)
             double v[5] = {log.mlm, log.balance, log.trunk, log.inner, log.attention};
             o.comm->all_reduce(v, 5, dist::ReduceOp::Sum);
@@ -219,6 +251,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
         logs.push_back(log);
         on_epoch(log);
     }
+    for (auto& [x, id] : gate_hooks) x->remove_forward_hook(id);
     return logs;
 }
 

@@ -47,12 +47,14 @@ expect_flag_error() {  # a flag CLI11 rejects: any failing status (CLI11's are 1
 case $CASE in
   smoke)
     "$BIN" --smoke --ablations --out "$W/run" | tee "$W/out.txt"
-    for t in "Table 1" "Table 2" "Table 3" "Table 4"; do grep -q "^$t" "$W/out.txt" || fail "no $t"; done
-    grep -q "| MoE BERT w/ TCD (T+I) " "$W/out.txt" || fail "no ablation row"
+    # the main table and the paper's Tables 3 (ablation), 1 (alignment), 4 (OOD); no Table 2 (epoch alignment)
+    for t in "Main table" "Table 1" "Table 3" "Table 4"; do grep -q "^$t" "$W/out.txt" || fail "no $t"; done
+    grep -q "| MoE BERT w/ TCD (T+I+A) " "$W/out.txt" || fail "no ablation row"
+    grep -q "dropless, lambda_B 1000; TCD: lambda_T 1 lambda_I 1 lambda_A 0," "$W/out.txt" || fail "not the paper's weights"
     [[ $(grep -c '"event":"pretrain_epoch"' "$W/run/log.jsonl") -eq 10 ]] || fail "want 10 pre-training epochs in log.jsonl"
     grep -q '"event":"done"' "$W/run/log.jsonl" || fail "log.jsonl not finished"
     grep -q '<svg' "$W/run/trend.svg" || fail "no trend plot"
-    for r in teacher moe tcd tcd-t tcd-ti; do [[ -s "$W/run/ckpt/$r.safetensors" ]] || fail "no checkpoint of $r"; done
+    for r in teacher moe tcd tcd-t tcd-tia; do [[ -s "$W/run/ckpt/$r.safetensors" ]] || fail "no checkpoint of $r"; done
     [[ -s "$W/run/tasks/WNPOS/train.tsv" && -s "$W/run/spm.model" ]] || fail "no task TSV or vocabulary" ;;
   glue)
     "$BIN" --smoke --no-trend --out "$W/a" > "$W/a.txt"
@@ -132,7 +134,7 @@ case $CASE in
     "${LAUNCH[@]}" "$BIN" --smoke --out "$W/run" | tee "$W/out.txt"
     grep -q "^data parallel: 2 ranks" "$W/out.txt" || fail "not 2 ranks"
     ! grep -q "models differ" "$W/out.txt" || fail "the ranks' models differ"
-    for t in "Table 1" "Table 3" "Table 4"; do
+    for t in "Main table" "Table 1" "Table 4"; do
       [[ $(grep -c "^$t" "$W/out.txt") -eq 1 ]] || fail "$t not printed exactly once"
     done
     [[ $(grep -c '"event":"pretrain_epoch"' "$W/run/log.jsonl") -eq 6 ]] || fail "want 6 pre-training epochs in log.jsonl"

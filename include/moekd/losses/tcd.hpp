@@ -9,17 +9,26 @@
 //   inner     "attn_inner", "ffn_inner"  the sublayer outputs before dropout, residual add and
 //                                        LayerNorm (for an MoE layer: the MoE output) (B, T, D)
 //   attention "q", "k" of self_attn      per-head queries and keys before scaling  (B, H, T, Dh)
-// Tokens are sampled from the whole batch as G groups of N distinct real (non-pad) positions
-// (the paper: 32 groups of 128), and for each group the N x N cosine-similarity matrices of
-// student and teacher are compared (losses/relation.hpp):
-//   L_T = mean over layers l and sublayers s in {attn, ffn} of relation_loss(trunk_s^S, trunk_s^T)
-//   L_I = mean over layers l and sublayers s of relation_loss(inner_s^S, inner_s^T)
-//   L_A = mean over layers l of qk_relation_loss(q^S, k^S, q^T, k^T)   (heads one to one)
+// For L_T and L_I tokens are sampled from the whole batch as G groups of N distinct real
+// (non-pad) positions (the paper, line 352: "The relation constraints at the model trunk and
+// residual inner required sampling tokens from a batch ... 32 groups, with each group comprising
+// 128 representations"), and for each group the N x N cosine-similarity matrices of student and
+// teacher are compared (losses/relation.hpp). L_A is not sampled: for each sequence b and head h,
+// the M_b x M_b query-key cosines over the sequence's own M_b real tokens (eq. 9-11, lines
+// 134-140: "For a single head ... query and key representations {q_k}_{k=1}^M"), averaged over the
+// heads and sequences of the batch ("the average loss for multiple heads within a batch", line
+// 142). The positions are summed, not averaged (line 144: L_T, L_I, L_A are "the total of all
+// positions"):
+//   L_T = sum over layers l and sublayers s in {attn, ffn} of relation_loss(trunk_s^S, trunk_s^T)
+//   L_I = sum over layers l and sublayers s of relation_loss(inner_s^S, inner_s^T)
+//   L_A = sum over layers l of mean over (b, h) of the per-sequence q-k relation loss
 //   L_TCD = lambda_T L_T + lambda_I L_I + lambda_A L_A
-// Each term is averaged over layers (not summed) so the lambdas do not scale with depth. A term
-// whose lambda is 0 is not computed (the ablations T, T+I, T+I+A). Student and teacher may have
-// different widths; they must have the same depth (layer l aligned with layer l) and, for L_A,
-// the same number of heads. Teacher tensors get no gradient. This file is wiring.
+// (Until issue 17 the terms were averaged over the 2L / L positions and L_A used the cross-batch
+// groups; at L = 2 the old L_T, L_I are the new ones / 4, so the old lambda_T = lambda_I = 1 are
+// lambda_T = lambda_I = 0.25 now.) A term whose lambda is 0 is not computed (the ablations T,
+// T+I, T+I+A). Student and teacher may have different widths; they must have the same depth
+// (layer l aligned with layer l) and, for L_A, the same number of heads. Teacher tensors get no
+// gradient. This file is wiring.
 #pragma once
 
 #include <memory>
@@ -172,10 +181,12 @@ void check_pair(const Tensor<T>& s, const Tensor<T>& t, int64_t l, const char* w
 }  // namespace detail
 
 /// The TCD relation losses between the latest forwards of `student` and `teacher` on the same
-/// batch, over token groups `groups` (G, N) of flat positions b * T + t (sample_batch_token_groups).
+/// batch: L_T and L_I over token groups `groups` (G, N) of flat positions b * T + t
+/// (sample_batch_token_groups), L_A per sequence over its real tokens (pad: the batch's (B, T)
+/// mask, 1 = pad, or undefined = no padding).
 template <class T>
 TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const RepresentationCapture<T>& teacher,
-                    const Tensor<int64_t>& groups, const TcdWeights& w) {
+                    const Tensor<int64_t>& groups, const TcdWeights& w, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     w.validate();
     MOEKD_CHECK(student.depth() == teacher.depth(), "tcd: student has ", student.depth(), " layers but teacher has ",
                 teacher.depth(), "; HINT: TCD aligns layer l of the student with layer l of the teacher, so both ",
@@ -204,7 +215,7 @@ TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const Representatio
                 const Tensor<T> r = relation_loss(detail::gather_tokens(xs, groups), detail::gather_tokens(xt, groups));
                 acc = acc.defined() ? acc + r : r;
             }
-        return acc * static_cast<T>(1.0 / double(2 * L));
+        return acc;  // the total over the 2L positions (line 144)
     };
     out.trunk = pair_term(w.trunk > 0, [](const LayerReps<T>& r, int s) -> const Tensor<T>& {
         return s == 0 ? r.attn_trunk : r.ffn_trunk;
@@ -221,12 +232,34 @@ TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const Representatio
             MOEKD_CHECK(rs.q.size(1) == rt.q.size(1), "tcd: layer ", l, ": student has ", rs.q.size(1),
                         " attention heads (q ", rs.q.shape(), "), teacher has ", rt.q.size(1), " (q ", rt.q.shape(),
                         "); HINT: L_A compares heads one to one, so both need the same head count");
-            check_positions(rs.q, l, "attention query");
-            const Tensor<T> r = qk_relation_loss(detail::gather_heads(rs.q, groups), detail::gather_heads(rs.k, groups),
-                                                 detail::gather_heads(rt.q, groups), detail::gather_heads(rt.k, groups));
+            const int64_t B = rs.q.size(0), Tn = rs.q.size(2);
+            MOEKD_CHECK(!pad.defined() || pad.shape() == Shape({B, Tn}), "tcd: layer ", l, ": pad mask ", pad.shape(),
+                        " does not fit the batch (", B, ", ", Tn, ") of the attention q/k ", rs.q.shape());
+            const Tensor<uint8_t> pc = pad.defined() ? moekd::detail::contiguous_data(pad) : Tensor<uint8_t>();
+            bool any_pad = false;
+            for (int64_t i = 0; pad.defined() && i < B * Tn && !any_pad; ++i) any_pad = pc.data()[i] != 0;
+            Tensor<T> r;
+            if (!any_pad) {  // every sequence has T real tokens: one batched call, a (b, h) pair per "group"
+                r = qk_relation_loss(rs.q, rs.k, rt.q, rt.k);
+            } else {  // sequence by sequence over its own real tokens, then the mean over sequences
+                int64_t seqs = 0;
+                for (int64_t b = 0; b < B; ++b) {
+                    std::vector<int64_t> pos;
+                    for (int64_t t = 0; t < Tn; ++t)
+                        if (pc.data()[b * Tn + t] == 0) pos.push_back(b * Tn + t);
+                    if (pos.empty()) continue;  // an all-pad row has no attention to align
+                    const Tensor<int64_t> idx = Tensor<int64_t>::from_vector(pos, {1, int64_t(pos.size())});
+                    const Tensor<T> rb = qk_relation_loss(detail::gather_heads(rs.q, idx), detail::gather_heads(rs.k, idx),
+                                                          detail::gather_heads(rt.q, idx), detail::gather_heads(rt.k, idx));
+                    r = r.defined() ? r + rb : rb;
+                    ++seqs;
+                }
+                MOEKD_CHECK(seqs > 0, "tcd: layer ", l, ": every sequence of the batch is padding; L_A has no tokens");
+                r = r * static_cast<T>(1.0 / double(seqs));
+            }
             acc = acc.defined() ? acc + r : r;
         }
-        out.attention = acc * static_cast<T>(1.0 / double(L));
+        out.attention = acc;  // the total over the L layers (line 144)
     }
     if (out.trunk.defined()) out.total = out.total + out.trunk * static_cast<T>(w.trunk);
     if (out.inner.defined()) out.total = out.total + out.inner * static_cast<T>(w.inner);
