@@ -148,10 +148,11 @@ inline std::vector<double> routing_frequency(WideNetViT<float>& teacher, const d
 struct TrainOptions {
     int epochs = 3;
     int64_t batch = 128, train_limit = 60000, test_limit = 10000;
-    double lr = 5e-3, weight_decay = 0.01, warmup_frac = 0.05, clip = 1.0;
+    // warmup_frac: the paper's 30 of 300 epochs (Table 6, L. 413-414); main.cpp sets it for every run
+    double lr = 5e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
     int shift = 0;                  // augmentation: max shift in pixels each way
     bool augment = true;
-    double alpha = 0.5;             // weight of CE when distilling
+    double alpha = 0.25;            // weight of CE when distilling (paper, soft KD: 0.25, L. 214; hard: 0.5, L. 180)
     bool hard_kd = false;           // hard_distill instead of soft_distill
     double temperature = 1.0;
     uint64_t data_seed = 1;         // shuffling and augmentation (same for every run: fair comparison)

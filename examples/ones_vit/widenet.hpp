@@ -1,9 +1,10 @@
 // widenet.hpp — the models of the OneS reproduction and the two OneS initialisation steps.
 //
-// WideNetViT: a ViT whose L blocks share ONE attention module and ONE FFN (WideNet, Xue et al.
-// 2022), each block keeping its own two LayerNorms. With experts > 0 the shared FFN is an
-// moe::MoELayer (the MoE teacher); with experts = 0 it is a dense nn::FeedForward of the same
-// width (the student). Pre-LN blocks:
+// WideNetViT: a ViT whose L blocks share ONE attention module and ONE FFN (WideNet: Xue et al.
+// 2021, "Go wider instead of deeper", arXiv:2107.11817, as the OneS paper cites it), each block
+// keeping its own two LayerNorms. With experts > 0 the shared FFN is an moe::MoELayer (the MoE
+// teacher); with experts = 0 it is a dense nn::FeedForward of the same width (the student).
+// Pre-LN blocks:
 //   x = x + attn(ln_attn_l(x));  x = x + ffn(ln_ffn_l(x))      for l = 0 .. L-1
 //   logits = classifier(layer_norm(x)[:, 0])                     (class token)
 // Parameter names: embeddings.*, attn.*, moe.* | ffn.*, blocks.<l>.ln_attn.*, blocks.<l>.ln_ffn.*,

@@ -4,13 +4,17 @@
 // For each expert weight W_i (M, N), thin SVD W_i = U_i diag(S_i) V_i^T (linalg::svd), keep the
 // top K_i singular values whose sum reaches lambda of the expert's total (eq. 12,
 // linalg::truncation_rank), then
-//   U_g = [U_1[:, :K_1], ..., U_E[:, :K_E]]                  (M, sum K_i)
-//   S_g = blockdiag(w_1 S_1[:K_1], ..., w_E S_E[:K_E])       (sum K_i)         (eq. 13)
+//   U_g = [U_1[:, :K_1], ..., U_E[:, :K_E]]                  (M, sum K_i)      (eq. 13)
+//   S_g = blockdiag(w_1 S_1[:K_1], ..., w_E S_E[:K_E])       (sum K_i)         (eq. 13, w_i ours)
 //   V_g = [V_1[:, :K_1], ..., V_E[:, :K_E]]                  (N, sum K_i)
 //   W_g = U_g diag(S_g) V_g^T = sum_i w_i U_i[:, :K_i] diag(S_i[:K_i]) V_i[:, :K_i]^T  (eq. 14)
-// w_i = 1 is the paper's gathering (the truncated experts are summed); other weights give the
-// averaging (w_i = 1/E) and data-aware (w_i from routing frequencies) variants. Biases are
-// averaged over the experts (eq. 10), weighted by w_i / sum w when weights are given.
+// The paper's eq. 13 writes V_g as the V_i stacked vertically, which does not type-check with
+// eq. 14; V_g here concatenates their columns (equivalently, V_g^T stacks the V_i^T), the only
+// reading under which W_g = U_g S_g V_g^T is defined. The paper also calls W_g "rank-K_g,
+// K_g = sum K^i"; that holds only while sum K_i <= min(M, N).
+// w_i = 1 is the paper's gathering (the truncated experts are summed); the weights are ours and
+// give the averaging (w_i = 1/E) and data-aware (w_i from routing frequencies) variants. Biases are
+// averaged over the experts (eq. 10), weighted by w_i / sum w when weights are given (ours).
 // Experts on the CPU: Eigen's SVD. Experts on the GPU (programs built against moekd::cuda): each
 // expert's SVD by cuSOLVER (linalg::cuda::svd, the expensive part), the factors copied back, the
 // truncation and the product on the CPU, W_g returned on the GPU. Without the CUDA backend, device
@@ -99,7 +103,7 @@ GatheredWeight<T> gather_weights(const std::vector<Tensor<T>>& experts, double l
         g.full.push_back(dec.back().S.numel());
         total += g.ranks.back();
     }
-    // eq. 13: concatenate U's, block-diagonal S (a vector), V^T's stacked
+    // eq. 13: concatenate U's, block-diagonal S (a vector), V^T's stacked (= V's side by side, see top)
     g.U = Tensor<T>::zeros({M, total});
     g.S = Tensor<T>::zeros({total});
     g.Vt = Tensor<T>::zeros({total, N});
