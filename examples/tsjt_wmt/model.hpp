@@ -6,7 +6,9 @@
 //   dense model  Shared architecture (SharedDense): the same width; its layers 0, 2, 4, ... (the
 //                paper's odd layers, 1-based) ARE the MoE model's standard (non-MoE) layers — the
 //                same objects, so the same parameter tensors — and its other layers are its own;
-//                the embedding (and so the tied output projection) is the MoE model's too.
+//                the embedding (and so the tied output projection) is the MoE model's too (our
+//                choice: the paper, l.38, shares only the standard layers and says nothing of
+//                the embeddings).
 //                Indep architecture: a separate, smaller nn::EncoderDecoder ("device" model).
 //
 // SharedDense has nn::EncoderDecoder's module layout ("encoder.layers.N...", "decoder..."), so its

@@ -6,14 +6,17 @@
 //     (' = held fixed: symmetric_kl's detach flags). One backward and one Adam step: with the
 //     shared architecture the shared layers get both models' gradients in the same step; with
 //     the indep architecture the parameter sets are disjoint and Adam is per-parameter, so this
-//     is exactly "update the MoE model, then the small one" on the same batch.
+//     is the paper's "optimize the MoE submodel first, followed by the dense or device submodel"
+//     (l.68) when the small model's KL sees the MoE logits from before the MoE update, which is
+//     our reading: the paper does not say which MoE output the second update sees.
 //   stage 2 (TSJT after the switch, and Single throughout): L = CE + aux + CE (no KL).
 //
 // StageController decides the switch from the KL of each update:
 //   fixed t_sep   switch once the mean KL over the last `window` updates is <= t_sep;
 //   auto          every `window` updates take the window's mean KL m_k; once
 //                 (m_{k-1} - m_k) / m_{k-1} < auto_rel for `patience` windows in a row (the KL
-//                 has stopped improving: the paper's "KL plateau"), switch; t_sep := m_k.
+//                 has stopped improving), switch; t_sep := m_k. This rule is our own: the paper
+//                 switches at a fixed threshold (Eq. 1, l.62-66) found by grid search (l.659).
 //                 Never before min_steps (the warmup: the KL first rises as both models learn).
 #pragma once
 

@@ -130,7 +130,8 @@ double soft_distill_reference(const Tensor<T>& student, const Tensor<T>& teacher
 
 }  // namespace detail
 
-/// Symmetric KL divergence between two token distributions (TSJT eq. 3):
+/// Symmetric KL divergence between two token distributions (the form of TSJT eq. 3; the paper
+/// gives no reduction, so the one below, a mean over tokens of the vocabulary sum, is ours):
 ///   loss = (1 / #tokens kept) * sum over kept tokens t of
 ///          sum_v [ p_a(v) log(p_a(v) / p_b(v)) + p_b(v) log(p_b(v) / p_a(v)) ]
 /// with p_a = softmax(logits_a[t]), p_b = softmax(logits_b[t]) over the last (vocabulary) dim.
