@@ -35,8 +35,20 @@ void* operator new(size_t n) {
     if (void* p = std::malloc(n ? n : 1)) return p;
     throw std::bad_alloc();
 }
+// Every form that a delete below may receive is replaced too, so new/delete pairs match (the
+// sanitizer checks that memory from its own nothrow new is not given to free).
+void* operator new(size_t n, const std::nothrow_t&) noexcept {
+    if (counting.load()) ++news;
+    return std::malloc(n ? n : 1);
+}
+void* operator new[](size_t n) { return operator new(n); }
+void* operator new[](size_t n, const std::nothrow_t&) noexcept { return operator new(n, std::nothrow); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete[](void* p, size_t) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
 
 TEST_CASE("deallocate allocates nothing, for every size class", "[allocator]") {
     auto& a = CpuAllocator::instance();
