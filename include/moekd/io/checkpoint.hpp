@@ -168,7 +168,10 @@ uint32_t header_crc(const std::map<std::string, std::string>& metadata, const Te
     }
     for (auto& [name, t] : tensors) {
         canon += "t" + std::to_string(name.size()) + ":" + name + " " + t.dtype;
-        for (int64_t d : t.shape) canon += " " + std::to_string(d);
+        for (int64_t d : t.shape) {  // (" " + std::to_string(d) trips GCC 12's -Wrestrict false positive)
+            canon += ' ';
+            canon += std::to_string(d);
+        }
         canon += "\n";
     }
     return crc32_of(reinterpret_cast<const uint8_t*>(canon.data()), canon.size());
