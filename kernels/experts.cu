@@ -52,8 +52,8 @@ template <class T>
 void bias_act_raw(T* h, const T* b, T* a, int64_t n, int64_t F, bool gelu) {
     const int64_t count = n * F;
     if (count == 0) return;
-    if (gelu) bias_act_kernel<kern::Gelu, T><<<grid_for(count, 256), 256>>>(h, b, a, count, F);
-    else bias_act_kernel<kern::Relu, T><<<grid_for(count, 256), 256>>>(h, b, a, count, F);
+    if (gelu) MOEKD_LAUNCH(grid_for(count, 256), 256, 0, 0, bias_act_kernel<kern::Gelu, T>)(h, b, a, count, F);
+    else MOEKD_LAUNCH(grid_for(count, 256), 256, 0, 0, bias_act_kernel<kern::Relu, T>)(h, b, a, count, F);
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -61,22 +61,22 @@ template <class T>
 void add_bias_raw(T* y, const T* b, int64_t n, int64_t D) {
     const int64_t count = n * D;
     if (count == 0) return;
-    add_bias_kernel<T><<<grid_for(count, 256), 256>>>(y, b, count, D);
+    MOEKD_LAUNCH(grid_for(count, 256), 256, 0, 0, add_bias_kernel<T>)(y, b, count, D);
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T>
 void act_backward_raw(const T* h, const T* a, T* da, int64_t count, bool gelu) {
     if (count == 0) return;
-    if (gelu) act_backward_kernel<kern::Gelu, T><<<grid_for(count, 256), 256>>>(h, a, da, count);
-    else act_backward_kernel<kern::Relu, T><<<grid_for(count, 256), 256>>>(h, a, da, count);
+    if (gelu) MOEKD_LAUNCH(grid_for(count, 256), 256, 0, 0, act_backward_kernel<kern::Gelu, T>)(h, a, da, count);
+    else MOEKD_LAUNCH(grid_for(count, 256), 256, 0, 0, act_backward_kernel<kern::Relu, T>)(h, a, da, count);
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
 template <class T>
 void column_sum_raw(const T* x, int64_t n, int64_t C, T* out) {
     if (C == 0) return;
-    column_sum_kernel<T><<<grid_for(C, 128), 128>>>(x, n, C, out);
+    MOEKD_LAUNCH(grid_for(C, 128), 128, 0, 0, column_sum_kernel<T>)(x, n, C, out);
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 

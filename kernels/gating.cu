@@ -24,7 +24,7 @@ int64_t first_nonfinite_row_raw(const T* x, int64_t N, int64_t E) {
     Tensor<int64_t> first = Tensor<int64_t>::empty({1}, Device::CUDA);
     int64_t host = N;
     MOEKD_CUDA_CHECK(cudaMemcpy(first.data(), &host, sizeof host, cudaMemcpyHostToDevice));
-    first_nonfinite_row_kernel<T><<<kern::cuda::gating_grid(N, 256), 256>>>(
+    MOEKD_LAUNCH(kern::cuda::gating_grid(N, 256), 256, 0, 0, first_nonfinite_row_kernel<T>)(
         x, N, E, reinterpret_cast<unsigned long long*>(first.data()));
     MOEKD_CUDA_CHECK(cudaGetLastError());
     MOEKD_CUDA_CHECK(cudaMemcpy(&host, first.data(), sizeof host, cudaMemcpyDeviceToHost));

@@ -46,7 +46,7 @@ void kl_forward_raw(const T* a, const T* b, const uint8_t* mask, T* stats, T* lo
                     int64_t n) {
     auto* st = reinterpret_cast<kern::KlRowStats<T>*>(stats);
     if (rows > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_kl_fwd<T>(a, b, mask, st, rows, n)));
-    kl_loss_reduce_kernel<T><<<1, kReduceThreads>>>(st, mask, loss, count, rows);
+    MOEKD_LAUNCH(1, kReduceThreads, 0, 0, kl_loss_reduce_kernel<T>)(st, mask, loss, count, rows);
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -41,7 +41,7 @@ void l2_normalize_backward_raw(const T* y, const T* g, T* gx, const T* nrm, int6
 template <class T>
 void relation_diff_raw(T* e, const T* gt, T* sq, T* loss, int64_t rows, int64_t n, double scale) {
     if (rows > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_relation_diff<T>(e, gt, sq, rows, n)));
-    sum_scaled_kernel<T><<<1, kReduceThreads>>>(sq, rows, scale, loss);
+    MOEKD_LAUNCH(1, kReduceThreads, 0, 0, sum_scaled_kernel<T>)(sq, rows, scale, loss);
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -33,7 +33,7 @@ template <class F, class T> void unary_fwd(const T* x, T* y, int64_t n);
 template <class F, class T> void unary_bwd(const T* x, const T* y, const T* g, T* gx, int64_t n);
 template <class F, class T> void binary_fwd(const T* a, const T* b, T* c, int64_t n);
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 template <class F, class T>
 void unary_fwd(const T* x, T* y, int64_t n) {
     if (n > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_unary_fwd<F, T>(x, y, n)));

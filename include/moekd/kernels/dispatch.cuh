@@ -158,7 +158,7 @@ MOEKD_HD inline void act_backward_row(const T* h, const T* a, T* da, int64_t F, 
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 inline unsigned dispatch_grid(int64_t n, unsigned block) {
@@ -249,31 +249,31 @@ __global__ void combine_backward_gates_kernel(const T* __restrict__ dy, const T*
 
 inline cudaError_t launch_dispatch_offsets(const int64_t* counts, int64_t* kept, int64_t* offsets, int64_t E,
                                            int64_t capacity, cudaStream_t s = 0) {
-    dispatch_offsets_kernel<><<<1, 1, 0, s>>>(counts, kept, offsets, E, capacity);
+    MOEKD_LAUNCH(1, 1, 0, s, dispatch_offsets_kernel<>)(counts, kept, offsets, E, capacity);
     return cudaGetLastError();
 }
 inline cudaError_t launch_scatter_slots(const int64_t* idx, const int64_t* position, const int64_t* offsets,
                                         int64_t* slot_of, int64_t* slot_token, int64_t* slot_choice, int64_t N,
                                         int64_t k, int64_t capacity, cudaStream_t s = 0) {
-    scatter_slots_kernel<><<<dispatch_grid(N * k, 256), 256, 0, s>>>(idx, position, offsets, slot_of, slot_token,
+    MOEKD_LAUNCH(dispatch_grid(N * k, 256), 256, 0, s, scatter_slots_kernel<>)(idx, position, offsets, slot_of, slot_token,
                                                                      slot_choice, N * k, k, capacity);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_permute(const T* x, const int64_t* slot_token, T* xs, int64_t S, int64_t D, cudaStream_t s = 0) {
-    permute_kernel<T><<<dispatch_grid(S * D, 256), 256, 0, s>>>(x, slot_token, xs, S, D);
+    MOEKD_LAUNCH(dispatch_grid(S * D, 256), 256, 0, s, permute_kernel<T>)(x, slot_token, xs, S, D);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_permute_backward(const T* dxs, const int64_t* slot_of, T* dx, int64_t N, int64_t k, int64_t D,
                                     cudaStream_t s = 0) {
-    permute_backward_kernel<T><<<dispatch_grid(N * D, 256), 256, 0, s>>>(dxs, slot_of, dx, N, k, D);
+    MOEKD_LAUNCH(dispatch_grid(N * D, 256), 256, 0, s, permute_backward_kernel<T>)(dxs, slot_of, dx, N, k, D);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_combine(const T* ys, const int64_t* slot_of, const T* gates, T* y, int64_t N, int64_t k, int64_t D,
                            cudaStream_t s = 0) {
-    combine_kernel<T><<<dispatch_grid(N * D, 256), 256, 0, s>>>(ys, slot_of, gates, y, N, k, D);
+    MOEKD_LAUNCH(dispatch_grid(N * D, 256), 256, 0, s, combine_kernel<T>)(ys, slot_of, gates, y, N, k, D);
     return cudaGetLastError();
 }
 /// dys must be zeroed by the caller first when some assignments are dropped (their rows are not
@@ -281,9 +281,9 @@ cudaError_t launch_combine(const T* ys, const int64_t* slot_of, const T* gates, 
 template <class T>
 cudaError_t launch_combine_backward(const T* dy, const T* ys, const int64_t* slot_of, const T* gates, T* dys,
                                     T* dgates, int64_t N, int64_t k, int64_t D, cudaStream_t s = 0) {
-    if (dys) combine_backward_rows_kernel<T><<<dispatch_grid(N * k * D, 256), 256, 0, s>>>(dy, slot_of, gates, dys, N, k, D);
+    if (dys) MOEKD_LAUNCH(dispatch_grid(N * k * D, 256), 256, 0, s, combine_backward_rows_kernel<T>)(dy, slot_of, gates, dys, N, k, D);
     if (dgates)
-        combine_backward_gates_kernel<T><<<dispatch_grid(N * k, 128), 128, 0, s>>>(dy, ys, slot_of, dgates, N, k, D);
+        MOEKD_LAUNCH(dispatch_grid(N * k, 128), 128, 0, s, combine_backward_gates_kernel<T>)(dy, ys, slot_of, dgates, N, k, D);
     return cudaGetLastError();
 }
 

@@ -83,7 +83,7 @@ struct Pow {  // x ** p for a scalar exponent p (the op pow(x, p))
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 template <class F, class T>
@@ -111,17 +111,17 @@ inline unsigned grid_for(int64_t n, unsigned block = 256) {
 /// Launchers over contiguous device buffers (the CUDA backend makes its inputs contiguous).
 template <class F, class T>
 cudaError_t launch_unary_fwd(const T* x, T* y, int64_t n, cudaStream_t s = 0) {
-    unary_fwd_kernel<F, T><<<grid_for(n), 256, 0, s>>>(x, y, n);
+    MOEKD_LAUNCH(grid_for(n), 256, 0, s, unary_fwd_kernel<F, T>)(x, y, n);
     return cudaGetLastError();
 }
 template <class F, class T>
 cudaError_t launch_unary_bwd(const T* x, const T* y, const T* g, T* gx, int64_t n, cudaStream_t s = 0) {
-    unary_bwd_kernel<F, T><<<grid_for(n), 256, 0, s>>>(x, y, g, gx, n);
+    MOEKD_LAUNCH(grid_for(n), 256, 0, s, unary_bwd_kernel<F, T>)(x, y, g, gx, n);
     return cudaGetLastError();
 }
 template <class F, class T>
 cudaError_t launch_binary_fwd(const T* a, const T* b, T* c, int64_t n, cudaStream_t s = 0) {
-    binary_fwd_kernel<F, T><<<grid_for(n), 256, 0, s>>>(a, b, c, n);
+    MOEKD_LAUNCH(grid_for(n), 256, 0, s, binary_fwd_kernel<F, T>)(a, b, c, n);
     return cudaGetLastError();
 }
 

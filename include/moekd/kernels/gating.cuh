@@ -221,7 +221,7 @@ MOEKD_HD inline int64_t capacity_positions_of_expert(const int64_t* idx, const u
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 inline unsigned gating_grid(int64_t n, unsigned block) {
@@ -285,33 +285,33 @@ __global__ void capacity_positions_kernel(const int64_t* __restrict__ idx, const
 template <class T>
 cudaError_t launch_softmax_topk(const T* logits, T* probs, int64_t* idx, T* gates, int64_t N, int64_t E, int64_t k,
                                 bool normalize, cudaStream_t s = 0) {
-    softmax_topk_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(logits, probs, idx, gates, N, E, k, normalize);
+    MOEKD_LAUNCH(gating_grid(N, 128), 128, 0, s, softmax_topk_kernel<T>)(logits, probs, idx, gates, N, E, k, normalize);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_topk_gates_backward(const T* probs, const int64_t* idx, const T* gates, const T* dgates, T* dprobs,
                                        int64_t N, int64_t E, int64_t k, bool normalize, cudaStream_t s = 0) {
-    topk_gates_backward_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, gates, dgates, dprobs, N, E, k,
+    MOEKD_LAUNCH(gating_grid(N, 128), 128, 0, s, topk_gates_backward_kernel<T>)(probs, idx, gates, dgates, dprobs, N, E, k,
                                                                       normalize);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_kept_gates(const T* probs, const int64_t* idx, const int64_t* slot, const int64_t* position,
                               T* gates, int64_t N, int64_t E, int64_t k, cudaStream_t s = 0) {
-    kept_gates_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, slot, position, gates, N, E, k);
+    MOEKD_LAUNCH(gating_grid(N, 128), 128, 0, s, kept_gates_kernel<T>)(probs, idx, slot, position, gates, N, E, k);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_kept_gates_backward(const T* probs, const int64_t* idx, const int64_t* slot,
                                        const int64_t* position, const T* gates, const T* dgates, T* dprobs, int64_t N,
                                        int64_t E, int64_t k, cudaStream_t s = 0) {
-    kept_gates_backward_kernel<T><<<gating_grid(N, 128), 128, 0, s>>>(probs, idx, slot, position, gates, dgates,
+    MOEKD_LAUNCH(gating_grid(N, 128), 128, 0, s, kept_gates_backward_kernel<T>)(probs, idx, slot, position, gates, dgates,
                                                                       dprobs, N, E, k);
     return cudaGetLastError();
 }
 inline cudaError_t launch_capacity_positions(const int64_t* idx, const uint8_t* pad, int64_t* counts,
                                              int64_t* position, int64_t N, int64_t k, int64_t E, cudaStream_t s = 0) {
-    capacity_positions_kernel<><<<gating_grid(E, 64), 64, 0, s>>>(idx, pad, counts, position, N, k, E);
+    MOEKD_LAUNCH(gating_grid(E, 64), 64, 0, s, capacity_positions_kernel<>)(idx, pad, counts, position, N, k, E);
     return cudaGetLastError();
 }
 

@@ -227,7 +227,7 @@ MOEKD_HD inline void kl_target_backward_row(const T* a, const T* b, int64_t n, c
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 /// Threads per row block of the KL kernels (a power of two).
@@ -307,13 +307,13 @@ inline unsigned kl_grid(int64_t rows) {
 template <class T>
 cudaError_t launch_kl_fwd(const T* a, const T* b, const uint8_t* mask, KlRowStats<T>* stats, int64_t rows, int64_t n,
                           cudaStream_t s = 0) {
-    kl_fwd_kernel<T><<<kl_grid(rows), kKlBlock, 0, s>>>(a, b, mask, stats, rows, n);
+    MOEKD_LAUNCH(kl_grid(rows), kKlBlock, 0, s, kl_fwd_kernel<T>)(a, b, mask, stats, rows, n);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_kl_sym_bwd(const T* a, const T* b, const uint8_t* mask, const KlRowStats<T>* stats, T scale, T* ga,
                               T* gb, int64_t rows, int64_t n, cudaStream_t s = 0) {
-    kl_sym_bwd_kernel<T><<<kl_grid(rows), kKlBlock, 0, s>>>(a, b, mask, stats, scale, ga, gb, rows, n);
+    MOEKD_LAUNCH(kl_grid(rows), kKlBlock, 0, s, kl_sym_bwd_kernel<T>)(a, b, mask, stats, scale, ga, gb, rows, n);
     return cudaGetLastError();
 }
 

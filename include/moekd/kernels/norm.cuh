@@ -90,7 +90,7 @@ MOEKD_HD void layer_norm_param_grad_row(const T* x, const T* g, A* gw, A* gb, in
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 inline unsigned norm_grid(int64_t items, unsigned block) {
@@ -139,14 +139,14 @@ __global__ void layer_norm_bwd_params_kernel(const T* __restrict__ x, const T* _
 template <class T>
 cudaError_t launch_layer_norm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t M, int64_t N,
                                   T eps, cudaStream_t s = 0) {
-    layer_norm_fwd_kernel<T><<<norm_grid(M, 128), 128, 0, s>>>(x, w, b, y, mean, rstd, M, N, eps);
+    MOEKD_LAUNCH(norm_grid(M, 128), 128, 0, s, layer_norm_fwd_kernel<T>)(x, w, b, y, mean, rstd, M, N, eps);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_layer_norm_bwd(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* gx, T* gw,
                                   T* gb, int64_t M, int64_t N, cudaStream_t s = 0) {
-    if (gx) layer_norm_bwd_x_kernel<T><<<norm_grid(M, 128), 128, 0, s>>>(x, w, g, mean, rstd, gx, M, N);
-    if (gw || gb) layer_norm_bwd_params_kernel<T><<<norm_grid(N, 128), 128, 0, s>>>(x, g, mean, rstd, gw, gb, M, N);
+    if (gx) MOEKD_LAUNCH(norm_grid(M, 128), 128, 0, s, layer_norm_bwd_x_kernel<T>)(x, w, g, mean, rstd, gx, M, N);
+    if (gw || gb) MOEKD_LAUNCH(norm_grid(N, 128), 128, 0, s, layer_norm_bwd_params_kernel<T>)(x, g, mean, rstd, gw, gb, M, N);
     return cudaGetLastError();
 }
 

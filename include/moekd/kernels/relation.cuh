@@ -83,7 +83,7 @@ MOEKD_HD inline T relation_diff_row(T* e, const T* gt, int64_t n) {
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 inline unsigned relation_grid(int64_t rows, unsigned block) {
@@ -117,18 +117,18 @@ __global__ void relation_diff_kernel(T* __restrict__ e, const T* __restrict__ gt
 
 template <class T>
 cudaError_t launch_l2_normalize_fwd(const T* x, T* y, T* nrm, int64_t rows, int64_t n, T eps, cudaStream_t s = 0) {
-    l2_normalize_fwd_kernel<T><<<relation_grid(rows, 128), 128, 0, s>>>(x, y, nrm, rows, n, eps);
+    MOEKD_LAUNCH(relation_grid(rows, 128), 128, 0, s, l2_normalize_fwd_kernel<T>)(x, y, nrm, rows, n, eps);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_l2_normalize_bwd(const T* y, const T* g, T* gx, const T* nrm, int64_t rows, int64_t n, T eps,
                                     cudaStream_t s = 0) {
-    l2_normalize_bwd_kernel<T><<<relation_grid(rows, 128), 128, 0, s>>>(y, g, gx, nrm, rows, n, eps);
+    MOEKD_LAUNCH(relation_grid(rows, 128), 128, 0, s, l2_normalize_bwd_kernel<T>)(y, g, gx, nrm, rows, n, eps);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_relation_diff(T* e, const T* gt, T* sq, int64_t rows, int64_t n, cudaStream_t s = 0) {
-    relation_diff_kernel<T><<<relation_grid(rows, 128), 128, 0, s>>>(e, gt, sq, rows, n);
+    MOEKD_LAUNCH(relation_grid(rows, 128), 128, 0, s, relation_diff_kernel<T>)(e, gt, sq, rows, n);
     return cudaGetLastError();
 }
 

@@ -290,7 +290,7 @@ MOEKD_HD void cross_entropy_backward_row(const T* x, int64_t n, int64_t target, 
 
 }  // namespace moekd::kern
 
-#if defined(__CUDACC__)
+#if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
 inline unsigned softmax_grid(int64_t rows, unsigned block) {
@@ -362,19 +362,19 @@ __global__ void cross_entropy_bwd_kernel(const T* __restrict__ logits, const int
 template <class T>
 cudaError_t launch_softmax_fwd(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log,
                                cudaStream_t s = 0) {
-    softmax_fwd_kernel<T><<<softmax_grid(outer * inner, 128), 128, 0, s>>>(x, y, outer, n, inner, log);
+    MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_fwd_kernel<T>)(x, y, outer, n, inner, log);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_softmax_bwd(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner, bool log,
                                cudaStream_t s = 0) {
-    softmax_bwd_kernel<T><<<softmax_grid(outer * inner, 128), 128, 0, s>>>(y, g, gx, outer, n, inner, log);
+    MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_bwd_kernel<T>)(y, g, gx, outer, n, inner, log);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_cross_entropy_fwd(const T* logits, const int64_t* targets, T* loss, T* rmax, T* lsum, int64_t N,
                                      int64_t C, int64_t ignore_index, T smoothing, cudaStream_t s = 0) {
-    cross_entropy_fwd_kernel<T><<<softmax_grid(N, 128), 128, 0, s>>>(logits, targets, loss, rmax, lsum, N, C,
+    MOEKD_LAUNCH(softmax_grid(N, 128), 128, 0, s, cross_entropy_fwd_kernel<T>)(logits, targets, loss, rmax, lsum, N, C,
                                                                      ignore_index, smoothing);
     return cudaGetLastError();
 }
@@ -382,7 +382,7 @@ template <class T>
 cudaError_t launch_cross_entropy_bwd(const T* logits, const int64_t* targets, const T* rmax, const T* lsum,
                                      const T* scale, T* gx, int64_t N, int64_t C, int64_t ignore_index, T smoothing,
                                      cudaStream_t s = 0) {
-    cross_entropy_bwd_kernel<T><<<softmax_grid(N, 128), 128, 0, s>>>(logits, targets, rmax, lsum, scale, gx, N, C,
+    MOEKD_LAUNCH(softmax_grid(N, 128), 128, 0, s, cross_entropy_bwd_kernel<T>)(logits, targets, rmax, lsum, scale, gx, N, C,
                                                                      ignore_index, smoothing);
     return cudaGetLastError();
 }
