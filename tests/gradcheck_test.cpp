@@ -13,31 +13,6 @@ using namespace moekd::test;
 
 namespace {
 
-Tensor<double> make_input(const Shape& s, Init init, Generator& gen) {
-    Tensor<double> x = Tensor<double>::empty(s);
-    double* p = x.data();
-    const int64_t n = x.numel();
-    switch (init) {
-        case Init::Normal:
-            for (int64_t i = 0; i < n; ++i) p[i] = gen.normal();
-            break;
-        case Init::Positive:
-            for (int64_t i = 0; i < n; ++i) p[i] = 0.5 + 1.5 * gen.uniform();
-            break;
-        case Init::AwayFromZero:
-            for (int64_t i = 0; i < n; ++i) p[i] = (0.2 + 1.8 * gen.uniform()) * (gen.uniform() < 0.5 ? -1 : 1);
-            break;
-        case Init::Distinct: {
-            std::vector<int64_t> perm(n);
-            std::iota(perm.begin(), perm.end(), 0);
-            for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[gen.randint(0, i + 1)]);
-            for (int64_t i = 0; i < n; ++i) p[i] = 0.1 * static_cast<double>(perm[i]) - 0.05 * n;
-            break;
-        }
-    }
-    return x;
-}
-
 // Every op the issues list. A name here with no registered case fails the suite.
 const char* const kRequiredOps[] = {
     "add", "sub", "mul", "div", "neg", "exp", "log", "pow", "sqrt", "rsqrt", "abs", "tanh", "sigmoid",

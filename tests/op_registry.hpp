@@ -15,6 +15,7 @@
 #pragma once
 
 #include <functional>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,32 @@ struct OpCase {
     double rtol = 1e-5;
     double eps = 1e-6;
 };
+
+/// The inputs of a case: shape s drawn as `init` says (the same draws for every backend).
+inline Tensor<double> make_input(const Shape& s, Init init, Generator& gen) {
+    Tensor<double> x = Tensor<double>::empty(s);
+    double* p = x.data();
+    const int64_t n = x.numel();
+    switch (init) {
+        case Init::Normal:
+            for (int64_t i = 0; i < n; ++i) p[i] = gen.normal();
+            break;
+        case Init::Positive:
+            for (int64_t i = 0; i < n; ++i) p[i] = 0.5 + 1.5 * gen.uniform();
+            break;
+        case Init::AwayFromZero:
+            for (int64_t i = 0; i < n; ++i) p[i] = (0.2 + 1.8 * gen.uniform()) * (gen.uniform() < 0.5 ? -1 : 1);
+            break;
+        case Init::Distinct: {
+            std::vector<int64_t> perm(n);
+            std::iota(perm.begin(), perm.end(), 0);
+            for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[gen.randint(0, i + 1)]);
+            for (int64_t i = 0; i < n; ++i) p[i] = 0.1 * static_cast<double>(perm[i]) - 0.05 * n;
+            break;
+        }
+    }
+    return x;
+}
 
 inline std::vector<OpCase>& op_registry() {
     static std::vector<OpCase> cases;

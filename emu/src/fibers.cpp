@@ -402,6 +402,7 @@ cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& bod
     b.fibers = &g_fibers;
     b.shared.assign(cfg.shared_bytes, 0xa5);  // not zero: the device does not clear shared memory
     g_block = &b;
+    DeviceAccess open;  // device memory is readable while the kernel runs
     std::string err;
     for (unsigned z = 0; z < g.z && err.empty(); ++z)
         for (unsigned y = 0; y < g.y && err.empty(); ++y)

@@ -2,14 +2,26 @@
 // events. Everything is synchronous: a launch or copy has finished when its call returns, so
 // streams and events only need to exist (and be checked for being ones we made).
 //
-// Device memory is ordinary heap memory (operator new, so AddressSanitizer sees an index past an
-// allocation's end), recorded in a map from base address to size. A pointer is device memory
+// Device memory is recorded in a map from base address to size. It is kept where host code cannot
+// touch it by accident, in one of two ways:
+//   - release build: each allocation is its own mapping, PROT_NONE except while a kernel, a copy
+//     or an emulated library call runs (DeviceAccess), with a guard page right after its end. Host
+//     code that reads a device tensor's data() (a CPU loop handed a CUDA tensor: a crash on a real
+//     GPU) faults here too, with a message naming the address; a kernel writing past the end of
+//     its buffer faults on the guard page.
+//   - AddressSanitizer build: operator new memory of the exact size, so ASan reports a kernel that
+//     indexes one element past its buffer, with the kernel's line. A pointer is device memory
 // when it lies inside a recorded allocation; cudaMemcpy checks both ends against the direction
 // it was given. MOEKD_EMU_DEVICES=0 emulates a machine without a GPU (every call answers
 // cudaErrorNoDevice); MOEKD_EMU_DEVICE_MEMORY=<bytes> sets the device's size (default 8 GiB).
 #include <moekd_emu/runtime.hpp>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,9 +37,22 @@ namespace {
 
 constexpr size_t kAlign = 256;  // cudaMalloc's alignment
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kProtect = false;
+#else
+constexpr bool kProtect = true;
+#endif
+
+struct Mapping {
+    void* start;
+    size_t len;  // bytes mapped, the guard page included
+};
+
 struct Registry {
     std::mutex mu;
     std::map<uintptr_t, size_t> blocks;  // base -> bytes
+    std::map<uintptr_t, Mapping> maps;   // base -> its mapping (protected mode)
+    int access_depth = 0;                // DeviceAccess scopes open (device memory readable)
     size_t in_use = 0;
     std::set<const void*> streams, events;
     std::map<const void*, size_t> optin;  // kernel -> dynamic shared bytes allowed
@@ -72,6 +97,55 @@ bool host_range(const void* p, size_t n) {
         if (prev->first + prev->second > lo) return false;
     }
     return it == r.blocks.end() || it->first >= hi;
+}
+
+// ---- protection (release build) -----------------------------------------------------------------
+std::atomic<uintptr_t> g_lo{UINTPTR_MAX}, g_hi{0};  // every address ever mapped as device memory
+std::atomic<int> g_depth{0};                         // the registry's access_depth, for the handler
+struct sigaction g_previous;
+
+void note_range(void* m, size_t len) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(m), b = a + len;
+    uintptr_t lo = g_lo.load();
+    while (a < lo && !g_lo.compare_exchange_weak(lo, a)) {
+    }
+    uintptr_t hi = g_hi.load();
+    while (b > hi && !g_hi.compare_exchange_weak(hi, b)) {
+    }
+}
+
+/// SIGSEGV inside device memory: say what happened, then hand the signal on (the default action,
+/// or whatever handler was there before: Catch2's names the test).
+void on_fault(int sig, siginfo_t* info, void* ctx) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
+    if (a >= g_lo.load() && a < g_hi.load()) {
+        const char* msg = g_depth.load() == 0
+                              ? "moekd emulated CUDA: host code touched device memory outside a kernel, cudaMemcpy or "
+                                "a library call (a CUDA tensor's data() read by a CPU loop? on a GPU this is a crash "
+                                "too)\n"
+                              : "moekd emulated CUDA: device code ran past the end of a device allocation (guard "
+                                "page) or into freed device memory\n";
+        ssize_t w = write(2, msg, std::strlen(msg));
+        (void)w;
+    }
+    sigaction(SIGSEGV, &g_previous, nullptr);  // returning re-runs the access under it
+    (void)sig, (void)ctx;
+}
+
+void install_fault_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa;
+        std::memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &g_previous);
+    });
+}
+
+void protect_all(Registry& r, int prot) {
+    for (auto& [base, m] : r.maps) mprotect(m.start, m.len - static_cast<size_t>(sysconf(_SC_PAGESIZE)), prot);
 }
 
 #define MOEKD_EMU_NEED_DEVICE()                                                        \
@@ -128,6 +202,23 @@ bool device_range(const void* p, size_t bytes, const void** base, size_t* size) 
     if (base) *base = reinterpret_cast<const void*>(it->first);
     if (size) *size = it->second;
     return true;
+}
+
+bool host_access_faults() { return kProtect; }
+
+DeviceAccess::DeviceAccess() {
+    if (!kProtect) return;
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    if (r.access_depth++ == 0) protect_all(r, PROT_READ | PROT_WRITE);
+    g_depth.store(r.access_depth);
+}
+DeviceAccess::~DeviceAccess() {
+    if (!kProtect) return;
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    if (--r.access_depth == 0) protect_all(r, PROT_NONE);
+    g_depth.store(r.access_depth);
 }
 
 cudaError_t set_error(cudaError_t err, const char* detail) {
@@ -296,6 +387,24 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
                               std::to_string(device_capacity()) + " bytes free (MOEKD_EMU_DEVICE_MEMORY)")
                                  .c_str());
     }
+    if (kProtect) {
+        install_fault_handler();
+        const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+        const size_t body = (bytes + page - 1) / page * page;
+        std::lock_guard<std::mutex> lock(r.mu);
+        void* m = mmap(nullptr, body + page, r.access_depth > 0 ? PROT_READ | PROT_WRITE : PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (m == MAP_FAILED) return set_error(cudaErrorMemoryAllocation, "cudaMalloc: mmap failed (host out of memory)");
+        mprotect(static_cast<char*>(m) + body, page, PROT_NONE);  // the guard page stays closed
+        // the buffer ends as close to the guard page as the 256-byte alignment allows
+        char* q = static_cast<char*>(m) + body - (bytes + kAlign - 1) / kAlign * kAlign;
+        r.blocks[reinterpret_cast<uintptr_t>(q)] = bytes;
+        r.maps[reinterpret_cast<uintptr_t>(q)] = Mapping{m, body + page};
+        note_range(m, body + page);
+        r.in_use += bytes;
+        *p = q;
+        return cudaSuccess;
+    }
     void* q = ::operator new(bytes, std::align_val_t(kAlign), std::nothrow);
     if (!q) return set_error(cudaErrorMemoryAllocation, "cudaMalloc: the host is out of memory");
     std::lock_guard<std::mutex> lock(r.mu);
@@ -316,6 +425,12 @@ cudaError_t cudaFree(void* p) {
                              ("cudaFree(" + ptr_str(p) + "): not the start of a device allocation").c_str());
         r.in_use -= it->second;
         r.blocks.erase(it);
+        if (kProtect) {
+            auto m = r.maps.find(reinterpret_cast<uintptr_t>(p));
+            munmap(m->second.start, m->second.len);
+            r.maps.erase(m);
+            return cudaSuccess;
+        }
     }
     ::operator delete(p, std::align_val_t(kAlign));
     return cudaSuccess;
@@ -331,6 +446,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
     MOEKD_EMU_NEED_DEVICE();
     if (const cudaError_t e = check_copy("cudaMemcpy", dst, src, bytes, kind)) return e;
+    DeviceAccess open;
     if (bytes) std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
@@ -345,6 +461,7 @@ cudaError_t cudaMemset(void* p, int value, size_t bytes) {
         return set_error(cudaErrorInvalidValue, ("cudaMemset: " + ptr_str(p) + " (" + std::to_string(bytes) +
                                                  " bytes) is not inside one device allocation")
                                                     .c_str());
+    DeviceAccess open;
     std::memset(p, value, bytes);
     return cudaSuccess;
 }
@@ -361,6 +478,7 @@ cudaError_t cudaMemset2D(void* p, size_t pitch, int value, size_t width, size_t 
                                                  ", " + std::to_string(height) + " rows of " + std::to_string(width) +
                                                  " bytes) is not inside one device allocation")
                                                     .c_str());
+    DeviceAccess open;
     for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(p) + r * pitch, value, width);
     return cudaSuccess;
 }

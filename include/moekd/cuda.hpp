@@ -13,7 +13,13 @@
 //   auto r  = moekd::cuda::softmax_topk(logits_d, 2, true);  // router; cuda/gating.hpp
 //   auto p  = moekd::cuda::make_dispatch_plan(r.experts, E, capacity);   // cuda/dispatch.hpp
 //
-// The device functions carry no autograd; they are the launch layer device ops build on.
+// It also fills the op API's device table (cuda/ops.hpp), so the ops themselves take CUDA tensors,
+// with autograd, as on the CPU:
+//   auto x = Tensor<float>::randn({8, 16}).to(Device::CUDA).requires_grad_();
+//   auto loss = mean(gelu(linear(x, w_d, b_d)));             // all on the GPU
+//   loss.backward();                                         // x.grad() is on the GPU too
+//
+// The cuda:: functions above carry no autograd; they are the launch layer the ops build on.
 #pragma once
 
 #include "cuda/allocator.hpp"
@@ -25,5 +31,6 @@
 #include "cuda/experts.hpp"
 #include "cuda/gating.hpp"
 #include "cuda/kl.hpp"
+#include "cuda/ops.hpp"
 #include "cuda/relation.hpp"
 #include "cuda/runtime.hpp"

@@ -4,7 +4,12 @@
 // as the kernels of kernels/*.cu are in the emulated build.
 #include <catch2/catch.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <numeric>
 #include <string>
@@ -90,6 +95,8 @@ __global__ void dynamic_shared_kernel(float* out) {
     __syncthreads();
     out[threadIdx.x] = buf[blockDim.x - 1 - threadIdx.x];
 }
+
+__global__ void past_the_end_kernel(float* out, int n) { out[n + threadIdx.x] = 1.0f; }
 
 __global__ void atomic_kernel(int* counter, int* minv) {
     atomicAdd(counter, 1);
@@ -243,4 +250,39 @@ TEST_CASE("emu: grid-stride loops, atomics and device out-of-memory", "[emu]") {
     (void)cudaGetLastError();
     cudaFree(d);
     cudaFree(c);
+}
+
+namespace {
+/// Runs f in a child process; returns the signal that ended it (0 if it exited).
+template <class F>
+int signal_of_child(F f) {
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+        std::signal(SIGSEGV, SIG_DFL);  // no Catch2 handler in the child: just die of it
+        f();
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+}  // namespace
+
+TEST_CASE("emu: host code touching device memory, and kernels past the end, fault", "[emu]") {
+    if (!moekd::emu::host_access_faults()) {
+        WARN("sanitizer build: device memory is heap memory here, checked by ASan instead");
+        return;
+    }
+    float* d = device_alloc<float>(1000);
+    // a CPU loop handed a device pointer: a crash on a GPU, and here
+    CHECK(signal_of_child([&] { volatile float v = d[3]; (void)v; }) == SIGSEGV);
+    CHECK(signal_of_child([&] { d[999] = 1.0f; }) == SIGSEGV);
+    // the same memory is fine from a kernel and through cudaMemcpy
+    MOEKD_LAUNCH(1, 1000, 0, 0, fill_kernel)(d, 1000, 4.0f);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
+    CHECK(to_host(d, 1000)[999] == 4.0f);
+    // a kernel writing right past its buffer hits the guard page
+    CHECK(signal_of_child([&] { MOEKD_LAUNCH(1, 64, 0, 0, past_the_end_kernel)(d, 1000); }) == SIGSEGV);
+    cudaFree(d);
 }

@@ -144,6 +144,19 @@ inline constexpr int kWarpSize = 32;
 /// Returns false when p is not inside an allocation, or the range runs past its end.
 bool device_range(const void* p, size_t bytes, const void** base = nullptr, size_t* size = nullptr);
 
+/// While one is alive, device memory is open to the calling code (kernels, copies, the emulated
+/// cuBLAS / cuSOLVER); outside, host code touching it faults (release build; see runtime.cpp).
+struct DeviceAccess {
+    DeviceAccess();
+    ~DeviceAccess();
+    DeviceAccess(const DeviceAccess&) = delete;
+    DeviceAccess& operator=(const DeviceAccess&) = delete;
+};
+
+/// True when host code touching device memory faults (the release build; false under ASan,
+/// where device memory is heap memory so ASan can check kernels' indexing instead).
+bool host_access_faults();
+
 /// Records an error the way the runtime does (returned by the next cudaGetLastError), with the
 /// text cudaGetErrorString(err) adds; returns err.
 cudaError_t set_error(cudaError_t err, const char* detail);

@@ -17,11 +17,29 @@
 namespace moekd {
 namespace detail {
 
+/// out = a + b on the device, all contiguous and of one shape.
+template <class T>
+void device_add(Tensor<T>& out, const Tensor<T>& a, const Tensor<T>& b) {
+    MOEKD_CHECK(a.device() == b.device(), "backward: gradients on ", a.device(), " and ", b.device(),
+                " meet (shape ", a.shape(), ")");
+    if (out.numel() == 0) return;
+    const Shape& st = out.strides();
+    const Shape* strides[3] = {&st, &st, &st};
+    const int64_t off[3] = {out.offset(), a.offset(), b.offset()};
+    detail::device_entry(DeviceOps<T>::cuda().binary, "backward (gradient sum)", a.shape())(
+        BinaryOp::Add, out.impl()->storage->data(), a.impl()->storage->data(), b.impl()->storage->data(),
+        make_loop_plan(out.shape(), strides, off, "backward"));
+}
+
 /// a + b for same-shape tensors, a fresh contiguous result (no autograd).
 template <class T>
 Tensor<T> add_same_shape(const Tensor<T>& a, const Tensor<T>& b) {
     Tensor<T> ac = contiguous_data(a), bc = contiguous_data(b);
-    Tensor<T> out = Tensor<T>::empty(a.shape());
+    Tensor<T> out = Tensor<T>::empty(a.shape(), a.device());
+    if (a.device() != Device::CPU) {
+        device_add(out, ac, bc);
+        return out;
+    }
     const T *pa = ac.data(), *pb = bc.data();
     T* po = out.data();
     for (int64_t i = 0, n = out.numel(); i < n; ++i) po[i] = pa[i] + pb[i];
@@ -43,7 +61,7 @@ void accumulate_grad(TensorImpl<T>* t, const Tensor<T>& g) {
         return;
     }
     if (!t->grad) {
-        Tensor<T> own = Tensor<T>::empty(g.shape());  // own buffer: g may alias another gradient
+        Tensor<T> own = Tensor<T>::empty(g.shape(), g.device());  // own buffer: g may alias another gradient
         copy_into(own, g);
         t->grad = own.impl_ptr();
     } else {
@@ -51,6 +69,10 @@ void accumulate_grad(TensorImpl<T>* t, const Tensor<T>& g) {
         MOEKD_CHECK(cur.shape() == g.shape(), "backward: accumulated gradient of shape ", cur.shape(),
                     " meets a new one of shape ", g.shape());
         Tensor<T> gc = contiguous_data(g);
+        if (cur.device() != Device::CPU || gc.device() != Device::CPU) {
+            device_add(cur, cur, gc);  // elementwise in place: each output reads only its own inputs
+            return;
+        }
         T* p = cur.data();
         const T* q = gc.data();
         for (int64_t i = 0, n = cur.numel(); i < n; ++i) p[i] += q[i];
@@ -64,7 +86,7 @@ void run_backward(const Tensor<T>& root, Tensor<T> grad, bool retain_graph) {
     if (!grad.defined()) {
         MOEKD_CHECK(root.numel() == 1, "backward: called on a non-scalar tensor of shape ", root.shape(),
                     " without a gradient. HINT: reduce it first (sum/mean) or pass backward(grad)");
-        grad = Tensor<T>::ones(root.shape());
+        grad = Tensor<T>::ones(root.shape(), root.device());
     } else {
         MOEKD_CHECK(grad.shape() == root.shape(), "backward: gradient of shape ", grad.shape(),
                     " for a tensor of shape ", root.shape());

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <vector>
 
+#include "backend.hpp"
 #include "device.hpp"
 #include "dtype.hpp"
 #include "error.hpp"
@@ -63,13 +64,14 @@ public:
         impl->strides = contiguous_strides(shape);
         return Tensor(std::move(impl));
     }
-    static Tensor full(const Shape& shape, T value) {
-        Tensor t = empty(shape);
-        std::fill_n(t.data(), t.numel(), value);
+    static Tensor full(const Shape& shape, T value, Device device = Device::CPU) {
+        Tensor t = empty(shape, device);
+        if (device == Device::CPU) std::fill_n(t.data(), t.numel(), value);
+        else if (t.numel() > 0) detail::device_entry(DeviceOps<T>::cuda().fill, "full", shape)(t.data(), value, t.numel());
         return t;
     }
-    static Tensor zeros(const Shape& shape) { return full(shape, T(0)); }
-    static Tensor ones(const Shape& shape) { return full(shape, T(1)); }
+    static Tensor zeros(const Shape& shape, Device device = Device::CPU) { return full(shape, T(0), device); }
+    static Tensor ones(const Shape& shape, Device device = Device::CPU) { return full(shape, T(1), device); }
     static Tensor scalar(T value) { return full(Shape{}, value); }
     /// 0, 1, ..., n-1 (or start, start+step, ... < end).
     static Tensor arange(T end) { return arange(T(0), end, T(1)); }
@@ -142,14 +144,15 @@ public:
     const T& at(const Shape& idx) const { return data()[element_offset(idx)]; }
     T& at(std::initializer_list<int64_t> idx) { return at(Shape(idx)); }
     const T& at(std::initializer_list<int64_t> idx) const { return at(Shape(idx)); }
+    /// The one element's value (copied from the device when the tensor is there, as torch's item()).
     T item() const {
         MOEKD_CHECK(numel() == 1, "item: tensor of shape ", shape(), " has ", numel(), " elements, not 1");
-        cpu_only("item");
+        if (device() != Device::CPU) return to(Device::CPU).item();
         return data()[0];
     }
-    /// Elements in row-major order, whatever the strides.
+    /// Elements in row-major order, whatever the strides (copied from the device if there).
     std::vector<T> to_vector() const {
-        cpu_only("to_vector");
+        if (device() != Device::CPU) return to(Device::CPU).to_vector();
         std::vector<T> out;
         out.reserve(numel());
         const T* p = checked().storage->data();
@@ -186,6 +189,10 @@ public:
         impl->offset = impl_->offset;
         return Tensor(std::move(impl));
     }
+
+    /// This tensor on `device`: itself if it is there, else a contiguous copy. A data move, not
+    /// an op: the copy has no history (as cuda::to_device; PyTorch's .to() records one).
+    Tensor to(Device device) const;
 
     // Declared here, defined in moekd/autograd/engine.hpp:
     void backward(bool retain_graph = false) const;
@@ -261,6 +268,21 @@ Tensor<T> as_strided(const Tensor<T>& base, const Shape& shape, const Shape& str
 template <class T, class U>
 void copy_into(Tensor<T>& dst, const Tensor<U>& src) {
     MOEKD_CHECK(dst.shape() == src.shape(), "copy: destination shape ", dst.shape(), " vs source ", src.shape());
+    if (dst.device() != Device::CPU || src.device() != Device::CPU) {
+        MOEKD_CHECK(dst.device() == src.device(), "copy: destination on ", dst.device(), ", source on ", src.device(),
+                    " (move tensors between devices with .to(device))");
+        if constexpr (std::is_same_v<T, U>) {
+            if (dst.numel() == 0) return;
+            const Shape* st[3] = {&dst.strides(), &src.strides(), nullptr};
+            const int64_t off[3] = {dst.offset(), src.offset(), 0};
+            detail::device_entry(DeviceOps<T>::cuda().copy, "copy", dst.shape())(
+                dst.impl()->storage->data(), src.impl()->storage->data(), make_loop_plan(dst.shape(), st, off, "copy"));
+        } else {
+            MOEKD_CHECK(false, "copy: converting ", dtype_name<U>(), " to ", dtype_name<T>(), " on ", dst.device(),
+                        " has no device implementation yet (convert on the CPU)");
+        }
+        return;
+    }
     T* d = dst.impl()->storage->data();
     const U* s = src.impl()->storage->data();
     if (dst.is_contiguous() && src.is_contiguous()) {
@@ -277,12 +299,27 @@ void copy_into(Tensor<T>& dst, const Tensor<U>& src) {
 template <class T>
 Tensor<T> contiguous_data(const Tensor<T>& x) {
     if (x.is_contiguous()) return x;
-    Tensor<T> out = Tensor<T>::empty(x.shape());
+    Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
     copy_into(out, x);
     return out;
 }
 
 }  // namespace detail
+
+template <class T>
+Tensor<T> Tensor<T>::to(Device target) const {
+    if (device() == target) return *this;
+    const Tensor<T> src = detail::contiguous_data(*this);
+    Tensor<T> out = Tensor<T>::empty(shape(), target);
+    if (out.numel() == 0) return out;
+    auto& h = DeviceCopyHooks::cuda();
+    const size_t bytes = sizeof(T) * static_cast<size_t>(out.numel());
+    if (target == Device::CPU)
+        detail::device_entry(h.to_host, "to", shape())(out.data(), src.data(), bytes);
+    else
+        detail::device_entry(h.to_device, "to", shape())(out.data(), src.data(), bytes);
+    return out;
+}
 
 /// Converts element type (no autograd): `cast<double>(float_tensor)`.
 template <class U, class T>

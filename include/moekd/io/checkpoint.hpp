@@ -223,9 +223,7 @@ std::vector<uint8_t> serialize_checkpoint(const nn::Module<T>& model, const opti
     const char* dt = safetensors_dtype<T>();
     auto add = [&](const std::string& name, const Tensor<T>& t) {
         MOEKD_CHECK(t.defined(), "save_checkpoint: entry '", name, "' is an undefined tensor");
-        MOEKD_CHECK(t.device() == Device::CPU, "save_checkpoint: entry '", name, "' is on ", t.device(),
-                    "; copy the model to the CPU first");
-        keep.push_back(moekd::detail::contiguous_data(t));
+        keep.push_back(moekd::detail::contiguous_data(t.to(Device::CPU)));  // device tensors: copied back
         const Tensor<T>& c = keep.back();
         views[name] = {dt, t.shape(), reinterpret_cast<const uint8_t*>(c.data()), size_t(c.numel()) * sizeof(T)};
     };

@@ -182,7 +182,6 @@ std::vector<uint8_t> serialize_safetensors(const std::map<std::string, Tensor<T>
     }
     uint64_t at = 0;
     for (auto& [name, t] : tensors) {
-        MOEKD_CHECK(t.device() == Device::CPU, "safetensors: tensor '", name, "' is on ", t.device(), "; copy it to the CPU");
         json::Array shape;
         for (int64_t d : t.shape()) shape.emplace_back(d);
         const uint64_t bytes = uint64_t(t.numel()) * sizeof(T);
@@ -200,7 +199,7 @@ std::vector<uint8_t> serialize_safetensors(const std::map<std::string, Tensor<T>
     std::memcpy(out.data() + 8, h.data(), h.size());
     uint8_t* p = out.data() + 8 + h.size();
     for (auto& [name, t] : tensors) {
-        const Tensor<T> c = moekd::detail::contiguous_data(t);
+        const Tensor<T> c = moekd::detail::contiguous_data(t.to(Device::CPU));  // device tensors: copied back
         std::memcpy(p, c.data(), size_t(c.numel()) * sizeof(T));
         p += size_t(c.numel()) * sizeof(T);
     }

@@ -146,9 +146,35 @@ public:
         for (auto& [n, t] : mine) {
             auto it = dict.find(n);
             if (it == dict.end() || it->second.shape() != t.shape()) continue;
-            detail::copy_into(t, it->second);
+            detail::copy_into(t, it->second.to(t.device()));  // a CPU dict loads into a device module
         }
         return rep;
+    }
+
+    /// Moves every parameter and buffer to `device` in place: each tensor keeps its identity
+    /// (the module's members, parameters() and shared weights all see the move), its values and
+    /// requires_grad; its gradient moves with it. Build optimizers after the move, as in PyTorch.
+    Module& to(Device device) {
+        std::vector<TensorImpl<T>*> seen;
+        collect(
+            "",
+            [&](const std::string&, const Tensor<T>& t) {
+                TensorImpl<T>* impl = t.impl();
+                if (std::find(seen.begin(), seen.end(), impl) != seen.end() || t.device() == device) return;
+                seen.push_back(impl);
+                const Tensor<T> moved = t.detach().to(device);
+                impl->storage = moved.impl()->storage;
+                impl->strides = moved.strides();
+                impl->offset = 0;
+                if (impl->grad) impl->grad = Tensor<T>(impl->grad).to(device).impl_ptr();
+            },
+            true);
+        return *this;
+    }
+    /// The device of the first parameter (CPU for a module without any).
+    Device device() const {
+        const auto ps = parameters();
+        return ps.empty() ? Device::CPU : ps.front().device();
     }
 
     // ---- modes ------------------------------------------------------------------------------

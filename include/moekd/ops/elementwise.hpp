@@ -14,10 +14,54 @@
 namespace moekd {
 namespace detail {
 
+/// For the ops that have no device implementation yet (the backend-ops test lists them).
 template <class T>
 void require_cpu(const Tensor<T>& x, const char* op) {
-    MOEKD_CHECK(x.device() == Device::CPU, op, ": tensor of shape ", x.shape(), " is on ", x.device(),
-                "; this op runs on the CPU (copy with to_cpu())");
+    MOEKD_CHECK(x.device() == Device::CPU, op, ": tensor of shape ", x.shape(), " is on ", x.device(), "; ", op,
+                " has no CUDA implementation yet (copy with .to(Device::CPU))");
+}
+
+/// The UnaryOp of a kern:: functor (the device table takes the op as a value).
+template <class F>
+constexpr UnaryOp unary_id() {
+    if constexpr (std::is_same_v<F, kern::Neg>) return UnaryOp::Neg;
+    else if constexpr (std::is_same_v<F, kern::Exp>) return UnaryOp::Exp;
+    else if constexpr (std::is_same_v<F, kern::Log>) return UnaryOp::Log;
+    else if constexpr (std::is_same_v<F, kern::Sqrt>) return UnaryOp::Sqrt;
+    else if constexpr (std::is_same_v<F, kern::Rsqrt>) return UnaryOp::Rsqrt;
+    else if constexpr (std::is_same_v<F, kern::Abs>) return UnaryOp::Abs;
+    else if constexpr (std::is_same_v<F, kern::Tanh>) return UnaryOp::Tanh;
+    else if constexpr (std::is_same_v<F, kern::Sigmoid>) return UnaryOp::Sigmoid;
+    else if constexpr (std::is_same_v<F, kern::Relu>) return UnaryOp::Relu;
+    else {
+        static_assert(std::is_same_v<F, kern::Gelu>, "a unary functor without a UnaryOp");
+        return UnaryOp::Gelu;
+    }
+}
+
+/// Device half of unary_op: y = F(x) and its backward, through the device table.
+template <class F, class T>
+Tensor<T> unary_op_device(const Tensor<T>& x, const char* name) {
+    const DeviceOps<T>& ops = DeviceOps<T>::cuda();
+    Tensor<T> xc = contiguous_data(x);
+    Tensor<T> y = Tensor<T>::empty(x.shape(), x.device());
+    if (y.numel() > 0) device_entry(ops.unary, name, x.shape())(unary_id<F>(), xc.data(), y.data(), y.numel());
+    return record<T>(y, name, {x}, [xc, yd = y.detach(), name](const Tensor<T>& g) {
+        Tensor<T> gc = contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::empty(xc.shape(), xc.device());
+        if (gx.numel() > 0)
+            device_entry(DeviceOps<T>::cuda().unary_backward, name, xc.shape())(unary_id<F>(), xc.data(), yd.data(),
+                                                                                gc.data(), gx.data(), gx.numel());
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
+/// A 0-dim CPU tensor meeting a device tensor moves to its device (as a Python scalar does in
+/// PyTorch: x_cuda * 2); any other mix of devices is an error naming the op and both devices.
+template <class T>
+Tensor<T> to_common_device(const Tensor<T>& x, const Tensor<T>& other) {
+    if (x.device() == other.device() || x.dim() != 0 || x.device() != Device::CPU) return x;
+    return x.detach().to(other.device());
 }
 
 template <class T>
@@ -51,10 +95,21 @@ Shape broadcast_strides(const Tensor<T>& x, const Shape& out_shape) {
 
 /// c = f(a, b) with broadcasting; returns a fresh contiguous tensor.
 template <class T, class F>
-Tensor<T> binary_map(const Tensor<T>& a, const Tensor<T>& b, F f, const char* op) {
-    require_cpu(a, op);
+Tensor<T> binary_map(const Tensor<T>& a_in, const Tensor<T>& b_in, F f, BinaryOp id, const char* op) {
+    const Tensor<T> a = to_common_device(a_in, b_in), b = to_common_device(b_in, a_in);
     require_same_device(a, b, op);
     const Shape out_shape = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape(), op);
+    if (a.device() != Device::CPU) {  // one strided kernel: broadcasting through stride 0
+        Tensor<T> c = Tensor<T>::empty(out_shape, a.device());
+        if (c.numel() == 0) return c;
+        const Shape sa = broadcast_strides(a, out_shape), sb = broadcast_strides(b, out_shape);
+        const Shape* st[3] = {&c.strides(), &sa, &sb};
+        const int64_t off[3] = {0, a.offset(), b.offset()};
+        device_entry(DeviceOps<T>::cuda().binary, op, out_shape)(id, c.data(), a.impl()->storage->data(),
+                                                                b.impl()->storage->data(),
+                                                                make_loop_plan(out_shape, st, off, op));
+        return c;
+    }
     Tensor<T> c = Tensor<T>::empty(out_shape);
     T* pc = c.data();
     const int64_t n = c.numel();
@@ -86,7 +141,7 @@ Tensor<T> binary_map(const Tensor<T>& a, const Tensor<T>& b, F f, const char* op
 
 template <class F, class T>
 Tensor<T> unary_op(const Tensor<T>& x, const char* name) {
-    require_cpu(x, name);
+    if (x.device() != Device::CPU) return unary_op_device<F>(x, name);
     Tensor<T> xc = contiguous_data(x);
     Tensor<T> y = unary_map<F>(xc);
     return record<T>(y, name, {x}, [xc, yd = y.detach()](const Tensor<T>& g) {
@@ -133,7 +188,7 @@ Tensor<T> pow(const Tensor<T>& x, T p) {
 // ---- binary ops with broadcasting --------------------------------------------------------------
 template <class T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
-    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Add::fwd(x, y); }, "add");
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Add::fwd(x, y); }, BinaryOp::Add, "add");
     const Shape sa = a.shape(), sb = b.shape();
     return record<T>(c, "add", {a, b}, [a, b, sa, sb](const Tensor<T>& g) {
         return std::vector<Tensor<T>>{needs_grad(a) ? sum_to(g, sa) : Tensor<T>(),
@@ -143,7 +198,7 @@ Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 
 template <class T>
 Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
-    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Sub::fwd(x, y); }, "sub");
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Sub::fwd(x, y); }, BinaryOp::Sub, "sub");
     return record<T>(c, "sub", {a, b}, [a, b](const Tensor<T>& g) {
         return std::vector<Tensor<T>>{needs_grad(a) ? sum_to(g, a.shape()) : Tensor<T>(),
                                       needs_grad(b) ? sum_to(neg(g), b.shape()) : Tensor<T>()};
@@ -152,7 +207,7 @@ Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
 
 template <class T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
-    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Mul::fwd(x, y); }, "mul");
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Mul::fwd(x, y); }, BinaryOp::Mul, "mul");
     // saved without history: the closure must not keep a's graph alive twice
     return record<T>(c, "mul", {a, b}, [a, b, ad = a.detach(), bd = b.detach()](const Tensor<T>& g) {
         return std::vector<Tensor<T>>{needs_grad(a) ? sum_to(mul(g, bd), a.shape()) : Tensor<T>(),
@@ -162,7 +217,7 @@ Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
 
 template <class T>
 Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
-    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Div::fwd(x, y); }, "div");
+    Tensor<T> c = detail::binary_map(a, b, [](T x, T y) { return kern::Div::fwd(x, y); }, BinaryOp::Div, "div");
     return record<T>(c, "div", {a, b}, [a, b, bd = b.detach(), cd = c.detach()](const Tensor<T>& g) {
         // d(a/b)/db = -a/b^2 = -c/b
         return std::vector<Tensor<T>>{

@@ -183,7 +183,6 @@ void gemm(T alpha, MatRef<const T> a, MatRef<const T> b, T beta, MatRef<T> c) {
 /// operands are at most 2-D).
 template <class T>
 Shape matmul_batch_shape(const Tensor<T>& a, const Tensor<T>& b, const char* op) {
-    require_cpu(a, op);
     require_same_device(a, b, op);
     MOEKD_CHECK(a.dim() >= 1 && b.dim() >= 1, op, ": ", a.shape(), " @ ", b.shape(),
                 ": both operands need at least 1 dimension (use mul for scalars)");
@@ -214,11 +213,44 @@ Shape batch_strides(const Tensor<T>& x, const Shape& batch) {
 
 // ---- the products with autograd --------------------------------------------------------------
 
+/// A 2-D device tensor as the GEMM reads it: the stored matrix is x (trans = false) or x^T
+/// (trans = true: x is a transposed view), with row stride ld; anything else is copied first.
+template <class T>
+struct DeviceMat {
+    Tensor<T> keep;  // the tensor whose data() is read (x, or its contiguous copy)
+    bool trans;
+    int64_t ld;
+};
+template <class T>
+DeviceMat<T> device_mat(const Tensor<T>& x) {
+    const int64_t r = x.size(0), c = x.size(1), s0 = x.strides()[0], s1 = x.strides()[1];
+    const auto one = [](int64_t v) { return v > 1 ? v : int64_t(1); };
+    if ((c <= 1 || s1 == 1) && (r <= 1 || s0 >= c)) return {x, false, one(r <= 1 ? c : s0)};
+    if ((r <= 1 || s0 == 1) && (c <= 1 || s1 >= r)) return {x, true, one(c <= 1 ? r : s1)};
+    return {contiguous_data(x), false, one(c)};
+}
+
+/// c (M, N) = a (M, K) @ b (K, N) on the device, through the device table's GEMM.
+template <class T>
+void device_mm(const Tensor<T>& a, const Tensor<T>& b, Tensor<T>& c) {
+    const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+    if (M == 0 || N == 0) return;
+    if (K == 0) {
+        device_entry(DeviceOps<T>::cuda().fill, "matmul", c.shape())(c.data(), T(0), c.numel());
+        return;
+    }
+    const DeviceMat<T> da = device_mat(a), db = device_mat(b);
+    device_entry(DeviceOps<T>::cuda().gemm, "matmul", a.shape())(da.trans, db.trans, M, N, K, T(1), da.keep.data(),
+                                                                 da.ld, db.keep.data(), db.ld, T(0), c.data(), N);
+}
+
 /// (N, K) @ (K, M) -> (N, M), one GEMM. Recorded as "matmul".
 template <class T>
 Tensor<T> mm(const Tensor<T>& a, const Tensor<T>& b) {
-    Tensor<T> c = Tensor<T>::empty({a.size(0), b.size(1)});
-    gemm(T(1), mat_ref(a), mat_ref(b), T(0), mat_mut(c));
+    require_same_device(a, b, "matmul");
+    Tensor<T> c = Tensor<T>::empty({a.size(0), b.size(1)}, a.device());
+    if (a.device() != Device::CPU) device_mm(a, b, c);
+    else gemm(T(1), mat_ref(a), mat_ref(b), T(0), mat_mut(c));
     const bool ga = needs_grad(a), gb = needs_grad(b);
     return record<T>(c, "matmul", {a, b},
                      [ga, gb, ad = gb ? a.detach() : Tensor<T>(), bd = ga ? b.detach() : Tensor<T>()](
@@ -229,6 +261,50 @@ Tensor<T> mm(const Tensor<T>& a, const Tensor<T>& b) {
                      });
 }
 
+/// batched_mm's device half: one GEMM per batch element through the device table (a strided
+/// batched GEMM would be one call; the per-element loop keeps the broadcast strides as they are).
+template <class T>
+void batched_mm_device(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch, const char* name, T alpha,
+                       Tensor<T>& c) {
+    const int64_t N = a.size(-2), K = a.size(-1), M = b.size(-1), nb = numel(batch);
+    if (c.numel() == 0) return;
+    if (K == 0) {
+        device_entry(DeviceOps<T>::cuda().fill, name, c.shape())(c.data(), T(0), c.numel());
+        return;
+    }
+    const auto gemm_fn = device_entry(DeviceOps<T>::cuda().gemm, name, a.shape());
+    // how the GEMM reads one (rows, cols) matrix with strides (rs, cs): stored as is, or transposed
+    const auto layout = [](int64_t rs, int64_t cs, int64_t rows, int64_t cols, bool* trans, int64_t* ld) {
+        const auto one = [](int64_t v) { return v > 1 ? v : int64_t(1); };
+        if ((cols <= 1 || cs == 1) && (rows <= 1 || rs >= cols)) return *trans = false, *ld = one(rows <= 1 ? cols : rs), true;
+        if ((rows <= 1 || rs == 1) && (cols <= 1 || cs >= rows)) return *trans = true, *ld = one(cols <= 1 ? rows : cs), true;
+        return false;
+    };
+    bool ta = false, tb = false;
+    int64_t lda = 1, ldb = 1;
+    Tensor<T> au = a, bu = b;
+    if (!layout(a.strides()[a.dim() - 2], a.strides()[a.dim() - 1], N, K, &ta, &lda)) {
+        au = contiguous_data(a);
+        layout(K, 1, N, K, &ta, &lda);
+    }
+    if (!layout(b.strides()[b.dim() - 2], b.strides()[b.dim() - 1], K, M, &tb, &ldb)) {
+        bu = contiguous_data(b);
+        layout(M, 1, K, M, &tb, &ldb);
+    }
+    const Shape sa = batch_strides(au, batch), sb = batch_strides(bu, batch);
+    const T* base_a = au.impl()->storage->data();
+    const T* base_b = bu.impl()->storage->data();
+    for (int64_t p = 0; p < nb; ++p) {
+        int64_t oa = au.offset(), ob = bu.offset(), rem = p;
+        for (int64_t d = batch.rank() - 1; d >= 0; --d) {
+            const int64_t i = rem % batch[d];
+            rem /= batch[d];
+            oa += i * sa[d], ob += i * sb[d];
+        }
+        gemm_fn(ta, tb, N, M, K, alpha, base_a + oa, lda, base_b + ob, ldb, T(0), c.data() + p * N * M, M);
+    }
+}
+
 /// a: (*A, N, K) @ b: (*B, K, M) -> (*batch, N, M), one GEMM per batch element, broadcast batch
 /// dims read through stride 0 (never materialised). Both operands at least 2-D.
 template <class T>
@@ -237,7 +313,10 @@ Tensor<T> batched_mm(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch,
     Shape out_shape = batch;
     out_shape.push_back(N);
     out_shape.push_back(M);
-    Tensor<T> c = Tensor<T>::empty(out_shape);
+    Tensor<T> c = Tensor<T>::empty(out_shape, a.device());
+    if (a.device() != Device::CPU) {
+        batched_mm_device(a, b, batch, name, alpha, c);
+    } else {
     // an operand BLAS cannot read is made contiguous once, not once per batch element
     const Tensor<T> au = blas_ready(a) ? a : contiguous_data(a);
     const Tensor<T> bu = blas_ready(b) ? b : contiguous_data(b);
@@ -274,6 +353,7 @@ Tensor<T> batched_mm(const Tensor<T>& a, const Tensor<T>& b, const Shape& batch,
             oa -= sa[d] * batch[d], ob -= sb[d] * batch[d];
             idx[d] = 0;
         }
+    }
     }
     }
     const bool ga = needs_grad(a), gb = needs_grad(b);
@@ -329,7 +409,6 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
 /// torch.bmm: a: (B, N, K) @ b: (B, K, M) -> (B, N, M). Strictly 3-D, equal batch sizes.
 template <class T>
 Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
-    detail::require_cpu(a, "bmm");
     detail::require_same_device(a, b, "bmm");
     MOEKD_CHECK(a.dim() == 3 && b.dim() == 3, "bmm: ", a.shape(), " @ ", b.shape(),
                 ": both operands must be 3-D (B, N, K) and (B, K, M). HINT: matmul broadcasts");
@@ -344,8 +423,15 @@ Tensor<T> bmm(const Tensor<T>& a, const Tensor<T>& b) {
 /// All leading dims of x go into one GEMM; w is read transposed in place (no copy).
 template <class T>
 Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& bias = Tensor<T>(), bool fuse_relu = false) {
-    detail::require_cpu(x, "linear");
     detail::require_same_device(x, w, "linear");
+    if (x.device() != Device::CPU) {  // composed on the device: one GEMM, a broadcast add, the relu
+        MOEKD_CHECK(x.dim() >= 1 && w.dim() == 2 && x.size(-1) == w.size(1), "linear: input ", x.shape(),
+                    " and weight ", w.shape(), ": expected (*, in_features) and (out_features, in_features)");
+        if (bias.defined()) detail::require_same_device(x, bias, "linear");
+        Tensor<T> y = matmul(x, w.t());
+        if (bias.defined()) y = y + bias;
+        return fuse_relu ? relu(y) : y;
+    }
     MOEKD_CHECK(x.dim() >= 1 && w.dim() == 2, "linear: input ", x.shape(), " and weight ", w.shape(),
                 ": the weight must be 2-D (out_features, in_features) and the input at least 1-D");
     const int64_t in = w.size(1), out = w.size(0);

@@ -59,15 +59,23 @@ using Acc = std::conditional_t<std::is_floating_point_v<T>, double, T>;
 /// Sum over `dims` (all dims when empty).
 template <class T>
 Tensor<T> sum(const Tensor<T>& x, const Shape& dims = {}, bool keepdim = false) {
-    detail::require_cpu(x, "sum");
     const auto p = detail::plan_reduce(x.shape(), dims, keepdim, "sum");
     Tensor<T> xl = detail::reduce_layout(x, p);
-    Tensor<T> y = Tensor<T>::empty(p.out_shape);
-    const T* px = xl.data();
-    for (int64_t o = 0; o < p.outer; ++o) {
-        detail::Acc<T> acc = 0;
-        for (int64_t i = 0; i < p.inner; ++i) acc += px[o * p.inner + i];
-        y.data()[o] = static_cast<T>(acc);
+    Tensor<T> y = Tensor<T>::empty(p.out_shape, x.device());
+    if (x.device() != Device::CPU) {  // a block per output row on the device
+        if (p.outer > 0 && p.inner == 0) {
+            y = Tensor<T>::zeros(p.out_shape, x.device());
+        } else if (p.outer > 0) {
+            detail::device_entry(DeviceOps<T>::cuda().sum_rows, "sum", x.shape())(xl.data(), y.data(), p.outer,
+                                                                                  p.inner);
+        }
+    } else {
+        const T* px = xl.data();
+        for (int64_t o = 0; o < p.outer; ++o) {
+            detail::Acc<T> acc = 0;
+            for (int64_t i = 0; i < p.inner; ++i) acc += px[o * p.inner + i];
+            y.data()[o] = static_cast<T>(acc);
+        }
     }
     const Shape in_shape = x.shape(), keep = p.keep_shape;
     return record<T>(y, "sum", {x}, [in_shape, keep](const Tensor<T>& g) {

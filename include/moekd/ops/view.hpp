@@ -104,7 +104,7 @@ Tensor<T> Tensor<T>::narrow(int64_t d, int64_t start, int64_t length) const {
     Tensor<T> out = detail::as_strided(*this, s, strides(), offset() + start * strides()[d]);
     const Shape in_shape = shape();
     return record<T>(out, "narrow", {*this}, [in_shape, d, start, length](const Tensor<T>& g) {
-        Tensor<T> gx = Tensor<T>::zeros(in_shape);
+        Tensor<T> gx = Tensor<T>::zeros(in_shape, g.device());
         Tensor<T> dst = detail::as_strided(gx, g.shape(), gx.strides(), start * gx.strides()[d]);
         detail::copy_into(dst, g);
         (void)length;
@@ -192,7 +192,7 @@ Tensor<T> Tensor<T>::contiguous() const {
 
 template <class T>
 Tensor<T> Tensor<T>::clone() const {
-    Tensor<T> out = Tensor<T>::empty(shape());
+    Tensor<T> out = Tensor<T>::empty(shape(), device());
     detail::copy_into(out, *this);
     return record<T>(out, "clone", {*this}, [](const Tensor<T>& g) { return std::vector<Tensor<T>>{g}; });
 }

@@ -57,6 +57,9 @@ public:
                 Tensor<T> grad = p.grad();
                 if (grad.defined()) {
                     MOEKD_CHECK(grad.shape() == p.shape(), "optimizer: gradient ", grad.shape(), " for parameter ", p.shape());
+                    MOEKD_CHECK(p.device() == Device::CPU && grad.device() == Device::CPU, "optimizer: parameter of shape ",
+                                p.shape(), " is on ", p.device(),
+                                "; the optimizers have no CUDA implementation yet (step on CPU parameters)");
                     update(k, g, p.data(), detail::contiguous_data(grad).data(), p.numel());
                 }
                 ++k;
@@ -137,6 +140,8 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
     for (const auto& p : params) {
         Tensor<T> g = p.grad();
         if (!g.defined()) continue;
+        MOEKD_CHECK(g.device() == Device::CPU, "clip_grad_norm: gradient of shape ", g.shape(), " is on ", g.device(),
+                    "; clip_grad_norm has no CUDA implementation yet");
         Tensor<T> gc = detail::contiguous_data(g);
         for (int64_t i = 0; i < gc.numel(); ++i) sq += double(gc.data()[i]) * double(gc.data()[i]);
     }

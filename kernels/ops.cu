@@ -1,0 +1,172 @@
+// ops.cu — the CUDA implementations of the op API's device table (core/backend.hpp): fill,
+// strided copy, unary forward/backward, broadcasting binary ops, row sums and GEMM.
+//
+// Written for a GPU: grid-stride loops with adjacent threads on adjacent output elements (so the
+// contiguous operand, always the output here, is written coalesced); the row sum is a block per
+// row with a shared-memory tree in a fixed order (deterministic: the same input gives the same
+// bits), accumulating float in double as the CPU's sum does. Compiled by nvcc into moekd::cuda,
+// and by g++ into the emulated backend (emu/), where CI runs it.
+#include <moekd/core/backend.hpp>
+#include <moekd/cuda/blas.hpp>
+#include <moekd/cuda/error.hpp>
+#include <moekd/cuda/ops.hpp>
+#include <moekd/kernels/elementwise.cuh>
+
+#include <type_traits>
+
+namespace moekd::cuda {
+namespace {
+
+constexpr unsigned kBlock = 256;
+
+unsigned grid_for(int64_t n, unsigned block = kBlock) {
+    const int64_t g = (n + block - 1) / block;
+    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+}
+
+/// The storage offset of output element i for operand k of the plan (row-major unravel).
+MOEKD_HD inline int64_t plan_offset(const LoopPlan& p, int k, int64_t i) {
+    int64_t o = p.offset[k];
+    for (int d = p.rank - 1; d >= 0; --d) {
+        const int64_t idx = i % p.shape[d];
+        i /= p.shape[d];
+        o += idx * p.stride[k][d];
+    }
+    return o;
+}
+
+template <class T>
+__global__ void fill_kernel(T* __restrict__ p, T v, int64_t n) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        p[i] = v;
+}
+
+template <class T>
+__global__ void copy_kernel(T* dst, const T* src, LoopPlan p) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.numel; i += int64_t(gridDim.x) * blockDim.x)
+        dst[plan_offset(p, 0, i)] = src[plan_offset(p, 1, i)];
+}
+
+template <class F, class T>
+__global__ void binary_kernel(T* c, const T* a, const T* b, LoopPlan p) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < p.numel; i += int64_t(gridDim.x) * blockDim.x)
+        c[plan_offset(p, 0, i)] = F::fwd(a[plan_offset(p, 1, i)], b[plan_offset(p, 2, i)]);
+}
+
+/// y[r] = sum of row r (n contiguous elements); a block per row, grid-stride over rows.
+template <class T>
+__global__ void sum_rows_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t n) {
+    using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+    __shared__ Acc smem[kBlock];
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const T* row = x + r * n;
+        Acc acc = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) acc += row[i];
+        smem[threadIdx.x] = acc;
+        __syncthreads();
+        for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+            if (threadIdx.x < s) smem[threadIdx.x] += smem[threadIdx.x + s];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) y[r] = static_cast<T>(smem[0]);
+        __syncthreads();  // smem is reused by the next row
+    }
+}
+
+void check_launch(const char* what) { MOEKD_CUDA_CHECK(cudaGetLastError()); (void)what; }
+
+template <class T>
+void fill(T* p, T v, int64_t n) {
+    MOEKD_LAUNCH(grid_for(n), kBlock, 0, 0, fill_kernel<T>)(p, v, n);
+    check_launch("fill");
+}
+
+template <class T>
+void copy(T* dst, const T* src, const LoopPlan& p) {
+    MOEKD_LAUNCH(grid_for(p.numel), kBlock, 0, 0, copy_kernel<T>)(dst, src, p);
+    check_launch("copy");
+}
+
+template <class T>
+void unary(UnaryOp op, const T* x, T* y, int64_t n) {
+    switch (op) {
+#define MOEKD_UNARY_CASE(F) \
+    case UnaryOp::F: MOEKD_CUDA_CHECK((kern::cuda::launch_unary_fwd<kern::F, T>(x, y, n))); return;
+        MOEKD_UNARY_CASE(Neg) MOEKD_UNARY_CASE(Exp) MOEKD_UNARY_CASE(Log) MOEKD_UNARY_CASE(Sqrt)
+        MOEKD_UNARY_CASE(Rsqrt) MOEKD_UNARY_CASE(Abs) MOEKD_UNARY_CASE(Tanh) MOEKD_UNARY_CASE(Sigmoid)
+        MOEKD_UNARY_CASE(Relu) MOEKD_UNARY_CASE(Gelu)
+#undef MOEKD_UNARY_CASE
+    }
+    throw Error("cuda: unknown unary op");
+}
+
+template <class T>
+void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* gx, int64_t n) {
+    switch (op) {
+#define MOEKD_UNARY_CASE(F) \
+    case UnaryOp::F: MOEKD_CUDA_CHECK((kern::cuda::launch_unary_bwd<kern::F, T>(x, y, g, gx, n))); return;
+        MOEKD_UNARY_CASE(Neg) MOEKD_UNARY_CASE(Exp) MOEKD_UNARY_CASE(Log) MOEKD_UNARY_CASE(Sqrt)
+        MOEKD_UNARY_CASE(Rsqrt) MOEKD_UNARY_CASE(Abs) MOEKD_UNARY_CASE(Tanh) MOEKD_UNARY_CASE(Sigmoid)
+        MOEKD_UNARY_CASE(Relu) MOEKD_UNARY_CASE(Gelu)
+#undef MOEKD_UNARY_CASE
+    }
+    throw Error("cuda: unknown unary op");
+}
+
+template <class T>
+void binary(BinaryOp op, T* c, const T* a, const T* b, const LoopPlan& p) {
+    const unsigned g = grid_for(p.numel);
+    switch (op) {
+        case BinaryOp::Add: MOEKD_LAUNCH(g, kBlock, 0, 0, binary_kernel<kern::Add, T>)(c, a, b, p); break;
+        case BinaryOp::Sub: MOEKD_LAUNCH(g, kBlock, 0, 0, binary_kernel<kern::Sub, T>)(c, a, b, p); break;
+        case BinaryOp::Mul: MOEKD_LAUNCH(g, kBlock, 0, 0, binary_kernel<kern::Mul, T>)(c, a, b, p); break;
+        case BinaryOp::Div: MOEKD_LAUNCH(g, kBlock, 0, 0, binary_kernel<kern::Div, T>)(c, a, b, p); break;
+    }
+    check_launch("binary");
+}
+
+template <class T>
+void sum_rows(const T* x, T* y, int64_t rows, int64_t n) {
+    const unsigned g = static_cast<unsigned>(rows < 65535 ? rows : 65535);
+    MOEKD_LAUNCH(g, kBlock, 0, 0, sum_rows_kernel<T>)(x, y, rows, n);
+    check_launch("sum_rows");
+}
+
+/// Row-major C = alpha op(A) op(B) + beta C as the column-major C^T = op(B)^T op(A)^T.
+template <class T>
+void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc) {
+    const char* op = "matmul";
+    detail::gemm_colmajor(tb, ta, detail::blas_int(n, op), detail::blas_int(m, op), detail::blas_int(k, op), alpha, b,
+                          detail::blas_int(ldb, op), a, detail::blas_int(lda, op), beta, c, detail::blas_int(ldc, op));
+}
+
+template <class T>
+void install_for() {
+    DeviceOps<T>& o = DeviceOps<T>::cuda();
+    o.fill = &fill<T>;
+    o.copy = &copy<T>;
+    o.unary = &unary<T>;
+    o.unary_backward = &unary_backward<T>;
+    o.binary = &binary<T>;
+    o.sum_rows = &sum_rows<T>;
+    o.gemm = &gemm<T>;
+}
+
+void to_device(void* dst, const void* src, size_t bytes) {
+    MOEKD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+void to_host(void* dst, const void* src, size_t bytes) {
+    MOEKD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+}  // namespace
+
+void install_ops() {
+    install_for<float>();
+    install_for<double>();
+    DeviceCopyHooks::cuda().to_device = &to_device;
+    DeviceCopyHooks::cuda().to_host = &to_host;
+}
+
+}  // namespace moekd::cuda
