@@ -1,5 +1,6 @@
 // ops.cu — the CUDA implementations of the op API's device table (core/backend.hpp): fill,
-// strided copy, unary forward/backward, broadcasting binary ops, row sums and GEMM.
+// strided copy, unary forward/backward, broadcasting binary ops, row sums, GEMM, and the fused
+// SGD / Adam updates.
 //
 // Written for a GPU: grid-stride loops with adjacent threads on adjacent output elements (so the
 // contiguous operand, always the output here, is written coalesced); the row sum is a block per
@@ -9,7 +10,9 @@
 #include <moekd/core/backend.hpp>
 #include <moekd/cuda/blas.hpp>
 #include <moekd/cuda/error.hpp>
+#include <moekd/cuda/norm.hpp>
 #include <moekd/cuda/ops.hpp>
+#include <moekd/cuda/softmax.hpp>
 #include <moekd/kernels/elementwise.cuh>
 
 #include <type_traits>
@@ -142,6 +145,64 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a
 }
 
 template <class T>
+__global__ void sgd_step_kernel(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ buf, int64_t n,
+                                kern::SgdStep<T> s) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        kern::sgd_elem(p[i], g[i], buf ? buf + i : nullptr, s);
+}
+
+template <class T>
+__global__ void adam_step_kernel(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m, T* __restrict__ v,
+                                 int64_t n, kern::AdamStep<T> s) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        kern::adam_elem(p[i], g[i], m[i], v[i], s);
+}
+
+template <class T>
+void sgd_step(T* p, const T* g, T* buf, int64_t n, const kern::SgdStep<T>& s) {
+    if (n == 0) return;
+    MOEKD_LAUNCH(grid_for(n), kBlock, 0, 0, sgd_step_kernel<T>)(p, g, buf, n, s);
+    check_launch("sgd_step");
+}
+
+template <class T>
+void adam_step(T* p, const T* g, T* m, T* v, int64_t n, const kern::AdamStep<T>& s) {
+    if (n == 0) return;
+    MOEKD_LAUNCH(grid_for(n), kBlock, 0, 0, adam_step_kernel<T>)(p, g, m, v, n, s);
+    check_launch("adam_step");
+}
+
+// softmax / layer_norm / cross-entropy: the row kernels of kernels/softmax.cu and kernels/norm.cu
+// (a warp per short row, a block per long row), reached through their raw launchers.
+template <class T>
+void softmax_fwd(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
+    detail::softmax_fwd_raw(x, y, outer, n, inner, log);
+}
+template <class T>
+void softmax_bwd(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner, bool log) {
+    detail::softmax_grad_raw(y, g, gx, outer, n, inner, log);
+}
+template <class T>
+void layer_norm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t M, int64_t N, T eps) {
+    detail::layer_norm_fwd_raw(x, w, b, y, mean, rstd, M, N, eps);
+}
+template <class T>
+void layer_norm_bwd(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* gx, T* gw, T* gb, int64_t M,
+                    int64_t N) {
+    detail::layer_norm_bwd_raw(x, w, g, mean, rstd, gx, gw, gb, M, N);
+}
+template <class T>
+void cross_entropy_fwd(const T* logits, const int64_t* targets, T* rows, T* rmax, T* lsum, T* loss, int64_t N,
+                       int64_t C, int64_t ignore_index, T smoothing, double divisor) {
+    detail::cross_entropy_fwd_raw(logits, targets, rows, rmax, lsum, loss, N, C, ignore_index, smoothing, divisor);
+}
+template <class T>
+void cross_entropy_bwd(const T* logits, const int64_t* targets, const T* rmax, const T* lsum, const T* g, bool per_row,
+                       T divisor, T* gx, int64_t N, int64_t C, int64_t ignore_index, T smoothing) {
+    detail::cross_entropy_bwd_raw(logits, targets, rmax, lsum, g, per_row, divisor, gx, N, C, ignore_index, smoothing);
+}
+
+template <class T>
 void install_for() {
     DeviceOps<T>& o = DeviceOps<T>::cuda();
     o.fill = &fill<T>;
@@ -151,6 +212,14 @@ void install_for() {
     o.binary = &binary<T>;
     o.sum_rows = &sum_rows<T>;
     o.gemm = &gemm<T>;
+    o.softmax = &softmax_fwd<T>;
+    o.softmax_backward = &softmax_bwd<T>;
+    o.layer_norm = &layer_norm_fwd<T>;
+    o.layer_norm_backward = &layer_norm_bwd<T>;
+    o.cross_entropy = &cross_entropy_fwd<T>;
+    o.cross_entropy_backward = &cross_entropy_bwd<T>;
+    o.sgd_step = &sgd_step<T>;
+    o.adam_step = &adam_step<T>;
 }
 
 void to_device(void* dst, const void* src, size_t bytes) {

@@ -17,6 +17,10 @@ using namespace moekd::test;
 
 namespace {
 Tensor<int64_t> idx(std::vector<int64_t> v, Shape s = {}) { return Tensor<int64_t>::from_vector(v, s); }
+// targets on the device of the case's inputs (the backend-ops test runs the cases on CUDA tensors)
+Tensor<int64_t> idx_on(const Tensor<double>& like, std::vector<int64_t> v, Shape s = {}) {
+    return idx(std::move(v), std::move(s)).to(like.device());
+}
 }  // namespace
 
 static RegisterOps reg({
@@ -44,24 +48,24 @@ static RegisterOps reg({
      [](const In& x) { return layer_norm(x[0].t(), {4}, x[1], x[2], 1e-3); }},
 
     // ---- cross_entropy / nll_loss ----------------------------------------------------------------
-    {"cross_entropy/basic", {{4, 5}}, [](const In& x) { return cross_entropy(x[0], idx({1, 0, 4, 2})); }},
+    {"cross_entropy/basic", {{4, 5}}, [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {1, 0, 4, 2})); }},
     {"cross_entropy/ignore_index", {{4, 5}},
-     [](const In& x) { return cross_entropy(x[0], idx({1, -100, 4, -100})); }},
-    {"cross_entropy/custom_ignore_index", {{3, 4}}, [](const In& x) { return cross_entropy(x[0], idx({0, 3, 0}), 0); }},
+     [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {1, -100, 4, -100})); }},
+    {"cross_entropy/custom_ignore_index", {{3, 4}}, [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {0, 3, 0}), 0); }},
     {"cross_entropy/label_smoothing", {{4, 5}},
-     [](const In& x) { return cross_entropy(x[0], idx({1, 0, 4, 2}), -100, 0.1); }},
+     [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {1, 0, 4, 2}), -100, 0.1); }},
     {"cross_entropy/smoothing_and_ignore", {{4, 5}},
-     [](const In& x) { return cross_entropy(x[0], idx({1, -100, 4, 2}), -100, 0.1); }},
+     [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {1, -100, 4, 2}), -100, 0.1); }},
     {"cross_entropy/logits_3d", {{2, 3, 4}},
-     [](const In& x) { return cross_entropy(x[0], idx({0, 3, 1, 2, -100, 3}, {2, 3}), -100, 0.2); }},
+     [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {0, 3, 1, 2, -100, 3}, {2, 3}), -100, 0.2); }},
     {"cross_entropy/sum", {{3, 4}},
-     [](const In& x) { return cross_entropy(x[0], idx({0, 3, 1}), -100, 0.0, Reduction::Sum); }},
+     [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {0, 3, 1}), -100, 0.0, Reduction::Sum); }},
     {"cross_entropy/none", {{3, 4}},
-     [](const In& x) { return cross_entropy(x[0], idx({0, -100, 1}), -100, 0.3, Reduction::None); }},
+     [](const In& x) { return cross_entropy(x[0], idx_on(x[0], {0, -100, 1}), -100, 0.3, Reduction::None); }},
     {"cross_entropy/large_logits", {{3, 4}},
-     [](const In& x) { return cross_entropy(x[0] + 1000.0, idx({0, 3, 1}), -100, 0.1); }},
+     [](const In& x) { return cross_entropy(x[0] + 1000.0, idx_on(x[0], {0, 3, 1}), -100, 0.1); }},
     {"cross_entropy/transposed_logits", {{4, 3}},
-     [](const In& x) { return cross_entropy(x[0].t(), idx({0, 3, 1})); }},
+     [](const In& x) { return cross_entropy(x[0].t(), idx_on(x[0], {0, 3, 1})); }},
     {"nll_loss/basic", {{4, 5}},
      [](const In& x) { return nll_loss(log_softmax(x[0], -1), idx({1, -100, 4, 2})); }},
     {"nll_loss/none", {{2, 3, 4}},

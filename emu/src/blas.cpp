@@ -64,7 +64,7 @@ cublasStatus_t gemm(const char* call, cublasHandle_t h, cublasOperation_t ta, cu
     if (!operand_ok(call, "c", c, m, n, ldc, &st)) return st;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     if (k > 0 && (!operand_ok(call, "a", a, ar, ac, lda, &st) || !operand_ok(call, "b", b, br, bc, ldb, &st))) return st;
-    moekd::emu::DeviceAccess open;
+    moekd::emu::DeviceAccess open{a, b, c};
     MMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
     Mat<T> prod = Mat<T>::Zero(m, n);
     if (k > 0) {
@@ -89,7 +89,7 @@ cublasStatus_t geam(const char* call, cublasHandle_t h, cublasOperation_t ta, cu
     if (!operand_ok(call, "c", c, m, n, ldc, &st)) return st;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     const bool at = ta != CUBLAS_OP_N, bt = tb != CUBLAS_OP_N;
-    moekd::emu::DeviceAccess open;
+    moekd::emu::DeviceAccess open{a, b, c};
     Mat<T> out = Mat<T>::Zero(m, n);  // computed aside: C may alias A or B
     if (*alpha != T(0)) {
         if (!operand_ok(call, "a", a, at ? n : m, at ? m : n, lda, &st)) return st;

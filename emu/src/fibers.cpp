@@ -15,8 +15,12 @@
 // Exceptions thrown by kernel code end the launch with cudaErrorLaunchFailure and their text.
 // Under AddressSanitizer the stack switches are announced to it (sanitizer fiber API), so kernel
 // code is checked like any host code: an out-of-bounds index into device memory is a report.
+// longjmp between fiber stacks is what the fast switch does; fortify's __longjmp_chk would take
+// it for a jump into a dead frame.
+#undef _FORTIFY_SOURCE
 #include <moekd_emu/kernel.hpp>
 
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -34,6 +38,11 @@
 #define MOEKD_EMU_ASAN 1
 #endif
 
+// Switching: swapcontext saves and restores the signal mask, a system call each way, which made
+// it most of the emulation's time. Outside ASan a fiber is started once with swapcontext and then
+// switched with _setjmp/_longjmp (no system call); under ASan every switch is a swapcontext,
+// announced to ASan with the fiber API.
+
 namespace moekd::emu::detail {
 namespace {
 
@@ -43,6 +52,8 @@ enum class St { Ready, Barrier, Warp, Done };
 
 struct Fiber {
     ucontext_t ctx;
+    jmp_buf jb;            // where it yielded (fast switch)
+    bool started = false;
     char* stack = nullptr;  // usable stack above a PROT_NONE guard page
     void* fake_stack = nullptr;
     dim3 tid;
@@ -64,6 +75,7 @@ struct Block {
     std::vector<Fiber>* fibers = nullptr;
     Fiber* cur = nullptr;
     ucontext_t sched;
+    jmp_buf sched_jb;  // the scheduler, while a fiber runs (fast switch)
     const void* sched_bottom = nullptr;
     size_t sched_size = 0;
     std::string error;
@@ -132,15 +144,16 @@ Block& current(const char* what) {
 
 /// From a fiber back to the scheduler; returns when the scheduler resumes it.
 void yield(Block& b, Fiber& f) {
+#if defined(MOEKD_EMU_ASAN)
     start_switch(&f.fake_stack, b.sched_bottom, b.sched_size);
     swapcontext(&f.ctx, &b.sched);
     finish_switch(f.fake_stack, &b.sched_bottom, &b.sched_size);
+#else
+    if (!_setjmp(f.jb)) _longjmp(b.sched_jb, 1);
+#endif
 }
 
-void fiber_main() {
-    Block& b = *g_block;
-    Fiber& f = *b.cur;
-    finish_switch(nullptr, &b.sched_bottom, &b.sched_size);
+void run_body(Block& b, Fiber& f) {
     try {
         (*b.body)();
     } catch (const std::exception& e) {
@@ -149,18 +162,50 @@ void fiber_main() {
         if (b.error.empty()) b.error = "thread " + dim_str(f.tid) + " threw a non-std exception";
     }
     f.st = St::Done;
+}
+
+#if defined(MOEKD_EMU_ASAN)
+void fiber_main() {
+    Block& b = *g_block;
+    Fiber& f = *b.cur;
+    finish_switch(nullptr, &b.sched_bottom, &b.sched_size);
+    run_body(b, f);
     start_switch(nullptr, b.sched_bottom, b.sched_size);  // this fiber's stack is done with
     swapcontext(&f.ctx, &b.sched);
     std::abort();  // never resumed
 }
+#else
+/// A fiber outlives its thread: once started it runs one thread of a block after another (of
+/// later blocks and launches too), parking between them, so contexts are made once per host
+/// thread rather than once per device thread.
+void fiber_main() {
+    for (;;) {
+        Block& b = *g_block;  // read anew each time: each launch has its own Block
+        Fiber& f = *b.cur;
+        run_body(b, f);
+        if (!_setjmp(f.jb)) _longjmp(b.sched_jb, 1);  // parked as Done until the next thread
+    }
+}
+#endif
 
 /// From the scheduler into fiber f until it yields or finishes.
 void resume(Block& b, Fiber& f) {
     b.cur = &f;
+#if defined(MOEKD_EMU_ASAN)
     void* fake = nullptr;
     start_switch(&fake, f.stack, kStackBytes);
     swapcontext(&b.sched, &f.ctx);
     finish_switch(fake, nullptr, nullptr);
+#else
+    if (!_setjmp(b.sched_jb)) {
+        if (!f.started) {
+            f.started = true;
+            swapcontext(&b.sched, &f.ctx);  // the first entry; it comes back by _longjmp
+        } else {
+            _longjmp(f.jb, 1);
+        }
+    }
+#endif
     b.cur = nullptr;
 }
 
@@ -281,6 +326,9 @@ std::string run_block(Block& b) {
         f.tid = dim3(i % bd.x, i / bd.x % bd.y, i / (bd.x * bd.y));
         f.st = St::Ready;
         f.fake_stack = nullptr;
+#if !defined(MOEKD_EMU_ASAN)
+        if (f.started) continue;  // parked at the end of its last thread: resumes into the next
+#endif
         getcontext(&f.ctx);
         f.ctx.uc_stack.ss_sp = f.stack;
         f.ctx.uc_stack.ss_size = kStackBytes;
@@ -364,7 +412,8 @@ uint64_t warp_collective(WarpOp op, uint32_t mask, uint64_t value, int arg, int 
     return f.result;
 }
 
-cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& body) {
+cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& body,
+                       const std::vector<const void*>& pointers) {
     const std::string launch = std::string("kernel ") + cfg.kernel + "<<<" + dim_str(cfg.grid) + ", " +
                                dim_str(cfg.block) + ", " + std::to_string(cfg.shared_bytes) + ">>>";
     const dim3 g = cfg.grid, bd = cfg.block;
@@ -402,7 +451,7 @@ cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& bod
     b.fibers = &g_fibers;
     b.shared.assign(cfg.shared_bytes, 0xa5);  // not zero: the device does not clear shared memory
     g_block = &b;
-    DeviceAccess open;  // device memory is readable while the kernel runs
+    DeviceAccess open(pointers);  // the allocations passed to the kernel are open while it runs
     std::string err;
     for (unsigned z = 0; z < g.z && err.empty(); ++z)
         for (unsigned y = 0; y < g.y && err.empty(); ++y)
@@ -412,7 +461,10 @@ cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& bod
                 if (!err.empty()) err = launch + ", block " + dim_str(b.idx) + ": " + err;
             }
     g_block = nullptr;
-    if (!err.empty()) return set_error(cudaErrorLaunchFailure, err.c_str());
+    if (!err.empty()) {
+        for (Fiber& f : g_fibers) f.started = false;  // some stopped mid-kernel: make them anew
+        return set_error(cudaErrorLaunchFailure, err.c_str());
+    }
     return cudaSuccess;
 }
 

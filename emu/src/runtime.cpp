@@ -4,8 +4,9 @@
 //
 // Device memory is recorded in a map from base address to size. It is kept where host code cannot
 // touch it by accident, in one of two ways:
-//   - release build: each allocation is its own mapping, PROT_NONE except while a kernel, a copy
-//     or an emulated library call runs (DeviceAccess), with a guard page right after its end. Host
+//   - release build: each allocation is its own mapping, PROT_NONE except while a kernel it is
+//     passed to, a copy or an emulated library call runs (DeviceAccess opens just the allocations
+//     named by the call's pointers), with a guard page right after its end. Host
 //     code that reads a device tensor's data() (a CPU loop handed a CUDA tensor: a crash on a real
 //     GPU) faults here too, with a message naming the address; a kernel writing past the end of
 //     its buffer faults on the guard page.
@@ -45,14 +46,14 @@ constexpr bool kProtect = true;
 
 struct Mapping {
     void* start;
-    size_t len;  // bytes mapped, the guard page included
+    size_t len;    // bytes mapped, the guard page included
+    int open = 0;  // DeviceAccess scopes that opened it
 };
 
 struct Registry {
     std::mutex mu;
     std::map<uintptr_t, size_t> blocks;  // base -> bytes
     std::map<uintptr_t, Mapping> maps;   // base -> its mapping (protected mode)
-    int access_depth = 0;                // DeviceAccess scopes open (device memory readable)
     size_t in_use = 0;
     std::set<const void*> streams, events;
     std::map<const void*, size_t> optin;  // kernel -> dynamic shared bytes allowed
@@ -101,7 +102,7 @@ bool host_range(const void* p, size_t n) {
 
 // ---- protection (release build) -----------------------------------------------------------------
 std::atomic<uintptr_t> g_lo{UINTPTR_MAX}, g_hi{0};  // every address ever mapped as device memory
-std::atomic<int> g_depth{0};                         // the registry's access_depth, for the handler
+thread_local int g_in_device = 0;                    // DeviceAccess scopes of this thread, for the handler
 struct sigaction g_previous;
 
 void note_range(void* m, size_t len) {
@@ -119,12 +120,12 @@ void note_range(void* m, size_t len) {
 void on_fault(int sig, siginfo_t* info, void* ctx) {
     const uintptr_t a = reinterpret_cast<uintptr_t>(info->si_addr);
     if (a >= g_lo.load() && a < g_hi.load()) {
-        const char* msg = g_depth.load() == 0
+        const char* msg = g_in_device == 0
                               ? "moekd emulated CUDA: host code touched device memory outside a kernel, cudaMemcpy or "
                                 "a library call (a CUDA tensor's data() read by a CPU loop? on a GPU this is a crash "
                                 "too)\n"
                               : "moekd emulated CUDA: device code ran past the end of a device allocation (guard "
-                                "page) or into freed device memory\n";
+                                "page), into freed device memory, or into an allocation it was not passed\n";
         ssize_t w = write(2, msg, std::strlen(msg));
         (void)w;
     }
@@ -144,8 +145,8 @@ void install_fault_handler() {
     });
 }
 
-void protect_all(Registry& r, int prot) {
-    for (auto& [base, m] : r.maps) mprotect(m.start, m.len - static_cast<size_t>(sysconf(_SC_PAGESIZE)), prot);
+void set_prot(const Mapping& m, int prot) {
+    mprotect(m.start, m.len - static_cast<size_t>(sysconf(_SC_PAGESIZE)), prot);  // the guard stays closed
 }
 
 #define MOEKD_EMU_NEED_DEVICE()                                                        \
@@ -206,19 +207,35 @@ bool device_range(const void* p, size_t bytes, const void** base, size_t* size) 
 
 bool host_access_faults() { return kProtect; }
 
-DeviceAccess::DeviceAccess() {
+DeviceAccess::DeviceAccess(std::initializer_list<const void*> ptrs) : DeviceAccess(std::vector<const void*>(ptrs)) {}
+
+DeviceAccess::DeviceAccess(const std::vector<const void*>& ptrs) {
+    ++g_in_device;
     if (!kProtect) return;
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
-    if (r.access_depth++ == 0) protect_all(r, PROT_READ | PROT_WRITE);
-    g_depth.store(r.access_depth);
+    for (const void* p : ptrs) {
+        if (!p) continue;
+        const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+        auto it = r.blocks.upper_bound(a);
+        if (it == r.blocks.begin()) continue;
+        --it;
+        if (a >= it->first + std::max<size_t>(it->second, 1)) continue;  // host memory
+        Mapping& m = r.maps.at(it->first);
+        if (m.open++ == 0) set_prot(m, PROT_READ | PROT_WRITE);
+        opened_.push_back(it->first);
+    }
 }
+
 DeviceAccess::~DeviceAccess() {
+    --g_in_device;
     if (!kProtect) return;
     Registry& r = registry();
     std::lock_guard<std::mutex> lock(r.mu);
-    if (--r.access_depth == 0) protect_all(r, PROT_NONE);
-    g_depth.store(r.access_depth);
+    for (uintptr_t base : opened_) {
+        auto it = r.maps.find(base);
+        if (it != r.maps.end() && --it->second.open == 0) set_prot(it->second, PROT_NONE);
+    }
 }
 
 cudaError_t set_error(cudaError_t err, const char* detail) {
@@ -392,7 +409,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
         const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         const size_t body = (bytes + page - 1) / page * page;
         std::lock_guard<std::mutex> lock(r.mu);
-        void* m = mmap(nullptr, body + page, r.access_depth > 0 ? PROT_READ | PROT_WRITE : PROT_NONE,
+        void* m = mmap(nullptr, body + page, PROT_NONE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) return set_error(cudaErrorMemoryAllocation, "cudaMalloc: mmap failed (host out of memory)");
         mprotect(static_cast<char*>(m) + body, page, PROT_NONE);  // the guard page stays closed
@@ -446,7 +463,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
     MOEKD_EMU_NEED_DEVICE();
     if (const cudaError_t e = check_copy("cudaMemcpy", dst, src, bytes, kind)) return e;
-    DeviceAccess open;
+    DeviceAccess open{dst, src};
     if (bytes) std::memmove(dst, src, bytes);
     return cudaSuccess;
 }
@@ -461,7 +478,7 @@ cudaError_t cudaMemset(void* p, int value, size_t bytes) {
         return set_error(cudaErrorInvalidValue, ("cudaMemset: " + ptr_str(p) + " (" + std::to_string(bytes) +
                                                  " bytes) is not inside one device allocation")
                                                     .c_str());
-    DeviceAccess open;
+    DeviceAccess open{p};
     std::memset(p, value, bytes);
     return cudaSuccess;
 }
@@ -478,7 +495,7 @@ cudaError_t cudaMemset2D(void* p, size_t pitch, int value, size_t width, size_t 
                                                  ", " + std::to_string(height) + " rows of " + std::to_string(width) +
                                                  " bytes) is not inside one device allocation")
                                                     .c_str());
-    DeviceAccess open;
+    DeviceAccess open{p};
     for (size_t r = 0; r < height; ++r) std::memset(static_cast<char*>(p) + r * pitch, value, width);
     return cudaSuccess;
 }

@@ -34,7 +34,7 @@ cusolverStatus_t gesvdj(cusolverDnHandle_t h, cusolverEigMode_t jobz, int econ, 
     if (!on_device(a, size_t(lda) * n) || !on_device(s, size_t(p)) || !on_device(info, 1) ||
         (vec && (!on_device(u, size_t(ldu) * ucols) || !on_device(v, size_t(ldv) * vcols))))
         return CUSOLVER_STATUS_INVALID_VALUE;
-    moekd::emu::DeviceAccess open;
+    moekd::emu::DeviceAccess open{a, s, u, v, info};
     using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
     const Mat A = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>(a, m, n, Eigen::OuterStride<>(lda));
     const unsigned opts = !vec ? 0u : econ ? (Eigen::ComputeThinU | Eigen::ComputeThinV)

@@ -12,6 +12,8 @@
 //   auto z  = moekd::cuda::to_cpu(zd);
 //   auto r  = moekd::cuda::softmax_topk(logits_d, 2, true);  // router; cuda/gating.hpp
 //   auto p  = moekd::cuda::make_dispatch_plan(r.experts, E, capacity);   // cuda/dispatch.hpp
+//   auto ce = moekd::cuda::cross_entropy(logits_d, targets_d);           // cuda/softmax.hpp
+//   auto ln = moekd::cuda::layer_norm(x_d, w_d, b_d);                    // cuda/norm.hpp
 //
 // It also fills the op API's device table (cuda/ops.hpp), so the ops themselves take CUDA tensors,
 // with autograd, as on the CPU:
@@ -31,6 +33,8 @@
 #include "cuda/experts.hpp"
 #include "cuda/gating.hpp"
 #include "cuda/kl.hpp"
+#include "cuda/norm.hpp"
 #include "cuda/ops.hpp"
 #include "cuda/relation.hpp"
 #include "cuda/runtime.hpp"
+#include "cuda/softmax.hpp"

@@ -163,7 +163,7 @@ TEST_CASE("to_device / to_cpu round trip, contiguous and strided", "[cuda]") {
     CHECK(cuda::to_cpu(xd.t()).to_vector() == x.t().to_vector());                  // strided device view
     CHECK(cuda::to_cpu(xd.narrow(1, 2, 4)).to_vector() == x.narrow(1, 2, 4).to_vector());
     CHECK(cuda::to_cpu(cuda::to_device(Tensor<double>::empty(Shape{0, 3}))).shape() == Shape{0, 3});
-    CHECK_THROWS_AS(xd.to_vector(), Error);  // host access to device memory is an error, not a crash
+    CHECK(xd.to_vector() == x.to_vector());  // to_vector / item copy a device tensor back (as torch)
 }
 
 TEST_CASE("the caching allocator reuses freed blocks", "[cuda]") {

@@ -17,6 +17,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "runtime.hpp"
 
@@ -24,7 +25,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
 
@@ -53,8 +53,10 @@ enum class WarpOp { Sync, Idx, Up, Down, Xor, Ballot, Any, All };
 /// collective with the same mask, then returns this lane's result (bits of the value read).
 uint64_t warp_collective(WarpOp op, uint32_t mask, uint64_t value, int arg, int width, const std::source_location& where);
 
-/// Runs body() as every thread of every block of the launch; returns the launch's error.
-cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& body);
+/// Runs body() as every thread of every block of the launch, with the allocations of `pointers`
+/// (the kernel's pointer arguments) open to it; returns the launch's error.
+cudaError_t run_kernel(const LaunchConfig& cfg, const std::function<void()>& body,
+                       const std::vector<const void*>& pointers);
 /// A kernel argument that is a pointer must be null or point into device memory.
 bool check_pointer_arg(const LaunchConfig& cfg, int index, const void* p);
 
@@ -73,9 +75,13 @@ T from_bits(uint64_t b) {
 }
 
 template <class P>
-bool check_arg(const LaunchConfig& cfg, int index, const P& v) {
-    if constexpr (std::is_pointer_v<P>) return check_pointer_arg(cfg, index, static_cast<const void*>(v));
-    else return true;
+bool check_arg(const LaunchConfig& cfg, int index, const P& v, std::vector<const void*>& pointers) {
+    if constexpr (std::is_pointer_v<P>) {
+        pointers.push_back(static_cast<const void*>(v));
+        return check_pointer_arg(cfg, index, static_cast<const void*>(v));
+    } else {
+        return true;
+    }
 }
 }  // namespace detail
 
@@ -91,9 +97,10 @@ struct Launch {
         const std::tuple<P...> args(static_cast<P>(std::forward<A>(a))...);  // converted as a call would
         bool ok = true;
         int i = 0;
-        std::apply([&](const auto&... v) { ((ok = ok && detail::check_arg(cfg, i++, v)), ...); }, args);
+        std::vector<const void*> pointers;
+        std::apply([&](const auto&... v) { ((ok = ok && detail::check_arg(cfg, i++, v, pointers)), ...); }, args);
         if (!ok) return;  // the error is recorded for cudaGetLastError
-        (void)detail::run_kernel(cfg, [&] { std::apply(fn, args); });
+        (void)detail::run_kernel(cfg, [&] { std::apply(fn, args); }, pointers);
     }
 };
 

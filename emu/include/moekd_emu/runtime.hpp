@@ -20,6 +20,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <vector>
 
 // ---- types -------------------------------------------------------------------------------------
 struct dim3 {
@@ -144,13 +146,20 @@ inline constexpr int kWarpSize = 32;
 /// Returns false when p is not inside an allocation, or the range runs past its end.
 bool device_range(const void* p, size_t bytes, const void** base = nullptr, size_t* size = nullptr);
 
-/// While one is alive, device memory is open to the calling code (kernels, copies, the emulated
-/// cuBLAS / cuSOLVER); outside, host code touching it faults (release build; see runtime.cpp).
-struct DeviceAccess {
-    DeviceAccess();
+/// While one is alive, the device allocations holding the given pointers are open to the calling
+/// code (a kernel's pointer arguments, a copy's ends, a library call's operands); everything
+/// else stays closed, so host code touching device memory faults (release build; runtime.cpp).
+/// Pointers that are not device memory are ignored.
+class DeviceAccess {
+public:
+    explicit DeviceAccess(std::initializer_list<const void*> ptrs);
+    explicit DeviceAccess(const std::vector<const void*>& ptrs);
     ~DeviceAccess();
     DeviceAccess(const DeviceAccess&) = delete;
     DeviceAccess& operator=(const DeviceAccess&) = delete;
+
+private:
+    std::vector<uintptr_t> opened_;
 };
 
 /// True when host code touching device memory faults (the release build; false under ASan,

@@ -142,6 +142,10 @@ void run_backward(const Tensor<T>& root, Tensor<T> grad, bool retain_graph) {
                 Tensor<T>& acc = slot->second;
                 if (exclusively_owned(acc) && acc.is_contiguous()) {  // in place: no new buffer
                     const Tensor<T> gc = contiguous_data(gs[i]);
+                    if (acc.device() != Device::CPU) {
+                        device_add(acc, acc, gc);
+                        continue;
+                    }
                     T* p = acc.data();
                     const T* q = gc.data();
                     for (int64_t j = 0, n = acc.numel(); j < n; ++j) p[j] += q[j];

@@ -16,6 +16,7 @@
 #include "device.hpp"
 #include "error.hpp"
 #include "shape.hpp"
+#include "../kernels/optim.cuh"
 
 namespace moekd {
 
@@ -70,6 +71,29 @@ struct DeviceOps {
     /// strides of the stored matrices.
     void (*gemm)(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
                  int64_t ldb, T beta, T* c, int64_t ldc) = nullptr;
+
+    /// softmax (log_softmax when `log`) of contiguous x read as (outer, n, inner) over n, and its
+    /// backward from the output y and its gradient g (kernels/softmax.cuh: a warp or a block per row).
+    void (*softmax)(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) = nullptr;
+    void (*softmax_backward)(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner,
+                             bool log) = nullptr;
+    /// layer_norm of M contiguous rows of N (w, b may be null); mean and rstd (M) saved for the
+    /// backward, which writes any of gx, gw, gb that is not null (gw, gb deterministic).
+    void (*layer_norm)(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t M, int64_t N,
+                       T eps) = nullptr;
+    void (*layer_norm_backward)(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* gx, T* gw,
+                                T* gb, int64_t M, int64_t N) = nullptr;
+    /// Fused cross-entropy of logits (N, C) against int64 targets on the device: per-row loss, row
+    /// max and log-sum (0 for ignored rows) and, unless loss is null, the reduced loss (the row
+    /// sum in double / divisor). Backward: scale(r) = g[r] when per_row, else g[0] / divisor.
+    void (*cross_entropy)(const T* logits, const int64_t* targets, T* rows, T* rmax, T* lsum, T* loss, int64_t N,
+                          int64_t C, int64_t ignore_index, T smoothing, double divisor) = nullptr;
+    void (*cross_entropy_backward)(const T* logits, const int64_t* targets, const T* rmax, const T* lsum,
+                                   const T* g, bool per_row, T divisor, T* gx, int64_t N, int64_t C,
+                                   int64_t ignore_index, T smoothing) = nullptr;
+    /// Fused optimizer updates of n elements in place (kernels/optim.cuh's per-element math).
+    void (*sgd_step)(T* p, const T* g, T* buf, int64_t n, const kern::SgdStep<T>& s) = nullptr;
+    void (*adam_step)(T* p, const T* g, T* m, T* v, int64_t n, const kern::AdamStep<T>& s) = nullptr;
 
     static DeviceOps& cuda() {
         static DeviceOps ops;

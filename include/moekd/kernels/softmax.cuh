@@ -6,8 +6,13 @@
 // row[(n-1) * stride]: for a contiguous tensor of shape (outer, n, inner) reduced over the middle
 // dim, the row of (o, i) starts at o * n * inner + i with stride inner, so no dim needs to be
 // moved last (stride 1 is the usual last-dim case).
-// Part 2 (nvcc only): simple one-thread-per-row __global__ kernels calling the same functions, and
-// host launchers. Adjacent threads take adjacent i, so strided rows are read coalesced.
+// Part 2 (MOEKD_CUDA_KERNELS: nvcc, and the emulated build): __global__ kernels doing the same
+// math, and host launchers (host entries in cuda/softmax.hpp, instantiated in kernels/softmax.cu).
+// Contiguous rows (the last dim, inner == 1): a warp per row for n <= 1024 (8 rows a block of
+// 256), a block of 256 per row above (e.g. a 32k vocabulary); lanes stride over the row and
+// reduce by shuffles, then across warps through shared memory. Strided rows (inner > 1): one
+// thread per row calling the row functions above (adjacent threads take adjacent i, so strided
+// rows are read coalesced).
 //
 // Every row function is numerically stable: it subtracts the row max before exponentiating, so
 // logits of +1000 give exact probabilities, not inf/NaN. A row that is all -inf gives NaN, as
@@ -293,10 +298,142 @@ MOEKD_HD void cross_entropy_backward_row(const T* x, int64_t n, int64_t target, 
 #if defined(MOEKD_CUDA_KERNELS)
 namespace moekd::kern::cuda {
 
-inline unsigned softmax_grid(int64_t rows, unsigned block) {
-    const int64_t g = (rows + block - 1) / block;
-    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+// ---- warp / block reductions -------------------------------------------------------------------
+// Every reduction has a fixed shape (a butterfly of __shfl_xor_sync within a warp, then the warp
+// results read from shared memory in warp order), so the same input gives the same bits whatever
+// the scheduling. The xor butterfly leaves the identical value in every lane (each step adds
+// the same two operands in both lanes of a pair, and + is commutative). Callers guarantee that
+// every lane of the warp (every thread of the block) calls the reduction: blockDim is a multiple
+// of 32 and no thread returns early.
+
+inline constexpr unsigned kFullMask = 0xffffffffu;
+inline constexpr int kWarp = 32;
+/// Threads per block of the warp-per-row kernels (8 rows per block) and of the block-per-row
+/// kernels (a power of two, a multiple of 32).
+inline constexpr int kRowsBlock = 256;
+inline constexpr int kRowBlock = 256;
+/// Rows up to this length take a warp each; longer rows take a block each.
+inline constexpr int64_t kWarpRowMax = 1024;
+
+struct SumOp {
+    template <class T>
+    __device__ T operator()(T a, T b) const {
+        return a + b;
+    }
+};
+/// max that propagates NaN (as row_max: once one side is NaN the result is NaN).
+struct MaxOp {
+    template <class T>
+    __device__ T operator()(T a, T b) const {
+        return (b > a || b != b) ? b : a;
+    }
+};
+
+template <class T, class Op>
+__device__ inline T warp_allreduce(T v, Op op) {
+    for (int o = kWarp / 2; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(kFullMask, v, o));
+    return v;
 }
+
+/// Block-wide reduction; every thread gets the result. smem: at least blockDim.x / 32 slots.
+template <class T, class Op>
+__device__ inline T block_allreduce(T v, T* smem, Op op) {
+    v = warp_allreduce(v, op);
+    const int warp = static_cast<int>(threadIdx.x) / kWarp, lane = static_cast<int>(threadIdx.x) % kWarp;
+    const int nwarps = static_cast<int>(blockDim.x) / kWarp;
+    if (lane == 0) smem[warp] = v;
+    __syncthreads();
+    T r = smem[0];
+    for (int w = 1; w < nwarps; ++w) r = op(r, smem[w]);
+    __syncthreads();  // smem may be reused by the next reduction
+    return r;
+}
+
+/// The reduction of a row: over the lanes of a warp (Block = false) or the block (Block = true).
+template <bool Block, class T, class Op>
+__device__ inline T row_allreduce(T v, T* smem, Op op) {
+    if constexpr (Block) return block_allreduce(v, smem, op);
+    else return warp_allreduce(v, op);
+}
+
+inline unsigned grid_1d(int64_t blocks) {
+    return static_cast<unsigned>(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+inline unsigned softmax_grid(int64_t rows, unsigned block) { return grid_1d((rows + block - 1) / block); }
+/// Blocks of the warp-per-row kernels for `rows` rows (kRowsBlock / 32 rows a block).
+inline unsigned warp_rows_grid(int64_t rows) { return grid_1d((rows + kRowsBlock / kWarp - 1) / (kRowsBlock / kWarp)); }
+
+/// Calls f(row, lane, lanes) for the rows this warp (Block = false: rows of kRowsBlock / 32
+/// warps a block) or this block (Block = true) owns, grid-stride. The row index is uniform across
+/// the warp / block, so the collectives inside f are reached by all of its threads.
+template <bool Block, class F>
+__device__ inline void for_rows(int64_t rows, F&& f) {
+    if constexpr (Block) {
+        for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) f(r, int64_t(threadIdx.x), int64_t(blockDim.x));
+    } else {
+        const int64_t wpb = blockDim.x / kWarp;
+        const int64_t warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+        for (int64_t r = blockIdx.x * wpb + warp; r < rows; r += int64_t(gridDim.x) * wpb) f(r, lane, int64_t(kWarp));
+    }
+}
+
+// ---- softmax / log_softmax, contiguous rows (inner == 1) ----------------------------------------
+// The math of softmax_row / log_softmax_row: m = max, s = sum exp(x - m), y = exp(x - m) / s or
+// (x - m) - log s. The sums are per-lane strided partial sums then the tree above (the CPU sums 16
+// interleaved lanes in order), and the exponential is the device exp (the CPU's float softmax
+// uses exp_fast, < 2 ulp apart): equal to float rounding, not bit for bit. x is read three times
+// (max, sum, output); rows of a warp kernel are short enough to stay in L1/L2.
+
+/// x, y: (rows, n) contiguous. One warp (Block = false) or one block (Block = true) per row.
+template <bool Block, class T>
+__global__ void softmax_fwd_rows_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t n, bool log) {
+    __shared__ T red[kRowBlock / kWarp];
+    for_rows<Block>(rows, [&](int64_t r, int64_t t, int64_t step) {
+        const T* xr = x + r * n;
+        T* yr = y + r * n;
+        T m = -INFINITY;
+        for (int64_t i = t; i < n; i += step) m = MaxOp{}(m, xr[i]);
+        m = row_allreduce<Block>(m, red, MaxOp{});
+        T s = T(0);
+        for (int64_t i = t; i < n; i += step) s += std::exp(xr[i] - m);
+        s = row_allreduce<Block>(s, red, SumOp{});
+        if (log) {
+            const T ls = std::log(s);
+            for (int64_t i = t; i < n; i += step) yr[i] = (xr[i] - m) - ls;
+        } else {
+            const T inv = T(1) / s;
+            for (int64_t i = t; i < n; i += step) yr[i] = std::exp(xr[i] - m) * inv;
+        }
+    });
+}
+
+/// y: the forward output (softmax, or log_softmax when `log`), g: its gradient; all (rows, n).
+/// softmax_backward_row: gx = y (g - sum g y); log_softmax_backward_row: gx = g - exp(y) sum g.
+template <bool Block, class T>
+__global__ void softmax_bwd_rows_kernel(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ gx,
+                                        int64_t rows, int64_t n, bool log) {
+    __shared__ T red[kRowBlock / kWarp];
+    for_rows<Block>(rows, [&](int64_t r, int64_t t, int64_t step) {
+        const T* yr = y + r * n;
+        const T* gr = g + r * n;
+        T* gxr = gx + r * n;
+        T d = T(0);
+        if (log)
+            for (int64_t i = t; i < n; i += step) d += gr[i];
+        else
+            for (int64_t i = t; i < n; i += step) d += gr[i] * yr[i];
+        d = row_allreduce<Block>(d, red, SumOp{});
+        if (log)
+            for (int64_t i = t; i < n; i += step) gxr[i] = gr[i] - std::exp(yr[i]) * d;
+        else
+            for (int64_t i = t; i < n; i += step) gxr[i] = yr[i] * (gr[i] - d);
+    });
+}
+
+// ---- softmax / log_softmax, strided rows (inner > 1) --------------------------------------------
+// One thread per (o, i) row calling the row functions themselves with stride inner (adjacent
+// threads take adjacent i, so each step of the row loop reads coalesced). Simple rather than
+// fast: a softmax over a non-last dim is rare in these models (the CPU does the same thing).
 
 /// x, y: contiguous (outer, n, inner); one thread per (o, i) row, reduced over n.
 template <class T>
@@ -326,64 +463,143 @@ __global__ void softmax_bwd_kernel(const T* __restrict__ y, const T* __restrict_
     }
 }
 
-/// logits: (N, C) contiguous; targets: (N); loss, rmax, lsum: (N). Ignored rows get loss 0.
-template <class T>
-__global__ void cross_entropy_fwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
-                                         T* __restrict__ loss, T* __restrict__ rmax, T* __restrict__ lsum, int64_t N,
-                                         int64_t C, int64_t ignore_index, T smoothing) {
-    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < N; r += int64_t(gridDim.x) * blockDim.x) {
-        const int64_t t = targets[r];
-        if (t == ignore_index || t < 0 || t >= C) {  // the host validates targets before launching
-            loss[r] = T(0);
-            rmax[r] = T(0);
-            lsum[r] = T(0);
-            continue;
+// ---- cross-entropy (logits (N, C) contiguous, class dim last) ------------------------------------
+// cross_entropy_row: m = max, ls = log sum exp(x - m), loss = (1 - e)((m - x[t]) + ls) and, when
+// e != 0, + e (ls - sum(x - m) / C). The two sums are taken in the same pass (per-lane partials,
+// then the fixed tree); the smoothing sum only when e != 0 (-inf logits stay harmless without
+// smoothing, as on the CPU). Ignored rows (t == ignore_index; the host validates the rest) get
+// loss, max and log-sum 0. The branch is on the row's target, uniform across its warp / block.
+
+/// logits: (N, C); targets: (N); loss, rmax, lsum: (N).
+template <bool Block, class T>
+__global__ void cross_entropy_fwd_rows_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
+                                              T* __restrict__ loss, T* __restrict__ rmax, T* __restrict__ lsum,
+                                              int64_t N, int64_t C, int64_t ignore_index, T smoothing) {
+    __shared__ T red[kRowBlock / kWarp];
+    for_rows<Block>(N, [&](int64_t r, int64_t t, int64_t step) {
+        const int64_t tg = targets[r];
+        if (tg == ignore_index || tg < 0 || tg >= C) {
+            if (t == 0) loss[r] = rmax[r] = lsum[r] = T(0);
+            return;  // the whole warp / block: the row's target is uniform
         }
-        loss[r] = cross_entropy_row(logits + r * C, C, t, smoothing, rmax + r, lsum + r);
-    }
+        const T* xr = logits + r * C;
+        T m = -INFINITY;
+        for (int64_t i = t; i < C; i += step) m = MaxOp{}(m, xr[i]);
+        m = row_allreduce<Block>(m, red, MaxOp{});
+        T s = T(0), sd = T(0);
+        if (smoothing != T(0)) {
+            for (int64_t i = t; i < C; i += step) {
+                s += std::exp(xr[i] - m);
+                sd += xr[i] - m;
+            }
+            sd = row_allreduce<Block>(sd, red, SumOp{});
+        } else {
+            for (int64_t i = t; i < C; i += step) s += std::exp(xr[i] - m);
+        }
+        s = row_allreduce<Block>(s, red, SumOp{});
+        if (t == 0) {
+            const T ls = std::log(s);
+            T l = (T(1) - smoothing) * ((m - xr[tg]) + ls);
+            if (smoothing != T(0)) l += smoothing * (ls - sd / T(C));
+            loss[r] = l;
+            rmax[r] = m;
+            lsum[r] = ls;
+        }
+    });
 }
 
-/// scale: (N) per-row upstream gradient (already divided by the count for a mean).
-template <class T>
-__global__ void cross_entropy_bwd_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
-                                         const T* __restrict__ rmax, const T* __restrict__ lsum,
-                                         const T* __restrict__ scale, T* __restrict__ gx,
-                                         int64_t N, int64_t C, int64_t ignore_index, T smoothing) {
-    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < N; r += int64_t(gridDim.x) * blockDim.x) {
-        const int64_t t = targets[r];
-        if (t == ignore_index || t < 0 || t >= C) {
-            for (int64_t c = 0; c < C; ++c) gx[r * C + c] = T(0);
-            continue;
+/// cross_entropy_backward_row, one element per thread of the row's warp / block:
+/// gx[c] = scale (exp((x - m) - ls) - e / C) - [c == t] scale (1 - e), the CPU's two steps.
+/// scale(r) = g[r] when per_row (Reduction::None), else g[0] / divisor (divisor = the kept count
+/// for a mean, 1 for a sum). Ignored rows get zeros.
+template <bool Block, class T>
+__global__ void cross_entropy_bwd_rows_kernel(const T* __restrict__ logits, const int64_t* __restrict__ targets,
+                                              const T* __restrict__ rmax, const T* __restrict__ lsum,
+                                              const T* __restrict__ g, bool per_row, T divisor, T* __restrict__ gx,
+                                              int64_t N, int64_t C, int64_t ignore_index, T smoothing) {
+    for_rows<Block>(N, [&](int64_t r, int64_t t, int64_t step) {
+        const int64_t tg = targets[r];
+        T* gr = gx + r * C;
+        if (tg == ignore_index || tg < 0 || tg >= C) {
+            for (int64_t i = t; i < C; i += step) gr[i] = T(0);
+            return;
         }
-        cross_entropy_backward_row(logits + r * C, C, t, smoothing, rmax[r], lsum[r], scale[r], gx + r * C);
-    }
+        const T* xr = logits + r * C;
+        const T m = rmax[r], ls = lsum[r];
+        const T scale = per_row ? g[r] : g[0] / divisor;
+        const T off = smoothing / T(C);
+        for (int64_t i = t; i < C; i += step) {
+            T v = scale * (std::exp((xr[i] - m) - ls) - off);
+            if (i == tg) v -= scale * (T(1) - smoothing);
+            gr[i] = v;
+        }
+    });
 }
 
+/// loss[0] = the per-row losses summed in double in a fixed order (thread i takes rows i, i + 256,
+/// ..., then the block tree), divided by `divisor` (the kept count for a mean, 1 for a sum; 0
+/// gives 0, the all-ignored mean). One block of kRowBlock threads.
+template <class T>
+__global__ void cross_entropy_reduce_kernel(const T* __restrict__ rows, T* __restrict__ loss, int64_t N,
+                                            double divisor) {
+    __shared__ double red[kRowBlock / kWarp];
+    double s = 0;
+    for (int64_t r = threadIdx.x; r < N; r += blockDim.x) s += static_cast<double>(rows[r]);
+    s = block_allreduce(s, red, SumOp{});
+    if (threadIdx.x == 0) loss[0] = static_cast<T>(divisor > 0 ? s / divisor : 0.0);
+}
+
+// ---- launchers ---------------------------------------------------------------------------------
+/// x, y: contiguous (outer, n, inner). inner == 1: a warp per row for n <= 1024, a block per row
+/// above; inner > 1: a thread per (o, i) row.
 template <class T>
 cudaError_t launch_softmax_fwd(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log,
                                cudaStream_t s = 0) {
-    MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_fwd_kernel<T>)(x, y, outer, n, inner, log);
+    if (inner != 1)
+        MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_fwd_kernel<T>)(x, y, outer, n, inner, log);
+    else if (n <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(outer), kRowsBlock, 0, s, softmax_fwd_rows_kernel<false, T>)(x, y, outer, n, log);
+    else
+        MOEKD_LAUNCH(grid_1d(outer), kRowBlock, 0, s, softmax_fwd_rows_kernel<true, T>)(x, y, outer, n, log);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_softmax_bwd(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner, bool log,
                                cudaStream_t s = 0) {
-    MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_bwd_kernel<T>)(y, g, gx, outer, n, inner, log);
+    if (inner != 1)
+        MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_bwd_kernel<T>)(y, g, gx, outer, n, inner, log);
+    else if (n <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(outer), kRowsBlock, 0, s, softmax_bwd_rows_kernel<false, T>)(y, g, gx, outer, n, log);
+    else
+        MOEKD_LAUNCH(grid_1d(outer), kRowBlock, 0, s, softmax_bwd_rows_kernel<true, T>)(y, g, gx, outer, n, log);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_cross_entropy_fwd(const T* logits, const int64_t* targets, T* loss, T* rmax, T* lsum, int64_t N,
                                      int64_t C, int64_t ignore_index, T smoothing, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(softmax_grid(N, 128), 128, 0, s, cross_entropy_fwd_kernel<T>)(logits, targets, loss, rmax, lsum, N, C,
-                                                                     ignore_index, smoothing);
+    if (C <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(N), kRowsBlock, 0, s, cross_entropy_fwd_rows_kernel<false, T>)(
+            logits, targets, loss, rmax, lsum, N, C, ignore_index, smoothing);
+    else
+        MOEKD_LAUNCH(grid_1d(N), kRowBlock, 0, s, cross_entropy_fwd_rows_kernel<true, T>)(
+            logits, targets, loss, rmax, lsum, N, C, ignore_index, smoothing);
     return cudaGetLastError();
 }
 template <class T>
-cudaError_t launch_cross_entropy_bwd(const T* logits, const int64_t* targets, const T* rmax, const T* lsum,
-                                     const T* scale, T* gx, int64_t N, int64_t C, int64_t ignore_index, T smoothing,
-                                     cudaStream_t s = 0) {
-    MOEKD_LAUNCH(softmax_grid(N, 128), 128, 0, s, cross_entropy_bwd_kernel<T>)(logits, targets, rmax, lsum, scale, gx, N, C,
-                                                                     ignore_index, smoothing);
+cudaError_t launch_cross_entropy_bwd(const T* logits, const int64_t* targets, const T* rmax, const T* lsum, const T* g,
+                                     bool per_row, T divisor, T* gx, int64_t N, int64_t C, int64_t ignore_index,
+                                     T smoothing, cudaStream_t s = 0) {
+    if (C <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(N), kRowsBlock, 0, s, cross_entropy_bwd_rows_kernel<false, T>)(
+            logits, targets, rmax, lsum, g, per_row, divisor, gx, N, C, ignore_index, smoothing);
+    else
+        MOEKD_LAUNCH(grid_1d(N), kRowBlock, 0, s, cross_entropy_bwd_rows_kernel<true, T>)(
+            logits, targets, rmax, lsum, g, per_row, divisor, gx, N, C, ignore_index, smoothing);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_cross_entropy_reduce(const T* rows, T* loss, int64_t N, double divisor, cudaStream_t s = 0) {
+    MOEKD_LAUNCH(1, kRowBlock, 0, s, cross_entropy_reduce_kernel<T>)(rows, loss, N, divisor);
     return cudaGetLastError();
 }
 

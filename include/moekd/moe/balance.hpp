@@ -43,6 +43,7 @@ template <class T>
 void check_probs(const Tensor<T>& probs, const char* op) {
     MOEKD_CHECK(probs.defined() && probs.dim() == 2 && probs.size(1) >= 1, op, ": router probabilities ",
                 probs.defined() ? probs.shape() : Shape{}, " must be (N, E)");
+    moekd::detail::require_cpu(probs, op);  // CPU loops below (no device half yet)
 }
 }  // namespace detail
 
@@ -97,6 +98,7 @@ Tensor<T> first_choice_fraction(const Tensor<int64_t>& experts, int64_t num_expe
                                 const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     MOEKD_CHECK(experts.dim() == 2 && experts.size(1) >= 1, "first_choice_fraction: experts ", experts.shape(),
                 " must be (N, k)");
+    moekd::detail::require_cpu(experts, "first_choice_fraction");
     const int64_t N = experts.size(0), k = experts.size(1);
     const Tensor<int64_t> ic = moekd::detail::contiguous_data(experts);
     const Tensor<uint8_t> pc = pad.defined() ? moekd::detail::contiguous_data(pad) : Tensor<uint8_t>();

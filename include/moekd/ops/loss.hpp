@@ -31,9 +31,15 @@ namespace detail {
 
 /// Checks (..., C) scores against (...) targets; returns C. Targets are validated per row later.
 template <class T>
-int64_t check_class_last(const Tensor<T>& scores, const Tensor<int64_t>& targets, const char* op, const char* what) {
-    require_cpu(scores, op);
-    require_cpu(targets, op);
+int64_t check_class_last(const Tensor<T>& scores, const Tensor<int64_t>& targets, const char* op, const char* what,
+                         bool device_ok = false) {
+    if (!device_ok) {
+        require_cpu(scores, op);
+        require_cpu(targets, op);
+    }
+    MOEKD_CHECK(scores.device() == targets.device(), op, ": ", what, " of shape ", scores.shape(), " on ",
+                scores.device(), ", targets of shape ", targets.shape(), " on ", targets.device(),
+                " (operands on different devices)");
     MOEKD_CHECK(scores.dim() >= 1, op, ": ", what, " must have a class dim, got a scalar");
     Shape want(scores.shape().begin(), scores.shape().end() - 1);
     MOEKD_CHECK(targets.shape() == want, op, ": targets of shape ", targets.shape(), " for ", what, " of shape ",
@@ -75,6 +81,43 @@ Tensor<T> reduce_rows(const Tensor<T>& rows, const Shape& tshape, Reduction red,
     for (int64_t r = 0; r < rows.numel(); ++r) total += rows.data()[r];
     if (red == Reduction::Mean) total = count > 0 ? total / static_cast<double>(count) : 0.0;
     return Tensor<T>::scalar(static_cast<T>(total));
+}
+
+/// cross_entropy's device half. The targets are checked on a host copy (out-of-range targets are
+/// an error naming the value and position, as on the CPU, where a GPU kernel would only assert),
+/// then the fused kernels of the device table run on the device's logits and targets.
+template <class T>
+Tensor<T> cross_entropy_device(const Tensor<T>& logits, const Tensor<int64_t>& targets, int64_t C,
+                               int64_t ignore_index, double label_smoothing, Reduction reduction) {
+    const char* op = "cross_entropy";
+    const Tensor<T> xc = contiguous_data(logits).detach();
+    const Tensor<int64_t> tc = contiguous_data(targets).detach();
+    const Tensor<int64_t> th = tc.to(Device::CPU);
+    const Shape tshape = targets.shape();
+    const int64_t N = tc.numel();
+    int64_t count = 0;
+    for (int64_t r = 0; r < N; ++r) count += checked_target(th, r, C, ignore_index, tshape, op) >= 0;
+    const Device dev = logits.device();
+    Tensor<T> rows = Tensor<T>::zeros({N}, dev), rmax = Tensor<T>::zeros({N}, dev), lsum = Tensor<T>::zeros({N}, dev);
+    Tensor<T> loss = Tensor<T>::zeros({}, dev);
+    const double divisor = reduction == Reduction::Mean ? static_cast<double>(count) : 1.0;
+    const T eps = static_cast<T>(label_smoothing);
+    if (N > 0)
+        device_entry(DeviceOps<T>::cuda().cross_entropy, op, logits.shape())(
+            xc.data(), tc.data(), rows.data(), rmax.data(), lsum.data(),
+            reduction == Reduction::None ? nullptr : loss.data(), N, C, ignore_index, eps, divisor);
+    Tensor<T> out = reduction == Reduction::None ? rows.reshape(tshape) : loss;
+    return record<T>(out, op, {logits}, [xc, tc, rmax, lsum, N, C, ignore_index, eps, reduction, count,
+                                         op](const Tensor<T>& g) {
+        Tensor<T> gx = Tensor<T>::zeros(xc.shape(), xc.device());
+        if (N == 0 || (reduction == Reduction::Mean && count == 0)) return std::vector<Tensor<T>>{gx};
+        const Tensor<T> gc = contiguous_data(g);
+        const T divisor = reduction == Reduction::Mean ? static_cast<T>(count) : T(1);
+        device_entry(DeviceOps<T>::cuda().cross_entropy_backward, op, xc.shape())(
+            xc.data(), tc.data(), rmax.data(), lsum.data(), gc.data(), reduction == Reduction::None, divisor, gx.data(), N,
+            C, ignore_index, eps);
+        return std::vector<Tensor<T>>{gx};
+    });
 }
 
 /// Naive reference of cross_entropy: double loops, the torch formula term by term, no autograd.
@@ -121,9 +164,11 @@ template <class T>
 Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& targets, int64_t ignore_index = -100,
                         double label_smoothing = 0.0, Reduction reduction = Reduction::Mean) {
     const char* op = "cross_entropy";
-    const int64_t C = detail::check_class_last(logits, targets, op, "logits");
+    const int64_t C = detail::check_class_last(logits, targets, op, "logits", true);
     MOEKD_CHECK(label_smoothing >= 0.0 && label_smoothing <= 1.0, op, ": label_smoothing must be in [0, 1], got ",
                 label_smoothing);
+    if (logits.device() != Device::CPU)
+        return detail::cross_entropy_device(logits, targets, C, ignore_index, label_smoothing, reduction);
     const Tensor<T> xc = detail::contiguous_data(logits).detach();
     const Tensor<int64_t> tc = detail::contiguous_data(targets).detach();
     const Shape tshape = targets.shape();

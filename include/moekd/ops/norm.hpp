@@ -19,7 +19,6 @@ namespace detail {
 template <class T>
 int64_t check_layer_norm(const Tensor<T>& x, const Shape& ns, const Tensor<T>& weight, const Tensor<T>& bias,
                          double eps, const char* op) {
-    require_cpu(x, op);
     const int64_t k = ns.rank();
     MOEKD_CHECK(k >= 1 && k <= x.dim(), op, ": normalized_shape ", ns, " must name 1 to ", x.dim(),
                 " trailing dims of the input ", x.shape(), ". HINT: for x: (B, T, D) pass {D}");
@@ -62,6 +61,41 @@ Tensor<T> layer_norm_reference(const Tensor<T>& x, const Shape& ns, const Tensor
     return y;
 }
 
+/// layer_norm's device half: rows through the device table, mean and rstd kept on the device.
+template <class T>
+Tensor<T> layer_norm_device(const Tensor<T>& x, const Shape& ns, const Tensor<T>& weight, const Tensor<T>& bias,
+                            double eps, int64_t M, int64_t N) {
+    const char* op = "layer_norm";
+    const Tensor<T> xc = contiguous_data(x).detach();
+    const Tensor<T> wc = weight.defined() ? contiguous_data(weight).detach() : Tensor<T>();
+    const Tensor<T> bc = bias.defined() ? contiguous_data(bias).detach() : Tensor<T>();
+    Tensor<T> y = Tensor<T>::empty(x.shape(), x.device());
+    Tensor<T> mean = Tensor<T>::empty({M}, x.device()), rstd = Tensor<T>::empty({M}, x.device());
+    if (M > 0)
+        device_entry(DeviceOps<T>::cuda().layer_norm, op, x.shape())(
+            xc.data(), wc.defined() ? wc.data() : nullptr, bc.defined() ? bc.data() : nullptr, y.data(), mean.data(),
+            rstd.data(), M, N, static_cast<T>(eps));
+    const bool need_x = x.requires_grad(), need_w = needs_grad(weight), need_b = needs_grad(bias);
+    return record<T>(y, op, {x, weight, bias},
+                     [xc, wc, mean, rstd, M, N, ns, need_x, need_w, need_b, op](const Tensor<T>& g) {
+                         const Tensor<T> gc = contiguous_data(g);
+                         const Device dev = xc.device();
+                         Tensor<T> gx = need_x ? Tensor<T>::empty(xc.shape(), dev) : Tensor<T>();
+                         Tensor<T> gw = need_w ? Tensor<T>::empty(ns, dev) : Tensor<T>();
+                         Tensor<T> gb = need_b ? Tensor<T>::empty(ns, dev) : Tensor<T>();
+                         if (M == 0) {
+                             for (Tensor<T>* t : {&gw, &gb})
+                                 if (t->defined()) *t = Tensor<T>::zeros(ns, dev);
+                         } else if (need_x || need_w || need_b) {
+                             device_entry(DeviceOps<T>::cuda().layer_norm_backward, op, xc.shape())(
+                                 xc.data(), wc.defined() ? wc.data() : nullptr, gc.data(), mean.data(), rstd.data(),
+                                 need_x ? gx.data() : nullptr, need_w ? gw.data() : nullptr,
+                                 need_b ? gb.data() : nullptr, M, N);
+                         }
+                         return std::vector<Tensor<T>>{gx, gw, gb};
+                     });
+}
+
 }  // namespace detail
 
 /// y = (x - mean) / sqrt(var + eps) * weight + bias, statistics over the last k dims of x
@@ -72,6 +106,7 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Shape& normalized_shape, const Te
                      const Tensor<T>& bias = Tensor<T>(), double eps = 1e-5) {
     const int64_t N = detail::check_layer_norm(x, normalized_shape, weight, bias, eps, "layer_norm");
     const int64_t M = x.numel() / N;
+    if (x.device() != Device::CPU) return detail::layer_norm_device(x, normalized_shape, weight, bias, eps, M, N);
     // saved without history (the closure must not keep the graph alive through them)
     const Tensor<T> xc = detail::contiguous_data(x).detach();
     const Tensor<T> wc = weight.defined() ? detail::contiguous_data(weight).detach() : Tensor<T>();

@@ -41,12 +41,29 @@ void for_each_row(const RowPlan& p, F f) {
                  });
 }
 
+/// softmax_impl's device half: the forward and the backward through the device table.
+template <class T>
+Tensor<T> softmax_device(const Tensor<T>& x, const RowPlan& p, bool is_log, const char* op) {
+    const Tensor<T> xc = contiguous_data(x);
+    Tensor<T> y = Tensor<T>::empty(x.shape(), x.device());
+    if (y.numel() > 0)
+        device_entry(DeviceOps<T>::cuda().softmax, op, x.shape())(xc.data(), y.data(), p.outer, p.n, p.inner, is_log);
+    return record<T>(y, op, {x}, [p, is_log, op, yd = y.detach()](const Tensor<T>& g) {
+        const Tensor<T> gc = contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::empty(yd.shape(), yd.device());
+        if (gx.numel() > 0)
+            device_entry(DeviceOps<T>::cuda().softmax_backward, op, yd.shape())(yd.data(), gc.data(), gx.data(),
+                                                                                p.outer, p.n, p.inner, is_log);
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
 /// Shared body of softmax (is_log = false) and log_softmax (is_log = true).
 template <class T>
 Tensor<T> softmax_impl(const Tensor<T>& x, int64_t dim, bool is_log) {
     const char* op = is_log ? "log_softmax" : "softmax";
-    require_cpu(x, op);
     const RowPlan p = plan_rows(x.shape(), dim, op);
+    if (x.device() != Device::CPU) return softmax_device(x, p, is_log, op);
     Tensor<T> xc = contiguous_data(x);
     Tensor<T> y = Tensor<T>::empty(x.shape());
     if (y.numel() > 0) {

@@ -57,10 +57,10 @@ public:
                 Tensor<T> grad = p.grad();
                 if (grad.defined()) {
                     MOEKD_CHECK(grad.shape() == p.shape(), "optimizer: gradient ", grad.shape(), " for parameter ", p.shape());
-                    MOEKD_CHECK(p.device() == Device::CPU && grad.device() == Device::CPU, "optimizer: parameter of shape ",
-                                p.shape(), " is on ", p.device(),
-                                "; the optimizers have no CUDA implementation yet (step on CPU parameters)");
-                    update(k, g, p.data(), detail::contiguous_data(grad).data(), p.numel());
+                    MOEKD_CHECK(grad.device() == p.device(), "optimizer: gradient on ", grad.device(),
+                                " for a parameter of shape ", p.shape(), " on ", p.device());
+                    if (p.device() == Device::CPU) update(k, g, p.data(), detail::contiguous_data(grad).data(), p.numel());
+                    else update_device(k, g, p, detail::contiguous_data(grad));
                 }
                 ++k;
             }
@@ -115,11 +115,21 @@ protected:
     /// Updates one parameter (n elements) in place; k is its index across groups.
     virtual void update(size_t k, const ParamGroup<T>& g, T* p, const T* grad, int64_t n) = 0;
 
-    /// A zero-initialised state slot of n elements for parameter k.
-    T* slot(size_t k, const char* name, int64_t n) {
+    /// The same update for a parameter on a device: a fused kernel through DeviceOps (SGD, Adam,
+    /// AdamW); optimizers without one say so.
+    virtual void update_device(size_t k, const ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) {
+        (void)k, (void)g, (void)grad;
+        MOEKD_CHECK(false, "optimizer: parameter of shape ", p.shape(), " is on ", p.device(),
+                    "; this optimizer has no CUDA implementation yet (SGD, Adam and AdamW have)");
+    }
+
+    /// A zero-initialised state slot of n elements for parameter k, on `device` (a slot loaded
+    /// from a checkpoint on the CPU moves to its parameter's device on first use).
+    T* slot(size_t k, const char* name, int64_t n, Device device = Device::CPU) {
         const std::string key = "state." + std::to_string(k) + "." + name;
         auto it = state_.find(key);
-        if (it == state_.end()) it = state_.emplace(key, Tensor<T>::zeros({n})).first;
+        if (it == state_.end()) it = state_.emplace(key, Tensor<T>::zeros({n}, device)).first;
+        if (it->second.device() != device) it->second = it->second.to(device);
         return it->second.data();
     }
     bool has_slot(size_t k, const char* name) const {
@@ -140,8 +150,10 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
     for (const auto& p : params) {
         Tensor<T> g = p.grad();
         if (!g.defined()) continue;
-        MOEKD_CHECK(g.device() == Device::CPU, "clip_grad_norm: gradient of shape ", g.shape(), " is on ", g.device(),
-                    "; clip_grad_norm has no CUDA implementation yet");
+        if (g.device() != Device::CPU) {  // the device's deterministic row sum, one number back
+            sq += double(sum(g * g).item());
+            continue;
+        }
         Tensor<T> gc = detail::contiguous_data(g);
         for (int64_t i = 0; i < gc.numel(); ++i) sq += double(gc.data()[i]) * double(gc.data()[i]);
     }
@@ -154,6 +166,11 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
             Tensor<T> g = p.grad();
             if (!g.defined()) continue;
             MOEKD_CHECK(g.is_contiguous(), "clip_grad_norm: non-contiguous gradient");
+            if (g.device() != Device::CPU) {
+                const Tensor<T> scaled = g * static_cast<T>(coef);
+                detail::copy_into(g, scaled);
+                continue;
+            }
             for (int64_t i = 0; i < g.numel(); ++i) g.data()[i] = static_cast<T>(g.data()[i] * coef);
         }
     return norm;

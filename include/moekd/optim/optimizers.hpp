@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "../core/eigen.hpp"
+#include "../kernels/optim.cuh"
 
 #include "optimizer.hpp"
 
@@ -29,15 +30,15 @@ protected:
         const T lr = T(g.lr), wd = T(g.weight_decay), mu = T(mu_), damp = T(damp_);
         const bool first = !this->has_slot(k, "momentum_buffer");
         T* buf = mu_ != 0 ? this->slot(k, "momentum_buffer", n) : nullptr;
-        for (int64_t i = 0; i < n; ++i) {
-            T d = grad[i];
-            if (wd != 0) d = d + wd * p[i];
-            if (buf) {
-                buf[i] = first ? d : mu * buf[i] + (T(1) - damp) * d;
-                d = nesterov_ ? d + mu * buf[i] : buf[i];
-            }
-            p[i] = p[i] - lr * d;
-        }
+        const kern::SgdStep<T> s{lr, wd, mu, damp, nesterov_, first};
+        for (int64_t i = 0; i < n; ++i) kern::sgd_elem(p[i], grad[i], buf ? buf + i : nullptr, s);
+    }
+    void update_device(size_t k, const ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) override {
+        const bool first = !this->has_slot(k, "momentum_buffer");
+        T* buf = mu_ != 0 ? this->slot(k, "momentum_buffer", p.numel(), p.device()) : nullptr;
+        const kern::SgdStep<T> s{T(g.lr), T(g.weight_decay), T(mu_), T(damp_), nesterov_, first};
+        moekd::detail::device_entry(DeviceOps<T>::cuda().sgd_step, "SGD.step", p.shape())(p.data(), grad.data(), buf,
+                                                                                           p.numel(), s);
     }
 
 private:
@@ -88,6 +89,25 @@ protected:
                 P -= step_size * (M / (V.sqrt() / bc2_sqrt + eps));
             }
         });
+    }
+
+    void update_device(size_t k, const ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) override {
+        const int64_t n = p.numel();
+        T* m = this->slot(k, "exp_avg", n, p.device());
+        T* v = this->slot(k, "exp_avg_sq", n, p.device());
+        const double t = double(this->step_);
+        const kern::AdamStep<T> s{T(g.lr),
+                                  T(g.weight_decay),
+                                  T(b1_),
+                                  T(b2_),
+                                  T(1 - b1_),
+                                  T(1 - b2_),
+                                  T(g.lr) / T(1 - std::pow(b1_, t)),
+                                  T(std::sqrt(1 - std::pow(b2_, t))),
+                                  T(eps_),
+                                  decoupled_};
+        moekd::detail::device_entry(DeviceOps<T>::cuda().adam_step, "Adam.step", p.shape())(p.data(), grad.data(), m, v,
+                                                                                             n, s);
     }
 
 private:

@@ -1,0 +1,496 @@
+// rows_gpu_test.cpp — the row kernels of the CUDA backend against the CPU ops on the same random
+// inputs, forward and backward: softmax / log_softmax (cuda::softmax, log_softmax, softmax_grad vs
+// moekd::softmax, log_softmax and their autograd), cross-entropy (cuda::cross_entropy,
+// cross_entropy_backward vs moekd::cross_entropy) and layer norm (cuda::layer_norm,
+// layer_norm_backward vs moekd::layer_norm). Row lengths on both sides of the warp / block switch
+// (1, 7, 32, 33, 1000, 1024, 1025, 5000, 32768), 1, 3 and 129 rows, float and double, a dim that is
+// not the last (the strided kernels), ignored targets, label smoothing, rows with +1000 and -inf
+// logits, all-equal rows; the layer-norm weight / bias gradients, and the same bits twice.
+// Compiled by g++, linked with moekd::cuda (or moekd::cuda_emu: rows_gpu_test_emu).
+//
+// Needs a GPU. Without one it prints "SKIPPED: no CUDA device: <reason>" and exits 77 (ctest:
+// skipped). `rows_gpu_test --no-device` runs the checks that hold without a GPU: every entry
+// rejects bad arguments with a moekd::Error naming them before any CUDA call.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <moekd/cuda.hpp>
+#include <moekd/tensor.hpp>
+
+using namespace moekd;
+
+namespace {
+
+const std::vector<int64_t> kLengths{1, 7, 32, 33, 1000, 1024, 1025, 5000, 32768};
+const std::vector<int64_t> kRows{1, 3, 129};
+
+/// The largest error seen per (dtype, quantity), printed at the end.
+std::map<std::string, double>& worst() {
+    static std::map<std::string, double> w;
+    return w;
+}
+
+/// The error of got (either device) against want (CPU), each value relative to the largest |want|
+/// of its row of `row_len` consecutive elements (the whole tensor when row_len is 0; the absolute
+/// error for a row of zeros), so a row of +1000 logits does not hide the errors of its neighbours. Non-finite values must agree exactly
+/// (NaN with NaN, inf with the same inf). `floor` bounds the row scale from below (a row whose
+/// exact values are rounding residue, e.g. the gradient of one class). Records the result under
+/// `what`.
+template <class T, class W = T>
+double row_err(const Tensor<T>& got_any, const Tensor<W>& want_any, int64_t row_len, const std::string& what,
+               double floor = 0) {
+    const Tensor<T> got = cuda::to_cpu(got_any);
+    const Tensor<W> want = cuda::to_cpu(want_any);
+    REQUIRE(got.defined());
+    REQUIRE(want.defined());
+    REQUIRE(got.shape() == want.shape());
+    const std::vector<T> g = got.to_vector();
+    const std::vector<W> w = want.to_vector();
+    const size_t L = row_len > 0 ? static_cast<size_t>(row_len) : std::max<size_t>(1, g.size());
+    double err = 0;
+    size_t mismatched_nonfinite = 0;
+    for (size_t r0 = 0; r0 < g.size(); r0 += L) {
+        const size_t r1 = std::min(g.size(), r0 + L);
+        double scale = 0;
+        for (size_t i = r0; i < r1; ++i)
+            if (std::isfinite(double(w[i]))) scale = std::max(scale, std::abs(double(w[i])));
+        if (scale == 0) scale = 1;  // a row of zeros (e.g. the x gradient of N = 1): absolute error
+        scale = std::max(scale, floor);
+        for (size_t i = r0; i < r1; ++i) {
+            const double a = g[i], b = w[i];
+            if (!std::isfinite(b) || !std::isfinite(a)) {
+                const bool same = (std::isnan(a) && std::isnan(b)) || a == b;
+                mismatched_nonfinite += !same;
+                continue;
+            }
+            err = std::max(err, std::abs(a - b) / scale);
+        }
+    }
+    CHECK(mismatched_nonfinite == 0);
+    const std::string key = std::string(dtype_name<T>()) + " " + what;
+    worst()[key] = std::max(worst()[key], err);
+    return err;
+}
+
+// Against the CPU op in the same dtype. Float: the CPU's own sums are serial or 16-lane float
+// sums over up to 32768 terms, the device's per-lane partials and a tree, so the two differ by
+// the CPU's rounding more than the device's (up to 7e-5 seen in a dominant probability of a 32k
+// row; record_truth below shows the device float is the closer to the double result).
+template <class T>
+constexpr double tol() {
+    return sizeof(T) == 4 ? 1e-4 : 1e-12;
+}
+
+template <class T>
+Tensor<double> as_double(const Tensor<T>& t) {
+    if (!t.defined()) return Tensor<double>();
+    const std::vector<T> v = cuda::to_cpu(t).to_vector();
+    if (t.dim() == 0) return Tensor<double>::scalar(static_cast<double>(v[0]));
+    return Tensor<double>::from_vector(std::vector<double>(v.begin(), v.end()), t.shape());
+}
+
+/// Float only: the device result and the CPU float result, each against the CPU op run in double
+/// on the same (float-valued) inputs, recorded as "<what> vs double: device" / "... cpu" (printed
+/// at the end); the device float must be within the float tolerance of it too.
+template <class T>
+void record_truth(const Tensor<T>& gpu, const Tensor<T>& cpu, const Tensor<double>& truth, int64_t row_len,
+                  const std::string& what, double floor = 0) {
+    if constexpr (std::is_same_v<T, float>) {
+        const double eg = row_err(gpu, truth, row_len, what + " vs double: device", floor);
+        const double ec = row_err(cpu, truth, row_len, what + " vs double: cpu", floor);
+        (void)ec;
+        CHECK(eg < tol<float>());
+    }
+}
+
+template <class T>
+Tensor<T> leaf(Tensor<T> t) {
+    t.requires_grad_();
+    return t;
+}
+
+template <class T>
+std::vector<T> bits(const Tensor<T>& t) {
+    return cuda::to_cpu(t).to_vector();
+}
+
+template <class T>
+bool same_bits(const Tensor<T>& a, const Tensor<T>& b) {
+    const std::vector<T> x = bits(a), y = bits(b);
+    return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(T)) == 0;
+}
+
+/// (rows, n) logits: N(0, 3), row 0 with some +1000 entries, row 1 with some -inf entries (when
+/// n > 1 and `neg_inf`), row 2 all equal.
+template <class T>
+Tensor<T> make_logits(int64_t rows, int64_t n, Generator& gen, bool neg_inf = true) {
+    Tensor<T> x = Tensor<T>::randn({rows, n}, gen, 0.0, 3.0);
+    T* p = x.data();
+    for (int64_t i = 0; i < n; i += 7) p[i] = T(1000) + T(i % 3);
+    if (rows > 1 && n > 1 && neg_inf)
+        for (int64_t i = 1; i < n; i += 3) p[n + i] = -INFINITY;
+    if (rows > 2)
+        for (int64_t i = 0; i < n; ++i) p[2 * n + i] = T(0.25);
+    return x;
+}
+
+// ---- softmax / log_softmax -----------------------------------------------------------------------
+template <class T>
+struct RowsOut {
+    Tensor<T> y, gx;
+};
+
+/// The CPU op and its autograd backward.
+template <class T>
+RowsOut<T> cpu_softmax(const Tensor<T>& x, const Tensor<T>& g, int64_t dim, bool log) {
+    Tensor<T> xl = leaf(x.detach());
+    Tensor<T> y = log ? log_softmax(xl, dim) : softmax(xl, dim);
+    y.backward(g);
+    return {y.detach(), xl.grad()};
+}
+
+template <class T>
+void check_softmax_case(const Tensor<T>& x, int64_t dim, bool log, int64_t row_len) {
+    Generator gen(5);
+    const Tensor<T> g = Tensor<T>::randn(x.shape(), gen);
+    const RowsOut<T> cpu = cpu_softmax(x, g, dim, log);
+    const Tensor<T> xd = cuda::to_device(x), gd = cuda::to_device(g);
+    const Tensor<T> yd = log ? cuda::log_softmax(xd, dim) : cuda::softmax(xd, dim);
+    CHECK(yd.device() == Device::CUDA);
+    const std::string name = log ? "log_softmax" : "softmax";
+    CHECK(row_err(yd, cpu.y, row_len, name + " forward") < tol<T>());
+    const Tensor<T> gxd = cuda::softmax_grad(yd, gd, dim, log);
+    CHECK(row_err(gxd, cpu.gx, row_len, name + " backward") < tol<T>());
+    if constexpr (std::is_same_v<T, float>) {
+        const RowsOut<double> truth = cpu_softmax(as_double(x), as_double(g), dim, log);
+        record_truth(yd, cpu.y, truth.y, row_len, name + " forward");
+        record_truth(gxd, cpu.gx, truth.gx, row_len, name + " backward");
+    }
+}
+
+template <class T>
+void check_softmax_last_dim() {
+    Generator gen(3);
+    for (int64_t n : kLengths)
+        for (int64_t rows : kRows) {
+            INFO(dtype_name<T>() << " rows=" << rows << " n=" << n);
+            const Tensor<T> x = make_logits<T>(rows, n, gen);
+            check_softmax_case(x, -1, false, n);
+            check_softmax_case(x, 1, true, n);
+        }
+}
+
+template <class T>
+void check_softmax_strided() {
+    Generator gen(4);
+    for (const auto& [shape, dim] : std::vector<std::pair<Shape, int64_t>>{
+             {Shape{4, 37, 5}, 1}, {Shape{3, 1025, 2}, 1}, {Shape{7, 33}, 0}, {Shape{2, 3, 129, 4}, -2}}) {
+        INFO(dtype_name<T>() << " shape=" << shape << " dim=" << dim);
+        Tensor<T> x = Tensor<T>::randn(shape, gen, 0.0, 3.0);
+        x.data()[0] = T(1000);
+        x.data()[1] = -INFINITY;
+        check_softmax_case(x, dim, false, 0);
+        check_softmax_case(x, dim, true, 0);
+    }
+}
+
+TEST_CASE("device softmax / log_softmax over the last dim match the CPU ops (warp and block rows)", "[cuda]") {
+    check_softmax_last_dim<float>();
+    check_softmax_last_dim<double>();
+}
+
+TEST_CASE("device softmax / log_softmax over a dim that is not last match the CPU ops (strided rows)", "[cuda]") {
+    check_softmax_strided<float>();
+    check_softmax_strided<double>();
+}
+
+TEST_CASE("device softmax of an all -inf row is NaN, as on the CPU", "[cuda]") {
+    for (int64_t n : {5, 2000}) {
+        Tensor<float> x = Tensor<float>::full({2, n}, -INFINITY);
+        x.data()[n] = 1.0f;  // row 1 is fine
+        const Tensor<float> xd = cuda::to_device(x);
+        row_err(cuda::softmax(xd), softmax(x), n, "softmax all -inf");
+        row_err(cuda::log_softmax(xd), log_softmax(x), n, "log_softmax all -inf");
+        CHECK(std::isnan(cuda::to_cpu(cuda::softmax(xd)).data()[0]));
+    }
+}
+
+// ---- cross-entropy -------------------------------------------------------------------------------
+template <class T>
+RowsOut<T> cpu_cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& targets, int64_t ignore_index,
+                             double smoothing, Reduction red, const Tensor<T>& g) {
+    Tensor<T> xl = leaf(logits.detach());
+    const Tensor<T> loss = cross_entropy(xl, targets, ignore_index, smoothing, red);
+    loss.backward(g);
+    return {loss.detach(), xl.grad()};
+}
+
+template <class T>
+void check_cross_entropy_case(const Tensor<T>& logits, const Tensor<int64_t>& targets, double smoothing,
+                              Reduction red, const std::string& tag, int64_t ignore_index = -100) {
+    Generator gen(9);
+    const int64_t N = targets.numel(), C = logits.size(1);
+    const Tensor<T> g = red == Reduction::None ? Tensor<T>::randn({N}, gen) : Tensor<T>::scalar(T(0.7));
+    const RowsOut<T> cpu = cpu_cross_entropy(logits, targets, ignore_index, smoothing, red, g);
+    const Tensor<T> ld = cuda::to_device(logits);
+    const Tensor<int64_t> td = cuda::to_device(targets);
+    const auto f = cuda::cross_entropy(ld, td, ignore_index, smoothing, red);
+    CHECK(f.loss.device() == Device::CUDA);
+    CHECK(f.loss.shape() == cpu.y.shape());
+    CHECK(row_err(f.loss, cpu.y, 0, "cross_entropy loss" + tag) < tol<T>());
+    const Tensor<T> gx = cuda::cross_entropy_backward(ld, td, f, cuda::to_device(g));
+    // C = 1: the exact gradient is 0 and the computed one rounding residue (FMA contraction);
+    // rows of real gradients are 0.7 / count (over 5e-3) times (1 - p) here
+    CHECK(row_err(gx, cpu.gx, C, "cross_entropy grad" + tag, 1e-3) < tol<T>());
+    if constexpr (std::is_same_v<T, float>) {
+        const RowsOut<double> truth =
+            cpu_cross_entropy(as_double(logits), targets, ignore_index, smoothing, red, as_double(g));
+        record_truth(f.loss, cpu.y, truth.y, 0, "cross_entropy loss" + tag);
+        record_truth(gx, cpu.gx, truth.gx, C, "cross_entropy grad" + tag, 1e-3);
+    }
+}
+
+/// N targets in [0, C), about one in five ignored (-100), row 0 never.
+Tensor<int64_t> make_targets(int64_t N, int64_t C, Generator& gen) {
+    std::vector<int64_t> t(static_cast<size_t>(N));
+    for (int64_t r = 0; r < N; ++r) t[r] = (r > 0 && gen.uniform() < 0.2) ? -100 : gen.randint(0, C);
+    if (N > 0) t[0] = 0;  // row 0 (the +1000 row) aims at a +1000 logit
+    return Tensor<int64_t>::from_vector(t, Shape{N});
+}
+
+template <class T>
+void check_cross_entropy_all() {
+    Generator gen(21);
+    for (int64_t C : kLengths)
+        for (int64_t N : kRows)
+            for (double sm : {0.0, 0.1}) {
+                INFO(dtype_name<T>() << " N=" << N << " C=" << C << " smoothing=" << sm);
+                // -inf logits only without smoothing: with it the loss is +inf on both sides
+                const Tensor<T> x = make_logits<T>(N, C, gen, sm == 0.0);
+                Tensor<int64_t> t = make_targets(N, C, gen);
+                if (N > 1 && C > 1) t.data()[1] = 0;  // a finite logit of the -inf row
+                check_cross_entropy_case(x, t, sm, Reduction::Mean, "");
+                if ((N == 129 && (C == 33 || C == 1025)) || (N == 3 && C == 5000)) {
+                    check_cross_entropy_case(x, t, sm, Reduction::Sum, "");
+                    check_cross_entropy_case(x, t, sm, Reduction::None, "");
+                }
+            }
+}
+
+TEST_CASE("device cross-entropy matches moekd::cross_entropy (ignore_index, smoothing, reductions)", "[cuda]") {
+    check_cross_entropy_all<float>();
+    check_cross_entropy_all<double>();
+}
+
+TEST_CASE("device cross-entropy edge cases: all ignored, -inf with smoothing, checked targets", "[cuda]") {
+    Generator gen(23);
+    const Tensor<double> x = make_logits<double>(3, 40, gen);
+    const Tensor<int64_t> none = Tensor<int64_t>::full({3}, -100);
+    check_cross_entropy_case(x, none, 0.1, Reduction::Mean, " all ignored");
+    const auto f = cuda::cross_entropy(cuda::to_device(x), cuda::to_device(none), -100, 0.1);
+    CHECK(f.count == 0);
+    CHECK(cuda::to_cpu(f.loss).item() == 0.0);
+    CHECK(bits(cuda::cross_entropy_backward(cuda::to_device(x), cuda::to_device(none), f)) ==
+          std::vector<double>(120, 0.0));
+    // row 1 holds -inf logits: with smoothing its loss is +inf on both sides
+    const Tensor<int64_t> t = Tensor<int64_t>::from_vector({0, 0, 5}, Shape{3});
+    check_cross_entropy_case(x, t, 0.2, Reduction::None, " -inf smoothed");
+    CHECK(std::isinf(cuda::to_cpu(cuda::cross_entropy(cuda::to_device(x), cuda::to_device(t), -100, 0.2,
+                                                      Reduction::None).loss).data()[1]));
+    // a custom ignore_index
+    const Tensor<int64_t> t7 = Tensor<int64_t>::from_vector({7, 3, 7}, Shape{3});
+    check_cross_entropy_case(x, t7, 0.1, Reduction::Mean, " ignore_index 7", 7);
+    CHECK(cuda::cross_entropy(cuda::to_device(x), cuda::to_device(t7), 7, 0.0).count == 1);
+    // an out-of-range target: the CPU op's message
+    const Tensor<int64_t> bad = Tensor<int64_t>::from_vector({0, 40, 1}, Shape{3});
+    CHECK_THROWS_WITH(cuda::cross_entropy(cuda::to_device(x), cuda::to_device(bad)),
+                      Catch::Contains("target 40 at position (1") && Catch::Contains("40 classes"));
+}
+
+// ---- layer norm ----------------------------------------------------------------------------------
+template <class T>
+struct LnOut {
+    Tensor<T> y, gx, gw, gb;
+};
+
+/// moekd::layer_norm over the last dim and its autograd backward; w, b may be undefined.
+template <class T>
+LnOut<T> cpu_layer_norm(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b, const Tensor<T>& g, double eps) {
+    Tensor<T> xl = leaf(x.detach());
+    Tensor<T> wl = w.defined() ? leaf(w.detach()) : Tensor<T>();
+    Tensor<T> bl = b.defined() ? leaf(b.detach()) : Tensor<T>();
+    const Tensor<T> y = layer_norm(xl, Shape{x.size(x.dim() - 1)}, wl, bl, eps);
+    y.backward(g);
+    return {y.detach(), xl.grad(), w.defined() ? wl.grad() : Tensor<T>(), b.defined() ? bl.grad() : Tensor<T>()};
+}
+
+template <class T>
+void check_layer_norm_case(int64_t M, int64_t N, bool with_w, bool with_b, Generator& gen) {
+    INFO(dtype_name<T>() << " M=" << M << " N=" << N << " weight=" << with_w << " bias=" << with_b);
+    Tensor<T> x = Tensor<T>::randn({M, N}, gen, 3.0, 2.0);
+    if (M > 1)
+        for (int64_t i = 0; i < N; ++i) x.data()[N + i] += T(1000);  // |mean| >> std
+    if (M > 2)
+        for (int64_t i = 0; i < N; ++i) x.data()[2 * N + i] = T(-1.5);  // var = 0
+    const Tensor<T> w = with_w ? Tensor<T>::randn({N}, gen, 1.0, 0.5) : Tensor<T>();
+    const Tensor<T> b = with_b ? Tensor<T>::randn({N}, gen) : Tensor<T>();
+    const Tensor<T> g = Tensor<T>::randn({M, N}, gen);
+    const double eps = 1e-5;
+    const LnOut<T> cpu = cpu_layer_norm(x, w, b, g, eps);
+
+    const Tensor<T> xd = cuda::to_device(x), gd = cuda::to_device(g);
+    const Tensor<T> wd = with_w ? cuda::to_device(w) : Tensor<T>(), bd = with_b ? cuda::to_device(b) : Tensor<T>();
+    const auto f = cuda::layer_norm(xd, wd, bd, eps);
+    CHECK(row_err(f.y, cpu.y, N, "layer_norm forward") < tol<T>());
+    // the saved statistics against the CPU row function
+    Tensor<T> mean = Tensor<T>::empty({M}), rstd = Tensor<T>::empty({M});
+    for (int64_t r = 0; r < M; ++r)
+        kern::layer_norm_stats_row(x.data() + r * N, N, static_cast<T>(eps), mean.data() + r, rstd.data() + r);
+    CHECK(row_err(f.mean, mean, 1, "layer_norm mean") < tol<T>());
+    CHECK(row_err(f.rstd, rstd, 1, "layer_norm rstd") < tol<T>());
+
+    const auto gr = cuda::layer_norm_backward(xd, wd, bd, f, gd);
+    CHECK(row_err(gr.gx, cpu.gx, N, "layer_norm grad x") < tol<T>());
+    CHECK(gr.gw.defined() == with_w);
+    CHECK(gr.gb.defined() == with_b);
+    if (with_w) CHECK(row_err(gr.gw, cpu.gw, 0, "layer_norm grad weight") < tol<T>());
+    if (with_b) CHECK(row_err(gr.gb, cpu.gb, 0, "layer_norm grad bias") < tol<T>());
+    if constexpr (std::is_same_v<T, float>) {
+        const LnOut<double> truth = cpu_layer_norm(as_double(x), as_double(w), as_double(b), as_double(g), eps);
+        record_truth(f.y, cpu.y, truth.y, N, "layer_norm forward");
+        record_truth(gr.gx, cpu.gx, truth.gx, N, "layer_norm grad x");
+        if (with_w) record_truth(gr.gw, cpu.gw, truth.gw, 0, "layer_norm grad weight");
+    }
+}
+
+template <class T>
+void check_layer_norm_all() {
+    Generator gen(31);
+    for (int64_t N : kLengths)
+        for (int64_t M : kRows) check_layer_norm_case<T>(M, N, true, true, gen);
+    check_layer_norm_case<T>(129, 33, false, false, gen);
+    check_layer_norm_case<T>(3, 5000, true, false, gen);
+    check_layer_norm_case<T>(700, 64, false, true, gen);  // several row chunks in the parameter pass
+}
+
+TEST_CASE("device layer norm matches moekd::layer_norm, forward and backward (x, weight, bias)", "[cuda]") {
+    check_layer_norm_all<float>();
+    check_layer_norm_all<double>();
+}
+
+// ---- determinism ---------------------------------------------------------------------------------
+TEST_CASE("device row kernels give the same bits when run twice", "[cuda]") {
+    Generator gen(41);
+    const Tensor<float> x = cuda::to_device(Tensor<float>::randn({1000, 777}, gen, 2.0, 3.0));
+    const Tensor<float> w = cuda::to_device(Tensor<float>::randn({777}, gen));
+    const Tensor<float> b = cuda::to_device(Tensor<float>::randn({777}, gen));
+    const Tensor<float> g = cuda::to_device(Tensor<float>::randn({1000, 777}, gen));
+    const auto f1 = cuda::layer_norm(x, w, b), f2 = cuda::layer_norm(x, w, b);
+    CHECK(same_bits(f1.y, f2.y));
+    const auto g1 = cuda::layer_norm_backward(x, w, b, f1, g), g2 = cuda::layer_norm_backward(x, w, b, f2, g);
+    CHECK(same_bits(g1.gw, g2.gw));
+    CHECK(same_bits(g1.gb, g2.gb));
+    CHECK(same_bits(g1.gx, g2.gx));
+
+    const Tensor<float> l = cuda::to_device(Tensor<float>::randn({9, 32768}, gen, 0.0, 3.0));
+    const Tensor<int64_t> t = cuda::to_device(make_targets(9, 32768, gen));
+    const auto c1 = cuda::cross_entropy(l, t, -100, 0.1), c2 = cuda::cross_entropy(l, t, -100, 0.1);
+    CHECK(same_bits(c1.loss, c2.loss));
+    CHECK(same_bits(cuda::cross_entropy_backward(l, t, c1), cuda::cross_entropy_backward(l, t, c2)));
+    CHECK(same_bits(cuda::softmax(l), cuda::softmax(l)));
+}
+
+TEST_CASE("device row kernels check their device inputs", "[cuda]") {
+    const Tensor<float> x = cuda::to_device(Tensor<float>::ones(Shape{4, 6}));
+    CHECK_THROWS_WITH(cuda::softmax(x.t()), Catch::Contains("x") && Catch::Contains("not contiguous"));
+    CHECK_THROWS_WITH(cuda::softmax_grad(x, x.t().contiguous()), Catch::Contains("grad") && Catch::Contains("(6, 4)"));
+    CHECK_THROWS_WITH(cuda::layer_norm(x, cuda::to_device(Tensor<float>::ones(Shape{5}))),
+                      Catch::Contains("weight of shape (5"));
+    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{4})),
+                      Catch::Contains("targets") && Catch::Contains("is on cpu"));
+}
+
+// ---- without a GPU (rows_gpu_test --no-device) ---------------------------------------------------
+
+TEST_CASE("no device: softmax, cross-entropy and layer-norm entries name bad arguments before touching CUDA",
+          "[nodevice]") {
+    const Tensor<float> x = Tensor<float>::ones(Shape{4, 6});
+    CHECK_THROWS_WITH(cuda::softmax(x), Catch::Contains("cuda::softmax") && Catch::Contains("x of shape (4, 6) is on cpu"));
+    CHECK_THROWS_WITH(cuda::log_softmax(x, 2), Catch::Contains("cuda::log_softmax"));
+    CHECK_THROWS_WITH(cuda::softmax_grad(x, Tensor<float>::ones(Shape{4, 5})),
+                      Catch::Contains("grad of shape (4, 5)"));
+    CHECK_THROWS_WITH(cuda::softmax_grad(x, x, -1, true), Catch::Contains("y") && Catch::Contains("is on cpu"));
+    CHECK_THROWS_WITH(cuda::softmax_grad(x, Tensor<float>()), Catch::Contains("grad is an undefined tensor"));
+
+    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{5})),
+                      Catch::Contains("targets of shape (5") && Catch::Contains("(4, 6)"));
+    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{4}), -100, 1.5),
+                      Catch::Contains("label_smoothing"));
+    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{4})),
+                      Catch::Contains("logits") && Catch::Contains("is on cpu"));
+    cuda::CrossEntropyForward<float> f;
+    f.reduction = Reduction::None;
+    CHECK_THROWS_WITH(cuda::cross_entropy_backward(x, Tensor<int64_t>::zeros(Shape{4}), f, 1.0f),
+                      Catch::Contains("Reduction::None"));
+    f.reduction = Reduction::Mean;
+    CHECK_THROWS_WITH(cuda::cross_entropy_backward(x, Tensor<int64_t>::zeros(Shape{3}), f, 1.0f),
+                      Catch::Contains("targets of shape (3"));
+
+    CHECK_THROWS_WITH(cuda::layer_norm(x, Tensor<float>::ones(Shape{5})), Catch::Contains("weight of shape (5"));
+    CHECK_THROWS_WITH(cuda::layer_norm(x, Tensor<float>(), Tensor<float>::ones(Shape{6, 1})),
+                      Catch::Contains("bias of shape (6, 1"));
+    CHECK_THROWS_WITH(cuda::layer_norm(x, Tensor<float>(), Tensor<float>(), -1.0), Catch::Contains("eps must be >= 0"));
+    CHECK_THROWS_WITH(cuda::layer_norm(x), Catch::Contains("x of shape (4, 6) is on cpu"));
+    CHECK_THROWS_WITH(cuda::layer_norm(Tensor<float>::scalar(1.0f)), Catch::Contains("scalar"));
+    cuda::LayerNormForward<float> lf;
+    CHECK_THROWS_WITH(cuda::layer_norm_backward(x, Tensor<float>(), Tensor<float>(), lf, Tensor<float>::ones(Shape{4, 5})),
+                      Catch::Contains("grad has shape (4, 5)"));
+    CHECK_THROWS_WITH(cuda::layer_norm_backward(x, Tensor<float>(), Tensor<float>(), lf, x),
+                      Catch::Contains("forward mean"));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const bool no_device_mode = argc > 1 && std::strcmp(argv[1], "--no-device") == 0;
+    const int n = cuda::device_count();
+    std::vector<char*> args{argv[0]};
+    std::string tags;
+    if (no_device_mode) {
+        if (n > 0) {
+            std::cout << "SKIPPED: a CUDA device is present; the no-device checks only apply without one\n";
+            return 77;
+        }
+        tags = "[nodevice]";
+        for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+    } else {
+        if (n == 0) {
+            std::cout << "SKIPPED: no CUDA device: " << cuda::no_device_reason() << "\n";
+            return 77;
+        }
+        std::cout << cuda::build_info() << "\n";
+        tags = "[cuda]";
+        for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+    }
+    const bool has_filter = std::any_of(args.begin() + 1, args.end(), [](const char* s) { return s[0] != '-'; });
+    if (!has_filter) args.push_back(tags.data());
+    const auto t0 = std::chrono::steady_clock::now();
+    const int rc = Catch::Session().run(static_cast<int>(args.size()), args.data());
+    if (!worst().empty()) {
+        std::cout << "largest errors (relative to the row's largest |CPU value|):\n";
+        for (const auto& [k, v] : worst()) std::cout << "  " << k << ": " << v << "\n";
+    }
+    std::cout << "time: "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
+    return rc;
+}
