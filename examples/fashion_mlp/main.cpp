@@ -5,9 +5,15 @@
 //   fashion_mlp --epochs 1 --train-limit 6000 --min-acc 0.7    quick run that must learn
 //   mpirun -np 2 fashion_mlp --batch 64    data parallel: each rank takes 64 of every 128 images
 //                                          (same steps as one process with --batch 128)
+//   fashion_mlp --device cuda       the same run with the model and batches on the GPU: the same
+//                                   ops, autograd and optimizer through moekd's CUDA backend
+//                                   (built when MOEKD_CUDA is on; fashion_mlp_emu is the same
+//                                   program on the emulated device, for CI). Without a GPU: a
+//                                   one-line error naming the reason, exit 1.
 //
 // Model: x (B, 784) -> linear (784, H) -> relu -> linear (H, 10) -> cross-entropy.
-// Optimiser: SGD with momentum, written out below (moekd/optim brings Adam, AdamW, LAMB).
+// Optimiser: optim::SGD with momentum (v = mu v + g; p -= lr v), one fused update per tensor on
+// the GPU.
 // Under mpirun (built with moekd::mpi) every rank holds the model, shuffles with the same seed and
 // takes its slice of each global batch of N * --batch images; gradients are averaged with
 // dist::DataParallel; rank 0 alone prints and writes --save (through io::write_safetensors: a
@@ -30,7 +36,11 @@
 #include <moekd/io/safetensors.hpp>
 #include <moekd/ops/loss.hpp>
 #include <moekd/ops/matmul.hpp>
+#include <moekd/optim/optimizers.hpp>
 #include <moekd/tensor.hpp>
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+#include <moekd/cuda.hpp>  // the CUDA backend (or its emulation): fills the ops' device table
+#endif
 
 using namespace moekd;
 
@@ -45,6 +55,11 @@ struct Mlp {
         b1 = Tensor<float>::rand({hidden}, gen, -a1, a1).requires_grad_();
         w2 = Tensor<float>::rand({out, hidden}, gen, -a2, a2).requires_grad_();
         b2 = Tensor<float>::rand({out}, gen, -a2, a2).requires_grad_();
+    }
+    /// The weights on `dev` (drawn on the CPU, so a seed gives the same model on every device).
+    void to(Device dev) {
+        for (auto* p : params())
+            if (p->device() != dev) *p = p->detach().to(dev).requires_grad_();
     }
     Tensor<float> forward(const Tensor<float>& x) const {  // x: (B, 784) -> logits (B, 10)
         return linear(relu(linear(x, w1, b1)), w2, b2);
@@ -68,7 +83,7 @@ Tensor<float> gather_rows(const data::ImageSet& s, const std::vector<int64_t>& i
 }
 
 /// Test accuracy on the first `limit` images; each rank scores its shard, the counts are summed.
-double accuracy(const Mlp& m, const data::ImageSet& s, int64_t limit, dist::Communicator& comm) {
+double accuracy(const Mlp& m, const data::ImageSet& s, int64_t limit, dist::Communicator& comm, Device dev) {
     NoGrad ng;
     const int64_t n = std::min<int64_t>(limit, s.size());
     const dist::Range mine = dist::shard_range(n, comm.rank(), comm.size());
@@ -78,7 +93,7 @@ double accuracy(const Mlp& m, const data::ImageSet& s, int64_t limit, dist::Comm
     for (int64_t from = mine.begin; from < mine.end; from += 1000) {
         const size_t b = std::min<int64_t>(1000, mine.end - from);
         Tensor<int64_t> y;
-        Tensor<float> logits = m.forward(gather_rows(s, idx, from, b, y));
+        Tensor<float> logits = m.forward(gather_rows(s, idx, from, b, y).to(dev)).to(Device::CPU);
         for (size_t i = 0; i < b; ++i) {
             const float* row = logits.data() + i * 10;
             correct += (std::max_element(row, row + 10) - row) == y.data()[i];
@@ -115,6 +130,10 @@ int main(int argc, char** argv) {
     app.add_option("--train-limit", train_limit, "use the first N training images")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--test-limit", test_limit, "evaluate on the first N test images")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--min-acc", min_acc, "exit with status 2 if the final test accuracy is lower")->capture_default_str()->check(cli_checks::in(0.0, 1.0));
+    std::string device_name = "cpu";
+    app.add_option("--device", device_name, "where the model trains: cpu, or cuda (the GPU)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"cpu", "cuda"}));
     std::string save;
     app.add_option("--save", save, "write the trained weights (w1, b1, w2, b2) to this .safetensors file (rank 0)");
     try {
@@ -123,6 +142,22 @@ int main(int argc, char** argv) {
         return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
     }
 
+    const Device dev = device_name == "cuda" ? Device::CUDA : Device::CPU;
+    if (dev == Device::CUDA) {  // refused before any data is read: say why in one line
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+        if (cuda::device_count() == 0) {
+            if (main_rank) std::fprintf(stderr, "fashion_mlp: error: --device cuda: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
+            return 1;
+        }
+        if (comm->size() > 1) {
+            if (main_rank) std::fprintf(stderr, "fashion_mlp: error: --device cuda runs as one process (data parallel over NCCL is not wired into fashion_mlp yet)\n");
+            return 1;
+        }
+#else
+        if (main_rank) std::fprintf(stderr, "fashion_mlp: error: --device cuda: this build has no CUDA backend (configure with -DMOEKD_CUDA=ON on a machine with nvcc)\n");
+        return 1;
+#endif
+    }
     try {
         const auto t0 = std::chrono::steady_clock::now();
         if (main_rank && !save.empty()) (void)io::resolve_write_target(save);  // refused now, not after training
@@ -132,9 +167,9 @@ int main(int argc, char** argv) {
         const int ranks = comm->size();
         const int64_t global_batch = int64_t(batch) * ranks;
         if (main_rank)
-            std::printf("fashion_mlp: %lld train / %lld test images from %s, hidden %lld, batch %d x %d rank(s), lr %g\n",
+            std::printf("fashion_mlp: %lld train / %lld test images from %s, hidden %lld, batch %d x %d rank(s), lr %g, on %s\n",
                         (long long)n_train, (long long)std::min<int64_t>(test_limit, test.size()), dir.c_str(),
-                        (long long)hidden, batch, ranks, lr);
+                        (long long)hidden, batch, ranks, lr, device_name.c_str());
 
         Generator gen(seed);
         Mlp model(784, hidden, 10, gen);
@@ -144,9 +179,11 @@ int main(int argc, char** argv) {
                                     " lr=" + std::to_string(lr) + " momentum=" + std::to_string(momentum) +
                                     " epochs=" + std::to_string(epochs) + " seed=" + std::to_string(seed) +
                                     " train=" + std::to_string(n_train));
-        dist::DataParallel<float> dp(comm, model.named());
-        std::vector<Tensor<float>> velocity;
-        for (auto* p : model.params()) velocity.push_back(Tensor<float>::zeros(p->shape()));
+        dist::DataParallel<float> dp(comm, model.named());  // one process on the GPU (checked above)
+        model.to(dev);
+        std::vector<Tensor<float>> weights;
+        for (auto* p : model.params()) weights.push_back(*p);
+        optim::SGD<float> opt({optim::ParamGroup<float>{weights, lr}}, momentum);
         std::vector<int64_t> order(n_train);
         std::iota(order.begin(), order.end(), 0);
 
@@ -160,36 +197,26 @@ int main(int argc, char** argv) {
             for (int64_t from = 0; from + global_batch <= n_train; from += global_batch) {
                 Tensor<int64_t> y;
                 Tensor<float> x = gather_rows(train, order, from + int64_t(comm->rank()) * batch, batch, y);
-                Tensor<float> loss = cross_entropy(model.forward(x), y);
+                Tensor<float> loss = cross_entropy(model.forward(x.to(dev)), y.to(dev));
                 const float l = loss.item();
                 MOEKD_CHECK(std::isfinite(l), "fashion_mlp: loss became ", l, " at epoch ", epoch, " step ", steps,
                             ". HINT: lower --lr");
-                for (auto* p : model.params()) p->zero_grad();
+                opt.zero_grad();
                 loss.backward();
                 dp.average_gradients();
-                NoGrad ng;
-                auto params = model.params();
-                for (size_t k = 0; k < params.size(); ++k) {  // v = mu v + g;  p -= lr v
-                    float* v = velocity[k].data();
-                    float* w = params[k]->data();
-                    const float* g = params[k]->grad().data();
-                    for (int64_t j = 0; j < params[k]->numel(); ++j) {
-                        v[j] = float(momentum) * v[j] + g[j];
-                        w[j] -= float(lr) * v[j];
-                    }
-                }
+                opt.step();  // v = mu v + g;  p -= lr v
                 loss_sum += l;
                 ++steps;
             }
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - te).count();
             comm->all_reduce(&loss_sum, 1, dist::ReduceOp::Mean);  // mean over ranks of the shard losses
-            const double acc = accuracy(model, test, test_limit, *comm);
+            const double acc = accuracy(model, test, test_limit, *comm, dev);
             if (main_rank)
                 std::printf("epoch %d  train loss %.4f  test acc %.4f  (%.0f images/s)\n", epoch, loss_sum / steps, acc,
                             steps * global_batch / secs);
             std::fflush(stdout);
         }
-        const double acc = accuracy(model, test, test_limit, *comm);
+        const double acc = accuracy(model, test, test_limit, *comm, dev);
         const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         if (main_rank) {
             std::printf("final test accuracy %.4f after %d epoch(s), %.1f s\n", acc, epochs, total);
