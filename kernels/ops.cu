@@ -90,14 +90,17 @@ void copy(T* dst, const T* src, const LoopPlan& p) {
     check_launch("copy");
 }
 
+// The ten unary ops, one case each (the same list serves forward and backward).
+#define MOEKD_UNARY_CASES(CASE)                                                                          \
+    CASE(Neg) CASE(Exp) CASE(Log) CASE(Sqrt) CASE(Rsqrt) CASE(Abs) CASE(Tanh) CASE(Sigmoid) CASE(Relu) \
+    CASE(Gelu)
+
 template <class T>
 void unary(UnaryOp op, const T* x, T* y, int64_t n) {
     switch (op) {
 #define MOEKD_UNARY_CASE(F) \
     case UnaryOp::F: MOEKD_CUDA_CHECK((kern::cuda::launch_unary_fwd<kern::F, T>(x, y, n))); return;
-        MOEKD_UNARY_CASE(Neg) MOEKD_UNARY_CASE(Exp) MOEKD_UNARY_CASE(Log) MOEKD_UNARY_CASE(Sqrt)
-        MOEKD_UNARY_CASE(Rsqrt) MOEKD_UNARY_CASE(Abs) MOEKD_UNARY_CASE(Tanh) MOEKD_UNARY_CASE(Sigmoid)
-        MOEKD_UNARY_CASE(Relu) MOEKD_UNARY_CASE(Gelu)
+        MOEKD_UNARY_CASES(MOEKD_UNARY_CASE)
 #undef MOEKD_UNARY_CASE
     }
     throw Error("cuda: unknown unary op");
@@ -108,13 +111,12 @@ void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* gx, int64
     switch (op) {
 #define MOEKD_UNARY_CASE(F) \
     case UnaryOp::F: MOEKD_CUDA_CHECK((kern::cuda::launch_unary_bwd<kern::F, T>(x, y, g, gx, n))); return;
-        MOEKD_UNARY_CASE(Neg) MOEKD_UNARY_CASE(Exp) MOEKD_UNARY_CASE(Log) MOEKD_UNARY_CASE(Sqrt)
-        MOEKD_UNARY_CASE(Rsqrt) MOEKD_UNARY_CASE(Abs) MOEKD_UNARY_CASE(Tanh) MOEKD_UNARY_CASE(Sigmoid)
-        MOEKD_UNARY_CASE(Relu) MOEKD_UNARY_CASE(Gelu)
+        MOEKD_UNARY_CASES(MOEKD_UNARY_CASE)
 #undef MOEKD_UNARY_CASE
     }
     throw Error("cuda: unknown unary op");
 }
+#undef MOEKD_UNARY_CASES
 
 template <class T>
 void binary(BinaryOp op, T* c, const T* a, const T* b, const LoopPlan& p) {
