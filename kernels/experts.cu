@@ -80,7 +80,38 @@ void column_sum_raw(const T* x, int64_t n, int64_t C, T* out) {
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
+namespace {
+cublasStatus_t strided_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                               const float* alpha, const float* a, int lda, long long sa, const float* b, int ldb,
+                               long long sb, const float* beta, float* c, int ldc, long long sc, int batch) {
+    return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+}
+cublasStatus_t strided_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                               const double* alpha, const double* a, int lda, long long sa, const double* b, int ldb,
+                               long long sb, const double* beta, double* c, int ldc, long long sc, int batch) {
+    return cublasDgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
+}
+}  // namespace
+
+template <class T>
+void gemm_strided_batched_raw(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                              int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T* c, int64_t ldc,
+                              int64_t stride_c, int64_t batch) {
+    const char* op = "cuda::gemm_strided_batched";
+    if (m == 0 || n == 0 || batch == 0) return;
+    MOEKD_CHECK(k > 0, op, ": an empty inner dimension");
+    const T one(1), zero(0);
+    // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: B first, then A
+    cublas_check(strided_batched(cublas_handle(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                 blas_int(n, op), blas_int(m, op), blas_int(k, op), &one, b, blas_int(ldb, op),
+                                 stride_b, a, blas_int(lda, op), stride_a, &zero, c, blas_int(ldc, op), stride_c,
+                                 blas_int(batch, op)),
+                 "cublasXgemmStridedBatched", __FILE__, __LINE__);
+}
+
 #define MOEKD_INSTANTIATE_EXPERTS(T)                                            \
+    template void gemm_strided_batched_raw<T>(bool, bool, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, \
+                                              const T*, int64_t, int64_t, T*, int64_t, int64_t, int64_t);        \
     template void bias_act_raw<T>(T*, const T*, T*, int64_t, int64_t, bool);     \
     template void add_bias_raw<T>(T*, const T*, int64_t, int64_t);               \
     template void act_backward_raw<T>(const T*, const T*, T*, int64_t, bool);    \

@@ -1,7 +1,13 @@
-// kl.cu — compiles the fused symmetric-KL kernels of include/moekd/kernels/kl.cuh (block-per-row
-// forward statistics, per-element backward) for float and double, plus the reduction of the row
-// losses to the scalar loss, behind the raw launchers that include/moekd/cuda/kl.hpp declares.
+// kl.cu — compiles the fused KL kernels of include/moekd/kernels/kl.cuh (a warp or a block per row
+// for the forward statistics, per-element backward kernels) for float and double, plus the
+// reduction of the row losses to the scalar loss. They serve the losses of losses/kd.hpp through
+// the device table (install_loss_ops below, which also fills the relation entries from
+// kernels/relation.cu), and the raw launchers that include/moekd/cuda/kl.hpp declares for its
+// twin functions.
+#include <moekd/core/backend.hpp>
 #include <moekd/cuda/kl.hpp>
+#include <moekd/cuda/ops.hpp>
+#include <moekd/cuda/relation.hpp>
 #include <moekd/kernels/kl.cuh>
 
 namespace moekd::cuda::detail {
@@ -10,17 +16,20 @@ namespace {
 constexpr int kReduceThreads = 256;
 
 // One block: thread i sums rows i, i + 256, ... (in order, double), then a fixed tree. The result
-// does not depend on scheduling. loss[0] = total / count (0 when count == 0), count[0] = kept rows.
+// does not depend on scheduling. The row loss is kl_ab + kl_ba (sym) or kl_ab (soft distillation);
+// loss[0] = mul * total / count (0 when count == 0), count[0] = kept rows (when count is not null).
 template <class T>
 __global__ void kl_loss_reduce_kernel(const kern::KlRowStats<T>* __restrict__ stats, const uint8_t* __restrict__ mask,
-                                      T* __restrict__ loss, int64_t* __restrict__ count, int64_t rows) {
+                                      bool sym, double mul, T* __restrict__ loss, int64_t* __restrict__ count,
+                                      int64_t rows) {
     __shared__ double s_sum[kReduceThreads];
     __shared__ long long s_cnt[kReduceThreads];
     double s = 0;
     long long c = 0;
     for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
         if (mask && mask[r]) continue;
-        s += static_cast<double>(stats[r].kl_ab) + static_cast<double>(stats[r].kl_ba);
+        s += sym ? static_cast<double>(stats[r].kl_ab) + static_cast<double>(stats[r].kl_ba)
+                 : static_cast<double>(stats[r].kl_ab);
         ++c;
     }
     s_sum[threadIdx.x] = s;
@@ -34,9 +43,16 @@ __global__ void kl_loss_reduce_kernel(const kern::KlRowStats<T>* __restrict__ st
         __syncthreads();
     }
     if (threadIdx.x == 0) {
-        loss[0] = static_cast<T>(s_cnt[0] ? s_sum[0] / static_cast<double>(s_cnt[0]) : 0.0);
-        count[0] = s_cnt[0];
+        loss[0] = static_cast<T>(s_cnt[0] ? mul * s_sum[0] / static_cast<double>(s_cnt[0]) : 0.0);
+        if (count) count[0] = s_cnt[0];
     }
+}
+
+template <class T>
+void kl_reduce(const kern::KlRowStats<T>* st, const uint8_t* mask, bool sym, double mul, T* loss, int64_t* count,
+               int64_t rows) {
+    MOEKD_LAUNCH(1, kReduceThreads, 0, 0, kl_loss_reduce_kernel<T>)(st, mask, sym, mul, loss, count, rows);
+    MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace
@@ -46,23 +62,71 @@ void kl_forward_raw(const T* a, const T* b, const uint8_t* mask, T* stats, T* lo
                     int64_t n) {
     auto* st = reinterpret_cast<kern::KlRowStats<T>*>(stats);
     if (rows > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_kl_fwd<T>(a, b, mask, st, rows, n)));
-    MOEKD_LAUNCH(1, kReduceThreads, 0, 0, kl_loss_reduce_kernel<T>)(st, mask, loss, count, rows);
-    MOEKD_CUDA_CHECK(cudaGetLastError());
+    kl_reduce<T>(st, mask, true, 1.0, loss, count, rows);
 }
 
 template <class T>
-void kl_sym_backward_raw(const T* a, const T* b, const uint8_t* mask, const T* stats, T scale, T* ga, T* gb,
-                         int64_t rows, int64_t n) {
-    if (rows == 0) return;
+void kl_sym_backward_raw(const T* a, const T* b, const uint8_t* mask, const T* stats, const T* g, const int64_t* count,
+                         T* ga, T* gb, int64_t rows, int64_t n) {
+    if (rows * n == 0 || (!ga && !gb)) return;
     const auto* st = reinterpret_cast<const kern::KlRowStats<T>*>(stats);
-    MOEKD_CUDA_CHECK((kern::cuda::launch_kl_sym_bwd<T>(a, b, mask, st, scale, ga, gb, rows, n)));
+    MOEKD_CUDA_CHECK((kern::cuda::launch_kl_sym_bwd<T>(a, b, mask, st, g, count, ga, gb, rows, n)));
 }
 
-#define MOEKD_INSTANTIATE_KL(T)                                                                          \
-    template void kl_forward_raw<T>(const T*, const T*, const uint8_t*, T*, T*, int64_t*, int64_t, int64_t); \
-    template void kl_sym_backward_raw<T>(const T*, const T*, const uint8_t*, const T*, T, T*, T*, int64_t, int64_t);
+template <class T>
+void soft_distill_raw(const T* student, const T* teacher, double temperature, T* stats, T* loss, int64_t rows,
+                      int64_t n) {
+    auto* st = reinterpret_cast<kern::KlRowStats<T>*>(stats);
+    const T inv_t = static_cast<T>(1.0 / temperature);  // as the CPU's scaled copies
+    // a = teacher / temp (the target p), b = student / temp
+    if (rows > 0)
+        MOEKD_CUDA_CHECK((kern::cuda::launch_kl_fwd<T>(teacher, student, nullptr, st, rows, n, 0, true, inv_t)));
+    kl_reduce<T>(st, nullptr, false, temperature * temperature, loss, nullptr, rows);
+}
+
+template <class T>
+void soft_distill_backward_raw(const T* student, const T* teacher, double temperature, const T* stats, const T* g,
+                               T* gs, int64_t rows, int64_t n) {
+    if (rows * n == 0) return;
+    const auto* st = reinterpret_cast<const kern::KlRowStats<T>*>(stats);
+    const T inv_t = static_cast<T>(1.0 / temperature);
+    MOEKD_CUDA_CHECK((kern::cuda::launch_kl_target_bwd<T>(student, teacher, inv_t, st, g, temperature, gs, rows, n)));
+}
+
+#define MOEKD_INSTANTIATE_KL(T)                                                                                   \
+    template void kl_forward_raw<T>(const T*, const T*, const uint8_t*, T*, T*, int64_t*, int64_t, int64_t);        \
+    template void kl_sym_backward_raw<T>(const T*, const T*, const uint8_t*, const T*, const T*, const int64_t*, T*, \
+                                         T*, int64_t, int64_t);                                                      \
+    template void soft_distill_raw<T>(const T*, const T*, double, T*, T*, int64_t, int64_t);                         \
+    template void soft_distill_backward_raw<T>(const T*, const T*, double, const T*, const T*, T*, int64_t, int64_t);
 MOEKD_INSTANTIATE_KL(float)
 MOEKD_INSTANTIATE_KL(double)
 #undef MOEKD_INSTANTIATE_KL
 
 }  // namespace moekd::cuda::detail
+
+namespace moekd::cuda {
+namespace {
+
+template <class T>
+void install_losses_for() {
+    DeviceOps<T>& o = DeviceOps<T>::cuda();
+    o.symmetric_kl = &detail::kl_forward_raw<T>;
+    o.symmetric_kl_backward = &detail::kl_sym_backward_raw<T>;
+    o.soft_distill = &detail::soft_distill_raw<T>;
+    o.soft_distill_backward = &detail::soft_distill_backward_raw<T>;
+    o.l2_normalize_rows = &detail::l2_normalize_raw<T>;  // kernels/relation.cu
+    o.l2_normalize_rows_backward = &detail::l2_normalize_backward_raw<T>;
+    o.relation_diff = &detail::relation_diff_raw<T>;
+}
+
+}  // namespace
+
+// Fills this family's entries of the device table (core/backend.hpp, the losses section): the KL
+// losses here, the relation losses' row kernels of kernels/relation.cu.
+void install_loss_ops() {
+    install_losses_for<float>();
+    install_losses_for<double>();
+}
+
+}  // namespace moekd::cuda

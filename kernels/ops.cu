@@ -1,6 +1,6 @@
 // ops.cu — the CUDA implementations of the op API's device table (core/backend.hpp): fill,
-// strided copy, unary forward/backward, broadcasting binary ops, row sums, GEMM, and the fused
-// SGD / Adam updates.
+// strided copy, unary forward/backward, broadcasting binary ops, row sums, GEMM, dropout (Philox),
+// and the fused SGD / Adam updates.
 //
 // Written for a GPU: grid-stride loops with adjacent threads on adjacent output elements (so the
 // contiguous operand, always the output here, is written coalesced); the row sum is a block per
@@ -14,6 +14,7 @@
 #include <moekd/cuda/ops.hpp>
 #include <moekd/cuda/softmax.hpp>
 #include <moekd/kernels/elementwise.cuh>
+#include <moekd/kernels/random.cuh>
 
 #include <type_traits>
 
@@ -25,17 +26,6 @@ constexpr unsigned kBlock = 256;
 unsigned grid_for(int64_t n, unsigned block = kBlock) {
     const int64_t g = (n + block - 1) / block;
     return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
-
-/// The storage offset of output element i for operand k of the plan (row-major unravel).
-MOEKD_HD inline int64_t plan_offset(const LoopPlan& p, int k, int64_t i) {
-    int64_t o = p.offset[k];
-    for (int d = p.rank - 1; d >= 0; --d) {
-        const int64_t idx = i % p.shape[d];
-        i /= p.shape[d];
-        o += idx * p.stride[k][d];
-    }
-    return o;
 }
 
 template <class T>
@@ -160,6 +150,37 @@ __global__ void adam_step_kernel(T* __restrict__ p, const T* __restrict__ g, T* 
         kern::adam_elem(p[i], g[i], m[i], v[i], s);
 }
 
+/// A thread per element: its Philox word decides (kern::dropout_keep), so the mask does not
+/// depend on the launch shape.
+template <class T>
+__global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, uint8_t* __restrict__ mask, int64_t n,
+                               uint64_t seed, double p, T scale) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        const bool keep = kern::dropout_keep(seed, i, p);
+        mask[i] = keep ? 1 : 0;
+        y[i] = keep ? x[i] * scale : T(0);
+    }
+}
+
+template <class T>
+__global__ void dropout_backward_kernel(const uint8_t* __restrict__ mask, const T* __restrict__ g, T* __restrict__ gx,
+                                        int64_t n, T scale) {
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+        gx[i] = mask[i] ? g[i] * scale : T(0);
+}
+
+template <class T>
+void dropout(const T* x, T* y, uint8_t* mask, int64_t n, uint64_t seed, double p, T scale) {
+    MOEKD_LAUNCH(grid_for(n), kBlock, 0, 0, dropout_kernel<T>)(x, y, mask, n, seed, p, scale);
+    check_launch("dropout");
+}
+
+template <class T>
+void dropout_backward(const uint8_t* mask, const T* g, T* gx, int64_t n, T scale) {
+    MOEKD_LAUNCH(grid_for(n), kBlock, 0, 0, dropout_backward_kernel<T>)(mask, g, gx, n, scale);
+    check_launch("dropout_backward");
+}
+
 template <class T>
 void sgd_step(T* p, const T* g, T* buf, int64_t n, const kern::SgdStep<T>& s) {
     if (n == 0) return;
@@ -220,6 +241,8 @@ void install_for() {
     o.layer_norm_backward = &layer_norm_bwd<T>;
     o.cross_entropy = &cross_entropy_fwd<T>;
     o.cross_entropy_backward = &cross_entropy_bwd<T>;
+    o.dropout = &dropout<T>;
+    o.dropout_backward = &dropout_backward<T>;
     o.sgd_step = &sgd_step<T>;
     o.adam_step = &adam_step<T>;
 }
@@ -231,11 +254,26 @@ void to_host(void* dst, const void* src, size_t bytes) {
     MOEKD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
 
+/// The integer element types (indices, masks) move and fill on the device; their math is the
+/// index ops' (kernels/index.cu).
+template <class T>
+void install_storage_ops() {
+    DeviceOps<T>& o = DeviceOps<T>::cuda();
+    o.fill = &fill<T>;
+    o.copy = &copy<T>;
+}
+
 }  // namespace
 
 void install_ops() {
     install_for<float>();
     install_for<double>();
+    install_storage_ops<int64_t>();
+    install_storage_ops<uint8_t>();
+    install_index_ops();
+    install_loss_ops();
+    install_moe_ops();
+    install_linalg_ops();
     DeviceCopyHooks::cuda().to_device = &to_device;
     DeviceCopyHooks::cuda().to_host = &to_host;
 }

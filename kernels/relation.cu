@@ -1,6 +1,8 @@
 // relation.cu — compiles the cosine-relation kernels of include/moekd/kernels/relation.cuh (row
-// normalisation forward / backward, Gram difference) for float and double, plus the reduction of
-// the squared differences to the loss, behind the raw launchers of include/moekd/cuda/relation.hpp.
+// normalisation forward / backward, Gram difference; a warp or a block per row) for float and
+// double, plus the reduction of the squared differences to the loss, behind the raw launchers of
+// include/moekd/cuda/relation.hpp. kernels/kl.cu's install_loss_ops puts them in the device table
+// for relation_loss / qk_relation_loss (losses/relation.hpp).
 #include <moekd/cuda/relation.hpp>
 #include <moekd/kernels/relation.cuh>
 
@@ -33,9 +35,10 @@ void l2_normalize_raw(const T* x, T* y, T* nrm, int64_t rows, int64_t n, T eps) 
 }
 
 template <class T>
-void l2_normalize_backward_raw(const T* y, const T* g, T* gx, const T* nrm, int64_t rows, int64_t n, T eps) {
+void l2_normalize_backward_raw(const T* y, const T* g, const T* scale, const T* nrm, T* gx, int64_t rows, int64_t n,
+                               T eps) {
     if (rows == 0) return;
-    MOEKD_CUDA_CHECK((kern::cuda::launch_l2_normalize_bwd<T>(y, g, gx, nrm, rows, n, eps)));
+    MOEKD_CUDA_CHECK((kern::cuda::launch_l2_normalize_bwd<T>(y, g, scale, gx, nrm, rows, n, eps)));
 }
 
 template <class T>
@@ -47,7 +50,7 @@ void relation_diff_raw(T* e, const T* gt, T* sq, T* loss, int64_t rows, int64_t 
 
 #define MOEKD_INSTANTIATE_RELATION(T)                                                                 \
     template void l2_normalize_raw<T>(const T*, T*, T*, int64_t, int64_t, T);                           \
-    template void l2_normalize_backward_raw<T>(const T*, const T*, T*, const T*, int64_t, int64_t, T);  \
+    template void l2_normalize_backward_raw<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t, T); \
     template void relation_diff_raw<T>(T*, const T*, T*, T*, int64_t, int64_t, double);
 MOEKD_INSTANTIATE_RELATION(float)
 MOEKD_INSTANTIATE_RELATION(double)

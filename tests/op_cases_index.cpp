@@ -12,54 +12,51 @@
 using namespace moekd;
 using namespace moekd::test;
 
-namespace {
-IndexTensor ix(std::vector<int64_t> v, Shape s = {}) { return IndexTensor::from_vector(v, s); }
-Tensor<uint8_t> mask(std::vector<uint8_t> v, Shape s) { return Tensor<uint8_t>::from_vector(v, s); }
-}  // namespace
-
+// Index and mask operands are made on the device of the case's inputs (idx_on / mask_on), so
+// the backend-ops test runs every case on device tensors.
 static RegisterOps reg({
     // ---- embedding: weight (V, D) ----
     {"embedding/repeated_ids", {{5, 3}},
-     [](const In& x) { return embedding(x[0], ix({0, 2, 2, 4, 1, 2}, {2, 3})); }},
-    {"embedding/1d_ids", {{4, 2}}, [](const In& x) { return embedding(x[0], ix({3, 3, 0})); }},
+     [](const In& x) { return embedding(x[0], idx_on(x[0], {0, 2, 2, 4, 1, 2}, {2, 3})); }},
+    {"embedding/1d_ids", {{4, 2}}, [](const In& x) { return embedding(x[0], idx_on(x[0], {3, 3, 0})); }},
     // The padding row gets no gradient although the forward reads it (as torch); masking the
     // padded outputs makes the finite differences agree with that.
     {"embedding/padding_idx", {{5, 3}},
      [](const In& x) {
-         IndexTensor ids = ix({1, 2, 1, 4, 0, 2}, {2, 3});
-         Tensor<double> keep = Tensor<double>::from_vector({0, 1, 0, 1, 1, 1}, {2, 3, 1});
+         IndexTensor ids = idx_on(x[0], {1, 2, 1, 4, 0, 2}, {2, 3});
+         Tensor<double> keep = Tensor<double>::from_vector({0, 1, 0, 1, 1, 1}, {2, 3, 1}).to(x[0].device());
          return embedding(x[0], ids, 1) * keep;
      }},
 
     // ---- index_select ----
-    {"index_select/dim0_repeated", {{4, 3}}, [](const In& x) { return index_select(x[0], 0, ix({2, 0, 2})); }},
+    {"index_select/dim0_repeated", {{4, 3}}, [](const In& x) { return index_select(x[0], 0, idx_on(x[0], {2, 0, 2})); }},
     {"index_select/negative_dim", {{2, 3, 4}},
-     [](const In& x) { return index_select(x[0], -1, ix({3, 1, 1, 0, 3})); }},
+     [](const In& x) { return index_select(x[0], -1, idx_on(x[0], {3, 1, 1, 0, 3})); }},
     {"index_select/transposed_input", {{3, 4}},
-     [](const In& x) { return index_select(x[0].t(), 1, ix({1, 1, 2})); }},
+     [](const In& x) { return index_select(x[0].t(), 1, idx_on(x[0], {1, 1, 2})); }},
 
     // ---- gather / scatter_add ----
     {"gather/dim1_repeated", {{3, 4}},
-     [](const In& x) { return gather(x[0], 1, ix({0, 0, 3, 1, 2, 2}, {3, 2})); }},
+     [](const In& x) { return gather(x[0], 1, idx_on(x[0], {0, 0, 3, 1, 2, 2}, {3, 2})); }},
     {"gather/dim0_smaller_index", {{4, 3}},
-     [](const In& x) { return gather(x[0], 0, ix({3, 0, 3, 3}, {2, 2})); }},
+     [](const In& x) { return gather(x[0], 0, idx_on(x[0], {3, 0, 3, 3}, {2, 2})); }},
     {"gather/negative_dim_wider_index", {{2, 3, 4}},
      [](const In& x) {
          // index.size(dim) = 6 > x.size(dim) = 4 is allowed; the other dims are smaller or equal
-         return gather(x[0], -1, ix({0, 1, 2, 3, 3, 3, 1, 1, 0, 2, 2, 2, 3, 2, 1, 0, 0, 0,
+         return gather(x[0], -1, idx_on(x[0], {0, 1, 2, 3, 3, 3, 1, 1, 0, 2, 2, 2, 3, 2, 1, 0, 0, 0,
                                      0, 0, 0, 0, 0, 0, 1, 2, 3, 1, 2, 3, 2, 2, 2, 2, 1, 1},
                                     {2, 3, 6}));
      }},
     {"gather/transposed_input", {{4, 3}},
-     [](const In& x) { return gather(x[0].t(), 1, ix({3, 0, 1, 1, 2, 2}, {3, 2})); }},
+     [](const In& x) { return gather(x[0].t(), 1, idx_on(x[0], {3, 0, 1, 1, 2, 2}, {3, 2})); }},
     {"scatter_add/dim0_repeated", {{3, 4}, {2, 4}},
-     [](const In& x) { return scatter_add(x[0], 0, ix({0, 1, 2, 0, 0, 1, 2, 0}, {2, 4}), x[1]); }},
+     [](const In& x) { return scatter_add(x[0], 0, idx_on(x[0], {0, 1, 2, 0, 0, 1, 2, 0}, {2, 4}), x[1]); }},
     {"scatter_add/src_larger_than_index", {{3, 4}, {3, 3}},
-     [](const In& x) { return scatter_add(x[0], 1, ix({3, 3, 0, 1}, {2, 2}), x[1]); }},
+     [](const In& x) { return scatter_add(x[0], 1, idx_on(x[0], {3, 3, 0, 1}, {2, 2}), x[1]); }},
     {"scatter_add/negative_dim", {{2, 3}, {2, 5}},
-     [](const In& x) { return scatter_add(x[0], -1, ix({0, 0, 2, 1, 0, 2, 2, 2, 1, 0}, {2, 5}), x[1]); }},
+     [](const In& x) { return scatter_add(x[0], -1, idx_on(x[0], {0, 0, 2, 1, 0, 2, 2, 2, 1, 0}, {2, 5}), x[1]); }},
     {"scatter_add/same_tensor_twice", {{3, 3}},
-     [](const In& x) { return scatter_add(x[0], 1, ix({2, 2, 0, 1, 1, 1, 0, 0, 0}, {3, 3}), x[0] * x[0]); }},
+     [](const In& x) { return scatter_add(x[0], 1, idx_on(x[0], {2, 2, 0, 1, 1, 1, 0, 0, 0}, {3, 3}), x[0] * x[0]); }},
 
     // ---- topk: values are differentiable (distinct inputs: no near ties to reorder) ----
     {"topk/last_dim", {{3, 5}}, [](const In& x) { return topk(x[0], 2).first; }, Init::Distinct},
@@ -98,17 +95,17 @@ static RegisterOps reg({
 
     // ---- where / masked_fill ----
     {"where/same_shape", {{2, 3}, {2, 3}},
-     [](const In& x) { return where(mask({1, 0, 0, 1, 1, 0}, {2, 3}), x[0], x[1]); }},
+     [](const In& x) { return where(mask_on(x[0], {1, 0, 0, 1, 1, 0}, {2, 3}), x[0], x[1]); }},
     {"where/broadcast_cond_3x1", {{3, 4}, {4}},
-     [](const In& x) { return where(mask({1, 0, 1}, {3, 1}), x[0], x[1]); }},
+     [](const In& x) { return where(mask_on(x[0], {1, 0, 1}, {3, 1}), x[0], x[1]); }},
     {"where/all_broadcast", {{1, 4}, {3, 1}},
-     [](const In& x) { return where(mask({0, 1, 1, 0}, {4}), x[0], x[1]); }},
+     [](const In& x) { return where(mask_on(x[0], {0, 1, 1, 0}, {4}), x[0], x[1]); }},
     {"where/scalar_branch", {{3, 4}},
      [](const In& x) { return where(gt(x[0], 0.0), x[0], 0.0); }, Init::AwayFromZero},
     {"masked_fill/same_shape", {{2, 3}},
-     [](const In& x) { return masked_fill(x[0], mask({0, 1, 0, 1, 1, 0}, {2, 3}), -7.0); }},
+     [](const In& x) { return masked_fill(x[0], mask_on(x[0], {0, 1, 0, 1, 1, 0}, {2, 3}), -7.0); }},
     {"masked_fill/broadcast_mask", {{2, 3, 4}},
-     [](const In& x) { return masked_fill(x[0], mask({1, 0, 0, 1}, {4}), 0.5); }},
+     [](const In& x) { return masked_fill(x[0], mask_on(x[0], {1, 0, 0, 1}, {4}), 0.5); }},
     {"masked_fill/transposed_input", {{3, 2}},
-     [](const In& x) { return masked_fill(x[0].t(), mask({1, 0, 1}, {1, 3}), 0.0) * 2.0; }},
+     [](const In& x) { return masked_fill(x[0].t(), mask_on(x[0], {1, 0, 1}, {1, 3}), 0.0) * 2.0; }},
 });

@@ -15,14 +15,6 @@
 using namespace moekd;
 using namespace moekd::test;
 
-namespace {
-Tensor<int64_t> idx(std::vector<int64_t> v, Shape s = {}) { return Tensor<int64_t>::from_vector(v, s); }
-// targets on the device of the case's inputs (the backend-ops test runs the cases on CUDA tensors)
-Tensor<int64_t> idx_on(const Tensor<double>& like, std::vector<int64_t> v, Shape s = {}) {
-    return idx(std::move(v), std::move(s)).to(like.device());
-}
-}  // namespace
-
 static RegisterOps reg({
     // ---- softmax / log_softmax ---------------------------------------------------------------
     {"softmax/last_dim", {{3, 5}}, [](const In& x) { return softmax(x[0], -1); }},
@@ -67,9 +59,9 @@ static RegisterOps reg({
     {"cross_entropy/transposed_logits", {{4, 3}},
      [](const In& x) { return cross_entropy(x[0].t(), idx_on(x[0], {0, 3, 1})); }},
     {"nll_loss/basic", {{4, 5}},
-     [](const In& x) { return nll_loss(log_softmax(x[0], -1), idx({1, -100, 4, 2})); }},
+     [](const In& x) { return nll_loss(log_softmax(x[0], -1), idx_on(x[0], {1, -100, 4, 2})); }},
     {"nll_loss/none", {{2, 3, 4}},
-     [](const In& x) { return nll_loss(x[0], idx({0, 3, 1, 2, -100, 3}, {2, 3}), -100, Reduction::None); }},
+     [](const In& x) { return nll_loss(x[0], idx_on(x[0], {0, 3, 1, 2, -100, 3}, {2, 3}), -100, Reduction::None); }},
 
     // ---- dropout -----------------------------------------------------------------------------
     {"dropout/p0.3", {{4, 5}},

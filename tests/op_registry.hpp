@@ -68,6 +68,15 @@ inline Tensor<double> make_input(const Shape& s, Init init, Generator& gen) {
     return x;
 }
 
+/// An index or mask tensor for a case, on the device of the case's input `like` (the backend-ops
+/// test runs every case on device tensors, so the cases' own integer operands must follow them).
+inline Tensor<int64_t> idx_on(const Tensor<double>& like, std::vector<int64_t> v, Shape s = {}) {
+    return Tensor<int64_t>::from_vector(std::move(v), std::move(s)).to(like.device());
+}
+inline Tensor<uint8_t> mask_on(const Tensor<double>& like, std::vector<uint8_t> v, Shape s = {}) {
+    return Tensor<uint8_t>::from_vector(std::move(v), std::move(s)).to(like.device());
+}
+
 inline std::vector<OpCase>& op_registry() {
     static std::vector<OpCase> cases;
     return cases;

@@ -282,6 +282,22 @@ TEST_CASE("cross_entropy and nll_loss report bad targets and shapes", "[cross_en
 }
 
 // ---- dropout -----------------------------------------------------------------------------------------
+TEST_CASE("Philox4x32-10 gives the known-answer vectors of Random123", "[dropout]") {
+    using kern::Philox4;
+    const auto run = [](Philox4 c, uint32_t k0, uint32_t k1) {
+        const Philox4 r = kern::philox4x32_10(c, k0, k1);
+        return std::vector<uint32_t>(r.v, r.v + 4);
+    };
+    // kat_vectors of Random123 1.09 (philox4x32 10): zeros, all ones, and the digits of pi
+    CHECK(run(Philox4{{0, 0, 0, 0}}, 0, 0) == std::vector<uint32_t>{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8});
+    CHECK(run(Philox4{{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}}, 0xffffffff, 0xffffffff) ==
+          std::vector<uint32_t>{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd});
+    CHECK(run(Philox4{{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}}, 0xa4093822, 0x299f31d0) ==
+          std::vector<uint32_t>{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1});
+    // element i is word i % 4 of counter i / 4
+    CHECK(kern::philox_word(0, 2) == 0xbc57ac4c);
+}
+
 TEST_CASE("dropout is deterministic given the generator", "[dropout]") {
     auto x = Tensor<float>::ones({64, 32});
     Generator a(123), b(123), c(124);

@@ -19,6 +19,11 @@
 // curves.csv and curves.svg (test accuracy vs epoch). Exit status: 1 on error, 2 when the OneS
 // student (or the last run) ends below --min-acc.
 //
+//   ones_vit --device cuda                     the same runs with the models, batches, losses, the SVD
+//                                              gathering (cuSOLVER) and evaluation on the GPU; the same
+//                                              outputs. Without a GPU (or in a build without the CUDA
+//                                              backend): a one-line error naming the reason, exit 1.
+//                                              ones_vit_emu is the same program on the emulated device (CI).
 //   mpirun -np 2 ones_vit --batch 64           data parallel (see train.hpp): every rank runs the
 //                                              same program; rank 0 alone prints, writes --out
 //                                              and --save-teacher, and measures throughput
@@ -44,6 +49,9 @@
 #include <moekd/dist/init.hpp>
 #include <moekd/io/atomic_file.hpp>
 #include <moekd/io/safetensors.hpp>
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+#include <moekd/cuda.hpp>  // the CUDA backend (or its emulation): fills the ops' device table
+#endif
 
 #include "report.hpp"
 #include "train.hpp"
@@ -212,11 +220,34 @@ int main(int argc, char** argv) {
     app.add_option("--top-k", cfg.top_k, "experts per token")->capture_default_str()->check(cli_checks::positive());
     app.add_flag("--no-augment", [&](int64_t) { so.augment = false; }, "no augmentation (default: random horizontal flip)");
     app.add_option("--shift", so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(cli_checks::in(0, 6));
+    std::string device_name = "cpu";
+    app.add_option("--device", device_name, "where the models train and are evaluated: cpu, or cuda (the GPU)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"cpu", "cuda"}));
+    int64_t throughput_images = 2000;
+    app.add_option("--throughput-images", throughput_images, "test images of the inference-throughput measurement (0: skip it)")
+        ->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--min-acc", min_acc, "exit 2 if the OneS student (else the last run) ends below this accuracy")->capture_default_str()->check(cli_checks::in(0.0, 1.0));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+    }
+    const Device dev = device_name == "cuda" ? Device::CUDA : Device::CPU;
+    if (dev == Device::CUDA) {  // refused before any data is read: say why in one line
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+        if (cuda::device_count() == 0) {
+            if (main_rank) std::fprintf(stderr, "ones_vit: error: --device cuda: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
+            return 1;
+        }
+        if (comm->size() > 1) {
+            if (main_rank) std::fprintf(stderr, "ones_vit: error: --device cuda runs as one process (data parallel over NCCL is not wired into ones_vit yet)\n");
+            return 1;
+        }
+#else
+        if (main_rank) std::fprintf(stderr, "ones_vit: error: --device cuda: this build has no CUDA backend (configure with -DMOEKD_CUDA=ON on a machine with nvcc)\n");
+        return 1;
+#endif
     }
     if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
 
@@ -274,6 +305,7 @@ int main(int argc, char** argv) {
         std::printf("students: %d epochs, LAMB lr %g (from the teacher) / %g (from scratch; dense-long %d epochs), %s KD (T %g), "
                     "alpha %g, lambda %g, KG scale %s\n", so.epochs, so.lr, scratch_lr, to.epochs + so.epochs,
                     kd_kind.c_str(), so.temperature, so.alpha, lambda, kg_scale.c_str());
+        if (dev == Device::CUDA) std::printf("device: cuda (models, batches, SVD gathering and evaluation on the GPU)\n");
         std::fflush(stdout);
 
         io::AppendFile jl;  // rank 0's log (every line one checked write); other ranks' is closed (nothing)
@@ -304,7 +336,8 @@ int main(int argc, char** argv) {
 
         // ---- teacher ---------------------------------------------------------------------------
         Generator tgen(seed * 1000003ULL + 1);
-        WideNetViT<float> teacher(cfg, tgen);
+        WideNetViT<float> teacher(cfg, tgen);  // drawn on the CPU: a seed gives the same model on every device
+        teacher.to(dev);
         double teacher_ips = 0, dense_ips = 0;
         if (need_teacher) {
             std::printf("[teacher] MoE WideNet, %lld parameters\n", (long long)teacher.num_parameters());
@@ -344,6 +377,7 @@ int main(int argc, char** argv) {
             ++k;
             Generator gen(seed * 1000003ULL + 100 + uint64_t(k));
             WideNetViT<float> m(cfg.dense(), gen);
+            m.to(dev);
             RunResult r;
             bool kd = true;
             bool copy = false, kg = false, data_aware = false;
@@ -399,12 +433,13 @@ int main(int argc, char** argv) {
         }
 
         // ---- inference throughput: teacher vs the dense architecture, alternating, best of 5 --
-        if (main_rank && (need_teacher || want.count("dense"))) {  // no collectives from here on
+        if (main_rank && throughput_images > 0 && (need_teacher || want.count("dense"))) {  // no collectives from here on
             Generator g(seed);
             WideNetViT<float> dense_arch(cfg.dense(), g);
+            dense_arch.to(dev);
             for (int r = 0; r < 5; ++r) {
-                if (need_teacher) teacher_ips = std::max(teacher_ips, throughput(teacher, test, 2000, 250, 1));
-                dense_ips = std::max(dense_ips, throughput(dense_arch, test, 2000, 250, 1));
+                if (need_teacher) teacher_ips = std::max(teacher_ips, throughput(teacher, test, throughput_images, 250, 1));
+                dense_ips = std::max(dense_ips, throughput(dense_arch, test, throughput_images, 250, 1));
             }
             for (auto& r : results) r.images_per_s = r.is_teacher ? teacher_ips : dense_ips;
         }
@@ -428,8 +463,9 @@ int main(int argc, char** argv) {
             jl.close();  // checked: a late write error is reported, not lost
         }
         if (teacher_ips > 0 && dense_ips > 0)
-            std::printf("\ninference throughput (2000 test images, batch 250, best of 5 alternating): MoE teacher %.0f images/s, dense student %.0f "
-                        "images/s (%.2fx)\n", teacher_ips, dense_ips, dense_ips / teacher_ips);
+            std::printf("\ninference throughput (%lld test images, batch 250, best of 5 alternating): MoE teacher %.0f images/s, dense student %.0f "
+                        "images/s (%.2fx)\n", (long long)std::min<int64_t>(throughput_images, test.size()), teacher_ips, dense_ips,
+                        dense_ips / teacher_ips);
         std::printf("\n%s\nwritten to %s/ (results.md, results.json, log.jsonl, curves.csv, curves.svg); total %.1f s\n",
                     md.c_str(), out_dir.c_str(), seconds_since(t_start));
         double check = results.back().acc;

@@ -6,6 +6,9 @@
 // --batch images of every global batch of N * batch (same shuffle everywhere, its own
 // augmentation draws), gradients are averaged with dist::DataParallel before clipping and the
 // LAMB step, and test accuracy is scored in shards and summed.
+// On the GPU (--device cuda: the models were moved with .to(Device::CUDA)) batches are made on the
+// CPU and moved to the model's device; logits come back to the host only where they are read
+// (accuracy), losses with .item().
 #pragma once
 
 #include <unistd.h>
@@ -75,12 +78,32 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
     return x;
 }
 
+/// LAMB whose update of a device parameter runs the CPU update (optim::LAMB's own arithmetic, the
+/// same bits) on host copies of the parameter and its gradient, its moments kept on the CPU, and
+/// copies the parameter back: optim::LAMB has no device kernel yet (SGD, Adam and AdamW have).
+/// The round trip costs two copies of each parameter per step, small next to the ViT's forward
+/// and backward at these sizes. On the CPU it is optim::LAMB.
+template <class T>
+class Lamb : public optim::LAMB<T> {
+public:
+    using optim::LAMB<T>::LAMB;
+
+protected:
+    void update_device(size_t k, const optim::ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) override {
+        Tensor<T> ph = p.to(Device::CPU);  // a host copy (p is on the device)
+        const Tensor<T> gh = grad.to(Device::CPU);
+        this->update(k, g, ph.data(), gh.data(), p.numel());
+        moekd::detail::copy_into(p, ph.to(p.device()));
+    }
+};
+
 /// Test accuracy of a model on the first `limit` images (eval mode, no autograd). With a
 /// communicator each rank scores its shard and the counts are summed (collective).
 inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t limit, int64_t batch = 500,
                        dist::Communicator* comm = nullptr) {
     NoGrad ng;
     m.eval();
+    const Device dev = m.device();
     const int64_t n = std::min<int64_t>(limit, s.size());
     const dist::Range mine = comm ? dist::shard_range(n, comm->rank(), comm->size()) : dist::Range{0, n};
     std::vector<int64_t> idx(static_cast<size_t>(n));
@@ -89,7 +112,8 @@ inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t li
     for (int64_t from = mine.begin; from < mine.end; from += batch) {
         const size_t b = size_t(std::min(batch, mine.end - from));
         Tensor<int64_t> y;
-        const Tensor<float> logits = m.forward(make_batch(s, idx, size_t(from), b, y, nullptr, 0));
+        const Tensor<float> logits =
+            m.forward(make_batch(s, idx, size_t(from), b, y, nullptr, 0).to(dev)).to(Device::CPU);
         const int64_t C = logits.size(1);
         for (size_t i = 0; i < b; ++i) {
             const float* row = logits.data() + int64_t(i) * C;
@@ -112,12 +136,14 @@ inline double throughput(WideNetViT<float>& m, const data::ImageSet& s, int64_t 
     std::vector<Tensor<float>> xs;
     for (int64_t from = 0; from < n; from += batch) {
         Tensor<int64_t> y;
-        xs.push_back(make_batch(s, idx, size_t(from), size_t(std::min(batch, n - from)), y, nullptr, 0));
+        xs.push_back(make_batch(s, idx, size_t(from), size_t(std::min(batch, n - from)), y, nullptr, 0).to(m.device()));
     }
     double best = 0;
     for (int r = 0; r <= reps; ++r) {
         const auto t0 = Clock::now();
-        for (auto& x : xs) (void)m.forward(x);
+        Tensor<float> last;
+        for (auto& x : xs) last = m.forward(x);
+        if (last.defined()) (void)last.to(Device::CPU);  // waits for the device (a no-op on the CPU)
         const double ips = double(n) / seconds_since(t0);
         if (r > 0) best = std::max(best, ips);  // r = 0 warms up
     }
@@ -136,7 +162,8 @@ inline std::vector<double> routing_frequency(WideNetViT<float>& teacher, const d
     std::vector<double> f(size_t(teacher.config().experts), 0.0);
     for (int64_t from = 0; from < n; from += 500) {
         Tensor<int64_t> y;
-        (void)teacher.forward(make_batch(s, idx, size_t(from), size_t(std::min<int64_t>(500, n - from)), y, nullptr, 0));
+        (void)teacher.forward(
+            make_batch(s, idx, size_t(from), size_t(std::min<int64_t>(500, n - from)), y, nullptr, 0).to(teacher.device()));
         for (size_t e = 0; e < f.size(); ++e) f[e] += double(teacher.last_expert_counts()[e]);
     }
     teacher.train();
@@ -172,6 +199,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
                                             const std::function<void(const EpochRecord&)>& log) {
     dist::Communicator* comm = o.comm && o.comm->size() > 1 ? o.comm.get() : nullptr;
     const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+    const Device dev = m.device();  // where the batches go (the model was moved before training)
     std::vector<EpochRecord> hist;
     hist.push_back({0, 0.0, accuracy(m, test, o.test_limit, 500, comm), 0.0});
     log(hist.back());
@@ -190,7 +218,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
         dp = std::make_unique<dist::DataParallel<float>>(o.comm, trainable);
     }
     Generator aug_gen(o.data_seed * 7919ULL + uint64_t(rank) + 1);  // per-rank augmentation (ranks > 1)
-    optim::LAMB<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));
+    Lamb<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));  // after m.to(device)
     const int64_t warmup = int64_t(o.warmup_frac * double(total));
     Generator gen(o.data_seed);
     std::vector<int64_t> order(static_cast<size_t>(n));
@@ -206,7 +234,9 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
         for (int64_t s = 0; s < steps_per_epoch; ++s) {
             Tensor<int64_t> y;
             const Tensor<float> x = make_batch(train, order, size_t(s * global_batch + rank * o.batch), size_t(o.batch),
-                                               y, o.augment ? (comm ? &aug_gen : &gen) : nullptr, o.shift);
+                                               y, o.augment ? (comm ? &aug_gen : &gen) : nullptr, o.shift)
+                                        .to(dev);
+            y = y.to(dev);
             Tensor<float> logits = m.forward(x);
             Tensor<float> loss = cross_entropy(logits, y);
             if (teacher) {

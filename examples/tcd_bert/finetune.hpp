@@ -23,6 +23,7 @@ struct FinetuneOptions {
     int epochs = 3;
     int64_t batch = 32, max_len = 64;
     double lr_full = 5e-4, lr_adapter = 2e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
+    Device device = Device::CPU;  // where each classifier trains and is evaluated (batches made on the CPU, moved)
 };
 
 /// A task tokenised once, shared by every model.
@@ -69,6 +70,12 @@ inline void task_batch(const std::vector<Encoded>& ex, const std::vector<size_t>
     if (!any) pad = Tensor<uint8_t>();
 }
 
+/// Moves a batch made by task_batch to `dev` (an undefined pad mask stays undefined).
+inline void batch_to(Device dev, Tensor<int64_t>& ids, Tensor<int64_t>& types, Tensor<uint8_t>& pad) {
+    ids = ids.to(dev), types = types.to(dev);
+    if (pad.defined()) pad = pad.to(dev);
+}
+
 struct FinetuneResult {
     std::map<std::string, double> metrics;
     double score = 0;  // glue_score of the metrics
@@ -90,7 +97,8 @@ inline std::map<std::string, double> evaluate(SequenceClassifier& clf, const Enc
         Tensor<int64_t> ids, types;
         Tensor<uint8_t> pad;
         task_batch(t.dev, idx, from, n, ids, types, pad);
-        const Tensor<float> logits = clf.forward(ids, types, pad).contiguous();  // (n, C)
+        batch_to(clf.device(), ids, types, pad);
+        const Tensor<float> logits = clf.forward(ids, types, pad).to(Device::CPU).contiguous();  // (n, C), read here
         const int64_t C = logits.size(1);
         for (size_t i = 0; i < n; ++i) {
             const float* r = logits.data() + int64_t(i) * C;
@@ -108,7 +116,8 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
                                const EncodedTask& t, const FinetuneOptions& o, bool adapters, uint64_t seed) {
     const auto t0 = Clock::now();
     Generator gen(seed);
-    auto clf = make_classifier(mc, moe, pretrained, t.info.num_labels(), adapters, gen);
+    auto clf = make_classifier(mc, moe, pretrained, t.info.num_labels(), adapters, gen);  // on the CPU
+    clf->to(o.device);  // before the optimizer is built
     std::vector<Tensor<float>> params;
     for (auto& p : clf->parameters())
         if (p.requires_grad()) params.push_back(p);
@@ -130,17 +139,18 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
             Tensor<int64_t> ids, types;
             Tensor<uint8_t> pad;
             task_batch(t.train, order, from, n, ids, types, pad);
+            batch_to(o.device, ids, types, pad);
             const Tensor<float> logits = clf->forward(ids, types, pad);
             Tensor<float> loss;
             if (t.info.regression) {
                 std::vector<float> y(n);
                 for (size_t i = 0; i < n; ++i) y[i] = float(t.train_score[order[from + i]]);
-                const Tensor<float> d = logits.reshape({int64_t(n)}) - Tensor<float>::from_vector(y, {int64_t(n)});
+                const Tensor<float> d = logits.reshape({int64_t(n)}) - Tensor<float>::from_vector(y, {int64_t(n)}).to(o.device);
                 loss = mean(d * d);
             } else {
                 std::vector<int64_t> y(n);
                 for (size_t i = 0; i < n; ++i) y[i] = t.train_label[order[from + i]];
-                loss = cross_entropy(logits, Tensor<int64_t>::from_vector(y, {int64_t(n)}));
+                loss = cross_entropy(logits, Tensor<int64_t>::from_vector(y, {int64_t(n)}).to(o.device));
             }
             loss = loss + moe_aux_loss(*clf->bert);
             const float l = loss.item();

@@ -13,6 +13,11 @@
 //   tcd_bert --ablations --task WNGLOSS        + the T and T+I ablations, another task
 //   tcd_bert --glue-dir ~/glue/RTE --task RTE  a real GLUE task
 //   tcd_bert --corpus a.txt --corpus b.txt --glue-dir ... --task ...   your own text
+//   tcd_bert --device cuda                     the same runs with the models, batches, losses, fine-tuning
+//                                              and evaluation on the GPU; the same outputs. Without a GPU
+//                                              (or in a build without the CUDA backend): a one-line error
+//                                              naming the reason, exit 1. tcd_bert_emu is the same program
+//                                              on the emulated device (CI).
 //   mpirun -np 2 tcd_bert                      data parallel pre-training (pretrain.hpp): each step's
 //                                              --batch segments are split over the ranks; rank 0
 //                                              builds the corpus/vocabulary/task files and alone
@@ -44,6 +49,9 @@
 #include <moekd/dist/init.hpp>
 #include <moekd/io/atomic_file.hpp>
 #include <moekd/io/safetensors.hpp>
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+#include <moekd/cuda.hpp>  // the CUDA backend (or its emulation): fills the ops' device table
+#endif
 
 #include "data.hpp"
 #include "finetune.hpp"
@@ -204,11 +212,32 @@ int main(int argc, char** argv) {
     app.add_option("--ft-max-len", fo.max_len, "fine-tuning sequence length")->capture_default_str()->check(cli_checks::in(8, 512));
     app.add_flag("--no-trend", no_trend, "fine-tune only the last checkpoint (no Figure 5 / Table 1 alignment scores)");
     app.add_flag("--smoke", smoke, "a tiny configuration for CI (well under a minute)");
+    std::string device_name = "cpu";
+    app.add_option("--device", device_name, "where the models pre-train, fine-tune and are evaluated: cpu, or cuda (the GPU)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"cpu", "cuda"}));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
     }
+    const Device dev = device_name == "cuda" ? Device::CUDA : Device::CPU;
+    if (dev == Device::CUDA) {  // refused before any data is read: say why in one line
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+        if (cuda::device_count() == 0) {
+            if (main_rank) std::fprintf(stderr, "tcd_bert: error: --device cuda: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
+            return 1;
+        }
+        if (R > 1) {
+            if (main_rank) std::fprintf(stderr, "tcd_bert: error: --device cuda runs as one process (data parallel over NCCL is not wired into tcd_bert yet)\n");
+            return 1;
+        }
+#else
+        if (main_rank) std::fprintf(stderr, "tcd_bert: error: --device cuda: this build has no CUDA backend (configure with -DMOEKD_CUDA=ON on a machine with nvcc)\n");
+        return 1;
+#endif
+    }
+    fo.device = dev;
     if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
 
     try {
@@ -336,6 +365,7 @@ int main(int argc, char** argv) {
                     (long long)mc.dim, (long long)mc.layers, (long long)mc.heads, (long long)mc.ffn_dim,
                     (long long)mc.experts, (long long)mc.top_k, cap.c_str(), mc.lambda_b, lambda_t, lambda_i, lambda_a,
                     (long long)po.groups, (long long)po.group_size);
+        if (dev == Device::CUDA) std::printf("device: cuda (pre-training, fine-tuning and evaluation on the GPU)\n");
         std::fflush(stdout);
 
         std::optional<JsonLog> jlog;  // rank 0's
@@ -354,7 +384,8 @@ int main(int argc, char** argv) {
         for (size_t ri = 0; ri < runs.size(); ++ri) {
             RunRecord& r = runs[ri];
             Generator gen(seed * 1000003ULL + ri);
-            auto m = make_bert(r.key == "teacher" ? tc : mc, r.moe, gen);
+            auto m = make_bert(r.key == "teacher" ? tc : mc, r.moe, gen);  // drawn on the CPU: the same model on every device
+            m->to(dev);
             r.params = m->num_parameters();
             PretrainOptions o = po;
             o.tcd = r.weights;

@@ -48,6 +48,8 @@ struct PretrainOptions {
     int64_t groups = 32, group_size = 128;
     uint64_t seed = 1;
     std::shared_ptr<dist::Communicator> comm;  // null or size 1: one process
+    // The device is the model's (main.cpp moves it with .to(device) before pretrain): batches and
+    // masks are made on the CPU and moved there; losses come back with .item().
 };
 
 /// What one pre-training epoch did (means over its steps) and the held-out log-likelihood after it.
@@ -83,10 +85,12 @@ inline Tensor<float> masked_logits(nn::BertEncoder<float>& m, const Tensor<float
                                    Tensor<int64_t>& picked) {
     const int64_t N = labels.numel(), D = hidden.size(2);
     std::vector<int64_t> pos, lab;
+    const Tensor<int64_t> lc = labels.to(Device::CPU);  // read on the host (labels may be on the device)
+    const int64_t* ld = lc.data();
     for (int64_t i = 0; i < N; ++i)
-        if (labels.data()[i] >= 0) pos.push_back(i), lab.push_back(labels.data()[i]);
-    picked = Tensor<int64_t>::from_vector(lab, {1, int64_t(lab.size())});
-    const Tensor<int64_t> p = Tensor<int64_t>::from_vector(pos, {int64_t(pos.size())});
+        if (ld[i] >= 0) pos.push_back(i), lab.push_back(ld[i]);
+    picked = Tensor<int64_t>::from_vector(lab, {1, int64_t(lab.size())}).to(hidden.device());
+    const Tensor<int64_t> p = Tensor<int64_t>::from_vector(pos, {int64_t(pos.size())}).to(hidden.device());
     return m.mlm_logits(index_select(hidden.reshape({N, D}), 0, p).unsqueeze(0));
 }
 
@@ -110,7 +114,7 @@ inline double heldout_ll(nn::BertEncoder<float>& m, const std::vector<std::vecto
         const auto mb = data::mask_tokens(segment_batch(segs, idx, from, n), cfg, gen);
         if (mb.num_chosen == 0) continue;
         Tensor<int64_t> lab;
-        const Tensor<float> logits = masked_logits(m, m.forward(mb.input_ids), mb.labels, lab);
+        const Tensor<float> logits = masked_logits(m, m.forward(mb.input_ids.to(m.device())), mb.labels, lab);
         total -= double(cross_entropy(logits, lab, -100, 0.0, Reduction::Sum).item());
         count += lab.numel();
     }
@@ -159,12 +163,13 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
     for (auto* x : moes)
         gate_hooks.emplace_back(x, x->add_forward_hook([&](const std::string& tag, const Tensor<float>& v) {
             if (tag != "router_probs" || !m.is_training()) return;
-            const Tensor<float> pc = moekd::detail::contiguous_data(v);
+            const Tensor<float> pc = moekd::detail::contiguous_data(v.to(Device::CPU));  // read on the host
             const int64_t N = v.size(0), E = v.size(1);
             for (int64_t t = 0; t < N; ++t) gate_sum += *std::max_element(pc.data() + t * E, pc.data() + (t + 1) * E);
             gate_rows += N;
         }));
     m.train();
+    const Device dev = m.device();
     set_pad(m, Tensor<uint8_t>());  // segments are full: no padding
     int64_t step = 0;
     for (int epoch = 1; epoch <= o.epochs; ++epoch) {
@@ -177,16 +182,18 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
                 segment_batch(train, order, size_t(s * o.batch + share.begin), size_t(share.size())), cfg, mgen);
             const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
             Tensor<int64_t> lab;
-            const Tensor<float> hidden = m.forward(mb.input_ids);
+            const Tensor<int64_t> ids = mb.input_ids.to(dev);
+            const Tensor<float> hidden = m.forward(ids);
             const Tensor<float> mlm = cross_entropy(masked_logits(m, hidden, mb.labels, lab), lab);
             const Tensor<float> bal = moe_aux_loss(m);
             Tensor<float> loss = mlm + bal;
             if (distil) {
                 {
                     NoGrad ng;
-                    teacher->forward(mb.input_ids);
+                    teacher->forward(ids);
                 }
-                const auto groups = tcd::sample_batch_token_groups(B, T, Tensor<uint8_t>(), o.groups, o.group_size, mgen);
+                const auto groups =
+                    tcd::sample_batch_token_groups(B, T, Tensor<uint8_t>(), o.groups, o.group_size, mgen).to(dev);
                 const auto t = tcd::tcd_loss(*cs, *ct, groups, o.tcd);
                 loss = loss + t.total;
                 if (t.trunk.defined()) log.trunk += t.trunk.item();

@@ -69,6 +69,16 @@ inline Batch make_batch(const std::vector<Example>& ex, const std::vector<int64_
     return b;
 }
 
+/// The batch's tensors on `dev` (batches are built on the host; --device cuda trains on the GPU).
+inline Batch on_device(Batch b, Device dev) {
+    if (dev == Device::CPU) return b;
+    b.src = b.src.to(dev);
+    b.prev = b.prev.to(dev);
+    b.tgt = b.tgt.to(dev);
+    b.tgt_pad = b.tgt_pad.to(dev);
+    return b;
+}
+
 /// Token-count batches: examples sorted by length, cut so that B * max_len <= max_tokens.
 /// Returns lists of example indices (deterministic; shuffle the list per epoch).
 inline std::vector<std::vector<int64_t>> token_batches(const std::vector<Example>& ex, int64_t max_tokens) {

@@ -3,6 +3,8 @@
 // for the live hypotheses); the decoder is re-run on the whole prefix at every step (no
 // incremental state): simple, and cheap at the sentence lengths of the example. With the MoE
 // model's default dropless evaluation (model.hpp) a sentence decodes the same alone or in a batch.
+// On a device model the inputs go to its device and each step's last-position scores come back
+// to the host, where the search runs (n x V values per step).
 // Scores that are not finite (a model with NaN weights) throw NonFiniteLogits instead of
 // decoding to empty or arbitrary outputs; the callers name the model.
 #pragma once
@@ -60,7 +62,7 @@ inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vect
             ++n;
         std::vector<std::vector<int32_t>> group;
         for (size_t i = 0; i < n; ++i) group.push_back(srcs[order[from + i]]);
-        const Tensor<int64_t> src = pad_sources(group, 0, n, m.pad);
+        const Tensor<int64_t> src = pad_sources(group, 0, n, m.pad).to(m.device());
         const Encoded enc = m.encode(src);
         int64_t limit = 1;
         for (size_t i = 0; i < n; ++i) limit = std::max(limit, max_output_len(group[i].size(), max_len_cap));
@@ -70,7 +72,7 @@ inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vect
             Tensor<int64_t> prev = Tensor<int64_t>::full({int64_t(n), t + 1}, m.pad);
             for (size_t i = 0; i < n; ++i)
                 for (int64_t j = 0; j <= t; ++j) prev.data()[i * (t + 1) + j] = prefix[i][j];
-            const Tensor<F> logits = m.decode_last(prev, enc).contiguous();  // (n, V)
+            const Tensor<F> logits = m.decode_last(prev.to(m.device()), enc).to(Device::CPU).contiguous();  // (n, V)
             const int64_t V = logits.size(1);
             bool all = true;
             for (size_t i = 0; i < n; ++i) {
@@ -91,18 +93,12 @@ inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vect
     return out;
 }
 
-/// Row 0 of an encoding, repeated n times: enc (1, S, D) -> (n, S, D), mask (1, S) -> (n, S).
+/// Row 0 of an encoding, repeated n times: enc (1, S, D) -> (n, S, D), mask (1, S) -> (n, S),
+/// on the encoding's device.
 inline Encoded repeat_encoded(const Encoded& e, int64_t n) {
     Encoded r;
-    const Tensor<F> src = e.enc.contiguous();
-    const int64_t SD = src.numel();
-    r.enc = Tensor<F>::empty({n, src.size(1), src.size(2)});
-    for (int64_t i = 0; i < n; ++i) std::copy_n(src.data(), SD, r.enc.data() + i * SD);
-    if (e.mask.defined()) {
-        const Tensor<uint8_t> m = e.mask.contiguous();
-        r.mask = Tensor<uint8_t>::empty({n, m.size(1)});
-        for (int64_t i = 0; i < n; ++i) std::copy_n(m.data(), m.size(1), r.mask.data() + i * m.size(1));
-    }
+    r.enc = e.enc.expand({n, e.enc.size(1), e.enc.size(2)}).contiguous();
+    if (e.mask.defined()) r.mask = e.mask.expand({n, e.mask.size(1)}).contiguous();
     return r;
 }
 
@@ -115,7 +111,8 @@ inline std::vector<int> beam_decode_one(const Sub& m, const std::vector<int32_t>
     NoGrad ng;
     MOEKD_CHECK(beam >= 1, "tsjt: beam size must be >= 1, got ", beam);
     const Tensor<int64_t> s1 = pad_sources({src}, 0, 1, m.pad);
-    const Encoded e1 = reencode ? Encoded{} : m.encode(s1);  // (1, S, D)
+    const Device dev = m.device();
+    const Encoded e1 = reencode ? Encoded{} : m.encode(s1.to(dev));  // (1, S, D)
     Encoded en;                                              // e1 repeated for the live hypotheses
     int64_t en_rows = 0;
     struct Hyp { std::vector<int64_t> ids; double logp; };
@@ -127,14 +124,14 @@ inline std::vector<int> beam_decode_one(const Sub& m, const std::vector<int32_t>
         if (reencode) {
             Tensor<int64_t> src_n = Tensor<int64_t>::empty({n, s1.size(1)});
             for (int64_t i = 0; i < n; ++i) std::copy_n(s1.data(), s1.size(1), src_n.data() + i * s1.size(1));
-            en = m.encode(src_n);
+            en = m.encode(src_n.to(dev));
         } else if (en_rows != n) {
             en = repeat_encoded(e1, n);
             en_rows = n;
         }
         Tensor<int64_t> prev = Tensor<int64_t>::empty({n, t + 1});
         for (int64_t i = 0; i < n; ++i) std::copy_n(live[i].ids.data(), t + 1, prev.data() + i * (t + 1));
-        const Tensor<F> logp = log_softmax(m.decode_last(prev, en), -1).contiguous();  // (n, V)
+        const Tensor<F> logp = log_softmax(m.decode_last(prev.to(dev), en), -1).to(Device::CPU).contiguous();  // (n, V)
         const int64_t V = logp.size(1);
         std::vector<Hyp> cand;
         for (int64_t i = 0; i < n; ++i) {

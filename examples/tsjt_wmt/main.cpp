@@ -7,6 +7,8 @@
 //                                             vs TSJT, the BLEU table (about 10 min on 2 cores)
 //   tsjt_wmt --data DIR --langs cs,de,...     a WMT-style corpus (DIR/<xx>-en/{train,valid,test}.*),
 //                                             e.g. scripts/build_gettext_corpus.sh's output
+//   tsjt_wmt --device cuda                    the same runs with both models on the GPU (same flags,
+//                                             same outputs; without a GPU: an error saying why)
 //   tsjt_wmt score REF HYP                    corpus BLEU of two text files (sacreBLEU default)
 //   tsjt_wmt translate --model DIR --to fr    translate stdin with an extracted submodel
 //   mpirun -np 2 tsjt_wmt --max-tokens 600    data parallel (run.hpp): each update takes 2 x
@@ -41,6 +43,9 @@
 #include <moekd/io/read_file.hpp>
 
 #include <moekd/dist/init.hpp>
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+#include <moekd/cuda.hpp>  // the CUDA backend (or its emulation): fills the ops' device table
+#endif
 
 #include "data.hpp"
 #include "figures.hpp"
@@ -315,12 +320,32 @@ int main(int argc, char** argv) {
         ->check(real_in(-HUGE_VAL, HUGE_VAL, true, true, "a number"));
     bool no_progress = false;
     app.add_flag("--no-progress", no_progress, "no progress line on stderr");
+    std::string device_name = "cpu";
+    app.add_option("--device", device_name, "where the models train and decode: cpu, or cuda (the GPU)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"cpu", "cuda"}));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return main_rank ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
     }
     if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
+    rc.device = device_name == "cuda" ? Device::CUDA : Device::CPU;
+    if (rc.device == Device::CUDA) {  // refused before any data is read: say why in one line
+#if defined(MOEKD_CUDA) && MOEKD_CUDA
+        if (cuda::device_count() == 0) {
+            if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --device cuda: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
+            return 1;
+        }
+        if (comm->size() > 1) {
+            if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --device cuda runs as one process (data parallel over NCCL is not wired into tsjt_wmt yet)\n");
+            return 1;
+        }
+#else
+        if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --device cuda: this build has no CUDA backend (configure with -DMOEKD_CUDA=ON on a machine with nvcc)\n");
+        return 1;
+#endif
+    }
 
     try {
         if (score->parsed()) return cmd_score(ref_path, hyp_path);

@@ -195,6 +195,8 @@ struct Sub {
         return a;
     }
     bool is_moe() const { return !enc_moe.empty() || !dec_moe.empty(); }
+    /// Where the submodel's weights are (decoding puts its inputs there).
+    Device device() const { return module->device(); }
 };
 
 /// Parameters of several modules, each distinct tensor once (shared layers are counted once).

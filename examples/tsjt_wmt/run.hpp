@@ -75,6 +75,7 @@ struct RunConfig {
     std::string dir;             // run directory: ckpt/, log.jsonl, submodels
     std::string data_config;     // checked too: "key=value ..." of the data (data.hpp data_config + tokenizer hash)
     bool progress = true;
+    Device device = Device::CPU;  // where both models train and decode (drawn on the CPU, then moved)
     std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
 };
 
@@ -121,6 +122,7 @@ public:
         }
         moe_sub = Sub::of(*moe_model, cfg.moe.pad);
         composite_ = std::make_shared<Composite>(moe_model, dense_model);
+        composite_->to(cfg.device);  // the weights of a seed are the same on every device
         params_ = composite_->parameters();
         moe_params_ = moe_model->parameters();
         dense_params_ = dense_model->parameters();
@@ -199,7 +201,7 @@ public:
                 }
                 const int64_t slot = st.batch_index++;
                 if (j % ranks() != rank() || !failed.empty()) continue;
-                const Batch b = make_batch(train_set, batches[order[slot]]);
+                const Batch b = on_device(make_batch(train_set, batches[order[slot]]), cfg_.device);
                 JointLoss jl;
                 try {  // N > 1: an error here (the MoE router's NaN check) must stop every rank
                     jl = joint_loss(moe_sub, dense_sub, b, use_kl, cfg_.alpha_moe, cfg_.alpha_dense, cfg_.label_smoothing);

@@ -2,7 +2,8 @@
 # smoke_test.sh — CI checks of tsjt_wmt on the tiny real corpus in testdata/ (each < 2 min):
 #   smoke_test.sh BIN TESTDATA WORK CASE [MPIRUN ARGS...]
 # CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | bad-flags |
-#       data-change | bad-output | mpi2
+#       data-change | bad-output | mpi2 | device-agree | no-device
+# (device-agree and no-device take the emulated-CUDA build, tsjt_wmt_emu)
 # (mpi2 runs under the launcher given after CASE, e.g. mpirun -np 2 --oversubscribe)
 # bad-output mounts a small tmpfs and makes a character device (mknod c 1 7, like /dev/full) in
 # its own work folder; where that is refused (not root, a container without the capability) that
@@ -10,8 +11,9 @@
 set -euo pipefail
 BIN=$1 DATA=$2 WORK=$3 CASE=$4
 shift 4
+[[ $CASE == device-agree ]] && TEST_LIMIT=2  # emulated decoding is slow: two test sentences
 MPI=("$@")
-SMALL=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 0 --test-limit 10 --vocab 400 --warmup 10
+SMALL=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 0 --test-limit "${TEST_LIMIT:-10}" --vocab 400 --warmup 10
        --kl-window 5 --save-every 10 --no-progress)
 rm -rf "$WORK/$CASE"
 mkdir -p "$WORK/$CASE"
@@ -39,6 +41,29 @@ expect_flag_error() {  # a flag rejected by its check: a non-zero status (CLI11'
   echo "ok: $(head -n 1 "$W/out.txt")"
 }
 case $CASE in
+  device-agree)
+    # the shared pair (an MoE model and a dense model sharing its layers, symmetric KL on) for 20
+    # updates on the CPU and on the (emulated) GPU: every logged loss agrees to 1e-4 relative
+    TINY=(--d-model 32 --heads 2 --ffn 64 --layers 1 --experts 2 --max-tokens 240 --max-steps 20 --log-every 1
+          --modes tsjt --t-sep 0)
+    "$BIN" "${SMALL[@]}" "${TINY[@]}" --out "$W/cpu" --device cpu > "$W/cpu.txt"
+    "$BIN" "${SMALL[@]}" "${TINY[@]}" --out "$W/cuda" --device cuda > "$W/cuda.txt"
+    python3 - "$W/cpu/tsjt/log.jsonl" "$W/cuda/tsjt/log.jsonl" <<'PY' || fail "the CPU and CUDA runs disagree"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 20, (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    for k in ("ce_moe", "ce_dense", "kl", "aux"):
+        d = abs(x[k] - y[k]) / max(abs(x[k]), 1e-6)
+        worst = max(worst, d)
+        assert d <= 1e-4, (x["step"], k, x[k], y[k])
+print("cpu vs cuda: 20 updates, worst relative difference %.3g" % worst)
+PY
+    grep -q "Results in" "$W/cuda.txt" || fail "the CUDA run did not finish" ;;
+  no-device)
+    expect_error "tsjt_wmt: error: --device cuda: no CUDA device" "${SMALL[@]}" --out "$W" --device cuda ;;
   tsjt)
     "$BIN" "${SMALL[@]}" --out "$W" --modes tsjt --max-steps 30 --t-sep auto
     grep -q '"mode": "tsjt"' "$W/results.json" || fail "no tsjt row in results.json"
@@ -204,7 +229,7 @@ PY
     }
     mkdir -p "$W/data2"; cp -r "$DATA/fr-en" "$W/data2/"
     sed -i '1s/.*/une autre phrase/' "$W/data2/fr-en/train.fr"
-    R=(--langs fr --test-max-len 0 --test-limit 10 --vocab 400 --warmup 10 --kl-window 5 --save-every 10
+    R=(--langs fr --test-max-len 0 --test-limit "${TEST_LIMIT:-10}" --vocab 400 --warmup 10 --kl-window 5 --save-every 10
        --no-progress --out "$W/run" --modes tsjt --max-steps 10)
     expect_error "the corpus (FNV-1a of the files read):" --data "$W/data2" --max-train 400 --max-len 64 "${R[@]}"; same corpus
     expect_error "--max-train: 400 before, 300 now" --data "$DATA" --max-train 300 --max-len 64 "${R[@]}"; same max-train

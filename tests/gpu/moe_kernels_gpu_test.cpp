@@ -4,7 +4,9 @@
 // (moe::check_router_logits), permute / combine
 // (moe::permute_tokens / combine_tokens), the cuBLAS grouped expert FFN (moe::expert_ffn), the
 // fused symmetric KL (moekd::symmetric_kl), the cosine-relation loss (moekd::relation_loss), and
-// the cuSOLVER SVD (linalg::svd). Compiled by g++, linked with moekd::cuda.
+// the cuSOLVER SVD (linalg::svd); and the moe:: ops themselves on device tensors (the dispatch plan
+// built on the device, the whole MoELayer in float and double with jitter, capacity dropping and
+// pad tokens, its NaN check, the same bits twice). Compiled by g++, linked with moekd::cuda.
 //
 // Needs a GPU. Without one it prints "SKIPPED: no CUDA device: <reason>" and exits 77 (ctest:
 // skipped). `moe_kernels_gpu_test --no-device` runs the checks that hold without a GPU: every
@@ -15,6 +17,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <tuple>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -26,6 +30,7 @@
 #include <moekd/losses/kd.hpp>
 #include <moekd/losses/relation.hpp>
 #include <moekd/moe/dispatch.hpp>
+#include <moekd/moe/moe_layer.hpp>
 #include <moekd/moe/router.hpp>
 #include <moekd/tensor.hpp>
 
@@ -422,6 +427,227 @@ TEST_CASE("device MoE kernels check their device inputs", "[cuda]") {
     const auto plan = cuda::make_dispatch_plan(cuda::to_device(Tensor<int64_t>::zeros(Shape{4, 1})), 6, -1);
     CHECK_THROWS_WITH(cuda::permute_tokens(cuda::to_device(Tensor<float>::ones(Shape{5, 3})), plan),
                       Catch::Contains("x has 5 rows") && Catch::Contains("4 tokens"));
+}
+
+// ---- the moe:: ops on device tensors (the op API's device half) ----------------------------------
+namespace {
+
+template <class T>
+moe::MoEConfig layer_config(int64_t k, bool dropless, bool before_dropping, nn::Activation act, moe::BalanceLoss b) {
+    moe::MoEConfig c;
+    c.d_model = 16;
+    c.ffn_dim = 24;
+    c.activation = act;
+    c.router.num_experts = 8;
+    c.router.top_k = k;
+    c.router.dropless = dropless;
+    c.router.capacity_factor_train = 0.9;  // drops some assignments
+    c.router.normalize_gate_prob_before_dropping = before_dropping;
+    c.router.logit_noise = true;     // host-drawn noise, the same on both devices
+    c.router.input_jitter = 0.05;
+    c.balance = b;
+    c.z_loss_weight = 0.01;
+    c.name = "moe.enc.2";
+    return c;
+}
+
+template <class T>
+void check_layer(int64_t k, bool dropless, bool before_dropping, nn::Activation act, moe::BalanceLoss b) {
+    INFO(dtype_name<T>() << " k=" << k << " dropless=" << dropless << " before=" << before_dropping
+                         << " gelu=" << (act == nn::Activation::GELU) << " balance=" << int(b));
+    const moe::MoEConfig c = layer_config<T>(k, dropless, before_dropping, act, b);
+    Generator g1(5), g2(5), gen(9);
+    moe::MoELayer<T> cpu(c, g1), dev(c, g2);
+    dev.to(Device::CUDA);
+    const Tensor<T> x = Tensor<T>::randn({3, 100, 16}, gen);  // 300 tokens: two tiles of the capacity scan
+    const Tensor<uint8_t> pad = random_pad(Shape{3, 100}, 0.1, gen);
+    const Tensor<T> w = Tensor<T>::randn({3, 100, 16}, gen);
+    Tensor<T> xc = leaf(x.clone().detach()), xd = leaf(x.to(Device::CUDA));
+    for (int step = 0; step < 2; ++step) {  // two steps: the jitter generators advance alike
+        const auto oc = cpu.forward_with_stats(xc, pad);
+        const auto od = dev.forward_with_stats(xd, pad.to(Device::CUDA));
+        REQUIRE(od.y.device() == Device::CUDA);
+        CHECK(od.aux_loss.device() == Device::CUDA);
+        CHECK(host_ints(od.routing.experts) == oc.routing.experts.to_vector());
+        CHECK(scaled_err(od.y, oc.y.detach()) < tol<T>());
+        CHECK(scaled_err(od.aux_loss, oc.aux_loss.detach()) < tol<T>());
+        CHECK(od.stats.tokens_per_expert == oc.stats.tokens_per_expert);
+        CHECK(od.stats.kept_per_expert == oc.stats.kept_per_expert);
+        CHECK(od.stats.first_choice_per_expert == oc.stats.first_choice_per_expert);
+        CHECK(od.stats.dropped == oc.stats.dropped);
+        CHECK(od.stats.tokens_fully_dropped == oc.stats.tokens_fully_dropped);
+        CHECK(std::abs(od.stats.balance_loss - oc.stats.balance_loss) <= tol<T>() * std::max(1.0, std::abs(oc.stats.balance_loss)));
+        CHECK(std::abs(od.stats.z_loss - oc.stats.z_loss) <= tol<T>() * std::max(1.0, std::abs(oc.stats.z_loss)));
+        CHECK((dropless || oc.stats.dropped > 0));
+        for (auto* m : {&cpu, &dev})
+            for (auto& p : m->parameters()) p.zero_grad();
+        xc.zero_grad();
+        xd.zero_grad();
+        (sum(oc.y * w) + oc.aux_loss).backward();
+        (sum(od.y * w.to(Device::CUDA)) + od.aux_loss).backward();
+        CHECK(scaled_err(xd.grad(), xc.grad()) < tol<T>());
+        const auto pc = cpu.named_parameters(), pd = dev.named_parameters();
+        REQUIRE(pc.size() == pd.size());
+        for (size_t i = 0; i < pc.size(); ++i) {
+            INFO(pc[i].first);
+            REQUIRE(pc[i].second.grad().defined() == pd[i].second.grad().defined());
+            if (pc[i].second.grad().defined()) {
+                CHECK(pd[i].second.grad().device() == Device::CUDA);
+                CHECK(scaled_err(pd[i].second.grad(), pc[i].second.grad()) < tol<T>());
+            }
+        }
+    }
+}
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "no error";
+}
+
+}  // namespace
+
+TEST_CASE("moe::make_dispatch_plan from device routing: the device scan gives the CPU plan", "[cuda]") {
+    for (auto [N, E, k] : {std::tuple<int64_t, int64_t, int64_t>{1000, 16, 2}, {203, 8, 1}, {40, 3, 3}, {0, 4, 2}}) {
+        const Routed r = N > 0 ? make_routing(N, E, k, 17) : Routed{Tensor<int64_t>::empty({0, k}), Tensor<uint8_t>::empty({0}), E};
+        for (int64_t cap : {int64_t(-1), int64_t(0), int64_t(5), int64_t(100)}) {
+            INFO("N=" << N << " E=" << E << " k=" << k << " capacity " << cap);
+            for (bool with_pad : {false, true}) {
+                const Tensor<uint8_t> pad = with_pad ? r.pad : Tensor<uint8_t>();
+                const moe::PlanPtr p = moe::make_dispatch_plan(r.experts, E, cap, pad);
+                const moe::PlanPtr d = moe::make_dispatch_plan(r.experts.to(Device::CUDA), E, cap,
+                                                               with_pad ? pad.to(Device::CUDA) : pad);
+                CHECK(d->device == Device::CUDA);
+                CHECK(d->num_pad == p->num_pad);
+                CHECK(d->counts == p->counts);
+                CHECK(d->kept == p->kept);
+                CHECK(d->offsets == p->offsets);
+                CHECK(d->position == p->position);
+                CHECK(d->slot_of == p->slot_of);
+                CHECK(d->slot_token == p->slot_token);
+                CHECK(d->slot_choice == p->slot_choice);
+                CHECK(d->expert_idx == p->expert_idx);
+                // the device arrays are what the host mirrors
+                const std::vector<int64_t> buf = d->dev_buf.to_vector();
+                const int64_t A = N * k;
+                CHECK(std::vector<int64_t>(buf.begin() + d->dev_slot_of, buf.begin() + d->dev_slot_of + A) == p->slot_of);
+                CHECK(std::vector<int64_t>(buf.begin() + d->dev_position, buf.begin() + d->dev_position + A) == p->position);
+            }
+        }
+    }
+    // bad routing is reported as on the CPU (the kernels leave it out, the host check names it)
+    const Tensor<int64_t> bad = Tensor<int64_t>::from_vector({0, 1, 2, 9, 1, 0}, {3, 2});
+    const Tensor<int64_t> twice = Tensor<int64_t>::from_vector({0, 1, 2, 2, 1, 0}, {3, 2});
+    for (const auto& t : {bad, twice}) {
+        const std::string want = error_of([&] { moe::make_dispatch_plan(t, 4, -1); });
+        CHECK(error_of([&] { moe::make_dispatch_plan(t.to(Device::CUDA), 4, -1); }) == want);
+        CHECK(want != "no error");
+    }
+    // a plan of host routing meets device tokens: an error with a hint, not a host read of device memory
+    const moe::PlanPtr host_plan = moe::make_dispatch_plan(bad.narrow(0, 0, 1), 4, -1);
+    CHECK_THAT(error_of([&] { moe::permute_tokens(Tensor<float>::ones({1, 3}, Device::CUDA), host_plan); }),
+               Catch::Contains("permute_tokens") && Catch::Contains("built from routing on cpu"));
+}
+
+TEST_CASE("moe::expert_ffn with stacked weights on the device (strided-batched and per expert) matches the CPU", "[cuda]") {
+    const auto run = [](auto tag, bool uniform) {
+        using T = decltype(tag);
+        INFO(dtype_name<T>() << (uniform ? " uniform rows (strided-batched)" : " uneven rows (per expert)"));
+        Generator gen(23);
+        const int64_t E = 4, N = 200, D = 16, F = 24;
+        std::vector<int64_t> route(N);
+        for (int64_t t = 0; t < N; ++t) route[t] = uniform ? t % E : (t * t) % E;
+        const Tensor<int64_t> r = Tensor<int64_t>::from_vector(route, {N, 1});
+        const moe::PlanPtr pc = moe::make_dispatch_plan(r, E, -1), pd = moe::make_dispatch_plan(r.to(Device::CUDA), E, -1);
+        const int64_t S = pc->rows();
+        const std::vector<Tensor<T>> w0 = {Tensor<T>::randn({S, D}, gen), Tensor<T>::randn({E, F, D}, gen, 0, 0.3),
+                                           Tensor<T>::randn({E, F}, gen), Tensor<T>::randn({E, D, F}, gen, 0, 0.3),
+                                           Tensor<T>::randn({E, D}, gen)};
+        const Tensor<T> dy = Tensor<T>::randn({S, D}, gen);
+        std::vector<Tensor<T>> grads[2];
+        Tensor<T> ys[2];
+        for (int side = 0; side < 2; ++side) {
+            const Device dev = side == 0 ? Device::CPU : Device::CUDA;
+            std::vector<Tensor<T>> in;
+            for (const auto& t : w0) in.push_back(leaf(t.clone().detach().to(dev)));
+            moe::ExpertWeights<T> w;
+            w.W1 = in[1], w.B1 = in[2], w.W2 = in[3], w.B2 = in[4];
+            ys[side] = moe::expert_ffn(in[0], side == 0 ? pc : pd, w, nn::Activation::GELU);
+            sum(ys[side] * dy.to(dev)).backward();
+            for (auto& t : in) grads[side].push_back(t.grad());
+        }
+        CHECK(ys[1].device() == Device::CUDA);
+        CHECK(scaled_err(ys[1], ys[0].detach()) < tol<T>());
+        for (size_t i = 0; i < w0.size(); ++i) {
+            INFO("gradient of input " << i);
+            CHECK(scaled_err(grads[1][i], grads[0][i]) < tol<T>());
+        }
+    };
+    for (bool uniform : {true, false}) {
+        run(float(), uniform);
+        run(double(), uniform);
+    }
+    // the uniform case does take the strided-batched entry (without it, it says so)
+    auto& entry = DeviceOps<float>::cuda().moe_gemm_strided_batched;
+    const auto saved = entry;
+    entry = nullptr;
+    const std::string err = error_of([&] { run(float(), true); });
+    entry = saved;
+    CHECK_THAT(err, Catch::Contains("expert_ffn") && Catch::Contains("no CUDA implementation"));
+    CHECK_NOTHROW(run(float(), false));
+}
+
+TEST_CASE("moe::MoELayer on the device matches the CPU: forward, aux loss, statistics, gradients", "[cuda]") {
+    using A = nn::Activation;
+    using B = moe::BalanceLoss;
+    check_layer<float>(2, false, false, A::GELU, B::Switch);
+    check_layer<double>(2, false, false, A::GELU, B::Switch);
+    check_layer<double>(2, false, true, A::ReLU, B::KLUniform);
+    check_layer<float>(1, false, false, A::ReLU, B::Switch);
+    check_layer<double>(1, true, false, A::GELU, B::None);
+}
+
+TEST_CASE("moe::MoELayer on the device: NaN logits name the layer and the token; the same bits twice", "[cuda]") {
+    const moe::MoEConfig c = layer_config<float>(2, false, false, nn::Activation::GELU, moe::BalanceLoss::Switch);
+    Generator g1(5), g2(5), gen(3);
+    moe::MoELayer<float> cpu(c, g1), dev(c, g2);
+    dev.to(Device::CUDA);
+    cpu.eval();
+    dev.eval();
+    Tensor<float> x = Tensor<float>::randn({2, 50, 16}, gen);
+    std::vector<uint8_t> pv(100, 0);
+    pv[57] = 1;
+    const Tensor<uint8_t> pad = Tensor<uint8_t>::from_vector(pv, {2, 50});
+    x.data()[(1 * 50 + 7) * 16 + 4] = NAN;  // token 57: padding, not an error
+    CHECK_NOTHROW(dev.forward(x.to(Device::CUDA), pad.to(Device::CUDA)));
+    const Tensor<float> yp = dev.forward(x.to(Device::CUDA), pad.to(Device::CUDA));
+    for (float v : yp.to_vector()) CHECK(std::isfinite(v));
+    x.data()[(0 * 50 + 31) * 16 + 2] = INFINITY;  // token 31: routed
+    const std::string want = error_of([&] { cpu.forward(x, pad); });
+    const std::string got = error_of([&] { dev.forward(x.to(Device::CUDA), pad.to(Device::CUDA)); });
+    CHECK_THAT(got, Catch::Contains("moe.enc.2") && Catch::Contains("token 31 of 100"));
+    CHECK(got == want);
+
+    // determinism: forward and backward twice on the device give the same bits
+    dev.train();
+    const Tensor<float> xs = Tensor<float>::randn({2, 150, 16}, gen);
+    std::vector<std::vector<float>> runs[2];
+    for (int run = 0; run < 2; ++run) {
+        dev.generator().manual_seed(77);
+        for (auto& p : dev.parameters()) p.zero_grad();
+        Tensor<float> xd = leaf(xs.to(Device::CUDA));
+        const auto o = dev.forward_with_stats(xd);
+        (sum(o.y * o.y) + o.aux_loss).backward();
+        runs[run].push_back(o.y.to_vector());
+        runs[run].push_back(xd.grad().to_vector());
+        for (auto& p : dev.parameters())
+            if (p.grad().defined()) runs[run].push_back(p.grad().to_vector());
+    }
+    REQUIRE(runs[0].size() == runs[1].size());
+    for (size_t i = 0; i < runs[0].size(); ++i) CHECK(runs[0][i] == runs[1][i]);
 }
 
 // ---- without a GPU (moe_kernels_gpu_test --no-device) --------------------------------------------

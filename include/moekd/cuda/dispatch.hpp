@@ -12,8 +12,11 @@
 //
 // Same MOEKD_HD math as the CPU ops in moe/dispatch.hpp (kern::scatter_assignment, kern::kept_rows,
 // kern::exclusive_scan, kern::combine_backward_row); every sum runs in a fixed order, so results
-// do not depend on scheduling. No autograd. Launchers compiled for float and double in
-// kernels/dispatch.cu.
+// do not depend on scheduling. No autograd: the moe:: ops (moe/dispatch.hpp) are the API with
+// autograd, and on CUDA tensors call these raw launchers through the device table
+// (core/backend.hpp; moe::make_dispatch_plan builds its device plan from the same kernels).
+// These functions stay as the internal launch layer and its tests. Launchers compiled for float
+// and double in kernels/dispatch.cu.
 #pragma once
 
 #include <cstdint>

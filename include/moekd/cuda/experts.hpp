@@ -10,7 +10,10 @@
 // The activation and its backward are kern::bias_act_row / kern::act_backward_row (dispatch.cuh),
 // the functions the CPU op calls, applied one element per thread; bias gradients are column sums
 // in double, one thread per column, rows in order (deterministic). Launchers compiled for float
-// and double in kernels/experts.cu. No autograd.
+// and double in kernels/experts.cu. No autograd: moe::expert_ffn (moe/dispatch.hpp) is the API
+// with autograd; on CUDA tensors it runs the same per-expert GEMMs (the device table's gemm) and
+// these raw kernels through the device table. This file stays as the internal launch layer and
+// its tests.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +70,12 @@ void act_backward_raw(const T* h, const T* a, T* da, int64_t count, bool gelu);
 /// out[c] = sum over rows r (in order, in double) of x[r * C + c].  x: (n, C), out: (C).
 template <class T>
 void column_sum_raw(const T* x, int64_t n, int64_t C, T* out);
+/// `batch` row-major GEMMs C_i (m, n) = op(A_i) op(B_i) (beta 0), X_i = x + i * stride_x, through
+/// cublas{S,D}gemmStridedBatched (operands swapped for column-major, as cuda::gemm does).
+template <class T>
+void gemm_strided_batched_raw(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                              int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T* c, int64_t ldc,
+                              int64_t stride_c, int64_t batch);
 
 /// Checks the stacked weights against E, and returns (F, D).
 template <class T>

@@ -1,7 +1,7 @@
 // cuda/gating.hpp — the Mixture-of-Experts router on the GPU: fused softmax over E + top-k + gates
 // (kern::softmax_topk_row, the function moe::softmax_topk runs on the CPU), the backward of the
 // gates and of the softmax, and the capacity positions (the histogram pass of the dispatch
-// counting sort, kern::capacity_positions_of_expert: each expert's queue in GShard priority order),
+// counting sort: each expert's queue in GShard priority order, by a block-level scan per expert),
 // the NaN / inf check of the logits (kern::row_all_finite, reported as moe::check_router_logits;
 // pad tokens are not checked), and the gates renormalised after capacity dropping (fairseq's
 // default order: kern::kept_gates_row, as moe::kept_gates).
@@ -10,8 +10,12 @@
 //   auto dl = cuda::router_backward(r, dgates, true);          // dgates: (N, k) -> dlogits (N, E)
 //   auto cp = cuda::capacity_positions(r.experts, E);          // counts (E), position (N, k)
 //
-// No autograd: explicit forward / backward entries, the launch layer device ops build on. The
-// launchers are compiled for float and double in kernels/gating.cu. Arguments are checked
+// No autograd: explicit forward / backward entries over the raw launchers. The moe:: ops
+// (moe/router.hpp) are the API with autograd: on CUDA tensors they call the same raw launchers
+// through the device table (core/backend.hpp's MoE entries, filled by install_moe_ops in
+// kernels/gating.cu). These functions stay as the internal launch layer and its tests
+// (tests/gpu/moe_kernels_gpu_test.cpp). The launchers are compiled for float and double in
+// kernels/gating.cu. Arguments are checked
 // (shapes first, then device and contiguity) before any CUDA call, so bad input fails with a
 // moekd::Error naming the argument even on a machine without a GPU.
 #pragma once
@@ -244,8 +248,9 @@ bool check_router_logits(const Tensor<T>& logits, const std::string& layer,
                     "learning rate, add the router z-loss, or check the input)"));
 }
 
-/// Capacity positions and per-expert counts of a routing (one GPU thread per expert scans the
-/// assignments in priority order: the CPU's kern::capacity_positions, bit for bit).
+/// Capacity positions and per-expert counts of a routing (a block per expert scans the assignments
+/// in priority order in tiles, with a shared-memory prefix sum of the tile's matches: the CPU's
+/// kern::capacity_positions, bit for bit; kern::cuda::capacity_scan_kernel).
 /// experts: (N, k) int64 in [0, num_experts) (not checked here: make_dispatch_plan checks);
 /// pad: N bytes (1 = pad token) or undefined.
 inline CapacityPositions capacity_positions(const Tensor<int64_t>& experts, int64_t num_experts,

@@ -1,15 +1,19 @@
 // cuda/kl.hpp — the fused symmetric KL of TSJT (eq. 3) on the GPU: KL(p_a || p_b) + KL(p_b || p_a)
 // averaged over non-pad tokens, p = softmax of the logits over a (large) vocabulary, forward and
-// backward, without materialising any log-softmax. The device twin of moekd::symmetric_kl
-// (losses/kd.hpp): one block per row computes the row maxima and the four sums of kern::kl_row_sums
-// and finishes them with kern::kl_row_finish; the backward applies kern::kl_sym_grad_elem per
-// element (kernels/kl.cuh). The loss is reduced over rows in a fixed order, in double.
+// backward, without materialising any log-softmax. moekd::symmetric_kl (losses/kd.hpp) runs these
+// kernels itself, with autograd, when its operands are on CUDA (through the device table, which
+// kernels/kl.cu fills from the raw launchers declared here); the functions below are the same
+// kernels without autograd, kept for code that drives them directly. A warp (rows up to 1024) or
+// a block per row computes the row maxima and the four sums of kern::kl_row_sums and finishes
+// them with kern::kl_row_finish; the backward applies kern::kl_sym_grad_elem per element
+// (kernels/kl.cuh). The loss is reduced over rows in a fixed order, in double.
 //
 //   auto f = cuda::symmetric_kl_forward(la, lb, pad);          // la, lb: (N, V) or (B, T, V)
 //   T loss = cuda::to_cpu(f.loss).item();
 //   auto g = cuda::symmetric_kl_backward(la, lb, pad, f, T(1));   // g.da, g.db: like la
 //
-// No autograd. Launchers compiled for float and double in kernels/kl.cu.
+// No autograd (use moekd::symmetric_kl on CUDA tensors for that). Launchers compiled for float
+// and double in kernels/kl.cu.
 #pragma once
 
 #include <cstdint>
@@ -43,10 +47,18 @@ namespace detail {
 template <class T>
 void kl_forward_raw(const T* a, const T* b, const uint8_t* mask, T* stats, T* loss, int64_t* count, int64_t rows,
                     int64_t n);
-/// ga / gb (either may be null) = scale * d(symmetric KL of the row)/d logits; zero for pad rows.
+/// ga / gb (either may be null) = g[0] / count[0] * d(symmetric KL of the row)/d logits; zero for
+/// pad rows and when count[0] == 0. g, count: device pointers (DeviceOps::symmetric_kl_backward).
 template <class T>
-void kl_sym_backward_raw(const T* a, const T* b, const uint8_t* mask, const T* stats, T scale, T* ga, T* gb,
-                         int64_t rows, int64_t n);
+void kl_sym_backward_raw(const T* a, const T* b, const uint8_t* mask, const T* stats, const T* g, const int64_t* count,
+                         T* ga, T* gb, int64_t rows, int64_t n);
+/// Soft distillation's forward and backward (DeviceOps::soft_distill, soft_distill_backward).
+template <class T>
+void soft_distill_raw(const T* student, const T* teacher, double temperature, T* stats, T* loss, int64_t rows,
+                      int64_t n);
+template <class T>
+void soft_distill_backward_raw(const T* student, const T* teacher, double temperature, const T* stats, const T* g,
+                               T* gs, int64_t rows, int64_t n);
 
 /// Checks the pair of logit tensors and the mask as moekd::symmetric_kl does; returns V.
 template <class T>
@@ -105,10 +117,12 @@ SymmetricKlGrads<T> symmetric_kl_backward(const Tensor<T>& logits_a, const Tenso
     if (need_a) g.da = Tensor<T>::empty(logits_a.shape(), Device::CUDA);
     if (need_b) g.db = Tensor<T>::empty(logits_b.shape(), Device::CUDA);
     if (!need_a && !need_b) return g;
-    // with no kept token every row is padding, so the kernel writes zeros whatever the scale
-    const T scale = f.count ? grad / static_cast<T>(f.count) : T(0);
+    // the kernel takes the upstream gradient and the count on the device (as the op does) and
+    // writes zeros everywhere when no token is kept
+    const Tensor<T> gd = Tensor<T>::from_vector({grad}, Shape{}).to(Device::CUDA);
+    const Tensor<int64_t> cd = Tensor<int64_t>::from_vector({f.count}, Shape{1}).to(Device::CUDA);
     detail::kl_sym_backward_raw(logits_a.data(), logits_b.data(), pad_mask.defined() ? pad_mask.data() : nullptr,
-                                f.stats.data(), scale, need_a ? g.da.data() : static_cast<T*>(nullptr),
+                                f.stats.data(), gd.data(), cd.data(), need_a ? g.da.data() : static_cast<T*>(nullptr),
                                 need_b ? g.db.data() : static_cast<T*>(nullptr), rows, V);
     return g;
 }

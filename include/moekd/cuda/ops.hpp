@@ -13,6 +13,11 @@ namespace moekd::cuda {
 
 /// Fills the device tables (idempotent; touches no GPU). Defined in kernels/ops.cu.
 void install_ops();
+/// The families' parts of install_ops, one per kernel file that fills them.
+void install_index_ops();  // kernels/index.cu
+void install_linalg_ops();  // kernels/linalg.cu
+void install_loss_ops();   // kernels/kl.cu
+void install_moe_ops();    // kernels/gating.cu
 
 namespace detail {
 inline const bool ops_installed = (install_ops(), true);

@@ -1,14 +1,18 @@
 // cuda/relation.hpp — the cosine-relation loss of TCD (eq. 6-8) on the GPU, forward and backward:
 // for G groups of N tokens, the mean over groups and token pairs of (cos(s_i, s_j) - cos(t_i, t_j))^2,
-// student and teacher widths free. The device twin of moekd::relation_loss (losses/relation.hpp):
-// rows normalised by kern::l2_normalize_row, one cuBLAS GEMM per group for each Gram matrix,
-// E = Gs - Gt and its squared row sums by kern::relation_diff_row, the loss reduced in a fixed
-// order in double; backward: gy = 4 c g E y per group (GEMM), then kern::l2_normalize_backward_row.
+// student and teacher widths free. moekd::relation_loss and moekd::qk_relation_loss
+// (losses/relation.hpp) run these kernels themselves, with autograd, when their operands are on
+// CUDA (through the device table, filled from the raw launchers declared here); the functions
+// below drive the same kernels without autograd. Rows normalised by kern::l2_normalize_row's math
+// (a warp or a block per row), one cuBLAS GEMM per group for each Gram matrix, E = Gs - Gt and its
+// squared row sums as kern::relation_diff_row, the loss reduced in a fixed order in double;
+// backward: gy = 4 c g E y per group (GEMM), then kern::l2_normalize_backward_row's math.
 //
 //   auto f = cuda::relation_loss_forward(s, t);        // s: (G, N, Ds) or (N, Ds), t: (G, N, Dt) / (N, Dt)
 //   auto g = cuda::relation_loss_backward(f, 1.f);     // g.dstudent like s (g.dteacher if asked)
 //
-// No autograd. Launchers compiled for float and double in kernels/relation.cu.
+// No autograd (use moekd::relation_loss on CUDA tensors for that). Launchers compiled for float
+// and double in kernels/relation.cu.
 #pragma once
 
 #include <cstdint>
@@ -43,8 +47,10 @@ namespace detail {
 // Raw launchers (kernels/relation.cu); they throw moekd::Error if a launch fails.
 template <class T>
 void l2_normalize_raw(const T* x, T* y, T* nrm, int64_t rows, int64_t n, T eps);
+/// gx from the gradient g of y, times scale[0] first when scale (a device pointer) is not null.
 template <class T>
-void l2_normalize_backward_raw(const T* y, const T* g, T* gx, const T* nrm, int64_t rows, int64_t n, T eps);
+void l2_normalize_backward_raw(const T* y, const T* g, const T* scale, const T* nrm, T* gx, int64_t rows, int64_t n,
+                               T eps);
 /// e (rows, n) holds gs, becomes gs - gt; loss[0] = scale * sum of all squares (rows in order, double).
 template <class T>
 void relation_diff_raw(T* e, const T* gt, T* sq, T* loss, int64_t rows, int64_t n, double scale);
@@ -122,7 +128,8 @@ RelationGrads<T> relation_loss_backward(const RelationForward<T>& f, T grad = T(
             gemm(e, yg, out, false, false, a, T(0));  // (N, N) @ (N, D)
         }
         Tensor<T> gx = Tensor<T>::empty(shape, Device::CUDA);  // contiguous (G * N, D) in the input's shape
-        detail::l2_normalize_backward_raw(y.data(), gy.data(), gx.data(), nrm.data(), G * N, D, eps);
+        detail::l2_normalize_backward_raw(y.data(), gy.data(), static_cast<const T*>(nullptr), nrm.data(), gx.data(),
+                                          G * N, D, eps);
         return gx;
     };
     RelationGrads<T> r;

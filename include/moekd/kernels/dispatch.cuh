@@ -12,7 +12,8 @@
 // so the same input gives the same bits, on either device.
 //
 // Part 1 (always compiled): MOEKD_HD functions called by moe/dispatch.hpp's CPU loops.
-// Part 2 (nvcc only): __global__ kernels and launchers; compiled, never run here (no GPU).
+// Part 2 (nvcc, and g++ for the emulated device): __global__ kernels and launchers, reached by the
+// moe:: ops through the device table (core/backend.hpp).
 //
 // Shapes: x: (N, D); xs, ys: (S, D) sorted rows; slot_of, idx, position, gates: (N, k).
 #pragma once
@@ -175,14 +176,17 @@ __global__ void dispatch_offsets_kernel(const int64_t* __restrict__ counts, int6
     offsets[E] = exclusive_scan(kept, E, offsets);
 }
 
-/// One thread per assignment: the stable scatter of the counting sort.
+/// One thread per assignment: the stable scatter of the counting sort; idx_copy (A, may be null)
+/// gets a copy of idx (the plan keeps its own routing, as the CPU plan's expert_idx).
 template <int Unused = 0>
 __global__ void scatter_slots_kernel(const int64_t* __restrict__ idx, const int64_t* __restrict__ position,
                                      const int64_t* __restrict__ offsets, int64_t* __restrict__ slot_of,
-                                     int64_t* __restrict__ slot_token, int64_t* __restrict__ slot_choice, int64_t A,
-                                     int64_t k, int64_t capacity) {
-    for (int64_t a = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; a < A; a += int64_t(gridDim.x) * blockDim.x)
+                                     int64_t* __restrict__ slot_token, int64_t* __restrict__ slot_choice,
+                                     int64_t* __restrict__ idx_copy, int64_t A, int64_t k, int64_t capacity) {
+    for (int64_t a = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; a < A; a += int64_t(gridDim.x) * blockDim.x) {
         scatter_assignment(a, k, idx, position, offsets, capacity, slot_of, slot_token, slot_choice);
+        if (idx_copy) idx_copy[a] = idx[a];
+    }
 }
 
 /// xs[s, d] = x[slot_token[s], d]; one thread per element.
@@ -256,7 +260,17 @@ inline cudaError_t launch_scatter_slots(const int64_t* idx, const int64_t* posit
                                         int64_t* slot_of, int64_t* slot_token, int64_t* slot_choice, int64_t N,
                                         int64_t k, int64_t capacity, cudaStream_t s = 0) {
     MOEKD_LAUNCH(dispatch_grid(N * k, 256), 256, 0, s, scatter_slots_kernel<>)(idx, position, offsets, slot_of, slot_token,
-                                                                     slot_choice, N * k, k, capacity);
+                                                                     slot_choice, static_cast<int64_t*>(nullptr),
+                                                                     N * k, k, capacity);
+    return cudaGetLastError();
+}
+/// The same, also copying idx into idx_copy (N * k).
+inline cudaError_t launch_scatter_slots_copy(const int64_t* idx, const int64_t* position, const int64_t* offsets,
+                                             int64_t* slot_of, int64_t* slot_token, int64_t* slot_choice,
+                                             int64_t* idx_copy, int64_t N, int64_t k, int64_t capacity,
+                                             cudaStream_t s = 0) {
+    MOEKD_LAUNCH(dispatch_grid(N * k, 256), 256, 0, s, scatter_slots_kernel<>)(idx, position, offsets, slot_of, slot_token,
+                                                                     slot_choice, idx_copy, N * k, k, capacity);
     return cudaGetLastError();
 }
 template <class T>

@@ -6,8 +6,9 @@
 //
 // Part 1 (always compiled): MOEKD_HD functions. moe/router.hpp and moe/dispatch.hpp call them in
 // CPU loops, one call per token (or one pass for the positions).
-// Part 2 (nvcc only): __global__ kernels over the same functions and host launchers. Compiled,
-// never run on the build machines (no GPU); they follow the CPU code line for line.
+// Part 2 (nvcc, and g++ for the emulated device): __global__ kernels over the same functions and
+// host launchers; they follow the CPU code line for line. The moe:: ops reach them through the
+// device table (core/backend.hpp, filled in kernels/gating.cu).
 //
 // Shapes: logits, probs: (N, E) row-major; idx, gates: (N, k); pad: (N) uint8, 1 = pad.
 #pragma once
@@ -204,7 +205,8 @@ MOEKD_HD inline void capacity_positions(const int64_t* idx, const uint8_t* pad, 
         }
 }
 
-/// The same for one expert e alone (what one GPU thread does): returns the count of e.
+/// The same for one expert e alone (a serial reference of what the block of expert e computes in
+/// kern::cuda::capacity_scan_kernel): returns the count of e.
 MOEKD_HD inline int64_t capacity_positions_of_expert(const int64_t* idx, const uint8_t* pad, int64_t N, int64_t k,
                                                      int64_t e, int64_t* position) {
     int64_t c = 0;
@@ -272,14 +274,96 @@ __global__ void kept_gates_backward_kernel(const T* __restrict__ probs, const in
     }
 }
 
-/// One thread per expert: its queue positions in priority order (a serial per-expert scan, so the
-/// result is the CPU's bit for bit) and its count. counts: (E), position: (N, k).
-template <int Unused = 0>  // a template, so the header may be included by several translation units
-__global__ void capacity_positions_kernel(const int64_t* __restrict__ idx, const uint8_t* __restrict__ pad,
-                                                 int64_t* __restrict__ counts, int64_t* __restrict__ position,
-                                                 int64_t N, int64_t k, int64_t E) {
-    for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < E; e += int64_t(gridDim.x) * blockDim.x)
-        counts[e] = capacity_positions_of_expert(idx, pad, N, k, e, position);
+/// Capacity positions by a block-level scan, one block per expert e (grid-stride over experts):
+/// the block walks the N * k assignments in GShard priority order (p = j * N + t: every first
+/// choice in token order, then every second choice, ...) in tiles of Block; each thread flags
+/// whether its assignment is a non-pad one for e, an inclusive prefix sum of the flags in shared
+/// memory (Hillis-Steele, every thread at every barrier) gives each flagged assignment its rank in
+/// the tile, plus the count of e's assignments in the tiles before. Integer sums only: the CPU's
+/// kern::capacity_positions bit for bit, whatever the launch. Pad tokens, and assignments whose
+/// expert index is out of [0, E) (the caller's host check reports them), get position -1 (written
+/// by the block of expert 0). counts: (E), position: (N * k).
+template <int Block>
+__global__ void capacity_scan_kernel(const int64_t* __restrict__ idx, const uint8_t* __restrict__ pad,
+                                     int64_t* __restrict__ counts, int64_t* __restrict__ position, int64_t N,
+                                     int64_t k, int64_t E) {
+    __shared__ int scan[Block];
+    const int64_t A = N * k;
+    const int tid = static_cast<int>(threadIdx.x);
+    for (int64_t e = blockIdx.x; e < E; e += gridDim.x) {
+        int64_t base = 0;
+        for (int64_t p0 = 0; p0 < A; p0 += Block) {
+            const int64_t p = p0 + tid;
+            int64_t a = -1;
+            int flag = 0;
+            if (p < A) {
+                const int64_t j = p / N, t = p % N;
+                a = t * k + j;
+                const bool padded = pad && pad[t];
+                const int64_t ex = idx[a];
+                flag = !padded && ex == e ? 1 : 0;
+                if (e == 0 && (padded || ex < 0 || ex >= E)) position[a] = -1;
+            }
+            scan[tid] = flag;
+            __syncthreads();
+            for (int off = 1; off < Block; off <<= 1) {
+                const int v = tid >= off ? scan[tid - off] : 0;
+                __syncthreads();
+                scan[tid] += v;
+                __syncthreads();
+            }
+            if (flag) position[a] = base + scan[tid] - 1;
+            base += scan[Block - 1];
+            __syncthreads();  // scan is refilled by the next tile
+        }
+        if (tid == 0) counts[e] = base;
+    }
+}
+
+/// One thread per token: gates (N, k) at given experts (topk_gates_row).
+template <class T>
+__global__ void topk_gates_kernel(const T* __restrict__ probs, const int64_t* __restrict__ idx, T* __restrict__ gates,
+                                  int64_t N, int64_t E, int64_t k, bool normalize) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x)
+        topk_gates_row(probs + t * E, idx + t * k, k, normalize, gates + t * k);
+}
+
+/// One thread per row: ok[t] = 1 when row t of x (N, E) is finite.
+template <class T>
+__global__ void rows_finite_kernel(const T* __restrict__ x, int64_t N, int64_t E, uint8_t* __restrict__ ok) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x)
+        ok[t] = row_all_finite(x + t * E, E) ? 1 : 0;
+}
+
+/// One thread per row: out[t] = logsumexp of row t (row_logsumexp, the CPU's function).
+template <class T>
+__global__ void row_logsumexp_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t N, int64_t E) {
+    for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < N; t += int64_t(gridDim.x) * blockDim.x)
+        out[t] = row_logsumexp(x + t * E, E);
+}
+
+/// A block per column c (grid-stride): out[c] = sum of x[r, c] over non-pad rows r / real. Each
+/// thread sums rows tid, tid + Block, ... in order, then a shared-memory tree in a fixed order;
+/// float accumulates in double (as the CPU's mean_router_prob). x: (N, C).
+template <class T, int Block>
+__global__ void masked_column_mean_kernel(const T* __restrict__ x, const uint8_t* __restrict__ pad,
+                                          T* __restrict__ out, int64_t N, int64_t C, int64_t real) {
+    using Acc = std::conditional_t<std::is_same_v<T, float>, double, T>;
+    __shared__ Acc part[Block];
+    const int tid = static_cast<int>(threadIdx.x);
+    for (int64_t c = blockIdx.x; c < C; c += gridDim.x) {
+        Acc s = Acc(0);
+        for (int64_t r = tid; r < N; r += Block)
+            if (!pad || !pad[r]) s += static_cast<Acc>(x[r * C + c]);
+        part[tid] = s;
+        __syncthreads();
+        for (int h = Block / 2; h > 0; h >>= 1) {
+            if (tid < h) part[tid] += part[tid + h];
+            __syncthreads();
+        }
+        if (tid == 0) out[c] = static_cast<T>(part[0] / static_cast<Acc>(real));
+        __syncthreads();  // part is reused by the next column
+    }
 }
 
 template <class T>
@@ -311,7 +395,29 @@ cudaError_t launch_kept_gates_backward(const T* probs, const int64_t* idx, const
 }
 inline cudaError_t launch_capacity_positions(const int64_t* idx, const uint8_t* pad, int64_t* counts,
                                              int64_t* position, int64_t N, int64_t k, int64_t E, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(gating_grid(E, 64), 64, 0, s, capacity_positions_kernel<>)(idx, pad, counts, position, N, k, E);
+    MOEKD_LAUNCH(gating_grid(E, 1), 256, 0, s, capacity_scan_kernel<256>)(idx, pad, counts, position, N, k, E);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_topk_gates(const T* probs, const int64_t* idx, T* gates, int64_t N, int64_t E, int64_t k,
+                              bool normalize, cudaStream_t s = 0) {
+    MOEKD_LAUNCH(gating_grid(N, 128), 128, 0, s, topk_gates_kernel<T>)(probs, idx, gates, N, E, k, normalize);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_rows_finite(const T* x, int64_t N, int64_t E, uint8_t* ok, cudaStream_t s = 0) {
+    MOEKD_LAUNCH(gating_grid(N, 256), 256, 0, s, rows_finite_kernel<T>)(x, N, E, ok);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_row_logsumexp(const T* x, T* out, int64_t N, int64_t E, cudaStream_t s = 0) {
+    MOEKD_LAUNCH(gating_grid(N, 128), 128, 0, s, row_logsumexp_kernel<T>)(x, out, N, E);
+    return cudaGetLastError();
+}
+template <class T>
+cudaError_t launch_masked_column_mean(const T* x, const uint8_t* pad, T* out, int64_t N, int64_t C, int64_t real,
+                                      cudaStream_t s = 0) {
+    MOEKD_LAUNCH(gating_grid(C, 1), 256, 0, s, masked_column_mean_kernel<T, 256>)(x, pad, out, N, C, real);
     return cudaGetLastError();
 }
 

@@ -17,7 +17,9 @@
 // accumulators so a host compiler vectorises them without -ffast-math, and use kern::exp_approx
 // (a Cephes-style polynomial, ~2 ulp in float, written with plain arithmetic so it vectorises)
 // instead of std::exp; on the device exp_approx is the CUDA exp.
-// Part 2 (nvcc only): block-per-row kernels (shared-memory reductions) and host launchers.
+// Part 2 (MOEKD_CUDA_KERNELS: nvcc, and the emulated build): a warp or a block per row (the
+// shuffle / shared-memory row reductions of softmax.cuh), per-element backward kernels, and their
+// launchers.
 #pragma once
 
 #include <cmath>
@@ -228,94 +230,149 @@ MOEKD_HD inline void kl_target_backward_row(const T* a, const T* b, int64_t n, c
 }  // namespace moekd::kern
 
 #if defined(MOEKD_CUDA_KERNELS)
+#include "softmax.cuh"  // the warp / block row reductions (row_allreduce, for_rows)
+
 namespace moekd::kern::cuda {
 
-/// Threads per row block of the KL kernels (a power of two).
-inline constexpr int kKlBlock = 256;
+// ---- fused KL rows -------------------------------------------------------------------------------
+// A warp per row up to kWarpRowMax entries, a block per row above (the row machinery of
+// softmax.cuh: lane-strided partial sums, then a fixed butterfly and warp-order tree), so the same
+// input gives the same bits on every run. The CPU's kl_row_sums adds 16 interleaved lanes in order
+// instead: the two agree to rounding, not bit for bit (backend_ops_test holds them to 1e-10 in
+// double). Padding rows are skipped by the whole warp / block (the branch is on the row index).
 
-/// Block-wide reduction of v (op: 0 sum, 1 max) through shared memory; every thread gets it.
-template <class T>
-__device__ inline T kl_block_reduce(T v, T* smem, int op) {
-    const int t = threadIdx.x;
-    smem[t] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
-        if (t < s) smem[t] = op == 0 ? smem[t] + smem[t + s] : (smem[t + s] > smem[t] ? smem[t + s] : smem[t]);
-        __syncthreads();
+/// The max of kl_row_max: a NaN never replaces the running max (NaN entries are skipped there and
+/// make the sums NaN instead), so the result does not depend on the order of the reduction.
+struct KlMaxOp {
+    template <class T>
+    __device__ T operator()(T a, T b) const {
+        return b > a ? b : a;
     }
-    const T r = smem[0];
-    __syncthreads();
-    return r;
+};
+
+/// x * s rounded on its own (never contracted into an FMA with what follows), as the CPU's
+/// soft_distill stores its scaled copies before using them.
+template <class T>
+__device__ inline T kl_scaled(T x, T s) {
+#if defined(__CUDA_ARCH__)
+    if constexpr (std::is_same_v<T, float>) return __fmul_rn(x, s);
+    else return __dmul_rn(x, s);
+#else
+    volatile T v = x * s;
+    return v;
+#endif
 }
 
-/// a, b: (rows, n) contiguous; one block per row. Writes the row statistics (padded rows are
-/// skipped when mask[r] != 0; mask may be null).
-template <class T>
+/// a, b: (rows, n) contiguous logits, read as x * inv_t when Scaled (soft distillation's
+/// temperature); mask (rows) or null: padding rows are skipped. Writes stats[r] of each kept row
+/// (kl_row_finish of the maxima and the four sums of kl_row_sums).
+template <bool Block, bool Scaled, class T>
 __global__ void kl_fwd_kernel(const T* __restrict__ a, const T* __restrict__ b, const uint8_t* __restrict__ mask,
-                              KlRowStats<T>* __restrict__ stats, int64_t rows, int64_t n) {
-    __shared__ T smem[kKlBlock];
-    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        if (mask && mask[r]) continue;  // uniform across the block
+                              T inv_t, KlRowStats<T>* __restrict__ stats, int64_t rows, int64_t n) {
+    __shared__ T red[kRowBlock / kWarp];
+    for_rows<Block>(rows, [&](int64_t r, int64_t t, int64_t step) {
+        if (mask && mask[r]) return;  // uniform across the row's warp / block
         const T* ar = a + r * n;
         const T* br = b + r * n;
+        auto ld = [&](const T* p, int64_t i) { return Scaled ? kl_scaled(p[i], inv_t) : p[i]; };
         T ma = -INFINITY, mb = -INFINITY;
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-            ma = ar[i] > ma ? ar[i] : ma;
-            mb = br[i] > mb ? br[i] : mb;
+        for (int64_t i = t; i < n; i += step) {
+            ma = KlMaxOp{}(ma, ld(ar, i));
+            mb = KlMaxOp{}(mb, ld(br, i));
         }
-        ma = kl_block_reduce(ma, smem, 1);
-        mb = kl_block_reduce(mb, smem, 1);
-        T sa = 0, sb = 0, ua = 0, ub = 0;
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-            const T xa = ar[i] - ma, xb = br[i] - mb;
+        ma = row_allreduce<Block>(ma, red, KlMaxOp{});
+        mb = row_allreduce<Block>(mb, red, KlMaxOp{});
+        T sa = T(0), sb = T(0), ua = T(0), ub = T(0);
+        for (int64_t i = t; i < n; i += step) {
+            const T xa = ld(ar, i) - ma, xb = ld(br, i) - mb;
             const T ea = exp_approx(xa), eb = exp_approx(xb), d = xa - xb;
             sa += ea;
             sb += eb;
             ua += ea * d;
             ub += eb * d;
         }
-        sa = kl_block_reduce(sa, smem, 0);
-        sb = kl_block_reduce(sb, smem, 0);
-        ua = kl_block_reduce(ua, smem, 0);
-        ub = kl_block_reduce(ub, smem, 0);
-        if (threadIdx.x == 0) stats[r] = kl_row_finish(ma, mb, sa, sb, ua, ub);
-    }
+        sa = row_allreduce<Block>(sa, red, SumOp{});
+        sb = row_allreduce<Block>(sb, red, SumOp{});
+        ua = row_allreduce<Block>(ua, red, SumOp{});
+        ub = row_allreduce<Block>(ub, red, SumOp{});
+        if (t == 0) stats[r] = kl_row_finish(ma, mb, sa, sb, ua, ub);
+    });
 }
 
-/// Symmetric-KL backward; ga or gb may be null (detached side). Padded rows get zeros.
+/// Symmetric-KL backward, one thread per element (grid-stride; the row's stats are a broadcast
+/// load): ga / gb (either may be null: a detached side) = scale * the gradient of kl_sym_grad_elem,
+/// scale = g[0] / count[0] computed on the device (no host synchronisation); zeros for padding rows
+/// and when no row is kept.
 template <class T>
 __global__ void kl_sym_bwd_kernel(const T* __restrict__ a, const T* __restrict__ b, const uint8_t* __restrict__ mask,
-                                  const KlRowStats<T>* __restrict__ stats, T scale, T* __restrict__ ga,
-                                  T* __restrict__ gb, int64_t rows, int64_t n) {
-    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        const bool pad = mask && mask[r];
-        const KlRowStats<T> st = stats[r];
-        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-            T x, y;
-            if (pad) x = y = T(0);
-            else kl_sym_grad_elem(a[r * n + i], b[r * n + i], st, scale, scale, &x, &y);
-            if (ga) ga[r * n + i] = x;
-            if (gb) gb[r * n + i] = y;
-        }
+                                  const KlRowStats<T>* __restrict__ stats, const T* __restrict__ g,
+                                  const int64_t* __restrict__ count, T* __restrict__ ga, T* __restrict__ gb,
+                                  int64_t rows, int64_t n) {
+    const int64_t c = count[0];
+    const T scale = c ? g[0] / static_cast<T>(c) : T(0);
+    const int64_t total = rows * n;
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+        const int64_t r = i / n;
+        T x = T(0), y = T(0);
+        if (c && !(mask && mask[r])) kl_sym_grad_elem(a[i], b[i], stats[r], scale, scale, &x, &y);
+        if (ga) ga[i] = x;
+        if (gb) gb[i] = y;
     }
 }
 
-inline unsigned kl_grid(int64_t rows) {
-    return static_cast<unsigned>(rows < 65535 ? (rows > 0 ? rows : 1) : 65535);
+/// Soft-distillation backward (kl_target_backward_row per element): gs = scale * (q - p) with
+/// p = softmax(teacher * inv_t), q = softmax(student * inv_t) from the forward's stats (ma, lsa:
+/// the teacher's), scale = T(g[0] * temperature / rows) computed on the device.
+template <class T>
+__global__ void kl_target_bwd_kernel(const T* __restrict__ student, const T* __restrict__ teacher, T inv_t,
+                                     const KlRowStats<T>* __restrict__ stats, const T* __restrict__ g,
+                                     double temperature, T* __restrict__ gs, int64_t rows, int64_t n) {
+    const T scale = static_cast<T>(static_cast<double>(g[0]) * temperature / static_cast<double>(rows));
+    const int64_t total = rows * n;
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+        const KlRowStats<T> st = stats[i / n];
+        const T p = exp_approx((kl_scaled(teacher[i], inv_t) - st.ma) - st.lsa);
+        const T q = exp_approx((kl_scaled(student[i], inv_t) - st.mb) - st.lsb);
+        gs[i] = scale * (q - p);
+    }
 }
 
+// ---- launchers ------------------------------------------------------------------------------------
+
+inline unsigned kl_elems_grid(int64_t elems) { return grid_1d((elems + kRowBlock - 1) / kRowBlock); }
+
+template <bool Scaled, class T>
+void launch_kl_fwd_rows(const T* a, const T* b, const uint8_t* mask, T inv_t, KlRowStats<T>* stats, int64_t rows,
+                        int64_t n, cudaStream_t s) {
+    if (n <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(rows), kRowsBlock, 0, s, kl_fwd_kernel<false, Scaled, T>)(a, b, mask, inv_t, stats,
+                                                                                              rows, n);
+    else
+        MOEKD_LAUNCH(grid_1d(rows), kRowBlock, 0, s, kl_fwd_kernel<true, Scaled, T>)(a, b, mask, inv_t, stats, rows, n);
+}
+
+/// The forward row kernel for (rows, n): a warp per row up to kWarpRowMax entries, else a block.
+/// scaled: the logits are read as x * inv_t (soft distillation).
 template <class T>
 cudaError_t launch_kl_fwd(const T* a, const T* b, const uint8_t* mask, KlRowStats<T>* stats, int64_t rows, int64_t n,
-                          cudaStream_t s = 0) {
-    MOEKD_LAUNCH(kl_grid(rows), kKlBlock, 0, s, kl_fwd_kernel<T>)(a, b, mask, stats, rows, n);
+                          cudaStream_t s = 0, bool scaled = false, T inv_t = T(1)) {
+    if (scaled) launch_kl_fwd_rows<true>(a, b, mask, inv_t, stats, rows, n, s);
+    else launch_kl_fwd_rows<false>(a, b, mask, inv_t, stats, rows, n, s);
     return cudaGetLastError();
 }
 template <class T>
-cudaError_t launch_kl_sym_bwd(const T* a, const T* b, const uint8_t* mask, const KlRowStats<T>* stats, T scale, T* ga,
-                              T* gb, int64_t rows, int64_t n, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(kl_grid(rows), kKlBlock, 0, s, kl_sym_bwd_kernel<T>)(a, b, mask, stats, scale, ga, gb, rows, n);
+cudaError_t launch_kl_sym_bwd(const T* a, const T* b, const uint8_t* mask, const KlRowStats<T>* stats, const T* g,
+                              const int64_t* count, T* ga, T* gb, int64_t rows, int64_t n, cudaStream_t s = 0) {
+    MOEKD_LAUNCH(kl_elems_grid(rows * n), kRowBlock, 0, s, kl_sym_bwd_kernel<T>)(a, b, mask, stats, g, count, ga, gb,
+                                                                                  rows, n);
     return cudaGetLastError();
 }
-
+template <class T>
+cudaError_t launch_kl_target_bwd(const T* student, const T* teacher, T inv_t, const KlRowStats<T>* stats, const T* g,
+                                 double temperature, T* gs, int64_t rows, int64_t n, cudaStream_t s = 0) {
+    MOEKD_LAUNCH(kl_elems_grid(rows * n), kRowBlock, 0, s, kl_target_bwd_kernel<T>)(student, teacher, inv_t, stats, g,
+                                                                                     temperature, gs, rows, n);
+    return cudaGetLastError();
+}
 }  // namespace moekd::kern::cuda
 #endif

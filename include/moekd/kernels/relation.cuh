@@ -9,7 +9,8 @@
 //   ||x|| <= eps: gx = g / eps                     (y = x / eps is linear in x there)
 //
 // Part 1 (always compiled): MOEKD_HD row functions; the CPU loops call them.
-// Part 2 (nvcc only): one-thread-per-row kernels calling the same functions, and launchers.
+// Part 2 (MOEKD_CUDA_KERNELS: nvcc, and the emulated build): the same math with a warp or a block
+// per row (shuffle / shared-memory reductions), and launchers.
 #pragma once
 
 #include <cmath>
@@ -84,51 +85,102 @@ MOEKD_HD inline T relation_diff_row(T* e, const T* gt, int64_t n) {
 }  // namespace moekd::kern
 
 #if defined(MOEKD_CUDA_KERNELS)
+#include "softmax.cuh"  // the warp / block row reductions (row_allreduce, for_rows)
+
 namespace moekd::kern::cuda {
 
-inline unsigned relation_grid(int64_t rows, unsigned block) {
-    const int64_t g = (rows + block - 1) / block;
-    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
+// A warp per row up to kWarpRowMax entries (head widths, hidden sizes, the N of a token group), a
+// block per row above, with the fixed-shape reductions of softmax.cuh: the same input gives the
+// same bits. The CPU row functions above add 8 interleaved lanes in order instead: the two agree
+// to rounding, not bit for bit.
+
+/// x, y: (rows, n) contiguous (y may be x); nrm: (rows) receives each row's divisor max(||x||, eps).
+template <bool Block, class T>
+__global__ void l2_normalize_fwd_kernel(const T* x, T* y, T* __restrict__ nrm, int64_t rows, int64_t n, T eps) {
+    __shared__ T red[kRowBlock / kWarp];
+    for_rows<Block>(rows, [&](int64_t r, int64_t t, int64_t step) {
+        const T* xr = x + r * n;
+        T* yr = y + r * n;
+        T ss = T(0);
+        for (int64_t i = t; i < n; i += step) ss += xr[i] * xr[i];
+        ss = row_allreduce<Block>(ss, red, SumOp{});
+        const T nr = std::sqrt(ss);
+        const T d = nr > eps ? nr : eps;
+        const T inv = T(1) / d;
+        for (int64_t i = t; i < n; i += step) yr[i] = xr[i] * inv;
+        if (t == 0) nrm[r] = d;
+    });
 }
 
-/// x, y: (rows, n) contiguous; nrm: (rows) receives each row's divisor max(||x||, eps).
-template <class T>
-__global__ void l2_normalize_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, T* __restrict__ nrm, int64_t rows,
-                                        int64_t n, T eps) {
-    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x)
-        nrm[r] = l2_normalize_row(x + r * n, y + r * n, n, eps);
-}
-
-/// y: the forward output, g: its gradient, nrm: the forward's divisors; all (rows, n) / (rows).
-template <class T>
-__global__ void l2_normalize_bwd_kernel(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ gx,
+/// y: the forward output, g: its gradient (times scale[0] when scale is not null), nrm: the
+/// forward's divisors; gx may be g. l2_normalize_backward_row per row.
+template <bool Block, class T>
+__global__ void l2_normalize_bwd_kernel(const T* __restrict__ y, const T* g, const T* __restrict__ scale, T* gx,
                                         const T* __restrict__ nrm, int64_t rows, int64_t n, T eps) {
-    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x)
-        l2_normalize_backward_row(y + r * n, g + r * n, gx + r * n, n, nrm[r], !(nrm[r] > eps));
+    __shared__ T red[kRowBlock / kWarp];
+    const T s = scale ? scale[0] : T(1);
+    for_rows<Block>(rows, [&](int64_t r, int64_t t, int64_t step) {
+        const T* yr = y + r * n;
+        const T* gr = g + r * n;
+        T* gxr = gx + r * n;
+        const T d = nrm[r];
+        const T inv = T(1) / d;
+        if (!(d > eps)) {  // clamped: y = x / eps is linear in x (uniform across the row)
+            for (int64_t i = t; i < n; i += step) gxr[i] = (s * gr[i]) * inv;
+            return;
+        }
+        T dot = T(0);
+        for (int64_t i = t; i < n; i += step) dot += (s * gr[i]) * yr[i];
+        dot = row_allreduce<Block>(dot, red, SumOp{});
+        for (int64_t i = t; i < n; i += step) gxr[i] = ((s * gr[i]) - yr[i] * dot) * inv;
+    });
 }
 
 /// e: (rows, n) holding gs, overwritten with gs - gt; sq: (rows) the per-row sums of squares.
-template <class T>
+template <bool Block, class T>
 __global__ void relation_diff_kernel(T* __restrict__ e, const T* __restrict__ gt, T* __restrict__ sq, int64_t rows,
                                      int64_t n) {
-    for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < rows; r += int64_t(gridDim.x) * blockDim.x)
-        sq[r] = relation_diff_row(e + r * n, gt + r * n, n);
+    __shared__ T red[kRowBlock / kWarp];
+    for_rows<Block>(rows, [&](int64_t r, int64_t t, int64_t step) {
+        T* er = e + r * n;
+        const T* gr = gt + r * n;
+        T acc = T(0);
+        for (int64_t i = t; i < n; i += step) {
+            const T v = er[i] - gr[i];
+            er[i] = v;
+            acc += v * v;
+        }
+        acc = row_allreduce<Block>(acc, red, SumOp{});
+        if (t == 0) sq[r] = acc;
+    });
 }
 
 template <class T>
 cudaError_t launch_l2_normalize_fwd(const T* x, T* y, T* nrm, int64_t rows, int64_t n, T eps, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(relation_grid(rows, 128), 128, 0, s, l2_normalize_fwd_kernel<T>)(x, y, nrm, rows, n, eps);
+    if (n <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(rows), kRowsBlock, 0, s, l2_normalize_fwd_kernel<false, T>)(x, y, nrm, rows, n,
+                                                                                               eps);
+    else
+        MOEKD_LAUNCH(grid_1d(rows), kRowBlock, 0, s, l2_normalize_fwd_kernel<true, T>)(x, y, nrm, rows, n, eps);
     return cudaGetLastError();
 }
 template <class T>
-cudaError_t launch_l2_normalize_bwd(const T* y, const T* g, T* gx, const T* nrm, int64_t rows, int64_t n, T eps,
-                                    cudaStream_t s = 0) {
-    MOEKD_LAUNCH(relation_grid(rows, 128), 128, 0, s, l2_normalize_bwd_kernel<T>)(y, g, gx, nrm, rows, n, eps);
+cudaError_t launch_l2_normalize_bwd(const T* y, const T* g, const T* scale, T* gx, const T* nrm, int64_t rows,
+                                    int64_t n, T eps, cudaStream_t s = 0) {
+    if (n <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(rows), kRowsBlock, 0, s, l2_normalize_bwd_kernel<false, T>)(y, g, scale, gx, nrm,
+                                                                                               rows, n, eps);
+    else
+        MOEKD_LAUNCH(grid_1d(rows), kRowBlock, 0, s, l2_normalize_bwd_kernel<true, T>)(y, g, scale, gx, nrm, rows, n,
+                                                                                      eps);
     return cudaGetLastError();
 }
 template <class T>
 cudaError_t launch_relation_diff(T* e, const T* gt, T* sq, int64_t rows, int64_t n, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(relation_grid(rows, 128), 128, 0, s, relation_diff_kernel<T>)(e, gt, sq, rows, n);
+    if (n <= kWarpRowMax)
+        MOEKD_LAUNCH(warp_rows_grid(rows), kRowsBlock, 0, s, relation_diff_kernel<false, T>)(e, gt, sq, rows, n);
+    else
+        MOEKD_LAUNCH(grid_1d(rows), kRowBlock, 0, s, relation_diff_kernel<true, T>)(e, gt, sq, rows, n);
     return cudaGetLastError();
 }
 

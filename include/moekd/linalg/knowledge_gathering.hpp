@@ -15,10 +15,11 @@
 // w_i = 1 is the paper's gathering (the truncated experts are summed); the weights are ours and
 // give the averaging (w_i = 1/E) and data-aware (w_i from routing frequencies) variants. Biases are
 // averaged over the experts (eq. 10), weighted by w_i / sum w when weights are given (ours).
-// Experts on the CPU: Eigen's SVD. Experts on the GPU (programs built against moekd::cuda): each
-// expert's SVD by cuSOLVER (linalg::cuda::svd, the expensive part), the factors copied back, the
-// truncation and the product on the CPU, W_g returned on the GPU. Without the CUDA backend, device
-// experts are a clear error.
+// Experts on the CPU: linalg::svd (LAPACK gesdd). Experts on the GPU: the same calls, unchanged:
+// linalg::svd of a CUDA tensor runs cuSOLVER (gesvdj, through the device table, the expensive
+// part), the factors are copied back, the truncation and the product run on the CPU, and W_g (and
+// average_biases' mean) are returned on the experts' device. Without the CUDA backend, device
+// experts are linalg::svd's clear error.
 //
 //   auto g = linalg::gather_weights<float>({w0, w1, w2, w3}, 0.9);   // g.weight (M, N), g.ranks
 //   Tensor<float> b = linalg::average_biases<float>({b0, b1, b2, b3});
@@ -30,9 +31,6 @@
 #include "../ops/matmul.hpp"
 #include "svd.hpp"
 #include "svd_cuda.hpp"  // empty unless built with the CUDA backend
-#if defined(__CUDACC__) || (defined(MOEKD_CUDA) && MOEKD_CUDA)
-#include "../cuda/copy.hpp"
-#endif
 
 namespace moekd::linalg {
 
@@ -58,18 +56,17 @@ inline void check_gather_weights(const std::vector<double>& w, size_t E, const c
     MOEKD_CHECK(sum > 0, op, ": the expert weights sum to 0; at least one expert must count");
 }
 
-/// Thin SVD of one expert on its own device; the factors come back on the CPU.
+/// Thin SVD of one expert on its own device (linalg::svd); the factors come back on the CPU.
 template <class T>
 SVD<T> expert_svd(const Tensor<T>& w, size_t i, const char* op) {
     if (w.device() == Device::CPU) return svd(w);
-#if defined(__CUDACC__) || (defined(MOEKD_CUDA) && MOEKD_CUDA)
-    const SVD<T> d = linalg::cuda::svd(w);  // checks contiguity itself
-    return {moekd::cuda::to_cpu(d.U), moekd::cuda::to_cpu(d.S), moekd::cuda::to_cpu(d.Vt)};
-#else
-    MOEKD_CHECK(false, op, ": expert ", i, " weight ", w.shape(), " is on ", w.device(),
-                " but this program is built without the CUDA backend (link moekd::cuda)");
+    try {
+        const SVD<T> d = svd(w);
+        return {d.U.to(Device::CPU), d.S.to(Device::CPU), d.Vt.to(Device::CPU)};
+    } catch (const Error& e) {
+        MOEKD_CHECK(false, op, ": expert ", i, " weight ", w.shape(), " on ", w.device(), ": ", e.what());
+    }
     return {};
-#endif
 }
 }  // namespace detail
 
@@ -121,14 +118,12 @@ GatheredWeight<T> gather_weights(const std::vector<Tensor<T>>& experts, double l
     }
     // eq. 14: W_g = U_g diag(S_g) V_g^T
     g.weight = matmul(g.U * g.S, g.Vt).contiguous();
-#if defined(__CUDACC__) || (defined(MOEKD_CUDA) && MOEKD_CUDA)
-    if (experts[0].device() == Device::CUDA) g.weight = moekd::cuda::to_device(g.weight);  // U, S, Vt stay on the CPU
-#endif
+    g.weight = g.weight.to(experts[0].device());  // U, S, Vt stay on the CPU
     return g;
 }
 
 /// eq. 10: the (weighted) mean of E same-shaped bias vectors. weights: empty (plain mean) or E
-/// values >= 0 (normalised by their sum).
+/// values >= 0 (normalised by their sum). Device biases: summed on a host copy, returned on their device.
 template <class T>
 Tensor<T> average_biases(const std::vector<Tensor<T>>& biases, const std::vector<double>& weights = {}) {
     const char* op = "average_biases";
@@ -144,11 +139,11 @@ Tensor<T> average_biases(const std::vector<Tensor<T>>& biases, const std::vector
     NoGrad ng;
     Tensor<T> out = Tensor<T>::zeros(biases[0].shape());
     for (size_t i = 0; i < biases.size(); ++i) {
-        const Tensor<T> b = moekd::detail::contiguous_data(biases[i]);
+        const Tensor<T> b = moekd::detail::contiguous_data(biases[i]).to(Device::CPU);
         const double wi = (weights.empty() ? 1.0 : weights[i]) / wsum;
         for (int64_t j = 0; j < out.numel(); ++j) out.data()[j] += static_cast<T>(wi * double(b.data()[j]));
     }
-    return out;
+    return out.to(biases[0].device());  // summed on the CPU (small), returned where the biases are
 }
 
 }  // namespace moekd::linalg

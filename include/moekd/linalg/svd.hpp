@@ -1,4 +1,5 @@
-// svd.hpp — thin singular value decomposition on the CPU (Eigen's divide-and-conquer BDCSVD) and
+// svd.hpp — thin singular value decomposition on the CPU (divide and conquer: LAPACK's ?gesdd from
+// OpenBLAS, as torch.linalg.svd on the CPU, or Eigen's BDCSVD in a build without OpenBLAS) and
 // the truncation rank of OneS eq. 12, for the SVD-based knowledge gathering of MoE experts.
 //
 //   auto [U, S, Vt] = linalg::svd(W);            // W: (M, N) -> U (M, K), S (K), Vt (K, N)
@@ -9,22 +10,42 @@
 // non-negative, the third factor is V^T ("Vh"), not V. Signs of singular vector pairs are
 // whatever the algorithm gives (they are not unique). Batches (..., M, N) are decomposed matrix by
 // matrix. No autograd: the outputs carry no history (OneS uses the SVD to initialise weights, not
-// inside a loss). The moekd target defines EIGEN_USE_BLAS, so the GEMMs inside BDCSVD go to
-// OpenBLAS (and so does its parallelism).
-// The CUDA counterpart (cuSOLVER gesvdj) is linalg/svd_cuda.hpp.
+// inside a loss). With MOEKD_BLAS (the moekd target defines it when it links OpenBLAS, whose
+// LAPACK has gesdd) the decomposition is one ?gesdd call per matrix; otherwise Eigen's BDCSVD.
+// (BDCSVD is also a heavy template: instantiating it for float and double added about 80 s of
+// -O3 compile time to every translation unit that called svd, which is why gesdd comes first.)
+// The CUDA counterpart (cuSOLVER gesvdj) is linalg/svd_cuda.hpp; linalg::svd of a CUDA tensor calls
+// it through the device table (DeviceOps<T>::svd, kernels/linalg.cu), so the same call works on
+// both devices.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <string>
 #include <vector>
 
+#include "../core/tensor.hpp"
+#if !defined(MOEKD_BLAS)
 #include "../core/eigen.hpp"  // first: it silences GCC's AVX-512 false positives for all of Eigen
 #include <Eigen/SVD>
+#endif
 
-#include "../core/tensor.hpp"
+#if defined(MOEKD_BLAS)
+// LAPACK's divide-and-conquer SVD (OpenBLAS bundles LAPACK). The trailing size_t is the hidden
+// length of the Fortran character argument jobz (gfortran's ABI).
+extern "C" {
+void sgesdd_(const char* jobz, const int* m, const int* n, float* a, const int* lda, float* s, float* u,
+             const int* ldu, float* vt, const int* ldvt, float* work, const int* lwork, int* iwork, int* info,
+             size_t jobz_len);
+void dgesdd_(const char* jobz, const int* m, const int* n, double* a, const int* lda, double* s, double* u,
+             const int* ldu, double* vt, const int* ldvt, double* work, const int* lwork, int* iwork, int* info,
+             size_t jobz_len);
+}
+#endif
 
 namespace moekd::linalg {
 
@@ -39,6 +60,39 @@ struct SVD {
 
 namespace detail {
 
+#if defined(MOEKD_BLAS)
+template <class T>
+void gesdd(const char* jobz, const int* m, const int* n, T* a, const int* lda, T* s, T* u, const int* ldu, T* vt,
+           const int* ldvt, T* work, const int* lwork, int* iwork, int* info) {
+    if constexpr (std::is_same_v<T, float>) sgesdd_(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info, 1);
+    else dgesdd_(jobz, m, n, a, lda, s, u, ldu, vt, ldvt, work, lwork, iwork, info, 1);
+}
+
+/// Decomposes one row-major (M, N) matrix at a into u (M, K), s (K), vt (K, N), row-major.
+/// LAPACK is column-major: the row-major A is the column-major B = A^T (N, M), and from
+/// B = Ub S Vbt follows A = Vbt^T S Ub^T, so LAPACK's vt buffer (K, M) column-major is U (M, K)
+/// row-major and its u buffer (N, K) column-major is Vt (K, N) row-major: no copies.
+template <class T>
+void svd_one(const T* a, int64_t M, int64_t N, T* u, T* s, T* vt) {
+    const int64_t K = std::min(M, N);
+    if (K == 0) return;
+    MOEKD_CHECK(M <= INT32_MAX && N <= INT32_MAX && M * N <= INT32_MAX, "linalg::svd: a (", M, ", ", N,
+                ") matrix is too large for LAPACK's 32-bit sizes");
+    std::vector<T> b(a, a + M * N);  // gesdd overwrites its input
+    const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+    std::vector<int> iwork(8 * static_cast<size_t>(K));
+    int info = 0, lwork = -1;
+    T query = 0;
+    gesdd<T>("S", &m, &n, b.data(), &m, s, vt, &m, u, &k, &query, &lwork, iwork.data(), &info);
+    MOEKD_CHECK(info == 0, "linalg::svd: LAPACK gesdd workspace query failed (info ", info, ")");
+    lwork = static_cast<int>(query) + 1;
+    std::vector<T> work(static_cast<size_t>(lwork));
+    gesdd<T>("S", &m, &n, b.data(), &m, s, vt, &m, u, &k, work.data(), &lwork, iwork.data(), &info);
+    MOEKD_CHECK(info >= 0, "linalg::svd: LAPACK gesdd rejected argument ", -info);
+    MOEKD_CHECK(info == 0, "linalg::svd: the decomposition of a (", M, ", ", N,
+                ") matrix did not converge (LAPACK gesdd info ", info, ")");
+}
+#else
 /// Decomposes one row-major (M, N) matrix at a into u (M, K), s (K), vt (K, N), row-major.
 template <class T>
 void svd_one(const T* a, int64_t M, int64_t N, T* u, T* s, T* vt) {
@@ -58,16 +112,59 @@ void svd_one(const T* a, int64_t M, int64_t N, T* u, T* s, T* vt) {
     // V column-major (N, K) is V^T row-major (K, N): the same bytes.
     std::memcpy(vt, V.data(), sizeof(T) * static_cast<size_t>(K * N));
 }
+#endif
+
+/// linalg::svd of a device tensor: the same checks, conventions and shapes, each matrix through
+/// the device table's `svd` entry (cuSOLVER gesvdj, kernels/linalg.cu); the factors stay on A's
+/// device. The finiteness check runs on the device (a host copy is made only to name a bad entry).
+template <class T>
+SVD<T> svd_device(const Tensor<T>& A) {
+    MOEKD_CHECK(A.dim() >= 2, "linalg::svd: A must be a matrix (M, N) or a batch (..., M, N), got shape ",
+                A.shape());
+    auto* fn = moekd::detail::device_entry(DeviceOps<T>::cuda().svd, "linalg::svd", A.shape());
+    const Device dev = A.device();
+    const int64_t M = A.size(-2), N = A.size(-1), K = std::min(M, N);
+    const Shape batch(A.shape().begin(), A.shape().end() - 2);
+    const int64_t nb = numel(batch);
+    const Tensor<T> ac = moekd::detail::contiguous_data(A);
+    if (ac.numel() > 0) {
+        bool finite = true;
+        if (auto* rows_finite = DeviceOps<T>::cuda().moe_rows_finite) {
+            Tensor<uint8_t> ok = Tensor<uint8_t>::empty({nb * M}, dev);
+            rows_finite(ac.data(), nb * M, N, ok.data());
+            const Tensor<uint8_t> okh = ok.to(Device::CPU);
+            for (int64_t r = 0; r < nb * M && finite; ++r) finite = okh.data()[r] != 0;
+        } else {
+            finite = false;  // no device check: look on the host
+        }
+        if (!finite) {
+            const Tensor<T> h = ac.to(Device::CPU);
+            for (int64_t i = 0, n = h.numel(); i < n; ++i)
+                MOEKD_CHECK(std::isfinite(h.data()[i]), "linalg::svd: A of shape ", A.shape(),
+                            " has a non-finite entry (", h.data()[i], ") at flat position ", i);
+        }
+    }
+    Shape su = batch, ss = batch, sv = batch;
+    su.push_back(M), su.push_back(K);
+    ss.push_back(K);
+    sv.push_back(K), sv.push_back(N);
+    SVD<T> r{Tensor<T>::empty(su, dev), Tensor<T>::empty(ss, dev), Tensor<T>::empty(sv, dev)};
+    if (K == 0) return r;
+    for (int64_t b = 0; b < nb; ++b)
+        fn(ac.data() + b * M * N, M, N, r.U.data() + b * M * K, r.S.data() + b * K, r.Vt.data() + b * K * N);
+    return r;
+}
 
 }  // namespace detail
 
 /// Thin SVD of A: (M, N) or a batch (..., M, N), any strides, float or double. See the top of
 /// this file for the conventions. Throws on NaN/inf input (the decomposition does not converge).
+/// A on the GPU: the factors are computed and returned there (cuSOLVER gesvdj through the device
+/// table, detail::svd_device); signs of singular vector pairs may differ from the CPU's.
 template <class T>
 SVD<T> svd(const Tensor<T>& A) {
     static_assert(std::is_floating_point_v<T>, "linalg::svd: float or double");
-    MOEKD_CHECK(A.device() == Device::CPU, "linalg::svd: A of shape ", A.shape(), " is on ", A.device(),
-                "; for the GPU use linalg::cuda::svd (linalg/svd_cuda.hpp)");
+    if (A.device() != Device::CPU) return detail::svd_device(A);
     MOEKD_CHECK(A.dim() >= 2, "linalg::svd: A must be a matrix (M, N) or a batch (..., M, N), got shape ",
                 A.shape());
     const int64_t M = A.size(-2), N = A.size(-1), K = std::min(M, N);
@@ -82,7 +179,7 @@ SVD<T> svd(const Tensor<T>& A) {
     ss.push_back(K);
     sv.push_back(K), sv.push_back(N);
     SVD<T> r{Tensor<T>::empty(su), Tensor<T>::empty(ss), Tensor<T>::empty(sv)};
-    // One matrix after another: the parallelism is OpenBLAS's, inside BDCSVD's GEMMs. (Running
+    // One matrix after another: the parallelism is OpenBLAS's, inside gesdd (or BDCSVD's GEMMs). (Running
     // matrices on their own threads as well was measured 1.5-2x slower on 2 cores: the threads
     // and OpenBLAS's pool fight over the same cores.)
     for (int64_t b = 0; b < nb; ++b)

@@ -89,12 +89,46 @@ inline void transpose(const double* a, int lda, double* c, int ldc, int rows, in
                                       "cublasDgeam", __FILE__, __LINE__);
 }
 
+/// Thin SVD of one contiguous row-major (M, N) device matrix at a (left unchanged) into u (M, K),
+/// s (K) and vt (K, N), row-major device buffers, K = min(M, N): the body of linalg::cuda::svd,
+/// and the device table's `svd` entry (kernels/linalg.cu) that linalg::svd calls on CUDA tensors.
+template <class T>
+void svd_raw(const T* a_in, int64_t M, int64_t N, T* u, T* s, T* vt, double tol = 0.0, int max_sweeps = 100,
+             const char* op = "linalg::cuda::svd") {
+    const int64_t K = std::min(M, N);
+    if (K == 0) return;
+    const int m = moekd::cuda::detail::blas_int(N, op), n = moekd::cuda::detail::blas_int(M, op);
+    // gesvdj overwrites its input: work on a copy.
+    Tensor<T> a = Tensor<T>::empty({M, N}, Device::CUDA);
+    MOEKD_CUDA_CHECK(cudaMemcpy(a.data(), a_in, sizeof(T) * static_cast<size_t>(M * N), cudaMemcpyDeviceToDevice));
+    Tensor<T> vprime = Tensor<T>::empty({K, M}, Device::CUDA);  // V' column-major (M x K) = U^T row-major
+    Tensor<int32_t> info = Tensor<int32_t>::empty({1}, Device::CUDA);
+    cusolverDnHandle_t h = cusolver_handle();
+    GesvdjParams params;
+    MOEKD_CUSOLVER_CHECK(cusolverDnXgesvdjSetTolerance(params.p, tol));
+    MOEKD_CUSOLVER_CHECK(cusolverDnXgesvdjSetMaxSweeps(params.p, max_sweeps));
+    // A^T is m x n column-major with lda = m; U' is m x K (ldu = m) = Vt; V' is n x K (ldv = n).
+    int lwork = 0;
+    MOEKD_CUSOLVER_CHECK(gesvdj_buffer<T>(h, m, n, a.data(), m, s, vt, m, vprime.data(), n, &lwork, params.p));
+    Tensor<T> work = Tensor<T>::empty({std::max(lwork, 1)}, Device::CUDA);
+    MOEKD_CUSOLVER_CHECK(gesvdj<T>(h, m, n, a.data(), m, s, vt, m, vprime.data(), n, work.data(), lwork, info.data(),
+                                   params.p));
+    int32_t host_info = 0;
+    MOEKD_CUDA_CHECK(cudaMemcpy(&host_info, info.data(), sizeof host_info, cudaMemcpyDeviceToHost));
+    MOEKD_CHECK(host_info == 0, op, ": gesvdj on a (", M, ", ", N, ") matrix returned info = ", host_info,
+                host_info > 0 ? " (did not converge within the sweep limit; raise max_sweeps or tol)"
+                              : " (invalid argument)");
+    // U (M, K) row-major is K x M column-major (ldc = K) = (V')^T, V' being M x K (lda = M).
+    transpose(vprime.data(), n, u, static_cast<int>(K), static_cast<int>(K), n);
+}
+
 }  // namespace detail
 
 /// Thin SVD of a contiguous device matrix A: (M, N) on Device::CUDA, float or double.
 /// Returns U (M, K), S (K), Vt (K, N) on the GPU, K = min(M, N), S descending (as linalg::svd).
 /// tol / max_sweeps: gesvdj's convergence tolerance (0: machine precision) and sweep limit.
 /// Throws moekd::Error when gesvdj reports a bad argument or no convergence (info != 0).
+/// (linalg::svd of a CUDA tensor calls the same code through the device table, any strides and batches.)
 template <class T>
 SVD<T> svd(const Tensor<T>& A, double tol = 0.0, int max_sweeps = 100) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "linalg::cuda::svd: float or double");
@@ -106,33 +140,10 @@ SVD<T> svd(const Tensor<T>& A, double tol = 0.0, int max_sweeps = 100) {
     MOEKD_CHECK(A.is_contiguous(), op, ": A of shape ", A.shape(), " with strides ", A.strides(),
                 " must be contiguous");
     const int64_t M = A.size(0), N = A.size(1), K = std::min(M, N);
-    const int m = moekd::cuda::detail::blas_int(N, op), n = moekd::cuda::detail::blas_int(M, op);
+    (void)moekd::cuda::detail::blas_int(N, op), (void)moekd::cuda::detail::blas_int(M, op);
     SVD<T> r{Tensor<T>::empty({M, K}, Device::CUDA), Tensor<T>::empty({K}, Device::CUDA),
              Tensor<T>::empty({K, N}, Device::CUDA)};
-    if (K == 0) return r;
-    // gesvdj overwrites its input: work on a copy.
-    Tensor<T> a = Tensor<T>::empty({M, N}, Device::CUDA);
-    MOEKD_CUDA_CHECK(cudaMemcpy(a.data(), A.data(), sizeof(T) * static_cast<size_t>(M * N), cudaMemcpyDeviceToDevice));
-    Tensor<T> vprime = Tensor<T>::empty({K, M}, Device::CUDA);  // V' column-major (M x K) = U^T row-major
-    Tensor<int32_t> info = Tensor<int32_t>::empty({1}, Device::CUDA);
-    cusolverDnHandle_t h = detail::cusolver_handle();
-    detail::GesvdjParams params;
-    MOEKD_CUSOLVER_CHECK(cusolverDnXgesvdjSetTolerance(params.p, tol));
-    MOEKD_CUSOLVER_CHECK(cusolverDnXgesvdjSetMaxSweeps(params.p, max_sweeps));
-    // A^T is m x n column-major with lda = m; U' is m x K (ldu = m) = Vt; V' is n x K (ldv = n).
-    int lwork = 0;
-    MOEKD_CUSOLVER_CHECK(detail::gesvdj_buffer<T>(h, m, n, a.data(), m, r.S.data(), r.Vt.data(), m, vprime.data(), n,
-                                                  &lwork, params.p));
-    Tensor<T> work = Tensor<T>::empty({std::max(lwork, 1)}, Device::CUDA);
-    MOEKD_CUSOLVER_CHECK(detail::gesvdj<T>(h, m, n, a.data(), m, r.S.data(), r.Vt.data(), m, vprime.data(), n,
-                                           work.data(), lwork, info.data(), params.p));
-    int32_t host_info = 0;
-    MOEKD_CUDA_CHECK(cudaMemcpy(&host_info, info.data(), sizeof host_info, cudaMemcpyDeviceToHost));
-    MOEKD_CHECK(host_info == 0, op, ": gesvdj on a (", M, ", ", N, ") matrix returned info = ", host_info,
-                host_info > 0 ? " (did not converge within the sweep limit; raise max_sweeps or tol)"
-                              : " (invalid argument)");
-    // U (M, K) row-major is K x M column-major (ldc = K) = (V')^T, V' being M x K (lda = M).
-    detail::transpose(vprime.data(), n, r.U.data(), static_cast<int>(K), static_cast<int>(K), n);
+    detail::svd_raw<T>(A.data(), M, N, r.U.data(), r.S.data(), r.Vt.data(), tol, max_sweeps, op);
     return r;
 }
 

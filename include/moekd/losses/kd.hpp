@@ -5,8 +5,15 @@
 // KL(p_a || p_b) + KL(p_b || p_a) from four running sums (kernels/kl.cuh), and the backward writes
 // both gradients in closed form in one pass; no graph of small ops, no temporaries the size of
 // the logits besides the gradients themselves. Rows are split over threads (kt_parallel_rows)
-// when the work is large. detail::symmetric_kl_reference / soft_distill_reference are plain
-// double loops kept as the ground truth of the tests.
+// when the work is large. soft_distill is the same row kernel on the logits scaled by 1 / T.
+// On CUDA tensors the three losses run the same math through the device table (kernels/kl.cu:
+// a warp or a block per row, fixed-order reductions, so the same input gives the same bits;
+// the row sums add in a different order than the CPU's, so the two agree to rounding, about
+// 1e-15 relative in double), with the pad mask (on the logits' device), the kept-token count
+// and the upstream gradient all read on the device: no host synchronisation. hard_distill is
+// argmax + cross_entropy, both of which run on either device.
+// detail::symmetric_kl_reference / soft_distill_reference are plain double loops kept as the
+// ground truth of the tests.
 #pragma once
 
 #include <algorithm>
@@ -53,11 +60,19 @@ void kt_parallel_rows(int64_t rows, int64_t row_cost, F f) {
     for (auto& th : pool) th.join();
 }
 
-/// Checks two logit tensors of the same shape (..., V), V >= 1, at least 2-D; returns V.
+/// Two operands of a loss on one device, or an error naming the op, both operands and both devices.
+template <class A, class B>
+void require_loss_device(const Tensor<A>& a, const char* na, const Tensor<B>& b, const char* nb, const char* op) {
+    MOEKD_CHECK(a.device() == b.device(), op, ": ", na, " of shape ", a.shape(), " is on ", a.device(), " but ", nb,
+                " of shape ", b.shape(), " is on ", b.device(),
+                " (operands on different devices; move them with .to(device))");
+}
+
+/// Checks two logit tensors of the same shape (..., V), V >= 1, at least 2-D, on one device;
+/// returns V.
 template <class T>
 int64_t check_logit_pair(const Tensor<T>& a, const Tensor<T>& b, const char* op, const char* na, const char* nb) {
-    require_cpu(a, op);
-    require_cpu(b, op);
+    require_loss_device(a, na, b, nb, op);
     MOEKD_CHECK(a.dim() >= 2, op, ": ", na, " must be (N, V) or (B, T, V), got shape ", a.shape());
     MOEKD_CHECK(a.shape() == b.shape(), op, ": ", na, " of shape ", a.shape(), " and ", nb, " of shape ", b.shape(),
                 " must have the same shape");
@@ -66,16 +81,88 @@ int64_t check_logit_pair(const Tensor<T>& a, const Tensor<T>& b, const char* op,
     return V;
 }
 
+/// Checks a pad mask (if defined) against the logits: their leading shape, their device.
+template <class T>
+void check_pad_mask(const Tensor<uint8_t>& mask, const Tensor<T>& logits, const char* op) {
+    if (!mask.defined()) return;
+    const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
+    MOEKD_CHECK(mask.shape() == lead, op, ": pad_mask of shape ", mask.shape(), " for logits of shape ",
+                logits.shape(), "; expected ", lead, " (one byte per token, 1 = padding)");
+    require_loss_device(mask, "pad_mask", logits, "logits", op);
+}
+
 /// The pad mask as one byte per row (empty vector: no mask); checks its shape against the
 /// logits' leading shape.
 template <class T>
 std::vector<uint8_t> row_pad_mask(const Tensor<uint8_t>& mask, const Tensor<T>& logits, const char* op) {
+    check_pad_mask(mask, logits, op);
     if (!mask.defined()) return {};
-    require_cpu(mask, op);
-    const Shape lead(logits.shape().begin(), logits.shape().end() - 1);
-    MOEKD_CHECK(mask.shape() == lead, op, ": pad_mask of shape ", mask.shape(), " for logits of shape ",
-                logits.shape(), "; expected ", lead, " (one byte per token, 1 = padding)");
     return mask.to_vector();
+}
+
+/// A device pad mask as the kernels read it: one contiguous byte per row (a strided view is
+/// copied on the device); undefined stays undefined (no mask).
+inline Tensor<uint8_t> device_pad_mask(const Tensor<uint8_t>& mask) {
+    return mask.defined() ? contiguous_data(mask) : mask;
+}
+
+/// symmetric_kl's device half: the fused row kernels of the device table (kernels/kl.cuh). The
+/// kept-token count and the loss stay on the device; the backward reads the upstream gradient and
+/// the count there too (no host synchronisation).
+template <class T>
+Tensor<T> symmetric_kl_device(const Tensor<T>& logits_a, const Tensor<T>& logits_b, const Tensor<uint8_t>& pad_mask,
+                              bool detach_a, bool detach_b, int64_t V) {
+    const char* op = "symmetric_kl";
+    const Device dev = logits_a.device();
+    const Tensor<T> ac = contiguous_data(logits_a).detach();
+    const Tensor<T> bc = contiguous_data(logits_b).detach();
+    const Tensor<uint8_t> mask = device_pad_mask(pad_mask);  // kept alive by the closure
+    const uint8_t* mp = mask.defined() ? mask.data() : nullptr;
+    const int64_t rows = ac.numel() / V;
+    Tensor<T> stats = Tensor<T>::empty({rows, int64_t(sizeof(kern::KlRowStats<T>) / sizeof(T))}, dev);
+    Tensor<int64_t> count = Tensor<int64_t>::empty({1}, dev);
+    Tensor<T> out = Tensor<T>::empty(Shape{}, dev);
+    device_entry(DeviceOps<T>::cuda().symmetric_kl, op, logits_a.shape())(ac.data(), bc.data(), mp, stats.data(),
+                                                                          out.data(), count.data(), rows, V);
+    const Tensor<T> ia = detach_a ? logits_a.detach() : logits_a;
+    const Tensor<T> ib = detach_b ? logits_b.detach() : logits_b;
+    const bool want_a = needs_grad(ia), want_b = needs_grad(ib);
+    return record<T>(out, op, {ia, ib}, [ac, bc, mask, stats, count, V, rows, want_a, want_b, op](const Tensor<T>& g) {
+        Tensor<T> ga = want_a ? Tensor<T>::empty(ac.shape(), ac.device()) : Tensor<T>();
+        Tensor<T> gb = want_b ? Tensor<T>::empty(bc.shape(), bc.device()) : Tensor<T>();
+        if (want_a || want_b) {
+            const Tensor<T> gc = contiguous_data(g.device() == ac.device() ? g : g.detach().to(ac.device()));
+            device_entry(DeviceOps<T>::cuda().symmetric_kl_backward, op, ac.shape())(
+                ac.data(), bc.data(), mask.defined() ? mask.data() : nullptr, stats.data(), gc.data(), count.data(),
+                want_a ? ga.data() : nullptr, want_b ? gb.data() : nullptr, rows, V);
+        }
+        return std::vector<Tensor<T>>{ga, gb};
+    });
+}
+
+/// soft_distill's device half: the same fused row kernel with the logits scaled by 1 / T as they
+/// are read (no scaled copies), and a per-element backward.
+template <class T>
+Tensor<T> soft_distill_device(const Tensor<T>& student_logits, const Tensor<T>& teacher_logits, double temperature,
+                              int64_t V) {
+    const char* op = "soft_distill";
+    const Device dev = student_logits.device();
+    const Tensor<T> sc = contiguous_data(student_logits).detach();
+    const Tensor<T> tc = contiguous_data(teacher_logits).detach();
+    const int64_t rows = sc.numel() / V;
+    Tensor<T> stats = Tensor<T>::empty({rows, int64_t(sizeof(kern::KlRowStats<T>) / sizeof(T))}, dev);
+    Tensor<T> out = Tensor<T>::empty(Shape{}, dev);
+    device_entry(DeviceOps<T>::cuda().soft_distill, op, student_logits.shape())(sc.data(), tc.data(), temperature,
+                                                                                stats.data(), out.data(), rows, V);
+    return record<T>(out, op, {student_logits}, [sc, tc, stats, V, rows, temperature, op](const Tensor<T>& g) {
+        Tensor<T> gs = Tensor<T>::empty(sc.shape(), sc.device());
+        if (rows > 0) {
+            const Tensor<T> gc = contiguous_data(g.device() == sc.device() ? g : g.detach().to(sc.device()));
+            device_entry(DeviceOps<T>::cuda().soft_distill_backward, op, sc.shape())(
+                sc.data(), tc.data(), temperature, stats.data(), gc.data(), gs.data(), rows, V);
+        }
+        return std::vector<Tensor<T>>{gs};
+    });
 }
 
 /// Naive symmetric KL: per token sum_v p (log p - log q) + q (log q - log p) in double, averaged
@@ -149,6 +236,10 @@ Tensor<T> symmetric_kl(const Tensor<T>& logits_a, const Tensor<T>& logits_b, con
                        bool detach_a = false, bool detach_b = false) {
     const char* op = "symmetric_kl";
     const int64_t V = detail::check_logit_pair(logits_a, logits_b, op, "logits_a", "logits_b");
+    if (logits_a.device() != Device::CPU) {
+        detail::check_pad_mask(pad_mask, logits_a, op);
+        return detail::symmetric_kl_device(logits_a, logits_b, pad_mask, detach_a, detach_b, V);
+    }
     const std::vector<uint8_t> pad = detail::row_pad_mask(pad_mask, logits_a, op);
     const Tensor<T> ac = detail::contiguous_data(logits_a).detach();
     const Tensor<T> bc = detail::contiguous_data(logits_b).detach();
@@ -205,6 +296,8 @@ Tensor<T> soft_distill(const Tensor<T>& student_logits, const Tensor<T>& teacher
     const int64_t V = detail::check_logit_pair(student_logits, teacher_logits, op, "student_logits", "teacher_logits");
     MOEKD_CHECK(temperature > 0 && std::isfinite(temperature), op, ": temperature must be positive, got ",
                 temperature);
+    if (student_logits.device() != Device::CPU)
+        return detail::soft_distill_device(student_logits, teacher_logits, temperature, V);
     const T inv_t = static_cast<T>(1.0 / temperature);
     // Scaled contiguous copies: a = teacher / T (the target p), b = student / T.
     Tensor<T> a = Tensor<T>::empty(teacher_logits.shape()), b = Tensor<T>::empty(student_logits.shape());
@@ -242,6 +335,7 @@ Tensor<T> soft_distill(const Tensor<T>& student_logits, const Tensor<T>& teacher
 /// Hard distillation (OneS eq. 16): cross-entropy of the student against the teacher's argmax
 /// class per row (ties: the first maximum). Only the student gets a gradient.
 /// student_logits, teacher_logits: (N, V) or (B, T, V), same shape. Returns the mean over rows.
+/// On a device both steps run there: argmax (ops/index.hpp) and the fused cross_entropy.
 template <class T>
 Tensor<T> hard_distill(const Tensor<T>& student_logits, const Tensor<T>& teacher_logits) {
     detail::check_logit_pair(student_logits, teacher_logits, "hard_distill", "student_logits", "teacher_logits");

@@ -7,7 +7,9 @@
 // (detail::gemm, so OpenBLAS), E = Gs - Gt and the mean of E^2 in one pass. Backward in closed
 // form: one GEMM per group for the normalised-row gradient, then the normalisation's backward.
 // detail::relation_loss_reference / qk_relation_loss_reference are the naive double loops that
-// the tests hold these to.
+// the tests hold these to. On CUDA tensors both losses take the same steps on the device: the row
+// kernels of kernels/relation.cu through the device table (a warp or a block per row, fixed-order
+// reductions), the device table's GEMM per group, the upstream gradient read on the device.
 #pragma once
 
 #include <cmath>
@@ -85,6 +87,162 @@ void gram_grad_batched(T alpha, const T* E, bool trans_e, const T* X, T* Out, in
     }
 }
 
+/// Two operands of a relation loss on one device, or an error naming the op, both operands and
+/// both devices.
+template <class T>
+void require_relation_device(const Tensor<T>& a, const char* na, const Tensor<T>& b, const char* nb, const char* op) {
+    MOEKD_CHECK(a.device() == b.device(), op, ": ", na, " of shape ", a.shape(), " is on ", a.device(), " but ", nb,
+                " of shape ", b.shape(), " is on ", b.device(),
+                " (operands on different devices; move them with .to(device))");
+}
+
+// ---- the device half (kernels/relation.cu through the device table, GEMMs through its gemm) ----
+
+/// Rows normalised on the device: y (rows, D) contiguous and the divisors nrm (rows), both there.
+template <class T>
+struct DeviceNormRows {
+    Tensor<T> y, nrm;
+    int64_t rows = 0, D = 0;
+};
+
+template <class T>
+DeviceNormRows<T> normalize_rows_device(const Tensor<T>& x, const char* op) {
+    DeviceNormRows<T> n;
+    n.D = x.shape()[x.dim() - 1];
+    n.rows = n.D ? x.numel() / n.D : 0;
+    const Tensor<T> xc = contiguous_data(x).detach();
+    n.y = Tensor<T>::empty({n.rows, n.D}, x.device());
+    n.nrm = Tensor<T>::empty({n.rows}, x.device());
+    device_entry(DeviceOps<T>::cuda().l2_normalize_rows, op, x.shape())(xc.data(), n.y.data(), n.nrm.data(), n.rows,
+                                                                        n.D, relation_eps<T>());
+    return n;
+}
+
+/// normalize_rows_backward on the device: gy (rows, D) is overwritten with the input's gradient
+/// of scale[0] * gy (scale: a device scalar, the upstream gradient) and returned.
+template <class T>
+Tensor<T> normalize_rows_backward_device(const DeviceNormRows<T>& n, Tensor<T> gy, const Tensor<T>& scale,
+                                         const char* op) {
+    device_entry(DeviceOps<T>::cuda().l2_normalize_rows_backward, op, gy.shape())(
+        n.y.data(), gy.data(), scale.data(), n.nrm.data(), gy.data(), n.rows, n.D, relation_eps<T>());
+    return gy;
+}
+
+/// gram_batched on the device: one GEMM of the device table per batch entry.
+template <class T>
+void gram_batched_device(T alpha, const T* A, const T* B, T beta, T* C, int64_t batch, int64_t N, int64_t M,
+                         int64_t Da, const char* op, const Shape& shape) {
+    const auto gemm = device_entry(DeviceOps<T>::cuda().gemm, op, shape);
+    for (int64_t b = 0; b < batch; ++b)
+        gemm(false, true, N, M, Da, alpha, A + b * N * Da, Da, B + b * M * Da, Da, beta, C + b * N * M, M);
+}
+
+/// gram_grad_batched on the device: Out_b = alpha * op(E_b) X_b, one GEMM per batch entry.
+template <class T>
+void gram_grad_batched_device(T alpha, const T* E, bool trans_e, const T* X, T* Out, int64_t batch, int64_t N,
+                              int64_t M, int64_t Dx, const char* op, const Shape& shape) {
+    const auto gemm = device_entry(DeviceOps<T>::cuda().gemm, op, shape);
+    const int64_t R = trans_e ? M : N, K = trans_e ? N : M;
+    for (int64_t b = 0; b < batch; ++b)
+        gemm(trans_e, false, R, Dx, K, alpha, E + b * N * M, M, X + b * K * Dx, Dx, T(0), Out + b * R * Dx, Dx);
+}
+
+/// The loss of E = (Gram of a_hat, b_hat) - (Gram of c_hat, d_hat), batch x N x N, on the device:
+/// E is left in place for the backward; returns the scalar loss c * sum(E^2) on the device.
+template <class T>
+Tensor<T> relation_diff_device(Tensor<T>& E, const Tensor<T>& Gt, double c, const char* op) {
+    const int64_t N = E.size(-1), rows = E.numel() / N;
+    Tensor<T> sq = Tensor<T>::empty({rows}, E.device()), loss = Tensor<T>::empty(Shape{}, E.device());
+    device_entry(DeviceOps<T>::cuda().relation_diff, op, E.shape())(E.data(), Gt.data(), sq.data(), loss.data(), rows,
+                                                                     N, c);
+    return loss;
+}
+
+/// The upstream gradient of a device loss, contiguous on `dev`.
+template <class T>
+Tensor<T> relation_upstream(const Tensor<T>& g, Device dev) {
+    return contiguous_data(g.device() == dev ? g : g.detach().to(dev));
+}
+
+/// relation_loss's device half: the forward and backward of relation_loss below, step for step,
+/// with the row kernels of the device table and its GEMM. The upstream gradient scales the rows
+/// inside the normalisation's backward, so it is never copied to the host.
+template <class T>
+Tensor<T> relation_loss_device(const Tensor<T>& student, const Tensor<T>& teacher, bool detach_teacher, int64_t G,
+                               int64_t N, int64_t Ds, int64_t Dt) {
+    const char* op = "relation_loss";
+    const Device dev = student.device();
+    auto ns = std::make_shared<DeviceNormRows<T>>(normalize_rows_device(student, op));
+    auto nt = std::make_shared<DeviceNormRows<T>>(normalize_rows_device(teacher, op));
+    Tensor<T> E = Tensor<T>::empty({G, N, N}, dev), Gt = Tensor<T>::empty({G, N, N}, dev);
+    gram_batched_device(T(1), ns->y.data(), ns->y.data(), T(0), E.data(), G, N, N, Ds, op, student.shape());
+    gram_batched_device(T(1), nt->y.data(), nt->y.data(), T(0), Gt.data(), G, N, N, Dt, op, teacher.shape());
+    const double c = 1.0 / double(G * N * N);
+    Tensor<T> out = relation_diff_device(E, Gt, c, op);
+    const Tensor<T> it = detach_teacher ? teacher.detach() : teacher;
+    const bool want_s = needs_grad(student), want_t = needs_grad(it);
+    const Shape ss = student.shape(), ts = teacher.shape();
+    return record<T>(out, op, {student, it}, [ns, nt, E, G, N, Ds, Dt, c, want_s, want_t, ss, ts, op,
+                                              dev](const Tensor<T>& g) {
+        // as on the CPU: d/d s_hat = 4c g E s_hat (g applied in the normalisation's backward)
+        const Tensor<T> gc = relation_upstream(g, dev);
+        const T alpha = static_cast<T>(4.0 * c);
+        Tensor<T> gs, gt;
+        if (want_s) {
+            Tensor<T> gy = Tensor<T>::empty({G * N, Ds}, dev);
+            gram_grad_batched_device(alpha, E.data(), false, ns->y.data(), gy.data(), G, N, N, Ds, op, ss);
+            gs = normalize_rows_backward_device(*ns, gy, gc, op).reshape(ss);
+        }
+        if (want_t) {
+            Tensor<T> gy = Tensor<T>::empty({G * N, Dt}, dev);
+            gram_grad_batched_device(static_cast<T>(-alpha), E.data(), false, nt->y.data(), gy.data(), G, N, N, Dt,
+                                     op, ts);
+            gt = normalize_rows_backward_device(*nt, gy, gc, op).reshape(ts);
+        }
+        return std::vector<Tensor<T>>{gs, gt};
+    });
+}
+
+/// qk_relation_loss's device half, as relation_loss_device.
+template <class T>
+Tensor<T> qk_relation_loss_device(const Tensor<T>& q_s, const Tensor<T>& k_s, const Tensor<T>& q_t,
+                                  const Tensor<T>& k_t, bool detach_teacher, int64_t B, int64_t N, int64_t Ds,
+                                  int64_t Dt) {
+    const char* op = "qk_relation_loss";
+    const Device dev = q_s.device();
+    auto nqs = std::make_shared<DeviceNormRows<T>>(normalize_rows_device(q_s, op));
+    auto nks = std::make_shared<DeviceNormRows<T>>(normalize_rows_device(k_s, op));
+    auto nqt = std::make_shared<DeviceNormRows<T>>(normalize_rows_device(q_t, op));
+    auto nkt = std::make_shared<DeviceNormRows<T>>(normalize_rows_device(k_t, op));
+    Tensor<T> E = Tensor<T>::empty({B, N, N}, dev), Ct = Tensor<T>::empty({B, N, N}, dev);
+    gram_batched_device(T(1), nqs->y.data(), nks->y.data(), T(0), E.data(), B, N, N, Ds, op, q_s.shape());
+    gram_batched_device(T(1), nqt->y.data(), nkt->y.data(), T(0), Ct.data(), B, N, N, Dt, op, q_t.shape());
+    const double c = 1.0 / double(B * N * N);
+    Tensor<T> out = relation_diff_device(E, Ct, c, op);
+    const Tensor<T> iqt = detach_teacher ? q_t.detach() : q_t, ikt = detach_teacher ? k_t.detach() : k_t;
+    const bool w[4] = {needs_grad(q_s), needs_grad(k_s), needs_grad(iqt), needs_grad(ikt)};
+    const Shape ss = q_s.shape(), ts = q_t.shape();
+    return record<T>(out, op, {q_s, k_s, iqt, ikt},
+                     [nqs, nks, nqt, nkt, E, B, N, Ds, Dt, c, w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], ss, ts, op,
+                      dev](const Tensor<T>& g) {
+                         // as on the CPU: d/d q_hat = dC k_hat, d/d k_hat = dC^T q_hat, dC = +-2c g E
+                         const Tensor<T> gc = relation_upstream(g, dev);
+                         const T alpha = static_cast<T>(2.0 * c);
+                         auto side = [&](bool want, T a, bool trans, const DeviceNormRows<T>& other,
+                                         const DeviceNormRows<T>& self, int64_t D, const Shape& shape) {
+                             if (!want) return Tensor<T>();
+                             Tensor<T> gy = Tensor<T>::empty({B * N, D}, dev);
+                             gram_grad_batched_device(a, E.data(), trans, other.y.data(), gy.data(), B, N, N, D, op,
+                                                      shape);
+                             return normalize_rows_backward_device(self, gy, gc, op).reshape(shape);
+                         };
+                         return std::vector<Tensor<T>>{side(w0, alpha, false, *nks, *nqs, Ds, ss),
+                                                       side(w1, alpha, true, *nqs, *nks, Ds, ss),
+                                                       side(w2, static_cast<T>(-alpha), false, *nkt, *nqt, Dt, ts),
+                                                       side(w3, static_cast<T>(-alpha), true, *nqt, *nkt, Dt, ts)};
+                     });
+}
+
 /// cos(x_i, y_j) in double for rows of the naive references (norms clamped at eps like the op).
 template <class T>
 double cosine_reference(const std::vector<T>& v, int64_t i, const std::vector<T>& w, int64_t j, int64_t D) {
@@ -145,8 +303,7 @@ double qk_relation_loss_reference(const Tensor<T>& q_s, const Tensor<T>& k_s, co
 template <class T>
 Tensor<T> relation_loss(const Tensor<T>& student, const Tensor<T>& teacher, bool detach_teacher = true) {
     const char* op = "relation_loss";
-    detail::require_cpu(student, op);
-    detail::require_cpu(teacher, op);
+    detail::require_relation_device(student, "student", teacher, "teacher", op);
     MOEKD_CHECK((student.dim() == 2 || student.dim() == 3) && teacher.dim() == student.dim(), op,
                 ": student of shape ", student.shape(), " and teacher of shape ", teacher.shape(),
                 " must both be (N, D) tokens or both (G, N, D) groups of tokens");
@@ -157,6 +314,8 @@ Tensor<T> relation_loss(const Tensor<T>& student, const Tensor<T>& teacher, bool
     const int64_t G = student.dim() == 3 ? student.size(0) : 1;
     MOEKD_CHECK(N > 0 && Ds > 0 && Dt > 0 && G > 0, op, ": empty input (student ", student.shape(), ", teacher ",
                 teacher.shape(), ")");
+    if (student.device() != Device::CPU)
+        return detail::relation_loss_device(student, teacher, detach_teacher, G, N, Ds, Dt);
     auto ns = std::make_shared<detail::NormRows<T>>(detail::normalize_rows(student));
     auto nt = std::make_shared<detail::NormRows<T>>(detail::normalize_rows(teacher));
     // E = Gs - Gt: (G, N, N)
@@ -198,7 +357,9 @@ template <class T>
 Tensor<T> qk_relation_loss(const Tensor<T>& q_s, const Tensor<T>& k_s, const Tensor<T>& q_t, const Tensor<T>& k_t,
                            bool detach_teacher = true) {
     const char* op = "qk_relation_loss";
-    for (const Tensor<T>* x : {&q_s, &k_s, &q_t, &k_t}) detail::require_cpu(*x, op);
+    detail::require_relation_device(q_s, "q_s", k_s, "k_s", op);
+    detail::require_relation_device(q_s, "q_s", q_t, "q_t", op);
+    detail::require_relation_device(q_s, "q_s", k_t, "k_t", op);
     MOEKD_CHECK(q_s.dim() >= 3 && q_s.shape() == k_s.shape(), op, ": student queries ", q_s.shape(), " and keys ",
                 k_s.shape(), " must have the same shape (G, H, N, Dh)");
     MOEKD_CHECK(q_t.dim() >= 3 && q_t.shape() == k_t.shape(), op, ": teacher queries ", q_t.shape(), " and keys ",
@@ -216,6 +377,8 @@ Tensor<T> qk_relation_loss(const Tensor<T>& q_s, const Tensor<T>& k_s, const Ten
     MOEKD_CHECK(N > 0 && Ds > 0 && Dt > 0 && q_s.numel() > 0, op, ": empty input (student ", q_s.shape(),
                 ", teacher ", q_t.shape(), ")");
     const int64_t B = q_s.numel() / (N * Ds);  // groups x heads
+    if (q_s.device() != Device::CPU)
+        return detail::qk_relation_loss_device(q_s, k_s, q_t, k_t, detach_teacher, B, N, Ds, Dt);
     auto nqs = std::make_shared<detail::NormRows<T>>(detail::normalize_rows(q_s));
     auto nks = std::make_shared<detail::NormRows<T>>(detail::normalize_rows(k_s));
     auto nqt = std::make_shared<detail::NormRows<T>>(detail::normalize_rows(q_t));
@@ -276,7 +439,7 @@ template <class T>
 Tensor<T> gather_token_groups(const Tensor<T>& x, const Tensor<int64_t>& idx) {
     MOEKD_CHECK(x.dim() == 2 && idx.dim() == 2, "gather_token_groups: x must be (M, D) and idx (G, N), got ",
                 x.shape(), " and ", idx.shape());
-    const Tensor<int64_t> flat = Tensor<int64_t>::from_vector(idx.to_vector(), Shape{idx.numel()});
+    const Tensor<int64_t> flat = Tensor<int64_t>::from_vector(idx.to_vector(), Shape{idx.numel()}).to(x.device());
     return index_select(x, 0, flat).reshape({idx.size(0), idx.size(1), x.size(1)});
 }
 

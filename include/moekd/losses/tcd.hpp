@@ -139,7 +139,8 @@ inline Tensor<int64_t> sample_batch_token_groups(int64_t B, int64_t T, const Ten
                 " does not fit the batch (", B, ", ", T, ")");
     std::vector<int64_t> real;
     real.reserve(static_cast<size_t>(B * T));
-    const Tensor<uint8_t> pc = pad.defined() ? moekd::detail::contiguous_data(pad) : Tensor<uint8_t>();
+    // read on the host (a mask on a device is copied back)
+    const Tensor<uint8_t> pc = pad.defined() ? moekd::detail::contiguous_data(pad.to(Device::CPU)) : Tensor<uint8_t>();
     for (int64_t i = 0; i < B * T; ++i)
         if (!pad.defined() || pc.data()[i] == 0) real.push_back(i);
     const int64_t n = static_cast<int64_t>(real.size());
@@ -196,7 +197,7 @@ TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const Representatio
     TcdLoss<T> out;
     out.total = Tensor<T>::scalar(T(0));
     const int64_t L = student.depth();
-    const Tensor<int64_t> gc = moekd::detail::contiguous_data(groups);
+    const Tensor<int64_t> gc = moekd::detail::contiguous_data(groups.to(Device::CPU));  // positions checked on the host
     auto check_positions = [&](const Tensor<T>& x, int64_t l, const char* what) {
         const int64_t n = x.size(0) * x.size(-2);
         for (int64_t i = 0; i < gc.numel(); ++i)
@@ -212,7 +213,8 @@ TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const Representatio
                 const Tensor<T>& xt = pick(teacher.layer(l), s);
                 detail::check_pair(xs, xt, l, what, 3);
                 check_positions(xs, l, what);
-                const Tensor<T> r = relation_loss(detail::gather_tokens(xs, groups), detail::gather_tokens(xt, groups));
+                const Tensor<int64_t> gi = groups.to(xs.device());  // host groups index device rows too
+                const Tensor<T> r = relation_loss(detail::gather_tokens(xs, gi), detail::gather_tokens(xt, gi));
                 acc = acc.defined() ? acc + r : r;
             }
         return acc;  // the total over the 2L positions (line 144)
@@ -235,7 +237,8 @@ TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const Representatio
             const int64_t B = rs.q.size(0), Tn = rs.q.size(2);
             MOEKD_CHECK(!pad.defined() || pad.shape() == Shape({B, Tn}), "tcd: layer ", l, ": pad mask ", pad.shape(),
                         " does not fit the batch (", B, ", ", Tn, ") of the attention q/k ", rs.q.shape());
-            const Tensor<uint8_t> pc = pad.defined() ? moekd::detail::contiguous_data(pad) : Tensor<uint8_t>();
+            const Tensor<uint8_t> pc =
+                pad.defined() ? moekd::detail::contiguous_data(pad.to(Device::CPU)) : Tensor<uint8_t>();
             bool any_pad = false;
             for (int64_t i = 0; pad.defined() && i < B * Tn && !any_pad; ++i) any_pad = pc.data()[i] != 0;
             Tensor<T> r;
@@ -248,7 +251,8 @@ TcdLoss<T> tcd_loss(const RepresentationCapture<T>& student, const Representatio
                     for (int64_t t = 0; t < Tn; ++t)
                         if (pc.data()[b * Tn + t] == 0) pos.push_back(b * Tn + t);
                     if (pos.empty()) continue;  // an all-pad row has no attention to align
-                    const Tensor<int64_t> idx = Tensor<int64_t>::from_vector(pos, {1, int64_t(pos.size())});
+                    const Tensor<int64_t> idx =
+                        Tensor<int64_t>::from_vector(pos, {1, int64_t(pos.size())}).to(rs.q.device());
                     const Tensor<T> rb = qk_relation_loss(detail::gather_heads(rs.q, idx), detail::gather_heads(rs.k, idx),
                                                           detail::gather_heads(rt.q, idx), detail::gather_heads(rt.k, idx));
                     r = r.defined() ? r + rb : rb;

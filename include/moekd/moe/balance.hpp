@@ -9,6 +9,12 @@
 // Pad tokens (pad mask 1) are left out of every mean and count. With no real token at all the
 // losses are 0. Compositions of ops over two small fused ones with closed-form backward:
 // mean_router_prob (a weighted column mean) and router_logsumexp (kern::row_logsumexp).
+//
+// Device half (CUDA probabilities / logits): the two fused ones run kernels of the device table
+// (a block per expert column, a fixed-order tree in double; a thread per token row), their
+// backward and the rest are ops that run on the device. The small integer inputs go through the
+// host: the pad mask (N bytes: the real-token count and weights) and, for the first-choice
+// fraction m (E counts, no gradient), a host copy of the (N, k) experts.
 #pragma once
 
 #include <cmath>
@@ -30,7 +36,8 @@ namespace detail {
 template <class T>
 Tensor<T> real_token_weights(const Tensor<uint8_t>& pad, int64_t N, int64_t& real) {
     MOEKD_CHECK(pad.numel() == N, "balance: pad mask ", pad.shape(), " has ", pad.numel(), " elements for ", N, " tokens");
-    const Tensor<uint8_t> pc = moekd::detail::contiguous_data(pad);
+    const Tensor<uint8_t> pc = pad.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
+                                                           : host_copy(pad, "balance", "pad mask");
     Tensor<T> w = Tensor<T>::empty({N});
     real = 0;
     for (int64_t t = 0; t < N; ++t) {
@@ -43,7 +50,26 @@ template <class T>
 void check_probs(const Tensor<T>& probs, const char* op) {
     MOEKD_CHECK(probs.defined() && probs.dim() == 2 && probs.size(1) >= 1, op, ": router probabilities ",
                 probs.defined() ? probs.shape() : Shape{}, " must be (N, E)");
-    moekd::detail::require_cpu(probs, op);  // CPU loops below (no device half yet)
+}
+
+/// mean_router_prob's device half: P by the masked column-mean kernel; backward
+/// dprobs = w (g / real) as a broadcast product (the CPU's arithmetic, on the device).
+template <class T>
+Tensor<T> mean_router_prob_device(const Tensor<T>& probs, const Tensor<uint8_t>& pad) {
+    const int64_t N = probs.size(0), E = probs.size(1);
+    const Device dev = probs.device();
+    int64_t real = N;
+    const Tensor<T> w = pad.defined() ? real_token_weights<T>(pad, N, real).to(dev) : Tensor<T>::ones({N}, dev);
+    if (real == 0) return Tensor<T>::zeros({E}, dev);
+    const Tensor<uint8_t> pd = pad.defined() ? on_device(pad, dev, "mean_router_prob", "pad mask") : Tensor<uint8_t>();
+    const Tensor<T> pc = moekd::detail::contiguous_data(probs);
+    Tensor<T> P = Tensor<T>::empty({E}, dev);
+    moekd::detail::device_entry(dev_ops<T>().moe_masked_column_mean, "mean_router_prob", probs.shape())(
+        pc.data(), pad.defined() ? pd.data() : nullptr, P.data(), N, E, real);
+    return record<T>(P, "router_prob_mean", {probs}, [w, real, N, E](const Tensor<T>& g) {
+        const Tensor<T> ge = moekd::detail::contiguous_data(g).reshape({1, E}) / static_cast<T>(real);
+        return std::vector<Tensor<T>>{mul(w.reshape({N, 1}), ge)};
+    });
 }
 }  // namespace detail
 
@@ -51,6 +77,7 @@ void check_probs(const Tensor<T>& probs, const char* op) {
 template <class T>
 Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     detail::check_probs(probs, "mean_router_prob");
+    if (probs.device() != Device::CPU) return detail::mean_router_prob_device(probs, pad);
     const int64_t N = probs.size(0), E = probs.size(1);
     int64_t real = N;
     const Tensor<T> w = pad.defined() ? detail::real_token_weights<T>(pad, N, real) : Tensor<T>::ones({N});
@@ -98,10 +125,14 @@ Tensor<T> first_choice_fraction(const Tensor<int64_t>& experts, int64_t num_expe
                                 const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     MOEKD_CHECK(experts.dim() == 2 && experts.size(1) >= 1, "first_choice_fraction: experts ", experts.shape(),
                 " must be (N, k)");
-    moekd::detail::require_cpu(experts, "first_choice_fraction");
     const int64_t N = experts.size(0), k = experts.size(1);
-    const Tensor<int64_t> ic = moekd::detail::contiguous_data(experts);
-    const Tensor<uint8_t> pc = pad.defined() ? moekd::detail::contiguous_data(pad) : Tensor<uint8_t>();
+    // device experts / pad: counted on host copies (m has no gradient), m goes back to the device
+    const bool host = experts.device() == Device::CPU;
+    const Tensor<int64_t> ic = host ? moekd::detail::contiguous_data(experts)
+                                    : detail::host_copy(experts, "first_choice_fraction", "experts");
+    const Tensor<uint8_t> pc = !pad.defined() ? Tensor<uint8_t>()
+                               : pad.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
+                                                             : detail::host_copy(pad, "first_choice_fraction", "pad mask");
     MOEKD_CHECK(!pad.defined() || pad.numel() == N, "first_choice_fraction: pad mask ", pad.shape(), " for ", N, " tokens");
     std::vector<int64_t> c(num_experts, 0);
     int64_t real = 0;
@@ -115,7 +146,7 @@ Tensor<T> first_choice_fraction(const Tensor<int64_t>& experts, int64_t num_expe
     }
     Tensor<T> m = Tensor<T>::zeros({num_experts});
     for (int64_t e = 0; e < num_experts && real > 0; ++e) m.data()[e] = static_cast<T>(double(c[e]) / double(real));
-    return m;
+    return host ? m : m.to(experts.device());
 }
 
 /// Switch / GShard load-balancing loss E * sum_i m_i P_i (1 when perfectly balanced).
@@ -130,6 +161,17 @@ Tensor<T> switch_balance_loss(const Tensor<T>& probs, const Tensor<int64_t>& exp
     const Tensor<T> m = first_choice_fraction<T>(experts, E, pad);
     return sum(mul(m, mean_router_prob(probs, pad))) * static_cast<T>(E);
 }
+
+namespace detail {
+/// switch_balance_loss with the first-choice fraction m (E) given, on probs' device: the MoE
+/// layer's device path takes m from its dispatch plan's host mirror (load_stats) instead of
+/// copying the routing back. The same ops as switch_balance_loss, so the same bits.
+template <class T>
+Tensor<T> switch_balance_loss_with(const Tensor<T>& probs, const Tensor<T>& m, const Tensor<uint8_t>& pad) {
+    check_probs(probs, "switch_balance_loss");
+    return sum(mul(m, mean_router_prob(probs, pad))) * static_cast<T>(probs.size(1));
+}
+}  // namespace detail
 
 /// KL(uniform || P) = sum_i (1/E) log((1/E) / P_i) = -log E - mean_i log P_i (0 when balanced).
 /// probs: (N, E) -> scalar.
@@ -149,6 +191,16 @@ Tensor<T> router_logsumexp(const Tensor<T>& logits) {
     detail::check_probs(logits, "router_logsumexp");
     const int64_t N = logits.size(0), E = logits.size(1);
     const Tensor<T> lc = moekd::detail::contiguous_data(logits);
+    if (logits.device() != Device::CPU) {  // a thread per row; backward g * exp(l - lse) by device ops
+        Tensor<T> out = Tensor<T>::empty({N}, logits.device());
+        moekd::detail::device_entry(detail::dev_ops<T>().moe_row_logsumexp, "router_logsumexp", logits.shape())(
+            lc.data(), out.data(), N, E);
+        return record<T>(out, "router_logsumexp", {logits}, [ld = lc.detach(), od = out.detach()](const Tensor<T>& g) {
+            const int64_t N = ld.size(0);
+            const Tensor<T> gc = moekd::detail::contiguous_data(g).reshape({N, 1});
+            return std::vector<Tensor<T>>{mul(gc, exp(sub(ld, od.reshape({N, 1}))))};
+        });
+    }
     Tensor<T> out = Tensor<T>::empty({N});
     moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
         for (int64_t t = lo; t < hi; ++t) out.data()[t] = kern::row_logsumexp(lc.data() + t * E, E);
@@ -175,7 +227,7 @@ Tensor<T> router_z_loss(const Tensor<T>& logits, const Tensor<uint8_t>& pad = Te
     int64_t real = 0;
     const Tensor<T> w = detail::real_token_weights<T>(pad, N, real);
     if (real == 0) return Tensor<T>::scalar(T(0));
-    return sum(mul(mul(lse, lse), w)) / static_cast<T>(real);
+    return sum(mul(mul(lse, lse), w.to(lse.device()))) / static_cast<T>(real);
 }
 
 // ---- load statistics ------------------------------------------------------------------------------

@@ -14,6 +14,15 @@
 // weight-gradient parts summed afterwards in chunk order. Nothing depends on timing or on which
 // worker ran what, so the same input gives the same bits (for a given thread count, which sets
 // the chunk size). detail::moe_reference is the naive loop the tests compare to.
+//
+// Device half (CUDA tensors, through the device table of core/backend.hpp): a plan built from
+// device routing is computed on the device (capacity positions by a block-level scan per expert,
+// kept counts and offsets, the stable scatter), and its index arrays are mirrored to the host in
+// one copy (the one synchronisation that brings the row count S over; load_stats, the host
+// checks and the per-expert GEMM loop read them). permute / combine and their backward are gather
+// kernels in which every output element sums its contributions in a fixed order (no atomics: the
+// same input gives the same bits). expert_ffn runs one device GEMM per expert and layer over the
+// expert's contiguous row block, with the bias / activation / column-sum kernels between.
 #pragma once
 
 #include <algorithm>
@@ -32,6 +41,7 @@
 #include "../kernels/gating.cuh"
 #include "../nn/layers.hpp"
 #include "../ops/matmul.hpp"
+#include "device.hpp"
 
 #if defined(MOEKD_BLAS)
 // OpenBLAS's own thread control (declared as in its cblas.h), to run it single-threaded inside
@@ -159,6 +169,12 @@ struct DispatchPlan {
     std::vector<int64_t> slot_token;   // (S) token of each row
     std::vector<int64_t> slot_choice;  // (S) choice j of each row
     std::vector<int64_t> expert_idx;   // (N * k) the routing it was built from
+    // Built from device routing (device == CUDA): the same index arrays on the device too, views
+    // into one int64 buffer at these element offsets (the host vectors above are their mirror).
+    Device device = Device::CPU;
+    Tensor<int64_t> dev_buf;
+    int64_t dev_expert_idx = 0, dev_position = 0, dev_slot_of = 0, dev_slot_token = 0;
+    const int64_t* dev(int64_t off) const { return dev_buf.data() + off; }
 
     int64_t rows() const { return offsets.empty() ? 0 : offsets.back(); }  // S
     int64_t routed() const { return (num_tokens - num_pad) * top_k; }      // assignments of real tokens
@@ -166,15 +182,104 @@ struct DispatchPlan {
 };
 using PlanPtr = std::shared_ptr<const DispatchPlan>;
 
+namespace detail {
+/// make_dispatch_plan's checks of a host routing idx (N * k), pad pp (N bytes or null): every
+/// expert index of a real token in [0, E), no token routed to one expert twice. Returns the
+/// number of pad tokens.
+inline int64_t check_routing(const int64_t* idx, const uint8_t* pp, int64_t N, int64_t k, int64_t E) {
+    for (int64_t a = 0; a < N * k; ++a)
+        if ((!pp || !pp[a / k]) && (idx[a] < 0 || idx[a] >= E))
+            throw Error(msg("make_dispatch_plan: expert index ", idx[a], " of token ", a / k, " (choice ", a % k,
+                            ") is out of range [0, ", E, ")"));
+    int64_t num_pad = 0;
+    for (int64_t t = 0; pp && t < N; ++t) num_pad += pp[t] != 0;
+    for (int64_t t = 0; t < N; ++t) {
+        if (pp && pp[t]) continue;
+        for (int64_t j = 1; j < k; ++j)
+            for (int64_t i = 0; i < j; ++i)
+                MOEKD_CHECK(idx[t * k + i] != idx[t * k + j], "make_dispatch_plan: token ", t, " is routed to expert ",
+                            idx[t * k + j], " twice (choices ", i, " and ", j, ")");
+    }
+    return num_pad;
+}
+
+/// The plan of device routing, computed on the device (the counting sort's three passes through
+/// the device table), then mirrored to the host in one copy and checked there as on the CPU
+/// (the kernels leave out-of-range indices out, so bad routing is reported, never read out of
+/// bounds). experts: (N, k) contiguous on the device; pad: N bytes on either device, or undefined.
+inline PlanPtr make_dispatch_plan_device(const Tensor<int64_t>& experts, int64_t E, int64_t capacity,
+                                         const Tensor<uint8_t>& pad) {
+    const char* op = "make_dispatch_plan";
+    const int64_t N = experts.size(0), k = experts.size(1), A = N * k;
+    MOEKD_CHECK(experts.is_contiguous(), op, ": experts ", experts.shape(), " on ", experts.device(),
+                " must be contiguous");
+    Tensor<uint8_t> pad_host, pad_dev;
+    if (pad.defined()) {
+        MOEKD_CHECK(pad.numel() == N, "make_dispatch_plan: pad mask ", pad.shape(), " has ", pad.numel(),
+                    " elements for ", N, " tokens");
+        pad_host = host_copy(pad, op, "pad mask");
+        pad_dev = on_device(pad, experts.device(), op, "pad mask");
+    }
+    DeviceOps<float>& o = dev_ops<float>();  // integer entries: the same in both tables
+    const Shape& sh = experts.shape();
+    // one buffer: counts (E), kept (E), offsets (E + 1), expert_idx, position, slot_of, slot_token,
+    // slot_choice (N * k each; slot_token / slot_choice use the first S)
+    const int64_t o_counts = 0, o_kept = E, o_offsets = 2 * E, o_idx = 3 * E + 1, o_pos = o_idx + A,
+                  o_slot = o_pos + A, o_tok = o_slot + A, o_choice = o_tok + A;
+    Tensor<int64_t> buf = Tensor<int64_t>::empty({o_choice + A}, experts.device());
+    int64_t* b = buf.data();
+    const uint8_t* pd = pad.defined() ? pad_dev.data() : nullptr;
+    moekd::detail::device_entry(o.moe_capacity_positions, op, sh)(experts.data(), pd, b + o_counts, b + o_pos, N, k, E);
+    moekd::detail::device_entry(o.moe_dispatch_offsets, op, sh)(b + o_counts, b + o_kept, b + o_offsets, E, capacity);
+    moekd::detail::device_entry(o.moe_scatter_slots, op, sh)(experts.data(), b + o_pos, b + o_offsets, b + o_slot,
+                                                             b + o_tok, b + o_choice, b + o_idx, N, k, capacity);
+    const Tensor<int64_t> h = buf.to(Device::CPU);  // the one copy back (and the synchronisation)
+    const int64_t* hp = h.data();
+    auto plan = std::make_shared<DispatchPlan>();
+    plan->num_tokens = N;
+    plan->top_k = k;
+    plan->num_experts = E;
+    plan->capacity = capacity;
+    plan->expert_idx.assign(hp + o_idx, hp + o_idx + A);
+    plan->num_pad = check_routing(plan->expert_idx.data(), pad.defined() ? pad_host.data() : nullptr, N, k, E);
+    plan->counts.assign(hp + o_counts, hp + o_counts + E);
+    plan->kept.assign(hp + o_kept, hp + o_kept + E);
+    plan->offsets.assign(hp + o_offsets, hp + o_offsets + E + 1);
+    plan->position.assign(hp + o_pos, hp + o_pos + A);
+    plan->slot_of.assign(hp + o_slot, hp + o_slot + A);
+    const int64_t S = plan->offsets[E];
+    plan->slot_token.assign(hp + o_tok, hp + o_tok + S);
+    plan->slot_choice.assign(hp + o_choice, hp + o_choice + S);
+    plan->device = experts.device();
+    plan->dev_buf = buf;
+    plan->dev_expert_idx = o_idx;
+    plan->dev_position = o_pos;
+    plan->dev_slot_of = o_slot;
+    plan->dev_slot_token = o_tok;
+    return plan;
+}
+
+/// A device op's plan must have been built from routing on its operands' device.
+template <class T>
+void require_device_plan(const DispatchPlan& plan, const Tensor<T>& x, const char* op, const char* what) {
+    MOEKD_CHECK(plan.device == x.device(), op, ": ", what, " of shape ", x.shape(), " is on ", x.device(),
+                " but the dispatch plan was built from routing on ", plan.device,
+                ". HINT: build the plan from the routing on the operands' device (make_dispatch_plan(experts.to(",
+                x.device(), "), ...))");
+}
+}  // namespace detail
+
 /// The counting sort: histogram (capacity positions), exclusive prefix sum of the kept counts,
 /// stable scatter in GShard priority order. experts: (N, k) int64 in [0, E); capacity: rows per
-/// expert (-1 for dropless); pad: (N) or any shape of N elements, 1 = pad, or undefined.
+/// expert (-1 for dropless); pad: (N) or any shape of N elements, 1 = pad, or undefined. With
+/// experts on the device the plan is computed there (detail::make_dispatch_plan_device).
 inline PlanPtr make_dispatch_plan(const Tensor<int64_t>& experts, int64_t num_experts, int64_t capacity,
                                   const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
     MOEKD_CHECK(experts.defined() && experts.dim() == 2 && experts.size(1) >= 1, "make_dispatch_plan: experts ",
                 experts.defined() ? experts.shape() : Shape{}, " must be (N, k) with k >= 1");
     MOEKD_CHECK(num_experts >= 1, "make_dispatch_plan: num_experts must be >= 1, got ", num_experts);
     MOEKD_CHECK(capacity >= -1, "make_dispatch_plan: capacity ", capacity, " must be >= 0 (or -1 for dropless)");
+    if (experts.device() != Device::CPU) return detail::make_dispatch_plan_device(experts, num_experts, capacity, pad);
     auto plan = std::make_shared<DispatchPlan>();
     const int64_t N = experts.size(0), k = experts.size(1), E = num_experts;
     plan->num_tokens = N;
@@ -191,18 +296,7 @@ inline PlanPtr make_dispatch_plan(const Tensor<int64_t>& experts, int64_t num_ex
     }
     const uint8_t* pp = pad.defined() ? pc.data() : nullptr;
     const int64_t* idx = plan->expert_idx.data();
-    for (int64_t a = 0; a < N * k; ++a)
-        if ((!pp || !pp[a / k]) && (idx[a] < 0 || idx[a] >= E))
-            throw Error(msg("make_dispatch_plan: expert index ", idx[a], " of token ", a / k, " (choice ", a % k,
-                            ") is out of range [0, ", E, ")"));
-    for (int64_t t = 0; pp && t < N; ++t) plan->num_pad += pp[t] != 0;
-    for (int64_t t = 0; t < N; ++t) {
-        if (pp && pp[t]) continue;
-        for (int64_t j = 1; j < k; ++j)
-            for (int64_t i = 0; i < j; ++i)
-                MOEKD_CHECK(idx[t * k + i] != idx[t * k + j], "make_dispatch_plan: token ", t, " is routed to expert ",
-                            idx[t * k + j], " twice (choices ", i, " and ", j, ")");
-    }
+    plan->num_pad = detail::check_routing(idx, pp, N, k, E);
     plan->counts.assign(E, 0);
     plan->position.assign(N * k, -1);
     kern::capacity_positions(idx, pp, N, k, plan->counts.data(), plan->position.data());
@@ -223,12 +317,58 @@ inline PlanPtr make_dispatch_plan(const Tensor<int64_t>& experts, int64_t num_ex
 // ---- permute / combine ----------------------------------------------------------------------------
 /// xs[s] = x[slot_token[s]]: the rows of x grouped by expert.   x: (N, D) -> xs: (S, D)
 /// Backward: dx[t] = sum over kept choices j (in order) of dxs[slot(t, j)]; 0 for pad / dropped.
+namespace detail {
+/// permute_tokens' device half: a gather of rows forward, and backward the sum of each token's
+/// kept rows in choice order (one writer per output element).
+template <class T>
+Tensor<T> permute_tokens_device(const Tensor<T>& x, const PlanPtr& plan) {
+    require_device_plan(*plan, x, "permute_tokens", "x");
+    const int64_t D = x.size(1), S = plan->rows();
+    const Tensor<T> xc = moekd::detail::contiguous_data(x);
+    Tensor<T> xs = Tensor<T>::empty({S, D}, x.device());
+    moekd::detail::device_entry(dev_ops<T>().moe_permute, "permute_tokens", x.shape())(
+        xc.data(), plan->dev(plan->dev_slot_token), xs.data(), S, D);
+    return record<T>(xs, "permute_tokens", {x}, [plan, D, dev = x.device()](const Tensor<T>& g) {
+        const Tensor<T> gc = moekd::detail::contiguous_data(g);
+        Tensor<T> dx = Tensor<T>::empty({plan->num_tokens, D}, dev);
+        moekd::detail::device_entry(dev_ops<T>().moe_permute_backward, "permute_tokens", g.shape())(
+            gc.data(), plan->dev(plan->dev_slot_of), dx.data(), plan->num_tokens, plan->top_k, D);
+        return std::vector<Tensor<T>>{dx};
+    });
+}
+
+/// combine_tokens' device half: forward and backward through the device table; dgates sums in
+/// double, every row of dys has one writer.
+template <class T>
+Tensor<T> combine_tokens_device(const Tensor<T>& ys, const Tensor<T>& gates, const PlanPtr& plan) {
+    require_device_plan(*plan, ys, "combine_tokens", "ys");
+    same_device(ys, gates, "combine_tokens", "ys", "gates");
+    const int64_t N = plan->num_tokens, k = plan->top_k, D = ys.size(1);
+    const Tensor<T> yc = moekd::detail::contiguous_data(ys), gc = moekd::detail::contiguous_data(gates);
+    Tensor<T> y = Tensor<T>::empty({N, D}, ys.device());
+    moekd::detail::device_entry(dev_ops<T>().moe_combine, "combine_tokens", ys.shape())(
+        yc.data(), plan->dev(plan->dev_slot_of), gc.data(), y.data(), N, k, D);
+    const bool need_ys = needs_grad(ys), need_g = needs_grad(gates);
+    return record<T>(y, "combine_tokens", {ys, gates},
+                     [plan, need_ys, need_g, D, yd = yc.detach(), gd = gc.detach()](const Tensor<T>& g) {
+                         const Tensor<T> dy = moekd::detail::contiguous_data(g);
+                         const int64_t N = plan->num_tokens, k = plan->top_k;
+                         Tensor<T> dys = need_ys ? Tensor<T>::empty({plan->rows(), D}, yd.device()) : Tensor<T>();
+                         Tensor<T> dg = need_g ? Tensor<T>::empty({N, k}, yd.device()) : Tensor<T>();
+                         moekd::detail::device_entry(dev_ops<T>().moe_combine_backward, "combine_tokens", g.shape())(
+                             dy.data(), yd.data(), plan->dev(plan->dev_slot_of), gd.data(),
+                             need_ys ? dys.data() : nullptr, need_g ? dg.data() : nullptr, N, k, D);
+                         return std::vector<Tensor<T>>{dys, dg};
+                     });
+}
+}  // namespace detail
+
 template <class T>
 Tensor<T> permute_tokens(const Tensor<T>& x, const PlanPtr& plan) {
-    moekd::detail::require_cpu(x, "permute_tokens");
     MOEKD_CHECK(plan, "permute_tokens: no dispatch plan");
     MOEKD_CHECK(x.dim() == 2 && x.size(0) == plan->num_tokens, "permute_tokens: x ", x.shape(), " must be (N, D) with N = ",
                 plan->num_tokens, " tokens, as the dispatch plan");
+    if (x.device() != Device::CPU) return detail::permute_tokens_device(x, plan);
     const int64_t D = x.size(1), S = plan->rows();
     const Tensor<T> xc = moekd::detail::contiguous_data(x);
     Tensor<T> xs = Tensor<T>::empty({S, D});
@@ -253,12 +393,12 @@ Tensor<T> permute_tokens(const Tensor<T>& x, const PlanPtr& plan) {
 /// dgates[t, j] = <dy[t], ys[slot(t, j)]> (0 for dropped / pad).
 template <class T>
 Tensor<T> combine_tokens(const Tensor<T>& ys, const Tensor<T>& gates, const PlanPtr& plan) {
-    moekd::detail::require_cpu(ys, "combine_tokens");
     MOEKD_CHECK(plan, "combine_tokens: no dispatch plan");
     MOEKD_CHECK(ys.dim() == 2 && ys.size(0) == plan->rows(), "combine_tokens: ys ", ys.shape(), " must be (S, D) with S = ",
                 plan->rows(), " rows, as the dispatch plan");
     MOEKD_CHECK(gates.dim() == 2 && gates.size(0) == plan->num_tokens && gates.size(1) == plan->top_k,
                 "combine_tokens: gates ", gates.shape(), " must be (N, k) = (", plan->num_tokens, ", ", plan->top_k, ")");
+    if (ys.device() != Device::CPU || gates.device() != Device::CPU) return detail::combine_tokens_device(ys, gates, plan);
     const int64_t N = plan->num_tokens, k = plan->top_k, D = ys.size(1);
     const Tensor<T> yc = moekd::detail::contiguous_data(ys), gc = moekd::detail::contiguous_data(gates);
     Tensor<T> y = Tensor<T>::empty({N, D});
@@ -391,6 +531,136 @@ using CMat = moekd::detail::MatRef<const T>;
 template <class T>
 using MMat = moekd::detail::MatRef<T>;
 
+/// Raw pointers to expert e's weights (which: 0 w1, 1 b1, 2 w2, 3 b2; null for an absent bias)
+/// in contiguous copies of expert_ffn's weight inputs (per expert: 4 E, stacked: 4).
+template <class T>
+struct ExpertPtrs {
+    std::vector<Tensor<T>> held;
+    bool stacked = false;
+    int64_t F = 0, D = 0;
+    int64_t per(int which) const { return which == 0 || which == 2 ? F * D : which == 1 ? F : D; }
+    const T* get(int64_t e, int which) const {
+        const Tensor<T>& h = stacked ? held[which] : held[e * 4 + which];
+        return h.defined() ? h.data() + (stacked ? e * per(which) : 0) : nullptr;
+    }
+};
+
+/// The rows every expert's block has when the weights are stacked and all E > 1 blocks have the
+/// same n > 0 rows (then each layer's E GEMMs are one cuBLAS strided-batched call), else -1.
+template <class T>
+int64_t uniform_block_rows(const DispatchPlan& plan, const ExpertPtrs<T>& W) {
+    const int64_t E = plan.num_experts, n = plan.offsets[1] - plan.offsets[0];
+    if (!W.stacked || E < 2 || n == 0) return -1;
+    for (int64_t e = 1; e < E; ++e)
+        if (plan.offsets[e + 1] - plan.offsets[e] != n) return -1;
+    return n;
+}
+
+/// C_e = op(A_e) op(B_e) for every expert e (row-major, (m, n) each, A_e = a + e * sa ...): one
+/// strided-batched GEMM of the table.
+template <class T>
+void dev_gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, int64_t sa,
+                      const T* b, int64_t ldb, int64_t sb, T* c, int64_t ldc, int64_t sc, int64_t batch,
+                      const char* op) {
+    moekd::detail::device_entry(dev_ops<T>().moe_gemm_strided_batched, op, Shape{batch, m, n})(
+        ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc, batch);
+}
+
+/// expert_ffn's device half: per expert with rows, over its contiguous row block, the table's
+/// GEMM for each layer with the bias / activation kernels between (H, the pre-activation, is kept
+/// for both activations); with stacked weights and the same rows in every expert, each layer's
+/// GEMMs are one strided-batched call. Backward per expert as on the CPU; weight gradients are
+/// fresh tensors returned to the engine (a per-expert expert with no rows gets none, a stacked one
+/// zeros), bias gradients are column sums in double in row order.
+template <class T>
+Tensor<T> expert_ffn_device(const Tensor<T>& xs, const PlanPtr& plan, const std::vector<Tensor<T>>& inputs,
+                            const ExpertPtrs<T>& W, bool gelu) {
+    const char* op = "expert_ffn";
+    require_device_plan(*plan, xs, op, "xs");
+    const int64_t E = plan->num_experts, S = plan->rows(), F = W.F, D = W.D;
+    const Device dev = xs.device();
+    auto& o = dev_ops<T>();
+    const Tensor<T> xc = moekd::detail::contiguous_data(xs);
+    Tensor<T> H = Tensor<T>::empty({S, F}, dev), A = Tensor<T>::empty({S, F}, dev), ys = Tensor<T>::empty({S, D}, dev);
+    const int64_t nb = uniform_block_rows(*plan, W);
+    if (nb > 0)  // H_e = X_e W1_e^T for every e at once
+        dev_gemm_batched<T>(false, true, nb, F, D, xc.data(), D, nb * D, W.get(0, 0), D, F * D, H.data(), F, nb * F, E, op);
+    for (int64_t e = 0; e < E; ++e) {
+        const int64_t r0 = plan->offsets[e], n = plan->offsets[e + 1] - r0;
+        if (n == 0) continue;
+        if (nb < 0) dev_gemm<T>(false, true, n, F, D, xc.data() + r0 * D, D, W.get(e, 0), D, H.data() + r0 * F, F, op);
+        moekd::detail::device_entry(o.moe_bias_act, op, xs.shape())(H.data() + r0 * F, W.get(e, 1), A.data() + r0 * F,
+                                                                    n, F, gelu);
+        if (nb < 0) dev_gemm<T>(false, true, n, D, F, A.data() + r0 * F, F, W.get(e, 2), F, ys.data() + r0 * D, D, op);
+    }
+    if (nb > 0)  // Y_e = A_e W2_e^T
+        dev_gemm_batched<T>(false, true, nb, D, F, A.data(), F, nb * F, W.get(0, 2), F, D * F, ys.data(), D, nb * D, E, op);
+    for (int64_t e = 0; e < E; ++e) {
+        const int64_t r0 = plan->offsets[e], n = plan->offsets[e + 1] - r0;
+        if (const T* b2 = W.get(e, 3); b2 && n > 0)
+            moekd::detail::device_entry(o.moe_add_bias, op, xs.shape())(ys.data() + r0 * D, b2, n, D);
+    }
+    return record<T>(ys, "expert_ffn", inputs, [plan, inputs, W, gelu, xd = xc.detach(), H, A](const Tensor<T>& g) {
+        const char* op = "expert_ffn";
+        auto& o = dev_ops<T>();
+        const Tensor<T> dy = moekd::detail::contiguous_data(g);
+        const Device dev = dy.device();
+        const int64_t E = plan->num_experts, S = plan->rows(), F = W.F, D = W.D;
+        std::vector<Tensor<T>> grads(inputs.size());
+        for (size_t i = 1; i < inputs.size(); ++i) {
+            if (!inputs[i].defined() || !needs_grad(inputs[i])) continue;
+            if (!W.stacked && plan->kept[(i - 1) / 4] == 0) continue;  // as the CPU: no gradient for an idle expert
+            grads[i] = W.stacked ? Tensor<T>::zeros(inputs[i].shape(), dev) : Tensor<T>::empty(inputs[i].shape(), dev);
+        }
+        auto out = [&](int64_t e, int which) -> T* {
+            Tensor<T>& t = grads[W.stacked ? 1 + which : 1 + e * 4 + which];
+            return t.defined() ? t.data() + (W.stacked ? e * W.per(which) : 0) : nullptr;
+        };
+        const bool need_x = needs_grad(inputs[0]);
+        if (need_x) grads[0] = Tensor<T>::empty({S, D}, dev);
+        Tensor<T> dA;
+        if (const int64_t nb = uniform_block_rows(*plan, W); nb > 0) {  // every GEMM strided-batched over E
+            T *dw1 = out(0, 0), *db1 = out(0, 1), *dw2 = out(0, 2), *db2 = out(0, 3);
+            for (int64_t e = 0; e < E && db2; ++e)
+                moekd::detail::device_entry(o.moe_column_sum, op, g.shape())(dy.data() + e * nb * D, nb, D, db2 + e * D);
+            if (dw2)  // dW2_e = dY_e^T A_e
+                dev_gemm_batched<T>(true, false, D, F, nb, dy.data(), D, nb * D, A.data(), F, nb * F, dw2, F, D * F, E, op);
+            if (!(dw1 || db1 || need_x)) return grads;
+            dA = Tensor<T>::empty({S, F}, dev);  // dA_e = dY_e W2_e, then dH in place
+            dev_gemm_batched<T>(false, false, nb, F, D, dy.data(), D, nb * D, W.get(0, 2), F, D * F, dA.data(), F, nb * F,
+                                E, op);
+            moekd::detail::device_entry(o.moe_act_backward, op, g.shape())(H.data(), A.data(), dA.data(), S * F, gelu);
+            for (int64_t e = 0; e < E && db1; ++e)
+                moekd::detail::device_entry(o.moe_column_sum, op, g.shape())(dA.data() + e * nb * F, nb, F, db1 + e * F);
+            if (dw1)  // dW1_e = dH_e^T X_e
+                dev_gemm_batched<T>(true, false, F, D, nb, dA.data(), F, nb * F, xd.data(), D, nb * D, dw1, D, F * D, E, op);
+            if (need_x)  // dX_e = dH_e W1_e
+                dev_gemm_batched<T>(false, false, nb, D, F, dA.data(), F, nb * F, W.get(0, 0), D, F * D, grads[0].data(), D,
+                                    nb * D, E, op);
+            return grads;
+        }
+        for (int64_t e = 0; e < E; ++e) {
+            const int64_t r0 = plan->offsets[e], n = plan->offsets[e + 1] - r0;
+            if (n == 0) continue;
+            const T* gy = dy.data() + r0 * D;
+            const T* a = A.data() + r0 * F;
+            if (T* db2 = out(e, 3)) moekd::detail::device_entry(o.moe_column_sum, op, g.shape())(gy, n, D, db2);
+            if (T* dw2 = out(e, 2)) dev_gemm<T>(true, false, D, F, n, gy, D, a, F, dw2, F, op);  // dY^T A
+            T *dw1 = out(e, 0), *db1 = out(e, 1);
+            if (!(dw1 || db1 || need_x)) continue;
+            if (!dA.defined()) dA = Tensor<T>::empty({S, F}, dev);
+            T* da = dA.data() + r0 * F;
+            dev_gemm<T>(false, false, n, F, D, gy, D, W.get(e, 2), F, da, F, op);  // dA = dY W2
+            moekd::detail::device_entry(o.moe_act_backward, op, g.shape())(H.data() + r0 * F, a, da, n * F, gelu);
+            if (db1) moekd::detail::device_entry(o.moe_column_sum, op, g.shape())(da, n, F, db1);
+            if (dw1) dev_gemm<T>(true, false, F, D, n, da, F, xd.data() + r0 * D, D, dw1, D, op);  // dH^T X
+            if (need_x)
+                dev_gemm<T>(false, false, n, D, F, da, F, W.get(e, 0), D, grads[0].data() + r0 * D, D, op);  // dH W1
+        }
+        return grads;
+    });
+}
+
 }  // namespace detail
 
 /// When on (the default), expert_ffn accumulates the gradients of leaf weights straight into their
@@ -406,7 +676,6 @@ inline void set_direct_leaf_grads(bool on) { detail::direct_leaf_grads_setting()
 template <class T>
 Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeights<T>& w,
                      nn::Activation act = nn::Activation::ReLU) {
-    moekd::detail::require_cpu(xs, "expert_ffn");
     MOEKD_CHECK(plan, "expert_ffn: no dispatch plan");
     const int64_t E = plan->num_experts;
     MOEKD_CHECK(w.num_experts() == E, "expert_ffn: ", w.num_experts(), " experts' weights for a plan over ", E, " experts");
@@ -419,7 +688,8 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
         if (optional && !t.defined()) return;
         MOEKD_CHECK(t.defined() && t.shape() == s, "expert_ffn: ", what, e >= 0 ? msg(" of expert ", e) : std::string(),
                     " is ", t.defined() ? msg(t.shape()) : std::string("undefined"), ", expected ", s);
-        moekd::detail::require_cpu(t, "expert_ffn");
+        MOEKD_CHECK(t.device() == xs.device(), "expert_ffn: ", what, e >= 0 ? msg(" of expert ", e) : std::string(),
+                    " is on ", t.device(), ", xs ", xs.shape(), " on ", xs.device(), " (operands on different devices)");
     };
     if (w.stacked()) {
         expect(w.W1, {E, F, D}, "W1", -1, false);
@@ -443,6 +713,14 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
     std::vector<Tensor<T>> held;
     for (size_t i = 1; i < inputs.size(); ++i)
         held.push_back(inputs[i].defined() ? moekd::detail::contiguous_data(inputs[i]) : Tensor<T>());
+    if (xs.device() != Device::CPU) {
+        detail::ExpertPtrs<T> W;
+        W.held = std::move(held);
+        W.stacked = w.stacked();
+        W.F = F;
+        W.D = D;
+        return detail::expert_ffn_device(xs, plan, inputs, W, act == nn::Activation::GELU);
+    }
     struct Ptr {
         const T *w1, *b1, *w2, *b2;
     };

@@ -15,6 +15,9 @@
 // a zero output (the residual carries them) and are left out of the statistics. Hooks: emits
 // "router_probs" (N, E) and "output". forward_fixed() runs given routing (experts and gates),
 // which gradient checks use. This file is wiring; the work is in the ops it calls.
+// On the device (a layer moved with .to(Device::CUDA), CUDA inputs) every part runs there through
+// the same ops; a pad mask or fixed routing given on the host is copied over. The host sees the
+// per-token finite check, the dispatch plan's index arrays (load statistics) and the pad mask.
 //
 // Gate order, as fairseq's Top2Gate: with renormalised gates (top-2 by default), a token whose
 // choice is dropped by capacity has its remaining gates renormalised over what it kept (gate 1 on
@@ -72,10 +75,20 @@ int64_t check_moe_input(const MoEConfig& cfg, const Tensor<T>& x, const Tensor<u
     }
     return N;
 }
+/// m (E) of switch_balance_loss from a forward's statistics: the fraction of real tokens whose
+/// first choice is each expert (first_choice_fraction's values, from the plan's host mirror).
+template <class T>
+Tensor<T> first_choice_fraction_of(const LoadStats& s, Device dev) {
+    Tensor<T> m = Tensor<T>::zeros({s.num_experts});
+    for (int64_t e = 0; e < s.num_experts && s.num_tokens > 0; ++e)
+        m.data()[e] = static_cast<T>(double(s.first_choice_per_expert[e]) / double(s.num_tokens));
+    return m.to(dev);
+}
 /// How many tokens a pad mask marks (0 for an undefined mask).
 inline int64_t count_pad(const Tensor<uint8_t>& pad) {
     if (!pad.defined()) return 0;
-    const Tensor<uint8_t> pc = moekd::detail::contiguous_data(pad);
+    const Tensor<uint8_t> pc = pad.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
+                                                           : host_copy(pad, "moe", "pad mask");
     int64_t n = 0;
     for (int64_t i = 0; i < pc.numel(); ++i) n += pc.data()[i] != 0;
     return n;
@@ -145,11 +158,14 @@ public:
         Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
         // aux loss and statistics
         out.stats = load_stats(*plan);
-        Tensor<T> aux = Tensor<T>::scalar(T(0));
+        Tensor<T> aux = Tensor<T>::zeros({}, x.device());
         if (cfg_.balance != BalanceLoss::None) {
-            const Tensor<T> b = cfg_.balance == BalanceLoss::Switch
-                                    ? switch_balance_loss(out.routing.probs, out.routing.experts, pad)
-                                    : kl_uniform_balance_loss(out.routing.probs, pad);
+            const bool host = x.device() == Device::CPU;
+            const Tensor<T> b =
+                cfg_.balance != BalanceLoss::Switch ? kl_uniform_balance_loss(out.routing.probs, pad)
+                : host ? switch_balance_loss(out.routing.probs, out.routing.experts, pad)
+                       : detail::switch_balance_loss_with(  // m from the plan's statistics: no copy of the routing
+                             out.routing.probs, detail::first_choice_fraction_of<T>(out.stats, x.device()), pad);
             out.stats.balance_loss = static_cast<double>(b.item());
             if (cfg_.balance_weight > 0) aux = add(aux, b * static_cast<T>(cfg_.balance_weight));
         }
@@ -175,7 +191,9 @@ public:
                         gates.shape() == expert_idx.shape(),
                     cfg_.name, ": forward_fixed: experts ", expert_idx.shape(), " and gates ",
                     gates.defined() ? gates.shape() : Shape{}, " must both be (N, k) with N = ", N);
-        const PlanPtr plan = make_dispatch_plan(expert_idx, cfg_.router.num_experts, capacity, pad);
+        const Tensor<int64_t> idx = x.device() == Device::CPU ? expert_idx
+                                                              : detail::on_device(expert_idx, x.device(), cfg_.name.c_str(), "experts");
+        const PlanPtr plan = make_dispatch_plan(idx, cfg_.router.num_experts, capacity, pad);
         Tensor<T> y = run_experts(x.reshape({N, cfg_.d_model}), gates, plan).reshape(x.shape());
         last_stats_ = load_stats(*plan);
         last_aux_ = Tensor<T>::scalar(T(0));

@@ -26,20 +26,21 @@
 namespace moekd::nn {
 
 /// The combined "do not attend" mask: (B, 1, T, S) with a key padding mask, (1, 1, T, S) for a
-/// causal mask alone, undefined for none. 1 = masked.
+/// causal mask alone, undefined for none. 1 = masked. Built on the host (from a host copy of the
+/// padding mask: a few bytes per token) and placed on `device`, the attention's.
 inline Tensor<uint8_t> attention_mask(const Tensor<uint8_t>& key_padding_mask, bool causal, int64_t B, int64_t T,
-                                      int64_t S) {
+                                      int64_t S, Device device = Device::CPU) {
     const bool pad = key_padding_mask.defined();
     if (!pad && !causal) return Tensor<uint8_t>();
     const int64_t nb = pad ? B : 1;
     Tensor<uint8_t> m = Tensor<uint8_t>::empty({nb, 1, T, S});
-    const Tensor<uint8_t> kc = pad ? moekd::detail::contiguous_data(key_padding_mask) : Tensor<uint8_t>();
+    const Tensor<uint8_t> kc = pad ? moekd::detail::contiguous_data(key_padding_mask.to(Device::CPU)) : Tensor<uint8_t>();
     uint8_t* pm = m.data();
     for (int64_t b = 0; b < nb; ++b)
         for (int64_t t = 0; t < T; ++t)
             for (int64_t s = 0; s < S; ++s)
                 pm[(b * T + t) * S + s] = ((pad && kc.data()[b * S + s] != 0) || (causal && s > t)) ? 1 : 0;
-    return m;
+    return m.to(device);
 }
 
 template <class T = float>
@@ -78,7 +79,7 @@ public:
         const T scaling = static_cast<T>(1.0 / std::sqrt(static_cast<double>(Dh)));
         // the 1/sqrt(Dh) scaling rides on the GEMM's alpha (no pass over q, fwd or bwd)
         Tensor<T> scores = moekd::detail::batched_mm(q, k.transpose(-1, -2), Shape{B, H_}, "matmul", scaling);  // (B, H, L, S)
-        const Tensor<uint8_t> mask = attention_mask(key_padding_mask, causal, B, L, S);
+        const Tensor<uint8_t> mask = attention_mask(key_padding_mask, causal, B, L, S, query.device());
         if (mask.defined()) scores = masked_fill(scores, mask, -std::numeric_limits<T>::infinity());
         const Tensor<T> probs = dropout_module->forward(softmax(scores, -1));          // (B, H, L, S)
         const Tensor<T> ctx = matmul(probs, v).permute({0, 2, 1, 3}).reshape({B, L, D_});  // (B, L, D)

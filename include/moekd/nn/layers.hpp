@@ -144,11 +144,12 @@ public:
             out[h + k] = static_cast<T>(std::cos(a));
         }
     }
-    // ids: (B, T) int64 -> (B, T, D), no gradient
+    // ids: (B, T) int64 -> (B, T, D) on the ids' device, no gradient. Computed on the host (from
+    // a host copy of the ids, which are small) and copied over.
     Tensor<T> forward(const Tensor<int64_t>& ids) const {
         MOEKD_CHECK(ids.dim() == 2, "SinusoidalPositions: ids must be (B, T), got ", ids.shape());
         const int64_t B = ids.size(0), L = ids.size(1);
-        const Tensor<int64_t> ic = moekd::detail::contiguous_data(ids);
+        const Tensor<int64_t> ic = moekd::detail::contiguous_data(ids.to(Device::CPU));
         Tensor<T> y = Tensor<T>::empty({B, L, dim_});
         for (int64_t b = 0; b < B; ++b) {
             int64_t count = 0;
@@ -158,6 +159,7 @@ public:
                 row(pad ? padding_idx_ : padding_idx_ + count, y.data() + (b * L + t) * dim_);
             }
         }
+        y = y.to(ids.device());
         this->emit("output", y);
         return y;
     }

@@ -75,7 +75,8 @@ public:
         MOEKD_CHECK(ids.dim() == 2, "BertEmbeddings: input_ids must be (B, T), got ", ids.shape());
         MOEKD_CHECK(!token_type_ids.defined() || token_type_ids.shape() == ids.shape(), "BertEmbeddings: token_type_ids ",
                     token_type_ids.shape(), " must match input_ids ", ids.shape());
-        const Tensor<int64_t> tt = token_type_ids.defined() ? token_type_ids : Tensor<int64_t>::zeros(ids.shape());
+        const Tensor<int64_t> tt =
+            token_type_ids.defined() ? token_type_ids : Tensor<int64_t>::zeros(ids.shape(), ids.device());
         Tensor<T> x = word_embeddings->forward(ids) + token_type_embeddings->forward(tt);
         x = x + position_embeddings->forward(ids.size(1));  // (T, D) broadcast over B
         Tensor<T> y = dropout_module->forward(LayerNorm_->forward(x));

@@ -94,14 +94,14 @@ private:
     Activation act_;
 };
 
-/// 1 where ids == padding_idx: (B, T) uint8; undefined when nothing is padded (as fairseq, which
-/// then skips the mask).
+/// 1 where ids == padding_idx: (B, T) uint8 on the ids' device; undefined when nothing is padded
+/// (as fairseq, which then skips the mask). Decided on a host copy of the ids.
 inline Tensor<uint8_t> padding_mask(const Tensor<int64_t>& ids, int64_t padding_idx) {
-    const Tensor<int64_t> ic = moekd::detail::contiguous_data(ids);
+    const Tensor<int64_t> ic = moekd::detail::contiguous_data(ids.to(Device::CPU));
     Tensor<uint8_t> m = Tensor<uint8_t>::empty(ids.shape());
     bool any = false;
     for (int64_t i = 0; i < m.numel(); ++i) any |= (m.data()[i] = ic.data()[i] == padding_idx ? 1 : 0) != 0;
-    return any ? m : Tensor<uint8_t>();
+    return any ? m.to(ids.device()) : Tensor<uint8_t>();
 }
 
 // ---- layers ------------------------------------------------------------------------------------

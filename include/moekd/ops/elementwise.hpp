@@ -173,7 +173,18 @@ template <class T> Tensor<T> gelu(const Tensor<T>& x) { return detail::unary_op<
 /// x ** p for a scalar exponent. The gradient at x = 0 follows PyTorch (0 for p >= 1).
 template <class T>
 Tensor<T> pow(const Tensor<T>& x, T p) {
-    detail::require_cpu(x, "pow");
+    if (x.device() != Device::CPU) {  // kernels/index.cu, the same kern::Pow
+        Tensor<T> xc = detail::contiguous_data(x).detach();
+        Tensor<T> y = Tensor<T>::empty(x.shape(), x.device());
+        detail::device_entry(DeviceOps<T>::cuda().pow, "pow", x.shape())(xc.data(), p, y.data(), y.numel());
+        return record<T>(y, "pow", {x}, [xc, p](const Tensor<T>& g) {
+            Tensor<T> gc = detail::contiguous_data(g);
+            Tensor<T> gx = Tensor<T>::empty(xc.shape(), xc.device());
+            detail::device_entry(DeviceOps<T>::cuda().pow_backward, "pow", xc.shape())(xc.data(), p, gc.data(),
+                                                                                    gx.data(), gx.numel());
+            return std::vector<Tensor<T>>{gx};
+        });
+    }
     Tensor<T> xc = detail::contiguous_data(x);
     Tensor<T> y = Tensor<T>::empty(x.shape());
     for (int64_t i = 0, n = y.numel(); i < n; ++i) y.data()[i] = kern::Pow::fwd(xc.data()[i], p);

@@ -6,6 +6,8 @@
 // the error names the op, the bad value, its position in the index tensor and the shapes. Index
 // tensors are copied when a backward closure keeps them, so changing one after the forward can
 // never make the backward read out of bounds. Scatters accumulate in index order (deterministic).
+// On CUDA tensors the same ops run the device table's gather / scatter_add / argmax / topk
+// (kernels/index.cu); the indices are checked on a host copy first, with the same messages.
 #pragma once
 
 #include <algorithm>
@@ -13,34 +15,34 @@
 #include <vector>
 
 #include "../kernels/common.cuh"
+#include "../kernels/index.cuh"
 #include "elementwise.hpp"
 #include "view.hpp"
 
 namespace moekd {
 namespace detail {
 
-/// True when `a` (at position ia) ranks before `b` (at ib) in a descending top-k: NaN first (as
-/// torch, NaN counts as the largest), then larger values, then the lower position on ties.
-template <class T>
-MOEKD_HD inline bool topk_before(T a, int64_t ia, T b, int64_t ib) {
-    const bool na = a != a, nb = b != b;
-    if (na != nb) return na;
-    if (!na && a != b) return a > b;
-    return ia < ib;
-}
+using kern::topk_before;
 
-/// A contiguous copy owned by the caller (never aliases `idx`).
+/// A contiguous copy owned by the caller (never aliases `idx`), on idx's device.
 inline Tensor<int64_t> index_copy_of(const Tensor<int64_t>& idx) {
-    Tensor<int64_t> c = Tensor<int64_t>::empty(idx.shape());
+    Tensor<int64_t> c = Tensor<int64_t>::empty(idx.shape(), idx.device());
     copy_into(c, idx);
     return c;
+}
+
+template <class T>
+void require_index_device(const Tensor<T>& x, const Tensor<int64_t>& idx, const char* op, const char* what) {
+    MOEKD_CHECK(x.device() == idx.device(), op, ": x of shape ", x.shape(), " on ", x.device(), ", ", what,
+                " of shape ", idx.shape(), " on ", idx.device(), " (operands on different devices)");
 }
 
 /// Checks 0 <= v < n for every value of the contiguous `idx`; the error names the first bad value
 /// (`what`: "id", "index"), its position in idx (called `holder`), and the context pieces after.
 template <class... Ctx>
-void check_indices(const Tensor<int64_t>& idx, int64_t n, const char* op, const char* what, const char* holder,
+void check_indices(const Tensor<int64_t>& idx_any, int64_t n, const char* op, const char* what, const char* holder,
                    const Ctx&... ctx) {
+    const Tensor<int64_t> idx = idx_any.to(Device::CPU);  // a device index is checked on a host copy
     const int64_t* p = idx.data();
     for (int64_t i = 0, m = idx.numel(); i < m; ++i)
         if (p[i] < 0 || p[i] >= n)
@@ -68,20 +70,37 @@ void gather_into(Tensor<T>& dst, const Tensor<T>& x, int64_t dim, const Tensor<i
     const T* bx = x.impl()->storage->data();
     const int64_t* bi = idx.impl()->storage->data();
     T* bd = dst.impl()->storage->data();
+    if (x.device() != Device::CPU) {
+        const Shape* st[3] = {&dst.strides(), &xs, &idx.strides()};
+        const int64_t off[3] = {dst.offset(), x.offset(), idx.offset()};
+        device_entry(DeviceOps<T>::cuda().gather, "gather", x.shape())(bd, bx, bi, sd,
+                                                                      make_loop_plan(idx.shape(), st, off, "gather"));
+        return;
+    }
     strided_loop<3>(idx.shape(), {&xs, &idx.strides(), &dst.strides()}, {x.offset(), idx.offset(), dst.offset()},
                     [&](auto o) { bd[o[2]] = bx[o[0] + bi[o[1]] * sd]; });
 }
 
 /// dst[p with p[dim] replaced by idx[p]] += src[p] for every position p of idx (validated; src
 /// at least as large as idx in every dim). Accumulates in row-major order of idx. No autograd.
+/// On the device, skip (an index value, -1: none) leaves those elements out (embedding's padding_idx).
 template <class T>
-void scatter_add_into(Tensor<T>& dst, int64_t dim, const Tensor<int64_t>& idx, const Tensor<T>& src) {
+void scatter_add_into(Tensor<T>& dst, int64_t dim, const Tensor<int64_t>& idx, const Tensor<T>& src,
+                      int64_t skip = -1) {
     Shape ds = dst.strides();
     const int64_t sd = ds[dim];
     ds[dim] = 0;
     T* bd = dst.impl()->storage->data();
     const int64_t* bi = idx.impl()->storage->data();
     const T* bs = src.impl()->storage->data();
+    if (dst.device() != Device::CPU) {
+        const Shape* st[3] = {&ds, &idx.strides(), &src.strides()};
+        const int64_t off[3] = {dst.offset(), idx.offset(), src.offset()};
+        device_entry(DeviceOps<T>::cuda().scatter_add, "scatter_add", dst.shape())(
+            bd, bi, bs, sd, static_cast<int>(dim), skip, make_loop_plan(idx.shape(), st, off, "scatter_add"));
+        return;
+    }
+    MOEKD_CHECK(skip == -1, "scatter_add_into: skip is a device-path argument");
     strided_loop<3>(idx.shape(), {&ds, &idx.strides(), &src.strides()}, {dst.offset(), idx.offset(), src.offset()},
                     [&](auto o) { bd[o[0] + bi[o[1]] * sd] += bs[o[2]]; });
 }
@@ -89,8 +108,7 @@ void scatter_add_into(Tensor<T>& dst, int64_t dim, const Tensor<int64_t>& idx, c
 /// Shared shape checks of gather / scatter_add: same rank, index no larger than `x` off `dim`.
 template <class T>
 int64_t check_gather_shapes(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index, const char* op) {
-    require_cpu(x, op);
-    require_cpu(index, op);
+    require_index_device(x, index, op, "index");
     MOEKD_CHECK(x.dim() >= 1, op, ": x must have at least 1 dim, got shape ", x.shape());
     const int64_t d = normalize_dim(dim, x.dim(), op);
     MOEKD_CHECK(index.dim() == x.dim(), op, ": index of shape ", index.shape(), " must have the rank of x ",
@@ -101,6 +119,30 @@ int64_t check_gather_shapes(const Tensor<T>& x, int64_t dim, const Tensor<int64_
     return d;
 }
 
+/// embedding on the device: a gather of rows (the ids read as an (n, D) index with stride 0
+/// along D) and, backward, a scatter-add of the gradient rows into zeros (V, D), a thread per
+/// column walking the ids in order (the CPU's order) and skipping padding_idx.
+template <class T>
+Tensor<T> embedding_device(const Tensor<T>& weight, const Tensor<int64_t>& idc, const Shape& out_shape, int64_t V,
+                           int64_t D, int64_t padding_idx) {
+    const int64_t n = idc.numel();
+    const Device dev = weight.device();
+    Tensor<T> out = Tensor<T>::empty(out_shape, dev);
+    {
+        Tensor<T> o2 = as_strided(out, {n, D}, {D, 1}, 0);
+        Tensor<T> w = weight.detach();
+        Tensor<int64_t> i2 = as_strided(idc, {n, D}, {1, 0}, 0);
+        gather_into(o2, w, 0, i2);
+    }
+    return record<T>(out, "embedding", {weight}, [idc, V, D, n, padding_idx, dev](const Tensor<T>& g) {
+        Tensor<T> gw = Tensor<T>::zeros({V, D}, dev);
+        const Tensor<T> gcont = contiguous_data(g);
+        Tensor<T> gc = as_strided(gcont, {n, D}, {D, 1}, gcont.offset());
+        scatter_add_into(gw, 0, as_strided(idc, {n, D}, {1, 0}, 0), gc, padding_idx);
+        return std::vector<Tensor<T>>{gw};
+    });
+}
+
 }  // namespace detail
 
 // ---- embedding ---------------------------------------------------------------------------------
@@ -108,17 +150,17 @@ int64_t check_gather_shapes(const Tensor<T>& x, int64_t dim, const Tensor<int64_
 /// Rows at padding_idx (-1: none) get no gradient, as torch.nn.Embedding(padding_idx=...).
 template <class T>
 Tensor<T> embedding(const Tensor<T>& weight, const Tensor<int64_t>& ids, int64_t padding_idx = -1) {
-    detail::require_cpu(weight, "embedding");
-    detail::require_cpu(ids, "embedding");
+    detail::require_index_device(weight, ids, "embedding", "ids");
     MOEKD_CHECK(weight.dim() == 2, "embedding: weight must be 2-D (V, D), got shape ", weight.shape());
     const int64_t V = weight.shape()[0], D = weight.shape()[1];
     MOEKD_CHECK(padding_idx == -1 || (padding_idx >= 0 && padding_idx < V), "embedding: padding_idx ", padding_idx,
                 " out of range for weight of shape ", weight.shape(), " (use -1 for none)");
     Tensor<int64_t> idc = detail::index_copy_of(ids);
     detail::check_indices(idc, V, "embedding", "id", "ids", " for weight of shape ", weight.shape(), " (V = ", V, ")");
-    Tensor<T> wc = detail::contiguous_data(weight);
     Shape out_shape = ids.shape();
     out_shape.push_back(D);
+    if (weight.device() != Device::CPU) return detail::embedding_device(weight, idc, out_shape, V, D, padding_idx);
+    Tensor<T> wc = detail::contiguous_data(weight);
     Tensor<T> out = Tensor<T>::empty(out_shape);
     const int64_t* pi = idc.data();
     for (int64_t i = 0, n = idc.numel(); i < n; ++i) std::copy_n(wc.data() + pi[i] * D, D, out.data() + i * D);
@@ -142,8 +184,7 @@ Tensor<T> embedding(const Tensor<T>& weight, const Tensor<int64_t>& ids, int64_t
 /// x: (..., N, ...), index: (M,) -> (..., M, ...). Backward adds g into zeros at the indices.
 template <class T>
 Tensor<T> index_select(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) {
-    detail::require_cpu(x, "index_select");
-    detail::require_cpu(index, "index_select");
+    detail::require_index_device(x, index, "index_select", "index");
     MOEKD_CHECK(x.dim() >= 1, "index_select: x must have at least 1 dim, got shape ", x.shape());
     const int64_t d = normalize_dim(dim, x.dim(), "index_select");
     MOEKD_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape ", index.shape(), " (x ", x.shape(), ")");
@@ -153,6 +194,20 @@ Tensor<T> index_select(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& i
     const int64_t m = idc.numel();
     Shape out_shape = x.shape();
     out_shape[d] = m;
+    if (x.device() != Device::CPU) {
+        // the 1-D index read along dim d of the output's shape (stride 0 elsewhere): a gather
+        Shape is(out_shape.rank(), 0);
+        is[d] = 1;
+        const Tensor<int64_t> iv = detail::as_strided(idc, out_shape, is, 0);
+        Tensor<T> out = Tensor<T>::empty(out_shape, x.device());
+        detail::gather_into(out, x.detach(), d, iv);
+        const Shape in_shape = x.shape();
+        return record<T>(out, "index_select", {x}, [iv, in_shape, d](const Tensor<T>& g) {
+            Tensor<T> gx = Tensor<T>::zeros(in_shape, g.device());
+            detail::scatter_add_into(gx, d, iv, g);
+            return std::vector<Tensor<T>>{gx};
+        });
+    }
     Tensor<T> xc = detail::contiguous_data(x);
     Tensor<T> out = Tensor<T>::empty(out_shape);
     const int64_t* pi = idc.data();
@@ -183,11 +238,11 @@ Tensor<T> gather(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) 
     Tensor<int64_t> idc = detail::index_copy_of(index);
     detail::check_indices(idc, x.shape()[d], "gather", "index", "index", " for dim ", d, " of x with shape ",
                           x.shape());
-    Tensor<T> out = Tensor<T>::empty(index.shape());
+    Tensor<T> out = Tensor<T>::empty(index.shape(), x.device());
     detail::gather_into(out, x, d, idc);
     const Shape in_shape = x.shape();
     return record<T>(out, "gather", {x}, [idc, in_shape, d](const Tensor<T>& g) {
-        Tensor<T> gx = Tensor<T>::zeros(in_shape);
+        Tensor<T> gx = Tensor<T>::zeros(in_shape, g.device());
         detail::scatter_add_into(gx, d, idc, g);
         return std::vector<Tensor<T>>{gx};
     });
@@ -199,7 +254,7 @@ Tensor<T> gather(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index) 
 template <class T>
 Tensor<T> scatter_add(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& index, const Tensor<T>& src) {
     const int64_t d = detail::check_gather_shapes(x, dim, index, "scatter_add");
-    detail::require_cpu(src, "scatter_add");
+    detail::require_same_device(x, src, "scatter_add");
     MOEKD_CHECK(src.dim() == x.dim(), "scatter_add: src of shape ", src.shape(), " must have the rank of x ",
                 x.shape());
     for (int64_t i = 0; i < x.dim(); ++i)
@@ -208,7 +263,7 @@ Tensor<T> scatter_add(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& in
     Tensor<int64_t> idc = detail::index_copy_of(index);
     detail::check_indices(idc, x.shape()[d], "scatter_add", "index", "index", " for dim ", d, " of x with shape ",
                           x.shape());
-    Tensor<T> out = Tensor<T>::empty(x.shape());
+    Tensor<T> out = Tensor<T>::empty(x.shape(), x.device());
     detail::copy_into(out, x);
     detail::scatter_add_into(out, d, idc, src);
     const Shape src_shape = src.shape();
@@ -216,7 +271,7 @@ Tensor<T> scatter_add(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& in
         Tensor<T> gsrc;
         if (needs_grad(src)) {
             // positions of src that index does not cover get zero gradient
-            gsrc = Tensor<T>::zeros(src_shape);
+            gsrc = Tensor<T>::zeros(src_shape, g.device());
             Tensor<T> covered = detail::as_strided(gsrc, idc.shape(), gsrc.strides(), 0);
             detail::gather_into(covered, g, d, idc);
         }
@@ -229,7 +284,6 @@ Tensor<T> scatter_add(const Tensor<T>& x, int64_t dim, const Tensor<int64_t>& in
 /// x: (..., N, ...) -> (..., ...) or (..., 1, ...) with keepdim.
 template <class T>
 Tensor<int64_t> argmax(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
-    detail::require_cpu(x, "argmax");
     MOEKD_CHECK(x.dim() >= 1, "argmax: x must have at least 1 dim, got shape ", x.shape());
     const int64_t d = normalize_dim(dim, x.dim(), "argmax");
     MOEKD_CHECK(x.shape()[d] > 0, "argmax: dim ", d, " of x with shape ", x.shape(), " is empty");
@@ -238,7 +292,11 @@ Tensor<int64_t> argmax(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
     Shape out_shape = x.shape();
     if (keepdim) out_shape[d] = 1;
     else out_shape.erase(out_shape.begin() + d);
-    Tensor<int64_t> out = Tensor<int64_t>::empty(out_shape);
+    Tensor<int64_t> out = Tensor<int64_t>::empty(out_shape, x.device());
+    if (x.device() != Device::CPU) {
+        detail::device_entry(DeviceOps<T>::cuda().argmax, "argmax", x.shape())(xc.data(), out.data(), l.outer, l.n, l.inner);
+        return out;
+    }
     for (int64_t o = 0; o < l.outer; ++o)
         for (int64_t k = 0; k < l.inner; ++k) {
             const T* col = xc.data() + o * l.n * l.inner + k;
@@ -255,7 +313,6 @@ Tensor<int64_t> argmax(const Tensor<T>& x, int64_t dim, bool keepdim = false) {
 /// indices: the same shape, positions along dim.
 template <class T>
 std::pair<Tensor<T>, Tensor<int64_t>> topk(const Tensor<T>& x, int64_t k, int64_t dim = -1) {
-    detail::require_cpu(x, "topk");
     MOEKD_CHECK(x.dim() >= 1, "topk: x must have at least 1 dim, got shape ", x.shape());
     const int64_t d = normalize_dim(dim, x.dim(), "topk");
     MOEKD_CHECK(k >= 0 && k <= x.shape()[d], "topk: k = ", k, " out of range [0, ", x.shape()[d], "] for dim ", d,
@@ -264,7 +321,11 @@ std::pair<Tensor<T>, Tensor<int64_t>> topk(const Tensor<T>& x, int64_t k, int64_
     Tensor<T> xc = detail::contiguous_data(x);
     Shape out_shape = x.shape();
     out_shape[d] = k;
-    Tensor<int64_t> idx = Tensor<int64_t>::empty(out_shape);
+    Tensor<int64_t> idx = Tensor<int64_t>::empty(out_shape, x.device());
+    if (x.device() != Device::CPU) {
+        detail::device_entry(DeviceOps<T>::cuda().topk, "topk", x.shape())(xc.data(), idx.data(), l.outer, l.n, l.inner, k);
+        return {gather(x, d, idx), idx};
+    }
     std::vector<int64_t> order(l.n);
     for (int64_t o = 0; o < l.outer; ++o)
         for (int64_t i = 0; i < l.inner; ++i) {

@@ -26,7 +26,8 @@ Tensor<T> concat(const std::vector<Tensor<T>>& tensors, int64_t dim = 0) {
     for (size_t i = 0; i < tensors.size(); ++i) {
         const Tensor<T>& t = tensors[i];
         MOEKD_CHECK(t.defined(), "concat: tensor ", i, " is undefined");
-        detail::require_cpu(t, "concat");
+        MOEKD_CHECK(t.device() == first.device(), "concat: tensor ", i, " of shape ", t.shape(), " is on ", t.device(),
+                    " but tensor 0 of shape ", first.shape(), " is on ", first.device());
         bool ok = t.dim() == first.dim();
         for (int64_t k = 0; ok && k < t.dim(); ++k) ok = k == d || t.shape()[k] == first.shape()[k];
         MOEKD_CHECK(ok, "concat: tensor ", i, " has shape ", t.shape(), " but tensor 0 has shape ", first.shape(),
@@ -35,7 +36,7 @@ Tensor<T> concat(const std::vector<Tensor<T>>& tensors, int64_t dim = 0) {
     }
     Shape out_shape = first.shape();
     out_shape[d] = total;
-    Tensor<T> out = Tensor<T>::empty(out_shape);
+    Tensor<T> out = Tensor<T>::empty(out_shape, first.device());
     std::vector<int64_t> starts;
     int64_t off = 0;
     for (const Tensor<T>& t : tensors) {

@@ -154,6 +154,36 @@ Tensor<T> cross_entropy_reference(const Tensor<T>& logits, const Tensor<int64_t>
     return Tensor<T>::scalar(static_cast<T>(total));
 }
 
+/// nll_loss's device half: targets checked on a host copy (as cross_entropy_device), then the
+/// device table's nll rows + reduction, and its backward.
+template <class T>
+Tensor<T> nll_loss_device(const Tensor<T>& log_probs, const Tensor<int64_t>& targets, int64_t C, int64_t ignore_index,
+                          Reduction reduction) {
+    const char* op = "nll_loss";
+    const Tensor<T> xc = contiguous_data(log_probs).detach();
+    const Tensor<int64_t> tc = contiguous_data(targets).detach();
+    const Tensor<int64_t> th = tc.to(Device::CPU);
+    const Shape tshape = targets.shape();
+    const int64_t N = tc.numel();
+    int64_t count = 0;
+    for (int64_t r = 0; r < N; ++r) count += checked_target(th, r, C, ignore_index, tshape, op) >= 0;
+    const Device dev = log_probs.device();
+    Tensor<T> rows = Tensor<T>::zeros({N}, dev), loss = Tensor<T>::zeros({}, dev);
+    const double divisor = reduction == Reduction::Mean ? static_cast<double>(count) : 1.0;
+    device_entry(DeviceOps<T>::cuda().nll_rows, op, log_probs.shape())(
+        xc.data(), tc.data(), rows.data(), reduction == Reduction::None ? nullptr : loss.data(), N, C, ignore_index,
+        divisor);
+    Tensor<T> out = reduction == Reduction::None ? rows.reshape(tshape) : loss;
+    const Shape xshape = log_probs.shape();
+    return record<T>(out, op, {log_probs}, [tc, xshape, N, C, ignore_index, reduction, divisor](const Tensor<T>& g) {
+        Tensor<T> gc = contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::empty(xshape, gc.device());
+        device_entry(DeviceOps<T>::cuda().nll_backward, "nll_loss", xshape)(
+            tc.data(), gc.data(), reduction == Reduction::None, static_cast<T>(divisor), gx.data(), N, C, ignore_index);
+        return std::vector<Tensor<T>>{gx};
+    });
+}
+
 }  // namespace detail
 
 /// Cross-entropy of class logits against integer targets, as torch.nn.functional.cross_entropy
@@ -205,7 +235,8 @@ template <class T>
 Tensor<T> nll_loss(const Tensor<T>& log_probs, const Tensor<int64_t>& targets, int64_t ignore_index = -100,
                    Reduction reduction = Reduction::Mean) {
     const char* op = "nll_loss";
-    const int64_t C = detail::check_class_last(log_probs, targets, op, "log_probs");
+    const int64_t C = detail::check_class_last(log_probs, targets, op, "log_probs", true);
+    if (log_probs.device() != Device::CPU) return detail::nll_loss_device(log_probs, targets, C, ignore_index, reduction);
     const Tensor<T> xc = detail::contiguous_data(log_probs).detach();
     const Tensor<int64_t> tc = detail::contiguous_data(targets).detach();
     const Shape tshape = targets.shape();

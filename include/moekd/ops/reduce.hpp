@@ -96,10 +96,28 @@ namespace detail {
 /// extremes (like torch.amax), so it is well defined at ties.
 template <class T>
 Tensor<T> extreme(const Tensor<T>& x, const Shape& dims, bool keepdim, bool is_max, const char* op) {
-    require_cpu(x, op);
     const auto p = plan_reduce(x.shape(), dims, keepdim, op);
     MOEKD_CHECK(p.inner > 0, op, ": reducing ", x.shape(), " over an empty dim");
     Tensor<T> xl = reduce_layout(x, p);
+    const Shape perm = p.perm;
+    const int64_t outer = p.outer, inner = p.inner;
+    auto unpermute = [perm](const Tensor<T>& gl) {
+        Shape inv(perm.size());
+        for (size_t i = 0; i < perm.size(); ++i) inv[perm[i]] = static_cast<int64_t>(i);
+        return gl.dim() ? gl.permute(inv).contiguous() : gl;
+    };
+    if (x.device() != Device::CPU) {  // a block per row, both ways (kernels/index.cu)
+        Tensor<T> y = Tensor<T>::empty(p.out_shape, x.device());
+        if (outer > 0) device_entry(DeviceOps<T>::cuda().extreme_rows, op, x.shape())(xl.data(), y.data(), outer, inner, is_max);
+        return record<T>(y, op, {x}, [xl, yd = y.detach(), outer, inner, unpermute, op](const Tensor<T>& g) {
+            Tensor<T> gc = contiguous_data(g);
+            Tensor<T> gl = Tensor<T>::empty(xl.shape(), xl.device());
+            if (outer > 0)
+                device_entry(DeviceOps<T>::cuda().extreme_rows_backward, op, xl.shape())(xl.data(), yd.data(), gc.data(),
+                                                                                       gl.data(), outer, inner);
+            return std::vector<Tensor<T>>{unpermute(gl)};
+        });
+    }
     Tensor<T> y = Tensor<T>::empty(p.out_shape);
     const T* px = xl.data();
     for (int64_t o = 0; o < p.outer; ++o) {
@@ -111,9 +129,7 @@ Tensor<T> extreme(const Tensor<T>& x, const Shape& dims, bool keepdim, bool is_m
         }
         y.data()[o] = best;
     }
-    const Shape perm = p.perm;
-    const int64_t outer = p.outer, inner = p.inner;
-    return record<T>(y, op, {x}, [xl, yd = y.detach(), perm, outer, inner](const Tensor<T>& g) {
+    return record<T>(y, op, {x}, [xl, yd = y.detach(), outer, inner, unpermute](const Tensor<T>& g) {
         Tensor<T> gc = contiguous_data(g);
         Tensor<T> gl = Tensor<T>::zeros(xl.shape());  // gradient in the permuted layout
         for (int64_t o = 0; o < outer; ++o) {
@@ -125,9 +141,7 @@ Tensor<T> extreme(const Tensor<T>& x, const Shape& dims, bool keepdim, bool is_m
             for (int64_t i = 0; i < inner; ++i)
                 if (row[i] == yd.data()[o]) gl.data()[o * inner + i] = share;
         }
-        Shape inv(perm.size());
-        for (size_t i = 0; i < perm.size(); ++i) inv[perm[i]] = static_cast<int64_t>(i);
-        return std::vector<Tensor<T>>{gl.dim() ? gl.permute(inv).contiguous() : gl};
+        return std::vector<Tensor<T>>{unpermute(gl)};
     });
 }
 }  // namespace detail
