@@ -21,11 +21,8 @@ namespace {
 
 constexpr unsigned kBlock = 256;
 
-unsigned grid_for(int64_t n, unsigned block = kBlock) {
-    const int64_t g = (n + block - 1) / block;
-    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
-unsigned rows_grid(int64_t rows) { return static_cast<unsigned>(rows < 65535 ? (rows > 0 ? rows : 1) : 65535); }
+unsigned grid_for(int64_t n) { return kern::cuda::grid_for(n, kBlock); }
+unsigned rows_grid(int64_t rows) { return kern::cuda::grid_1d(rows); }
 
 #define MOEKD_GRID_STRIDE(i, n) \
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)

@@ -23,10 +23,7 @@ namespace {
 
 constexpr unsigned kBlock = 256;
 
-unsigned grid_for(int64_t n, unsigned block = kBlock) {
-    const int64_t g = (n + block - 1) / block;
-    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
+unsigned grid_for(int64_t n) { return kern::cuda::grid_for(n, kBlock); }
 
 template <class T>
 __global__ void fill_kernel(T* __restrict__ p, T v, int64_t n) {
@@ -122,8 +119,7 @@ void binary(BinaryOp op, T* c, const T* a, const T* b, const LoopPlan& p) {
 
 template <class T>
 void sum_rows(const T* x, T* y, int64_t rows, int64_t n) {
-    const unsigned g = static_cast<unsigned>(rows < 65535 ? rows : 65535);
-    MOEKD_LAUNCH(g, kBlock, 0, 0, sum_rows_kernel<T>)(x, y, rows, n);
+    MOEKD_LAUNCH(kern::cuda::grid_1d(rows), kBlock, 0, 0, sum_rows_kernel<T>)(x, y, rows, n);
     check_launch("sum_rows");
 }
 

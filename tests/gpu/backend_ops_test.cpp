@@ -259,16 +259,6 @@ TEST_CASE("fused optimizer updates on the device match the CPU optimizers", "[cu
     CHECK_THROWS_WITH(lamb.step(), Catch::Contains("optimizer") && Catch::Contains("no CUDA implementation"));
 }
 
-int main(int argc, char** argv) {
-    const int n = cuda::device_count();
-    if (n == 0) {
-        std::cout << "SKIPPED: no CUDA device found (" << cuda::no_device_reason() << ")\n";
-        return 77;
-    }
-    std::cout << cuda::build_info() << "\n";
-    return Catch::Session().run(argc, argv);
-}
-
 // The ops without gradients that the registry does not hold: comparisons and mask logic, and
 // the long-row and NaN paths of argmax / top-k / max.
 TEST_CASE("comparisons, masks, argmax and top-k on the device match the CPU", "[cuda]") {
@@ -364,4 +354,14 @@ TEST_CASE("an encoder-decoder trains on the device as on the CPU", "[cuda]") {
     double worst = 0;
     for (size_t i = 0; i < wc.size(); ++i) worst = std::max(worst, std::abs(wc[i] - wd[i]));
     CHECK(worst <= 1e-10);
+}
+
+int main(int argc, char** argv) {
+    const int n = cuda::device_count();
+    if (n == 0) {
+        std::cout << "SKIPPED: no CUDA device found (" << cuda::no_device_reason() << ")\n";
+        return 77;
+    }
+    std::cout << cuda::build_info() << "\n";
+    return Catch::Session().run(argc, argv);
 }

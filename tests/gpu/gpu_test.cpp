@@ -20,6 +20,8 @@
 #include <moekd/ops/matmul.hpp>
 #include <moekd/tensor.hpp>
 
+#include "gpu_main.hpp"
+
 using namespace moekd;
 
 namespace {
@@ -243,28 +245,4 @@ TEST_CASE("no device: allocator size classes", "[nodevice]") {
     CHECK(A::round_size(1000000) == 1048576);
 }
 
-int main(int argc, char** argv) {
-    const bool no_device_mode = argc > 1 && std::strcmp(argv[1], "--no-device") == 0;
-    const int n = cuda::device_count();
-    std::vector<char*> args{argv[0]};
-    std::string tags;
-    if (no_device_mode) {
-        if (n > 0) {
-            std::cout << "SKIPPED: a CUDA device is present; the no-device checks only apply without one\n";
-            return 77;
-        }
-        tags = "[nodevice]";
-        for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
-    } else {
-        if (n == 0) {
-            std::cout << "SKIPPED: no CUDA device found (" << cuda::no_device_reason() << ")\n";
-            return 77;
-        }
-        std::cout << cuda::build_info() << "\n";
-        tags = "[cuda]";
-        for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-    }
-    const bool has_filter = std::any_of(args.begin() + 1, args.end(), [](const char* a) { return a[0] != '-'; });
-    if (!has_filter) args.push_back(tags.data());
-    return Catch::Session().run(static_cast<int>(args.size()), args.data());
-}
+int main(int argc, char** argv) { return moekd::test::gpu_test_main(argc, argv); }

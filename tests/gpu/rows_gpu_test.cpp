@@ -27,6 +27,8 @@
 #include <moekd/cuda.hpp>
 #include <moekd/tensor.hpp>
 
+#include "gpu_main.hpp"
+
 using namespace moekd;
 
 namespace {
@@ -477,35 +479,9 @@ TEST_CASE("no device: softmax, cross-entropy and layer-norm entries name bad arg
 }  // namespace
 
 int main(int argc, char** argv) {
-    const bool no_device_mode = argc > 1 && std::strcmp(argv[1], "--no-device") == 0;
-    const int n = cuda::device_count();
-    std::vector<char*> args{argv[0]};
-    std::string tags;
-    if (no_device_mode) {
-        if (n > 0) {
-            std::cout << "SKIPPED: a CUDA device is present; the no-device checks only apply without one\n";
-            return 77;
-        }
-        tags = "[nodevice]";
-        for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
-    } else {
-        if (n == 0) {
-            std::cout << "SKIPPED: no CUDA device: " << cuda::no_device_reason() << "\n";
-            return 77;
-        }
-        std::cout << cuda::build_info() << "\n";
-        tags = "[cuda]";
-        for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-    }
-    const bool has_filter = std::any_of(args.begin() + 1, args.end(), [](const char* s) { return s[0] != '-'; });
-    if (!has_filter) args.push_back(tags.data());
-    const auto t0 = std::chrono::steady_clock::now();
-    const int rc = Catch::Session().run(static_cast<int>(args.size()), args.data());
-    if (!worst().empty()) {
+    return moekd::test::gpu_test_main(argc, argv, [] {
+        if (worst().empty()) return;
         std::cout << "largest errors (relative to the row's largest |CPU value|):\n";
         for (const auto& [k, v] : worst()) std::cout << "  " << k << ": " << v << "\n";
-    }
-    std::cout << "time: "
-              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s\n";
-    return rc;
+    });
 }

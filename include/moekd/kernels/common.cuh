@@ -29,3 +29,15 @@
 #else
 #define MOEKD_HD
 #endif
+
+#if defined(MOEKD_CUDA_KERNELS)
+#include <cstdint>
+namespace moekd::kern::cuda {
+/// A 1-D grid of `blocks` blocks, clamped to [1, 65535] (the kernels loop grid-stride past it).
+inline unsigned grid_1d(int64_t blocks) {
+    return static_cast<unsigned>(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
+}
+/// The grid of a grid-stride loop over n items with `block` threads a block.
+inline unsigned grid_for(int64_t n, unsigned block = 256) { return grid_1d((n + block - 1) / block); }
+}  // namespace moekd::kern::cuda
+#endif

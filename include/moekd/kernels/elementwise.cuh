@@ -103,11 +103,6 @@ __global__ void binary_fwd_kernel(const T* __restrict__ a, const T* __restrict__
         c[i] = F::fwd(a[i], b[i]);
 }
 
-inline unsigned grid_for(int64_t n, unsigned block = 256) {
-    int64_t g = (n + block - 1) / block;
-    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
-
 /// Launchers over contiguous device buffers (the CUDA backend makes its inputs contiguous).
 template <class F, class T>
 cudaError_t launch_unary_fwd(const T* x, T* y, int64_t n, cudaStream_t s = 0) {

@@ -97,7 +97,6 @@ MOEKD_HD void layer_norm_param_grad_row(const T* x, const T* g, A* gw, A* gb, in
 
 namespace moekd::kern::cuda {
 
-inline unsigned norm_grid(int64_t items, unsigned block) { return grid_1d((items + block - 1) / block); }
 
 // ---- forward and x gradient: a warp per row (N <= 1024) or a block per row ----------------------
 // layer_norm_stats_row: mean = sum x / N, then var = sum (x - mean)^2 / N (two passes, T
@@ -270,7 +269,7 @@ cudaError_t launch_layer_norm_bwd(const T* x, const T* w, const T* g, const T* m
                                                                                                   pb, M, N, chunks);
         const cudaError_t e = cudaGetLastError();
         if (e != cudaSuccess) return e;
-        MOEKD_LAUNCH(norm_grid(N, 256), 256, 0, s, layer_norm_param_finish_kernel<T>)(pw, pb, gw, gb, N, chunks);
+        MOEKD_LAUNCH(grid_for(N, 256), 256, 0, s, layer_norm_param_finish_kernel<T>)(pw, pb, gw, gb, N, chunks);
     }
     return cudaGetLastError();
 }

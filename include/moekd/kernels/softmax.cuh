@@ -356,10 +356,6 @@ __device__ inline T row_allreduce(T v, T* smem, Op op) {
     else return warp_allreduce(v, op);
 }
 
-inline unsigned grid_1d(int64_t blocks) {
-    return static_cast<unsigned>(blocks < 65535 ? (blocks > 0 ? blocks : 1) : 65535);
-}
-inline unsigned softmax_grid(int64_t rows, unsigned block) { return grid_1d((rows + block - 1) / block); }
 /// Blocks of the warp-per-row kernels for `rows` rows (kRowsBlock / 32 rows a block).
 inline unsigned warp_rows_grid(int64_t rows) { return grid_1d((rows + kRowsBlock / kWarp - 1) / (kRowsBlock / kWarp)); }
 
@@ -556,7 +552,7 @@ template <class T>
 cudaError_t launch_softmax_fwd(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log,
                                cudaStream_t s = 0) {
     if (inner != 1)
-        MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_fwd_kernel<T>)(x, y, outer, n, inner, log);
+        MOEKD_LAUNCH(grid_for(outer * inner, 128), 128, 0, s, softmax_fwd_kernel<T>)(x, y, outer, n, inner, log);
     else if (n <= kWarpRowMax)
         MOEKD_LAUNCH(warp_rows_grid(outer), kRowsBlock, 0, s, softmax_fwd_rows_kernel<false, T>)(x, y, outer, n, log);
     else
@@ -567,7 +563,7 @@ template <class T>
 cudaError_t launch_softmax_bwd(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner, bool log,
                                cudaStream_t s = 0) {
     if (inner != 1)
-        MOEKD_LAUNCH(softmax_grid(outer * inner, 128), 128, 0, s, softmax_bwd_kernel<T>)(y, g, gx, outer, n, inner, log);
+        MOEKD_LAUNCH(grid_for(outer * inner, 128), 128, 0, s, softmax_bwd_kernel<T>)(y, g, gx, outer, n, inner, log);
     else if (n <= kWarpRowMax)
         MOEKD_LAUNCH(warp_rows_grid(outer), kRowsBlock, 0, s, softmax_bwd_rows_kernel<false, T>)(y, g, gx, outer, n, log);
     else

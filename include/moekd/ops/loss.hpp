@@ -60,6 +60,17 @@ inline int64_t checked_target(const Tensor<int64_t>& tc, int64_t r, int64_t C, i
     return t;
 }
 
+/// The number of targets that are not ignore_index, for targets on the device: every value is
+/// checked on a host copy first (an error names the value and position, as on the CPU, where a
+/// GPU kernel would only assert).
+inline int64_t count_device_targets(const Tensor<int64_t>& tc, int64_t C, int64_t ignore_index, const Shape& tshape,
+                                    const char* op) {
+    const Tensor<int64_t> th = tc.to(Device::CPU);
+    int64_t count = 0;
+    for (int64_t r = 0; r < th.numel(); ++r) count += checked_target(th, r, C, ignore_index, tshape, op) >= 0;
+    return count;
+}
+
 /// The per-row upstream gradient scale for a reduction: g / count, g, or g[r].
 template <class T>
 struct RowScale {
@@ -92,11 +103,9 @@ Tensor<T> cross_entropy_device(const Tensor<T>& logits, const Tensor<int64_t>& t
     const char* op = "cross_entropy";
     const Tensor<T> xc = contiguous_data(logits).detach();
     const Tensor<int64_t> tc = contiguous_data(targets).detach();
-    const Tensor<int64_t> th = tc.to(Device::CPU);
     const Shape tshape = targets.shape();
     const int64_t N = tc.numel();
-    int64_t count = 0;
-    for (int64_t r = 0; r < N; ++r) count += checked_target(th, r, C, ignore_index, tshape, op) >= 0;
+    const int64_t count = count_device_targets(tc, C, ignore_index, tshape, op);
     const Device dev = logits.device();
     Tensor<T> rows = Tensor<T>::zeros({N}, dev), rmax = Tensor<T>::zeros({N}, dev), lsum = Tensor<T>::zeros({N}, dev);
     Tensor<T> loss = Tensor<T>::zeros({}, dev);
@@ -162,11 +171,9 @@ Tensor<T> nll_loss_device(const Tensor<T>& log_probs, const Tensor<int64_t>& tar
     const char* op = "nll_loss";
     const Tensor<T> xc = contiguous_data(log_probs).detach();
     const Tensor<int64_t> tc = contiguous_data(targets).detach();
-    const Tensor<int64_t> th = tc.to(Device::CPU);
     const Shape tshape = targets.shape();
     const int64_t N = tc.numel();
-    int64_t count = 0;
-    for (int64_t r = 0; r < N; ++r) count += checked_target(th, r, C, ignore_index, tshape, op) >= 0;
+    const int64_t count = count_device_targets(tc, C, ignore_index, tshape, op);
     const Device dev = log_probs.device();
     Tensor<T> rows = Tensor<T>::zeros({N}, dev), loss = Tensor<T>::zeros({}, dev);
     const double divisor = reduction == Reduction::Mean ? static_cast<double>(count) : 1.0;
