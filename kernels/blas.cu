@@ -1,15 +1,14 @@
-// blas.cu — the per-thread cuBLAS handle and the column-major GEMM behind cuda::gemm.
+// blas.cu — the per-thread cuBLAS handle and the column-major GEMM behind the device table's
+// gemm entry (kernels/ops.cu, which does the row-major bookkeeping: operand swap, strides).
 //
-// Host code only; the row-major bookkeeping (operand swap, transposed views) is in
-// include/moekd/cuda/blas.hpp.
-#include <moekd/cuda/blas.hpp>
+// Host code only; declared in kernels/cublas.hpp, private to kernels/*.cu.
 #include <moekd/cuda/runtime.hpp>
 
 #include <unordered_map>
 
-#define MOEKD_CUBLAS_CHECK(call) ::moekd::cuda::detail::cublas_check((call), #call, __FILE__, __LINE__)
+#include "cublas.hpp"
 
-namespace moekd::cuda {
+namespace moekd::cuda::detail {
 
 cublasHandle_t cublas_handle() {
     // cuBLAS handles are bound to a device and must not be used by two threads at once. They are
@@ -25,7 +24,6 @@ cublasHandle_t cublas_handle() {
     return h;
 }
 
-namespace detail {
 namespace {
 
 template <class T, class Gemm, class Geam>
@@ -58,5 +56,4 @@ void gemm_colmajor(bool trans_a, bool trans_b, int m, int n, int k, double alpha
     gemm_impl<double>(cublasDgemm, cublasDgeam, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-}  // namespace detail
-}  // namespace moekd::cuda
+}  // namespace moekd::cuda::detail

@@ -1,19 +1,27 @@
-// experts.cu — the elementwise and column-sum kernels of the grouped expert FFN
-// (include/moekd/cuda/experts.hpp; its GEMMs are cuBLAS through cuda::gemm), compiled for float
-// and double. The per-element math is kern::bias_act_row / kern::act_backward_row of
-// include/moekd/kernels/dispatch.cuh, the functions moe::expert_ffn calls on the CPU, here with
-// one element per thread (a row of length 1).
-#include <moekd/cuda/experts.hpp>
+// experts.cu — the device table's grouped-expert-FFN entries (core/backend.hpp; moe::expert_ffn
+// in moe/dispatch.hpp, whose per-expert GEMMs are the table's gemm): bias + activation, its
+// backward, bias add, the bias-gradient column sums, and the strided-batched GEMM of stacked
+// expert weights (cuBLAS), for float and double. The per-element math is kern::bias_act_row /
+// kern::act_backward_row of include/moekd/kernels/dispatch.cuh, the functions moe::expert_ffn calls
+// on the CPU, here with one element per thread (a row of length 1); column sums are one thread per
+// column, rows in order, in double (deterministic). Compiled by nvcc into moekd::cuda, and by g++
+// into the emulated backend (emu/).
+#include <moekd/core/backend.hpp>
+#include <moekd/cuda/error.hpp>
+#include <moekd/cuda/ops.hpp>
 #include <moekd/kernels/dispatch.cuh>
 #include <moekd/kernels/elementwise.cuh>
 
-namespace moekd::cuda::detail {
+#include "cublas.hpp"
+
+namespace moekd::cuda {
 namespace {
 
-unsigned grid_for(int64_t n, unsigned block) {
-    const int64_t g = (n + block - 1) / block;
-    return static_cast<unsigned>(g < 65535 ? (g > 0 ? g : 1) : 65535);
-}
+using detail::blas_int;
+using detail::cublas_check;
+using detail::cublas_handle;
+
+using kern::cuda::grid_for;
 
 // h, a: (n, F); b: (F) or null.
 template <class Act, class T>
@@ -46,8 +54,7 @@ __global__ void column_sum_kernel(const T* __restrict__ x, int64_t n, int64_t C,
     }
 }
 
-}  // namespace
-
+/// h[i] += b[i % F] (b may be null); a[i] = act(h[i]) over n * F elements.
 template <class T>
 void bias_act_raw(T* h, const T* b, T* a, int64_t n, int64_t F, bool gelu) {
     const int64_t count = n * F;
@@ -57,6 +64,7 @@ void bias_act_raw(T* h, const T* b, T* a, int64_t n, int64_t F, bool gelu) {
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
+/// y[i] += b[i % D] over n * D elements.
 template <class T>
 void add_bias_raw(T* y, const T* b, int64_t n, int64_t D) {
     const int64_t count = n * D;
@@ -65,6 +73,7 @@ void add_bias_raw(T* y, const T* b, int64_t n, int64_t D) {
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
+/// da[i] = act'(h[i]) * da[i] over count elements (in place).
 template <class T>
 void act_backward_raw(const T* h, const T* a, T* da, int64_t count, bool gelu) {
     if (count == 0) return;
@@ -73,6 +82,7 @@ void act_backward_raw(const T* h, const T* a, T* da, int64_t count, bool gelu) {
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
+/// out[c] = sum over rows r (in order, in double) of x[r * C + c].  x: (n, C), out: (C).
 template <class T>
 void column_sum_raw(const T* x, int64_t n, int64_t C, T* out) {
     if (C == 0) return;
@@ -80,7 +90,6 @@ void column_sum_raw(const T* x, int64_t n, int64_t C, T* out) {
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
-namespace {
 cublasStatus_t strided_batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                                const float* alpha, const float* a, int lda, long long sa, const float* b, int ldb,
                                long long sb, const float* beta, float* c, int ldc, long long sc, int batch) {
@@ -91,13 +100,14 @@ cublasStatus_t strided_batched(cublasHandle_t h, cublasOperation_t ta, cublasOpe
                                long long sb, const double* beta, double* c, int ldc, long long sc, int batch) {
     return cublasDgemmStridedBatched(h, ta, tb, m, n, k, alpha, a, lda, sa, b, ldb, sb, beta, c, ldc, sc, batch);
 }
-}  // namespace
 
+/// `batch` row-major GEMMs C_i (m, n) = op(A_i) op(B_i) (beta 0), X_i = x + i * stride_x, through
+/// cublas{S,D}gemmStridedBatched (operands swapped for column-major, as the gemm entry does).
 template <class T>
 void gemm_strided_batched_raw(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                               int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T* c, int64_t ldc,
                               int64_t stride_c, int64_t batch) {
-    const char* op = "cuda::gemm_strided_batched";
+    const char* op = "expert_ffn (strided-batched GEMM)";
     if (m == 0 || n == 0 || batch == 0) return;
     MOEKD_CHECK(k > 0, op, ": an empty inner dimension");
     const T one(1), zero(0);
@@ -109,15 +119,21 @@ void gemm_strided_batched_raw(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
                  "cublasXgemmStridedBatched", __FILE__, __LINE__);
 }
 
-#define MOEKD_INSTANTIATE_EXPERTS(T)                                            \
-    template void gemm_strided_batched_raw<T>(bool, bool, int64_t, int64_t, int64_t, const T*, int64_t, int64_t, \
-                                              const T*, int64_t, int64_t, T*, int64_t, int64_t, int64_t);        \
-    template void bias_act_raw<T>(T*, const T*, T*, int64_t, int64_t, bool);     \
-    template void add_bias_raw<T>(T*, const T*, int64_t, int64_t);               \
-    template void act_backward_raw<T>(const T*, const T*, T*, int64_t, bool);    \
-    template void column_sum_raw<T>(const T*, int64_t, int64_t, T*);
-MOEKD_INSTANTIATE_EXPERTS(float)
-MOEKD_INSTANTIATE_EXPERTS(double)
-#undef MOEKD_INSTANTIATE_EXPERTS
+template <class T>
+void install_for() {
+    DeviceOps<T>& o = DeviceOps<T>::cuda();
+    o.moe_bias_act = &bias_act_raw<T>;
+    o.moe_add_bias = &add_bias_raw<T>;
+    o.moe_act_backward = &act_backward_raw<T>;
+    o.moe_column_sum = &column_sum_raw<T>;
+    o.moe_gemm_strided_batched = &gemm_strided_batched_raw<T>;
+}
 
-}  // namespace moekd::cuda::detail
+}  // namespace
+
+void detail::install_expert_ops() {
+    install_for<float>();
+    install_for<double>();
+}
+
+}  // namespace moekd::cuda

@@ -309,7 +309,7 @@ void install_for() {
 
 }  // namespace
 
-void install_index_ops() {
+void detail::install_index_ops() {
     install_for<float>();
     install_for<double>();
     DeviceOps<int64_t>::cuda().compare = &compare<int64_t>;  // e.g. eq(ids, pad) on the device

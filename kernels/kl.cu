@@ -1,16 +1,14 @@
-// kl.cu — compiles the fused KL kernels of include/moekd/kernels/kl.cuh (a warp or a block per row
-// for the forward statistics, per-element backward kernels) for float and double, plus the
-// reduction of the row losses to the scalar loss. They serve the losses of losses/kd.hpp through
-// the device table (install_loss_ops below, which also fills the relation entries from
-// kernels/relation.cu), and the raw launchers that include/moekd/cuda/kl.hpp declares for its
-// twin functions.
+// kl.cu — the device table's KL entries (core/backend.hpp; moekd::symmetric_kl and
+// soft_distill in losses/kd.hpp): the fused kernels of include/moekd/kernels/kl.cuh (a
+// warp or a block per row for the forward statistics, per-element backward kernels) for float and
+// double, plus the reduction of the row losses to the scalar loss (one block, a fixed order in
+// double). Compiled by nvcc into moekd::cuda, and by g++ into the emulated backend (emu/).
 #include <moekd/core/backend.hpp>
-#include <moekd/cuda/kl.hpp>
+#include <moekd/cuda/error.hpp>
 #include <moekd/cuda/ops.hpp>
-#include <moekd/cuda/relation.hpp>
 #include <moekd/kernels/kl.cuh>
 
-namespace moekd::cuda::detail {
+namespace moekd::cuda {
 namespace {
 
 constexpr int kReduceThreads = 256;
@@ -55,8 +53,8 @@ void kl_reduce(const kern::KlRowStats<T>* st, const uint8_t* mask, bool sym, dou
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
-}  // namespace
-
+/// stats[r] for every non-pad row; loss[0] = sum over kept rows (fixed order, double) / count;
+/// count[0] = kept rows. a, b: (rows, n); mask: (rows) or null.
 template <class T>
 void kl_forward_raw(const T* a, const T* b, const uint8_t* mask, T* stats, T* loss, int64_t* count, int64_t rows,
                     int64_t n) {
@@ -65,6 +63,8 @@ void kl_forward_raw(const T* a, const T* b, const uint8_t* mask, T* stats, T* lo
     kl_reduce<T>(st, mask, true, 1.0, loss, count, rows);
 }
 
+/// ga / gb (either may be null) = g[0] / count[0] * d(symmetric KL of the row)/d logits; zero for
+/// pad rows and when count[0] == 0. g, count: device pointers.
 template <class T>
 void kl_sym_backward_raw(const T* a, const T* b, const uint8_t* mask, const T* stats, const T* g, const int64_t* count,
                          T* ga, T* gb, int64_t rows, int64_t n) {
@@ -93,40 +93,20 @@ void soft_distill_backward_raw(const T* student, const T* teacher, double temper
     MOEKD_CUDA_CHECK((kern::cuda::launch_kl_target_bwd<T>(student, teacher, inv_t, st, g, temperature, gs, rows, n)));
 }
 
-#define MOEKD_INSTANTIATE_KL(T)                                                                                   \
-    template void kl_forward_raw<T>(const T*, const T*, const uint8_t*, T*, T*, int64_t*, int64_t, int64_t);        \
-    template void kl_sym_backward_raw<T>(const T*, const T*, const uint8_t*, const T*, const T*, const int64_t*, T*, \
-                                         T*, int64_t, int64_t);                                                      \
-    template void soft_distill_raw<T>(const T*, const T*, double, T*, T*, int64_t, int64_t);                         \
-    template void soft_distill_backward_raw<T>(const T*, const T*, double, const T*, const T*, T*, int64_t, int64_t);
-MOEKD_INSTANTIATE_KL(float)
-MOEKD_INSTANTIATE_KL(double)
-#undef MOEKD_INSTANTIATE_KL
-
-}  // namespace moekd::cuda::detail
-
-namespace moekd::cuda {
-namespace {
-
 template <class T>
-void install_losses_for() {
+void install_for() {
     DeviceOps<T>& o = DeviceOps<T>::cuda();
-    o.symmetric_kl = &detail::kl_forward_raw<T>;
-    o.symmetric_kl_backward = &detail::kl_sym_backward_raw<T>;
-    o.soft_distill = &detail::soft_distill_raw<T>;
-    o.soft_distill_backward = &detail::soft_distill_backward_raw<T>;
-    o.l2_normalize_rows = &detail::l2_normalize_raw<T>;  // kernels/relation.cu
-    o.l2_normalize_rows_backward = &detail::l2_normalize_backward_raw<T>;
-    o.relation_diff = &detail::relation_diff_raw<T>;
+    o.symmetric_kl = &kl_forward_raw<T>;
+    o.symmetric_kl_backward = &kl_sym_backward_raw<T>;
+    o.soft_distill = &soft_distill_raw<T>;
+    o.soft_distill_backward = &soft_distill_backward_raw<T>;
 }
 
 }  // namespace
 
-// Fills this family's entries of the device table (core/backend.hpp, the losses section): the KL
-// losses here, the relation losses' row kernels of kernels/relation.cu.
-void install_loss_ops() {
-    install_losses_for<float>();
-    install_losses_for<double>();
+void detail::install_kl_ops() {
+    install_for<float>();
+    install_for<double>();
 }
 
 }  // namespace moekd::cuda

@@ -1,21 +1,28 @@
-// norm.cu — compiles the layer-norm kernels of include/moekd/kernels/norm.cuh (a warp per row for
-// rows up to 1024 entries, a block per row above; the two-pass deterministic column reduction of
-// the weight / bias gradients) for float and double, behind the raw launchers that
-// include/moekd/cuda/norm.hpp declares.
-#include <moekd/cuda/norm.hpp>
+// norm.cu — the device table's layer-norm entries (core/backend.hpp; moekd::layer_norm in
+// ops/norm.hpp): the kernels of include/moekd/kernels/norm.cuh (a warp per row for rows up to 1024
+// entries, a block per row above; the two-pass deterministic column reduction of the weight / bias
+// gradients), for float and double. Compiled by nvcc into moekd::cuda, and by g++ into the
+// emulated backend (emu/).
+#include <moekd/core/backend.hpp>
+#include <moekd/core/tensor.hpp>
+#include <moekd/cuda/error.hpp>
+#include <moekd/cuda/ops.hpp>
 #include <moekd/kernels/norm.cuh>
 
-namespace moekd::cuda::detail {
+namespace moekd::cuda {
+namespace {
 
+/// y, mean, rstd of M contiguous rows of N; w, b may be null.
 template <class T>
-void layer_norm_fwd_raw(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t M, int64_t N, T eps) {
+void layer_norm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t M, int64_t N, T eps) {
     if (M == 0) return;
     MOEKD_CUDA_CHECK((kern::cuda::launch_layer_norm_fwd<T>(x, w, b, y, mean, rstd, M, N, eps)));
 }
 
+/// gx, gw, gb: each may be null (not wanted). Allocates the parameter-gradient workspace itself.
 template <class T>
-void layer_norm_bwd_raw(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* gx, T* gw, T* gb,
-                        int64_t M, int64_t N) {
+void layer_norm_bwd(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* gx, T* gw, T* gb, int64_t M,
+                    int64_t N) {
     if (M == 0) return;
     Tensor<double> partial;  // (gw, gb) x chunks x N doubles of pass 1
     const int64_t parts = (gw ? 1 : 0) + (gb ? 1 : 0);
@@ -24,12 +31,18 @@ void layer_norm_bwd_raw(const T* x, const T* w, const T* g, const T* mean, const
                                                            parts ? partial.data() : nullptr, M, N)));
 }
 
-#define MOEKD_INSTANTIATE_NORM(T)                                                                             \
-    template void layer_norm_fwd_raw<T>(const T*, const T*, const T*, T*, T*, T*, int64_t, int64_t, T);        \
-    template void layer_norm_bwd_raw<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, int64_t, \
-                                        int64_t);
-MOEKD_INSTANTIATE_NORM(float)
-MOEKD_INSTANTIATE_NORM(double)
-#undef MOEKD_INSTANTIATE_NORM
+template <class T>
+void install_for() {
+    DeviceOps<T>& o = DeviceOps<T>::cuda();
+    o.layer_norm = &layer_norm_fwd<T>;
+    o.layer_norm_backward = &layer_norm_bwd<T>;
+}
 
-}  // namespace moekd::cuda::detail
+}  // namespace
+
+void detail::install_norm_ops() {
+    install_for<float>();
+    install_for<double>();
+}
+
+}  // namespace moekd::cuda

@@ -1,6 +1,6 @@
 // ops.cu — the CUDA implementations of the op API's device table (core/backend.hpp): fill,
 // strided copy, unary forward/backward, broadcasting binary ops, row sums, GEMM, dropout (Philox),
-// and the fused SGD / Adam updates.
+// and the fused SGD / Adam / LAMB updates.
 //
 // Written for a GPU: grid-stride loops with adjacent threads on adjacent output elements (so the
 // contiguous operand, always the output here, is written coalesced); the row sum is a block per
@@ -8,15 +8,15 @@
 // bits), accumulating float in double as the CPU's sum does. Compiled by nvcc into moekd::cuda,
 // and by g++ into the emulated backend (emu/), where CI runs it.
 #include <moekd/core/backend.hpp>
-#include <moekd/cuda/blas.hpp>
+#include <moekd/core/tensor.hpp>
 #include <moekd/cuda/error.hpp>
-#include <moekd/cuda/norm.hpp>
 #include <moekd/cuda/ops.hpp>
-#include <moekd/cuda/softmax.hpp>
 #include <moekd/kernels/elementwise.cuh>
 #include <moekd/kernels/random.cuh>
 
 #include <type_traits>
+
+#include "cublas.hpp"
 
 namespace moekd::cuda {
 namespace {
@@ -146,6 +146,74 @@ __global__ void adam_step_kernel(T* __restrict__ p, const T* __restrict__ g, T* 
         kern::adam_elem(p[i], g[i], m[i], v[i], s);
 }
 
+// LAMB in two launches of the same grid, lamb_blocks(n) (a function of n only, so the sums do not
+// depend on the GPU): pass 1 updates the moments and writes each block's partial sums of p^2 and
+// u^2 (u = kern::lamb_direction, in double, a fixed tree); pass 2 has every block reduce those
+// partials in one fixed order (the same bits in every block), take the trust ratio and apply
+// p -= scale u, recomputing u from m, v and p (the same function of the same values) rather than
+// storing it. The norms never leave the device; no float atomics.
+constexpr unsigned kLambMaxBlocks = 1024;
+unsigned lamb_blocks(int64_t n) {
+    const unsigned g = grid_for(n);
+    return g < kLambMaxBlocks ? g : kLambMaxBlocks;
+}
+
+/// a and b summed over the block (kBlock threads) in a fixed tree; every thread gets the sums.
+__device__ inline void block_sum2(double (&smem)[2][kBlock], double& a, double& b) {
+    smem[0][threadIdx.x] = a;
+    smem[1][threadIdx.x] = b;
+    __syncthreads();
+    for (unsigned s = kBlock / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) {
+            smem[0][threadIdx.x] += smem[0][threadIdx.x + s];
+            smem[1][threadIdx.x] += smem[1][threadIdx.x + s];
+        }
+        __syncthreads();
+    }
+    a = smem[0][0];
+    b = smem[1][0];
+}
+
+template <class T>
+__global__ void lamb_moments_kernel(const T* __restrict__ p, const T* __restrict__ g, T* __restrict__ m,
+                                    T* __restrict__ v, int64_t n, kern::LambStep<T> s, double* __restrict__ partial) {
+    __shared__ double smem[2][kBlock];
+    double p_sq = 0, u_sq = 0;
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        T mi = m[i], vi = v[i];
+        const T pi = p[i];
+        kern::lamb_moments(g[i], mi, vi, s);
+        m[i] = mi;
+        v[i] = vi;
+        const T u = kern::lamb_direction(pi, mi, vi, s);
+        p_sq += double(pi) * pi;
+        u_sq += double(u) * u;
+    }
+    block_sum2(smem, p_sq, u_sq);
+    if (threadIdx.x == 0) {
+        partial[blockIdx.x] = p_sq;
+        partial[gridDim.x + blockIdx.x] = u_sq;
+    }
+}
+
+template <class T>
+__global__ void lamb_apply_kernel(T* __restrict__ p, const T* __restrict__ m, const T* __restrict__ v, int64_t n,
+                                  kern::LambStep<T> s, const double* __restrict__ partial, unsigned parts) {
+    __shared__ double smem[2][kBlock];
+    double p_sq = 0, u_sq = 0;
+    for (unsigned j = threadIdx.x; j < parts; j += kBlock) {
+        p_sq += partial[j];
+        u_sq += partial[parts + j];
+    }
+    block_sum2(smem, p_sq, u_sq);
+    const T scale = kern::lamb_scale<T>(s.lr, p_sq, u_sq);
+    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        T pi = p[i];
+        kern::lamb_apply(pi, kern::lamb_direction(pi, m[i], v[i], s), scale);
+        p[i] = pi;
+    }
+}
+
 /// A thread per element: its Philox word decides (kern::dropout_keep), so the mask does not
 /// depend on the launch shape.
 template <class T>
@@ -191,34 +259,16 @@ void adam_step(T* p, const T* g, T* m, T* v, int64_t n, const kern::AdamStep<T>&
     check_launch("adam_step");
 }
 
-// softmax / layer_norm / cross-entropy: the row kernels of kernels/softmax.cu and kernels/norm.cu
-// (a warp per short row, a block per long row), reached through their raw launchers.
 template <class T>
-void softmax_fwd(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
-    detail::softmax_fwd_raw(x, y, outer, n, inner, log);
-}
-template <class T>
-void softmax_bwd(const T* y, const T* g, T* gx, int64_t outer, int64_t n, int64_t inner, bool log) {
-    detail::softmax_grad_raw(y, g, gx, outer, n, inner, log);
-}
-template <class T>
-void layer_norm_fwd(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, int64_t M, int64_t N, T eps) {
-    detail::layer_norm_fwd_raw(x, w, b, y, mean, rstd, M, N, eps);
-}
-template <class T>
-void layer_norm_bwd(const T* x, const T* w, const T* g, const T* mean, const T* rstd, T* gx, T* gw, T* gb, int64_t M,
-                    int64_t N) {
-    detail::layer_norm_bwd_raw(x, w, g, mean, rstd, gx, gw, gb, M, N);
-}
-template <class T>
-void cross_entropy_fwd(const T* logits, const int64_t* targets, T* rows, T* rmax, T* lsum, T* loss, int64_t N,
-                       int64_t C, int64_t ignore_index, T smoothing, double divisor) {
-    detail::cross_entropy_fwd_raw(logits, targets, rows, rmax, lsum, loss, N, C, ignore_index, smoothing, divisor);
-}
-template <class T>
-void cross_entropy_bwd(const T* logits, const int64_t* targets, const T* rmax, const T* lsum, const T* g, bool per_row,
-                       T divisor, T* gx, int64_t N, int64_t C, int64_t ignore_index, T smoothing) {
-    detail::cross_entropy_bwd_raw(logits, targets, rmax, lsum, g, per_row, divisor, gx, N, C, ignore_index, smoothing);
+void lamb_step(T* p, const T* g, T* m, T* v, int64_t n, const kern::LambStep<T>& s) {
+    if (n == 0) return;
+    const unsigned blocks = lamb_blocks(n);
+    // the partial sums, 2 x blocks doubles from the caching allocator (freed after the queued passes)
+    Tensor<double> partial = Tensor<double>::empty({2 * int64_t(blocks)}, Device::CUDA);
+    MOEKD_LAUNCH(blocks, kBlock, 0, 0, lamb_moments_kernel<T>)(p, g, m, v, n, s, partial.data());
+    check_launch("lamb_step");
+    MOEKD_LAUNCH(blocks, kBlock, 0, 0, lamb_apply_kernel<T>)(p, m, v, n, s, partial.data(), blocks);
+    check_launch("lamb_step");
 }
 
 template <class T>
@@ -231,16 +281,11 @@ void install_for() {
     o.binary = &binary<T>;
     o.sum_rows = &sum_rows<T>;
     o.gemm = &gemm<T>;
-    o.softmax = &softmax_fwd<T>;
-    o.softmax_backward = &softmax_bwd<T>;
-    o.layer_norm = &layer_norm_fwd<T>;
-    o.layer_norm_backward = &layer_norm_bwd<T>;
-    o.cross_entropy = &cross_entropy_fwd<T>;
-    o.cross_entropy_backward = &cross_entropy_bwd<T>;
     o.dropout = &dropout<T>;
     o.dropout_backward = &dropout_backward<T>;
     o.sgd_step = &sgd_step<T>;
     o.adam_step = &adam_step<T>;
+    o.lamb_step = &lamb_step<T>;
 }
 
 void to_device(void* dst, const void* src, size_t bytes) {
@@ -266,10 +311,16 @@ void install_ops() {
     install_for<double>();
     install_storage_ops<int64_t>();
     install_storage_ops<uint8_t>();
-    install_index_ops();
-    install_loss_ops();
-    install_moe_ops();
-    install_linalg_ops();
+    // the other kernel files' entries (cuda/ops.hpp lists them)
+    detail::install_index_ops();
+    detail::install_softmax_ops();
+    detail::install_norm_ops();
+    detail::install_kl_ops();
+    detail::install_relation_ops();
+    detail::install_router_ops();
+    detail::install_dispatch_ops();
+    detail::install_expert_ops();
+    detail::install_linalg_ops();
     DeviceCopyHooks::cuda().to_device = &to_device;
     DeviceCopyHooks::cuda().to_host = &to_host;
 }

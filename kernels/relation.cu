@@ -1,12 +1,15 @@
-// relation.cu — compiles the cosine-relation kernels of include/moekd/kernels/relation.cuh (row
-// normalisation forward / backward, Gram difference; a warp or a block per row) for float and
-// double, plus the reduction of the squared differences to the loss, behind the raw launchers of
-// include/moekd/cuda/relation.hpp. kernels/kl.cu's install_loss_ops puts them in the device table
-// for relation_loss / qk_relation_loss (losses/relation.hpp).
-#include <moekd/cuda/relation.hpp>
+// relation.cu — the device table's cosine-relation entries (core/backend.hpp; relation_loss and
+// qk_relation_loss in losses/relation.hpp, whose Gram matrices are the table's gemm): the kernels of
+// include/moekd/kernels/relation.cuh (row normalisation forward / backward, Gram difference; a warp
+// or a block per row) for float and double, plus the reduction of the squared differences to the
+// loss (one block, a fixed order in double). Compiled by nvcc into moekd::cuda, and by g++ into the
+// emulated backend (emu/).
+#include <moekd/core/backend.hpp>
+#include <moekd/cuda/error.hpp>
+#include <moekd/cuda/ops.hpp>
 #include <moekd/kernels/relation.cuh>
 
-namespace moekd::cuda::detail {
+namespace moekd::cuda {
 namespace {
 
 constexpr int kReduceThreads = 256;
@@ -26,14 +29,13 @@ __global__ void sum_scaled_kernel(const T* __restrict__ x, int64_t n, double sca
     if (threadIdx.x == 0) out[0] = static_cast<T>(scale * s_sum[0]);
 }
 
-}  // namespace
-
 template <class T>
 void l2_normalize_raw(const T* x, T* y, T* nrm, int64_t rows, int64_t n, T eps) {
     if (rows == 0) return;
     MOEKD_CUDA_CHECK((kern::cuda::launch_l2_normalize_fwd<T>(x, y, nrm, rows, n, eps)));
 }
 
+/// gx from the gradient g of y, times scale[0] first when scale (a device pointer) is not null.
 template <class T>
 void l2_normalize_backward_raw(const T* y, const T* g, const T* scale, const T* nrm, T* gx, int64_t rows, int64_t n,
                                T eps) {
@@ -41,6 +43,7 @@ void l2_normalize_backward_raw(const T* y, const T* g, const T* scale, const T* 
     MOEKD_CUDA_CHECK((kern::cuda::launch_l2_normalize_bwd<T>(y, g, scale, gx, nrm, rows, n, eps)));
 }
 
+/// e (rows, n) holds gs, becomes gs - gt; loss[0] = scale * sum of all squares (rows in order, double).
 template <class T>
 void relation_diff_raw(T* e, const T* gt, T* sq, T* loss, int64_t rows, int64_t n, double scale) {
     if (rows > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_relation_diff<T>(e, gt, sq, rows, n)));
@@ -48,12 +51,19 @@ void relation_diff_raw(T* e, const T* gt, T* sq, T* loss, int64_t rows, int64_t 
     MOEKD_CUDA_CHECK(cudaGetLastError());
 }
 
-#define MOEKD_INSTANTIATE_RELATION(T)                                                                 \
-    template void l2_normalize_raw<T>(const T*, T*, T*, int64_t, int64_t, T);                           \
-    template void l2_normalize_backward_raw<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t, T); \
-    template void relation_diff_raw<T>(T*, const T*, T*, T*, int64_t, int64_t, double);
-MOEKD_INSTANTIATE_RELATION(float)
-MOEKD_INSTANTIATE_RELATION(double)
-#undef MOEKD_INSTANTIATE_RELATION
+template <class T>
+void install_for() {
+    DeviceOps<T>& o = DeviceOps<T>::cuda();
+    o.l2_normalize_rows = &l2_normalize_raw<T>;
+    o.l2_normalize_rows_backward = &l2_normalize_backward_raw<T>;
+    o.relation_diff = &relation_diff_raw<T>;
+}
 
-}  // namespace moekd::cuda::detail
+}  // namespace
+
+void detail::install_relation_ops() {
+    install_for<float>();
+    install_for<double>();
+}
+
+}  // namespace moekd::cuda

@@ -59,6 +59,78 @@ TEST_CASE("LAMB scales the step by the trust ratio", "[optim]") {
     CHECK(p.at({1}) == Approx(4.0 - s));
 }
 
+// LAMB as it was written before its terms moved to kernels/optim.cuh (shared with the device
+// update), one parameter: the moments, r = m^ / (sqrt(v^) + eps) + wd p, both squared norms in
+// double in order, trust = ||p|| / ||r|| (1 when either is 0), p -= T(lr trust) r.
+template <class T>
+void lamb_reference(std::vector<T>& p, const std::vector<T>& grad, std::vector<T>& m, std::vector<T>& v, double lr,
+                    double wd, double b1, double b2, double eps, int64_t step) {
+    const size_t n = p.size();
+    const double t = double(step);
+    const double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
+    std::vector<T> r(n);
+    double p_sq = 0, r_sq = 0;
+    for (size_t i = 0; i < n; ++i) {
+        m[i] = T(b1) * m[i] + T(1 - b1) * grad[i];
+        v[i] = T(b2) * v[i] + T(1 - b2) * grad[i] * grad[i];
+        const T mh = m[i] / T(bc1), vh = v[i] / T(bc2);
+        r[i] = mh / (std::sqrt(vh) + T(eps)) + T(wd) * p[i];
+        p_sq += double(p[i]) * p[i];
+        r_sq += double(r[i]) * r[i];
+    }
+    const double pn = std::sqrt(p_sq), rn = std::sqrt(r_sq);
+    const double trust = (pn > 0 && rn > 0) ? pn / rn : 1.0;
+    const T scale = T(lr * trust);
+    for (size_t i = 0; i < n; ++i) p[i] = p[i] - scale * r[i];
+}
+
+// Six steps over two groups (decay on / off) holding a random weight, a zero weight (trust 1), a
+// zero weight with zero gradients (stays 0) and a zero gradient without decay (u = 0: unchanged):
+// the same bits as the reference above, and the zero-norm rules by hand.
+template <class T>
+void check_lamb_bits() {
+    Generator gen(41);
+    const double lr_a = 0.05, lr_b = 0.02, wd = 0.01, b1 = 0.9, b2 = 0.999, eps = 1e-6;
+    const std::vector<Tensor<T>> init = {Tensor<T>::randn({3, 50}, gen), Tensor<T>::zeros({2, 3}), Tensor<T>::zeros({7}),
+                                         Tensor<T>::randn({5}, gen), Tensor<T>::randn({9}, gen)};
+    const std::vector<int> group = {0, 0, 1, 1, 1};
+    const std::vector<bool> zero_grad = {false, true, false, true, false};
+    std::vector<Tensor<T>> ps;
+    std::vector<std::vector<T>> rp, rm, rv;
+    for (const auto& t : init) {
+        ps.push_back(t.clone().detach().requires_grad_());
+        rp.push_back(t.to_vector());
+        rm.emplace_back(size_t(t.numel()), T(0));
+        rv.emplace_back(size_t(t.numel()), T(0));
+    }
+    LAMB<T> opt({{{ps[0], ps[1]}, lr_a, wd}, {{ps[2], ps[3], ps[4]}, lr_b, 0.0}}, b1, b2, eps);
+    for (int s = 1; s <= 6; ++s) {
+        for (size_t i = 0; i < ps.size(); ++i) {
+            const Tensor<T> g = zero_grad[i] ? Tensor<T>::zeros(init[i].shape()) : Tensor<T>::randn(init[i].shape(), gen, 0.1 * s);
+            ps[i].set_grad(g);
+            lamb_reference(rp[i], g.to_vector(), rm[i], rv[i], group[i] ? lr_b : lr_a, group[i] ? 0.0 : wd, b1, b2, eps, s);
+        }
+        opt.step();
+        for (size_t i = 0; i < ps.size(); ++i) {
+            INFO("step " << s << ", parameter " << i);
+            CHECK(ps[i].to_vector() == rp[i]);
+        }
+    }
+    CHECK(ps[1].to_vector() == std::vector<T>(6, T(0)));  // both norms 0
+    CHECK(ps[3].to_vector() == init[3].to_vector());      // u = 0
+    // a zero weight's first step is a plain lr step: trust 1, and u = sign(g) on step 1 (eps aside)
+    Tensor<T> z = Tensor<T>::zeros({2}).requires_grad_();
+    LAMB<T> one({{{z}, 0.1, 0.0}}, b1, b2, 0.0);
+    z.set_grad(Tensor<T>::from_vector({T(2), T(-0.5)}));
+    one.step();
+    CHECK(z.to_vector() == std::vector<T>{T(-0.1), T(0.1)});
+}
+
+TEST_CASE("LAMB keeps the reference's bits and its zero-norm rules", "[optim]") {
+    check_lamb_bits<double>();
+    check_lamb_bits<float>();
+}
+
 TEST_CASE("decay_groups keeps biases and norms out of weight decay", "[optim]") {
     auto w = Tensor<float>::ones({2, 2}).requires_grad_();
     auto b = Tensor<float>::ones({2}).requires_grad_();

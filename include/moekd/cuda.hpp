@@ -1,40 +1,45 @@
-// cuda.hpp — the CUDA backend: device memory, host<->device copies, elementwise kernels, cuBLAS,
-// and the MoE / distillation kernels (router, dispatch, expert FFN, symmetric KL, cosine relation).
+// cuda.hpp — the CUDA backend. One op API: moekd's ops (and autograd) take CUDA tensors as they
+// take CPU ones; this header adds no second set of device functions, only what a program needs
+// around them.
 //
 // Only for programs built with MOEKD_CUDA=ON that link moekd::cuda (the library built from
-// kernels/*.cu; it brings CUDA::cudart, cuBLAS, cuSOLVER and NCCL when found). Including it
-// installs the GPU caching allocator, so Tensor<T>::empty(shape, Device::CUDA) works.
+// kernels/*.cu; it brings CUDA::cudart, cuBLAS, cuSOLVER and NCCL when found), or moekd::cuda_emu
+// (the same kernels on an emulated device, emu/). Including it installs the GPU caching allocator
+// and fills the op API's device table, so:
 //
-//   if (moekd::cuda::device_count() == 0) return;           // no GPU: never throws
-//   auto xd = moekd::cuda::to_device(x);                     // x: (N, D) on the CPU
-//   auto yd = moekd::cuda::unary<moekd::kern::Gelu>(xd);     // same MOEKD_HD math as moekd::gelu
-//   auto zd = moekd::cuda::matmul(yd, moekd::cuda::to_device(w));  // w: (D, K) -> (N, K)
-//   auto z  = moekd::cuda::to_cpu(zd);
-//   auto r  = moekd::cuda::softmax_topk(logits_d, 2, true);  // router; cuda/gating.hpp
-//   auto p  = moekd::cuda::make_dispatch_plan(r.experts, E, capacity);   // cuda/dispatch.hpp
-//   auto ce = moekd::cuda::cross_entropy(logits_d, targets_d);           // cuda/softmax.hpp
-//   auto ln = moekd::cuda::layer_norm(x_d, w_d, b_d);                    // cuda/norm.hpp
-//
-// It also fills the op API's device table (cuda/ops.hpp), so the ops themselves take CUDA tensors,
-// with autograd, as on the CPU:
+//   if (moekd::cuda::device_count() == 0) return;          // no GPU: never throws; no_device_reason() says why
 //   auto x = Tensor<float>::randn({8, 16}).to(Device::CUDA).requires_grad_();
-//   auto loss = mean(gelu(linear(x, w_d, b_d)));             // all on the GPU
-//   loss.backward();                                         // x.grad() is on the GPU too
+//   auto w = w_cpu.to(Device::CUDA), b = b_cpu.to(Device::CUDA);
+//   auto loss = mean(gelu(linear(x, w, b)));               // every op on the GPU
+//   loss.backward();                                       // x.grad() is on the GPU too
+//   float l = loss.item();                                 // .item(), .to_vector(), .to(Device::CPU) copy back
+//   model.to(Device::CUDA);                                // nn modules, the MoE layer, optimizers, losses alike
 //
-// The cuda:: functions above carry no autograd; they are the launch layer the ops build on.
+// The public surface, all in namespace moekd::cuda:
+//   cuda/runtime.hpp    device_count(), no_device_reason(), current_device(), set_device(),
+//                       synchronize(), build_info()
+//   cuda/allocator.hpp  CudaAllocator (the caching allocator), memory_stats(), empty_cache(),
+//                       install_allocator()
+//   cuda/ops.hpp        install_ops(): the device table of core/backend.hpp (DeviceOps<T>)
+//   cuda/error.hpp      MOEKD_CUDA_CHECK(call), for a program's own CUDA runtime calls
+// Tensor<T>::to(Device) moves data between host and device (a data move, no history).
+//
+// Layout of the implementation (nothing of it is for programs to call):
+//   include/moekd/kernels/<family>.cuh  the MOEKD_HD per-element / per-row math (the CPU ops call
+//                                       it too), then the __global__ kernels and their
+//                                       kern::cuda::launch_* launchers (nvcc and the emulation only)
+//   kernels/<family>.cu                 the table entries of one family: host functions over raw
+//                                       device pointers that launch those kernels (or cuBLAS /
+//                                       cuSOLVER), file-local, and detail::install_<family>_ops()
+//                                       assigning them to DeviceOps<T>; install_ops() (kernels/ops.cu)
+//                                       calls every family's installer. kernels/README.md lists
+//                                       which file fills which entries.
+//   kernels/cublas.hpp                  the cuBLAS handle and column-major GEMM the kernel files
+//                                       share (moekd::cuda::detail; private to kernels/, not installed)
+// Anything in moekd::cuda::detail is internal.
 #pragma once
 
 #include "cuda/allocator.hpp"
-#include "cuda/blas.hpp"
-#include "cuda/copy.hpp"
-#include "cuda/dispatch.hpp"
-#include "cuda/elementwise.hpp"
 #include "cuda/error.hpp"
-#include "cuda/experts.hpp"
-#include "cuda/gating.hpp"
-#include "cuda/kl.hpp"
-#include "cuda/norm.hpp"
 #include "cuda/ops.hpp"
-#include "cuda/relation.hpp"
 #include "cuda/runtime.hpp"
-#include "cuda/softmax.hpp"

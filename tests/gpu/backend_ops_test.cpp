@@ -253,10 +253,68 @@ TEST_CASE("fused optimizer updates on the device match the CPU optimizers", "[cu
     check_optimizer<optim::SGD<double>>("SGD momentum + Nesterov", 0.9, 0.0, true);
     check_optimizer<optim::Adam<double>>("Adam (L2 decay)");
     check_optimizer<optim::AdamW<double>>("AdamW");
+    check_optimizer<optim::LAMB<double>>("LAMB");
+    // an optimizer without a device update says so
+    struct HostOnly : optim::Optimizer<double> {
+        using optim::Optimizer<double>::Optimizer;
+        void update(size_t, const optim::ParamGroup<double>&, double*, const double*, int64_t) override {}
+    };
     Tensor<double> w = Tensor<double>::ones({3}, Device::CUDA).requires_grad_();
-    optim::LAMB<double> lamb({optim::ParamGroup<double>{{w}, 0.1}});
+    HostOnly host_only({optim::ParamGroup<double>{{w}, 0.1}});
     sum(w * w).backward();
-    CHECK_THROWS_WITH(lamb.step(), Catch::Contains("optimizer") && Catch::Contains("no CUDA implementation"));
+    CHECK_THROWS_WITH(host_only.step(), Catch::Contains("optimizer") && Catch::Contains("no CUDA implementation"));
+}
+
+// LAMB's trust ratio is a per-tensor reduction (two launches on the device): five steps over a
+// decayed group and one without decay, holding a zero weight (||p|| = 0: trust 1, a plain lr
+// step), a zero weight with a zero gradient (both norms 0: it stays 0), a zero gradient without
+// decay (u = 0: trust 1, p unchanged), and a tensor long enough to cap the grid (more block
+// partials than threads for the second launch to reduce). Returns every parameter after each step.
+template <class T>
+std::vector<std::vector<T>> lamb_trajectory(Device dev) {
+    Generator gen(23);
+    const std::vector<Tensor<T>> init = {Tensor<T>::randn({7, 5}, gen), Tensor<T>::randn({300001}, gen),
+                                         Tensor<T>::zeros({2, 3}), Tensor<T>::zeros({6}), Tensor<T>::randn({4}, gen)};
+    std::vector<Tensor<T>> ps;
+    for (const auto& t : init) ps.push_back(t.clone().detach().to(dev).requires_grad_());
+    optim::LAMB<T> opt({optim::ParamGroup<T>{{ps[0], ps[1], ps[2]}, 0.05, 0.01}, optim::ParamGroup<T>{{ps[3], ps[4]}, 0.02, 0.0}});
+    Generator ggen(24);
+    std::vector<std::vector<T>> out;
+    for (int s = 1; s <= 5; ++s) {
+        for (size_t i = 0; i < ps.size(); ++i) {
+            const bool zero = i == 2 || i == 4;
+            ps[i].set_grad((zero ? Tensor<T>::zeros(init[i].shape()) : Tensor<T>::randn(init[i].shape(), ggen, 0.1 * s, 1.0)).to(dev));
+        }
+        opt.step();
+        for (const auto& p : ps) out.push_back(p.to(Device::CPU).to_vector());
+    }
+    out.push_back(init[4].to_vector());
+    return out;
+}
+
+template <class T>
+double lamb_worst(double rtol, double atol) {
+    const auto c = lamb_trajectory<T>(Device::CPU), d = lamb_trajectory<T>(Device::CUDA);
+    REQUIRE(c.size() == d.size());
+    double worst = 0, bad = 0;
+    for (size_t k = 0; k < c.size(); ++k)
+        for (size_t i = 0; i < c[k].size(); ++i) {
+            const double w = double(c[k][i]), g = double(d[k][i]), e = std::abs(g - w);
+            worst = std::max(worst, e / std::max(1.0, std::abs(w)));
+            if (!(e <= atol + rtol * std::abs(w))) bad = std::max(bad, e);
+        }
+    CHECK(bad == 0);
+    const size_t last = c.size() - 6;  // the parameters after step 5, then init[4]
+    CHECK(d[last + 2] == std::vector<T>(6, T(0)));  // zero weight, zero gradient: stays 0
+    CHECK(d[last + 3] != std::vector<T>(6, T(0)));  // zero weight: moved by a plain lr step
+    CHECK(d[last + 4] == d.back());                 // zero gradient, no decay: unchanged
+    CHECK(lamb_trajectory<T>(Device::CUDA) == d);   // the reductions are deterministic
+    return worst;
+}
+
+TEST_CASE("LAMB's fused device update matches the CPU LAMB, zero norms included", "[cuda]") {
+    const double wd = lamb_worst<double>(1e-11, 1e-12), wf = lamb_worst<float>(1e-5, 1e-6);
+    std::printf("LAMB device vs CPU, largest relative difference: double %.3g, float %.3g\n", wd, wf);
 }
 
 // The ops without gradients that the registry does not hold: comparisons and mask logic, and

@@ -1,16 +1,16 @@
-// rows_gpu_test.cpp — the row kernels of the CUDA backend against the CPU ops on the same random
-// inputs, forward and backward: softmax / log_softmax (cuda::softmax, log_softmax, softmax_grad vs
-// moekd::softmax, log_softmax and their autograd), cross-entropy (cuda::cross_entropy,
-// cross_entropy_backward vs moekd::cross_entropy) and layer norm (cuda::layer_norm,
-// layer_norm_backward vs moekd::layer_norm). Row lengths on both sides of the warp / block switch
-// (1, 7, 32, 33, 1000, 1024, 1025, 5000, 32768), 1, 3 and 129 rows, float and double, a dim that is
-// not the last (the strided kernels), ignored targets, label smoothing, rows with +1000 and -inf
-// logits, all-equal rows; the layer-norm weight / bias gradients, and the same bits twice.
-// Compiled by g++, linked with moekd::cuda (or moekd::cuda_emu: rows_gpu_test_emu).
+// rows_gpu_test.cpp — the row kernels of the CUDA backend (kernels/softmax.cu, kernels/norm.cu)
+// through the op API: moekd::softmax, log_softmax, cross_entropy and layer_norm, forward and
+// autograd backward, on CUDA tensors against the same ops on the CPU with the same random inputs.
+// backend_ops_test runs the registry's small cases in double; this program covers the kernels'
+// paths: row lengths on both sides of the warp / block switch (1, 7, 32, 33, 1000, 1024, 1025, 5000,
+// 32768), 1, 3 and 129 rows, float and double, a dim that is not the last (the strided kernels),
+// ignored targets, label smoothing, rows with +1000 and -inf logits, all-equal rows; the layer-norm
+// weight / bias gradients (several row chunks), and the same bits twice. Compiled by g++, linked
+// with moekd::cuda (or moekd::cuda_emu: rows_gpu_test_emu).
 //
 // Needs a GPU. Without one it prints "SKIPPED: no CUDA device: <reason>" and exits 77 (ctest:
-// skipped). `rows_gpu_test --no-device` runs the checks that hold without a GPU: every entry
-// rejects bad arguments with a moekd::Error naming them before any CUDA call.
+// skipped). `rows_gpu_test --no-device` runs the checks that hold without a GPU: the row ops'
+// device entries are installed, and the CPU ops are unchanged.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -63,10 +63,10 @@ std::map<std::string, double>& worst() {
 template <class T, class W = T>
 double row_err(const Tensor<T>& got_any, const Tensor<W>& want_any, int64_t row_len, const std::string& what,
                double floor = 0) {
-    const Tensor<T> got = cuda::to_cpu(got_any);
-    const Tensor<W> want = cuda::to_cpu(want_any);
-    REQUIRE(got.defined());
-    REQUIRE(want.defined());
+    REQUIRE(got_any.defined());
+    REQUIRE(want_any.defined());
+    const Tensor<T> got = got_any.detach().to(Device::CPU);
+    const Tensor<W> want = want_any.detach().to(Device::CPU);
     REQUIRE(got.shape() == want.shape());
     const std::vector<T> g = got.to_vector();
     const std::vector<W> w = want.to_vector();
@@ -108,7 +108,7 @@ constexpr double tol() {
 template <class T>
 Tensor<double> as_double(const Tensor<T>& t) {
     if (!t.defined()) return Tensor<double>();
-    const std::vector<T> v = cuda::to_cpu(t).to_vector();
+    const std::vector<T> v = t.to_vector();
     if (t.dim() == 0) return Tensor<double>::scalar(static_cast<double>(v[0]));
     return Tensor<double>::from_vector(std::vector<double>(v.begin(), v.end()), t.shape());
 }
@@ -135,7 +135,7 @@ Tensor<T> leaf(Tensor<T> t) {
 
 template <class T>
 std::vector<T> bits(const Tensor<T>& t) {
-    return cuda::to_cpu(t).to_vector();
+    return t.to_vector();
 }
 
 template <class T>
@@ -164,12 +164,12 @@ struct RowsOut {
     Tensor<T> y, gx;
 };
 
-/// The CPU op and its autograd backward.
+/// The op and its autograd backward on x's device (x's values and g are copied there).
 template <class T>
-RowsOut<T> cpu_softmax(const Tensor<T>& x, const Tensor<T>& g, int64_t dim, bool log) {
-    Tensor<T> xl = leaf(x.detach());
+RowsOut<T> run_softmax(const Tensor<T>& x, const Tensor<T>& g, int64_t dim, bool log, Device dev = Device::CPU) {
+    Tensor<T> xl = leaf(x.detach().clone().to(dev));
     Tensor<T> y = log ? log_softmax(xl, dim) : softmax(xl, dim);
-    y.backward(g);
+    y.backward(g.to(dev));
     return {y.detach(), xl.grad()};
 }
 
@@ -177,16 +177,16 @@ template <class T>
 void check_softmax_case(const Tensor<T>& x, int64_t dim, bool log, int64_t row_len) {
     Generator gen(5);
     const Tensor<T> g = Tensor<T>::randn(x.shape(), gen);
-    const RowsOut<T> cpu = cpu_softmax(x, g, dim, log);
-    const Tensor<T> xd = cuda::to_device(x), gd = cuda::to_device(g);
-    const Tensor<T> yd = log ? cuda::log_softmax(xd, dim) : cuda::softmax(xd, dim);
+    const RowsOut<T> cpu = run_softmax(x, g, dim, log);
+    const RowsOut<T> dev = run_softmax(x, g, dim, log, Device::CUDA);
+    const Tensor<T> yd = dev.y, gxd = dev.gx;
     CHECK(yd.device() == Device::CUDA);
+    CHECK(gxd.device() == Device::CUDA);
     const std::string name = log ? "log_softmax" : "softmax";
     CHECK(row_err(yd, cpu.y, row_len, name + " forward") < tol<T>());
-    const Tensor<T> gxd = cuda::softmax_grad(yd, gd, dim, log);
     CHECK(row_err(gxd, cpu.gx, row_len, name + " backward") < tol<T>());
     if constexpr (std::is_same_v<T, float>) {
-        const RowsOut<double> truth = cpu_softmax(as_double(x), as_double(g), dim, log);
+        const RowsOut<double> truth = run_softmax(as_double(x), as_double(g), dim, log);
         record_truth(yd, cpu.y, truth.y, row_len, name + " forward");
         record_truth(gxd, cpu.gx, truth.gx, row_len, name + " backward");
     }
@@ -233,20 +233,21 @@ TEST_CASE("device softmax of an all -inf row is NaN, as on the CPU", "[cuda]") {
     for (int64_t n : {5, 2000}) {
         Tensor<float> x = Tensor<float>::full({2, n}, -INFINITY);
         x.data()[n] = 1.0f;  // row 1 is fine
-        const Tensor<float> xd = cuda::to_device(x);
-        row_err(cuda::softmax(xd), softmax(x), n, "softmax all -inf");
-        row_err(cuda::log_softmax(xd), log_softmax(x), n, "log_softmax all -inf");
-        CHECK(std::isnan(cuda::to_cpu(cuda::softmax(xd)).data()[0]));
+        const Tensor<float> xd = x.to(Device::CUDA);
+        row_err(softmax(xd), softmax(x), n, "softmax all -inf");
+        row_err(log_softmax(xd), log_softmax(x), n, "log_softmax all -inf");
+        CHECK(std::isnan(softmax(xd).to_vector()[0]));
     }
 }
 
 // ---- cross-entropy -------------------------------------------------------------------------------
+/// The op and its autograd backward on `dev` (logits, targets and g are copied there).
 template <class T>
-RowsOut<T> cpu_cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& targets, int64_t ignore_index,
-                             double smoothing, Reduction red, const Tensor<T>& g) {
-    Tensor<T> xl = leaf(logits.detach());
-    const Tensor<T> loss = cross_entropy(xl, targets, ignore_index, smoothing, red);
-    loss.backward(g);
+RowsOut<T> run_cross_entropy(const Tensor<T>& logits, const Tensor<int64_t>& targets, int64_t ignore_index,
+                             double smoothing, Reduction red, const Tensor<T>& g, Device dev = Device::CPU) {
+    Tensor<T> xl = leaf(logits.detach().clone().to(dev));
+    const Tensor<T> loss = cross_entropy(xl, targets.to(dev), ignore_index, smoothing, red);
+    loss.backward(g.to(dev));
     return {loss.detach(), xl.grad()};
 }
 
@@ -256,21 +257,20 @@ void check_cross_entropy_case(const Tensor<T>& logits, const Tensor<int64_t>& ta
     Generator gen(9);
     const int64_t N = targets.numel(), C = logits.size(1);
     const Tensor<T> g = red == Reduction::None ? Tensor<T>::randn({N}, gen) : Tensor<T>::scalar(T(0.7));
-    const RowsOut<T> cpu = cpu_cross_entropy(logits, targets, ignore_index, smoothing, red, g);
-    const Tensor<T> ld = cuda::to_device(logits);
-    const Tensor<int64_t> td = cuda::to_device(targets);
-    const auto f = cuda::cross_entropy(ld, td, ignore_index, smoothing, red);
-    CHECK(f.loss.device() == Device::CUDA);
-    CHECK(f.loss.shape() == cpu.y.shape());
-    CHECK(row_err(f.loss, cpu.y, 0, "cross_entropy loss" + tag) < tol<T>());
-    const Tensor<T> gx = cuda::cross_entropy_backward(ld, td, f, cuda::to_device(g));
+    const RowsOut<T> cpu = run_cross_entropy(logits, targets, ignore_index, smoothing, red, g);
+    const RowsOut<T> dev = run_cross_entropy(logits, targets, ignore_index, smoothing, red, g, Device::CUDA);
+    const Tensor<T> loss = dev.y, gx = dev.gx;
+    CHECK(loss.device() == Device::CUDA);
+    CHECK(gx.device() == Device::CUDA);
+    CHECK(loss.shape() == cpu.y.shape());
+    CHECK(row_err(loss, cpu.y, 0, "cross_entropy loss" + tag) < tol<T>());
     // C = 1: the exact gradient is 0 and the computed one rounding residue (FMA contraction);
     // rows of real gradients are 0.7 / count (over 5e-3) times (1 - p) here
     CHECK(row_err(gx, cpu.gx, C, "cross_entropy grad" + tag, 1e-3) < tol<T>());
     if constexpr (std::is_same_v<T, float>) {
         const RowsOut<double> truth =
-            cpu_cross_entropy(as_double(logits), targets, ignore_index, smoothing, red, as_double(g));
-        record_truth(f.loss, cpu.y, truth.y, 0, "cross_entropy loss" + tag);
+            run_cross_entropy(as_double(logits), targets, ignore_index, smoothing, red, as_double(g));
+        record_truth(loss, cpu.y, truth.y, 0, "cross_entropy loss" + tag);
         record_truth(gx, cpu.gx, truth.gx, C, "cross_entropy grad" + tag, 1e-3);
     }
 }
@@ -313,23 +313,23 @@ TEST_CASE("device cross-entropy edge cases: all ignored, -inf with smoothing, ch
     const Tensor<double> x = make_logits<double>(3, 40, gen);
     const Tensor<int64_t> none = Tensor<int64_t>::full({3}, -100);
     check_cross_entropy_case(x, none, 0.1, Reduction::Mean, " all ignored");
-    const auto f = cuda::cross_entropy(cuda::to_device(x), cuda::to_device(none), -100, 0.1);
-    CHECK(f.count == 0);
-    CHECK(cuda::to_cpu(f.loss).item() == 0.0);
-    CHECK(bits(cuda::cross_entropy_backward(cuda::to_device(x), cuda::to_device(none), f)) ==
-          std::vector<double>(120, 0.0));
+    const RowsOut<double> f =
+        run_cross_entropy(x, none, -100, 0.1, Reduction::Mean, Tensor<double>::scalar(1.0), Device::CUDA);
+    CHECK(f.y.item() == 0.0);
+    CHECK(bits(f.gx) == std::vector<double>(120, 0.0));
     // row 1 holds -inf logits: with smoothing its loss is +inf on both sides
     const Tensor<int64_t> t = Tensor<int64_t>::from_vector({0, 0, 5}, Shape{3});
     check_cross_entropy_case(x, t, 0.2, Reduction::None, " -inf smoothed");
-    CHECK(std::isinf(cuda::to_cpu(cuda::cross_entropy(cuda::to_device(x), cuda::to_device(t), -100, 0.2,
-                                                      Reduction::None).loss).data()[1]));
+    CHECK(std::isinf(cross_entropy(x.to(Device::CUDA), t.to(Device::CUDA), -100, 0.2, Reduction::None).to_vector()[1]));
     // a custom ignore_index
     const Tensor<int64_t> t7 = Tensor<int64_t>::from_vector({7, 3, 7}, Shape{3});
     check_cross_entropy_case(x, t7, 0.1, Reduction::Mean, " ignore_index 7", 7);
-    CHECK(cuda::cross_entropy(cuda::to_device(x), cuda::to_device(t7), 7, 0.0).count == 1);
-    // an out-of-range target: the CPU op's message
+    // one row kept: the mean divides by 1
+    CHECK(cross_entropy(x.to(Device::CUDA), t7.to(Device::CUDA), 7, 0.0).item() ==
+          cross_entropy(x.to(Device::CUDA), t7.to(Device::CUDA), 7, 0.0, Reduction::Sum).item());
+    // an out-of-range target on the device: the CPU op's message (checked on a host copy)
     const Tensor<int64_t> bad = Tensor<int64_t>::from_vector({0, 40, 1}, Shape{3});
-    CHECK_THROWS_WITH(cuda::cross_entropy(cuda::to_device(x), cuda::to_device(bad)),
+    CHECK_THROWS_WITH(cross_entropy(x.to(Device::CUDA), bad.to(Device::CUDA)),
                       Catch::Contains("target 40 at position (1") && Catch::Contains("40 classes"));
 }
 
@@ -339,14 +339,15 @@ struct LnOut {
     Tensor<T> y, gx, gw, gb;
 };
 
-/// moekd::layer_norm over the last dim and its autograd backward; w, b may be undefined.
+/// moekd::layer_norm over the last dim and its autograd backward on `dev`; w, b may be undefined.
 template <class T>
-LnOut<T> cpu_layer_norm(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b, const Tensor<T>& g, double eps) {
-    Tensor<T> xl = leaf(x.detach());
-    Tensor<T> wl = w.defined() ? leaf(w.detach()) : Tensor<T>();
-    Tensor<T> bl = b.defined() ? leaf(b.detach()) : Tensor<T>();
+LnOut<T> run_layer_norm(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b, const Tensor<T>& g, double eps,
+                        Device dev = Device::CPU) {
+    Tensor<T> xl = leaf(x.detach().clone().to(dev));
+    Tensor<T> wl = w.defined() ? leaf(w.detach().clone().to(dev)) : Tensor<T>();
+    Tensor<T> bl = b.defined() ? leaf(b.detach().clone().to(dev)) : Tensor<T>();
     const Tensor<T> y = layer_norm(xl, Shape{x.size(x.dim() - 1)}, wl, bl, eps);
-    y.backward(g);
+    y.backward(g.to(dev));
     return {y.detach(), xl.grad(), w.defined() ? wl.grad() : Tensor<T>(), b.defined() ? bl.grad() : Tensor<T>()};
 }
 
@@ -362,28 +363,18 @@ void check_layer_norm_case(int64_t M, int64_t N, bool with_w, bool with_b, Gener
     const Tensor<T> b = with_b ? Tensor<T>::randn({N}, gen) : Tensor<T>();
     const Tensor<T> g = Tensor<T>::randn({M, N}, gen);
     const double eps = 1e-5;
-    const LnOut<T> cpu = cpu_layer_norm(x, w, b, g, eps);
-
-    const Tensor<T> xd = cuda::to_device(x), gd = cuda::to_device(g);
-    const Tensor<T> wd = with_w ? cuda::to_device(w) : Tensor<T>(), bd = with_b ? cuda::to_device(b) : Tensor<T>();
-    const auto f = cuda::layer_norm(xd, wd, bd, eps);
-    CHECK(row_err(f.y, cpu.y, N, "layer_norm forward") < tol<T>());
-    // the saved statistics against the CPU row function
-    Tensor<T> mean = Tensor<T>::empty({M}), rstd = Tensor<T>::empty({M});
-    for (int64_t r = 0; r < M; ++r)
-        kern::layer_norm_stats_row(x.data() + r * N, N, static_cast<T>(eps), mean.data() + r, rstd.data() + r);
-    CHECK(row_err(f.mean, mean, 1, "layer_norm mean") < tol<T>());
-    CHECK(row_err(f.rstd, rstd, 1, "layer_norm rstd") < tol<T>());
-
-    const auto gr = cuda::layer_norm_backward(xd, wd, bd, f, gd);
+    const LnOut<T> cpu = run_layer_norm(x, w, b, g, eps);
+    const LnOut<T> gr = run_layer_norm(x, w, b, g, eps, Device::CUDA);
+    CHECK(gr.y.device() == Device::CUDA);
+    CHECK(row_err(gr.y, cpu.y, N, "layer_norm forward") < tol<T>());
     CHECK(row_err(gr.gx, cpu.gx, N, "layer_norm grad x") < tol<T>());
     CHECK(gr.gw.defined() == with_w);
     CHECK(gr.gb.defined() == with_b);
     if (with_w) CHECK(row_err(gr.gw, cpu.gw, 0, "layer_norm grad weight") < tol<T>());
     if (with_b) CHECK(row_err(gr.gb, cpu.gb, 0, "layer_norm grad bias") < tol<T>());
     if constexpr (std::is_same_v<T, float>) {
-        const LnOut<double> truth = cpu_layer_norm(as_double(x), as_double(w), as_double(b), as_double(g), eps);
-        record_truth(f.y, cpu.y, truth.y, N, "layer_norm forward");
+        const LnOut<double> truth = run_layer_norm(as_double(x), as_double(w), as_double(b), as_double(g), eps);
+        record_truth(gr.y, cpu.y, truth.y, N, "layer_norm forward");
         record_truth(gr.gx, cpu.gx, truth.gx, N, "layer_norm grad x");
         if (with_w) record_truth(gr.gw, cpu.gw, truth.gw, 0, "layer_norm grad weight");
     }
@@ -408,72 +399,59 @@ TEST_CASE("device layer norm matches moekd::layer_norm, forward and backward (x,
 // ---- determinism ---------------------------------------------------------------------------------
 TEST_CASE("device row kernels give the same bits when run twice", "[cuda]") {
     Generator gen(41);
-    const Tensor<float> x = cuda::to_device(Tensor<float>::randn({1000, 777}, gen, 2.0, 3.0));
-    const Tensor<float> w = cuda::to_device(Tensor<float>::randn({777}, gen));
-    const Tensor<float> b = cuda::to_device(Tensor<float>::randn({777}, gen));
-    const Tensor<float> g = cuda::to_device(Tensor<float>::randn({1000, 777}, gen));
-    const auto f1 = cuda::layer_norm(x, w, b), f2 = cuda::layer_norm(x, w, b);
+    const Tensor<float> x = Tensor<float>::randn({1000, 777}, gen, 2.0, 3.0);
+    const Tensor<float> w = Tensor<float>::randn({777}, gen);
+    const Tensor<float> b = Tensor<float>::randn({777}, gen);
+    const Tensor<float> g = Tensor<float>::randn({1000, 777}, gen);
+    const LnOut<float> f1 = run_layer_norm(x, w, b, g, 1e-5, Device::CUDA);
+    const LnOut<float> f2 = run_layer_norm(x, w, b, g, 1e-5, Device::CUDA);
     CHECK(same_bits(f1.y, f2.y));
-    const auto g1 = cuda::layer_norm_backward(x, w, b, f1, g), g2 = cuda::layer_norm_backward(x, w, b, f2, g);
-    CHECK(same_bits(g1.gw, g2.gw));
-    CHECK(same_bits(g1.gb, g2.gb));
-    CHECK(same_bits(g1.gx, g2.gx));
+    CHECK(same_bits(f1.gw, f2.gw));
+    CHECK(same_bits(f1.gb, f2.gb));
+    CHECK(same_bits(f1.gx, f2.gx));
 
-    const Tensor<float> l = cuda::to_device(Tensor<float>::randn({9, 32768}, gen, 0.0, 3.0));
-    const Tensor<int64_t> t = cuda::to_device(make_targets(9, 32768, gen));
-    const auto c1 = cuda::cross_entropy(l, t, -100, 0.1), c2 = cuda::cross_entropy(l, t, -100, 0.1);
-    CHECK(same_bits(c1.loss, c2.loss));
-    CHECK(same_bits(cuda::cross_entropy_backward(l, t, c1), cuda::cross_entropy_backward(l, t, c2)));
-    CHECK(same_bits(cuda::softmax(l), cuda::softmax(l)));
+    const Tensor<float> l = Tensor<float>::randn({9, 32768}, gen, 0.0, 3.0);
+    const Tensor<int64_t> t = make_targets(9, 32768, gen);
+    const Tensor<float> one = Tensor<float>::scalar(1.0f);
+    const RowsOut<float> c1 = run_cross_entropy(l, t, -100, 0.1, Reduction::Mean, one, Device::CUDA);
+    const RowsOut<float> c2 = run_cross_entropy(l, t, -100, 0.1, Reduction::Mean, one, Device::CUDA);
+    CHECK(same_bits(c1.y, c2.y));
+    CHECK(same_bits(c1.gx, c2.gx));
+    const Tensor<float> ld = l.to(Device::CUDA);
+    CHECK(same_bits(softmax(ld), softmax(ld)));
 }
 
-TEST_CASE("device row kernels check their device inputs", "[cuda]") {
-    const Tensor<float> x = cuda::to_device(Tensor<float>::ones(Shape{4, 6}));
-    CHECK_THROWS_WITH(cuda::softmax(x.t()), Catch::Contains("x") && Catch::Contains("not contiguous"));
-    CHECK_THROWS_WITH(cuda::softmax_grad(x, x.t().contiguous()), Catch::Contains("grad") && Catch::Contains("(6, 4)"));
-    CHECK_THROWS_WITH(cuda::layer_norm(x, cuda::to_device(Tensor<float>::ones(Shape{5}))),
+TEST_CASE("row ops on CUDA tensors: strided views, and the CPU's argument checks", "[cuda]") {
+    Generator gen(43);
+    const Tensor<float> x = Tensor<float>::randn(Shape{4, 6}, gen);
+    const Tensor<float> xd = x.to(Device::CUDA);
+    // a transposed device view is read through a contiguous copy on the device
+    CHECK(row_err(softmax(xd.t()), softmax(x.t()), 4, "softmax of a view") < tol<float>());
+    CHECK(row_err(layer_norm(xd.t(), Shape{4}), layer_norm(x.t(), Shape{4}), 4, "layer_norm of a view") <
+          tol<float>());
+    CHECK_THROWS_WITH(layer_norm(xd, Shape{6}, Tensor<float>::ones(Shape{5}, Device::CUDA)),
                       Catch::Contains("weight of shape (5"));
-    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{4})),
-                      Catch::Contains("targets") && Catch::Contains("is on cpu"));
+    CHECK_THROWS_WITH(layer_norm(xd, Shape{6}, Tensor<float>::ones(Shape{6})), Catch::Contains("different devices"));
+    CHECK_THROWS_WITH(cross_entropy(xd, Tensor<int64_t>::zeros(Shape{4})),
+                      Catch::Contains("targets") && Catch::Contains("different devices"));
+    CHECK_THROWS_WITH(cross_entropy(xd, Tensor<int64_t>::zeros(Shape{5}, Device::CUDA)),
+                      Catch::Contains("targets of shape (5") && Catch::Contains("(4, 6)"));
+    CHECK_THROWS_WITH(softmax(xd, 2), Catch::Contains("softmax"));
 }
 
 // ---- without a GPU (rows_gpu_test --no-device) ---------------------------------------------------
 
-TEST_CASE("no device: softmax, cross-entropy and layer-norm entries name bad arguments before touching CUDA",
-          "[nodevice]") {
-    const Tensor<float> x = Tensor<float>::ones(Shape{4, 6});
-    CHECK_THROWS_WITH(cuda::softmax(x), Catch::Contains("cuda::softmax") && Catch::Contains("x of shape (4, 6) is on cpu"));
-    CHECK_THROWS_WITH(cuda::log_softmax(x, 2), Catch::Contains("cuda::log_softmax"));
-    CHECK_THROWS_WITH(cuda::softmax_grad(x, Tensor<float>::ones(Shape{4, 5})),
-                      Catch::Contains("grad of shape (4, 5)"));
-    CHECK_THROWS_WITH(cuda::softmax_grad(x, x, -1, true), Catch::Contains("y") && Catch::Contains("is on cpu"));
-    CHECK_THROWS_WITH(cuda::softmax_grad(x, Tensor<float>()), Catch::Contains("grad is an undefined tensor"));
-
-    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{5})),
-                      Catch::Contains("targets of shape (5") && Catch::Contains("(4, 6)"));
-    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{4}), -100, 1.5),
-                      Catch::Contains("label_smoothing"));
-    CHECK_THROWS_WITH(cuda::cross_entropy(x, Tensor<int64_t>::zeros(Shape{4})),
-                      Catch::Contains("logits") && Catch::Contains("is on cpu"));
-    cuda::CrossEntropyForward<float> f;
-    f.reduction = Reduction::None;
-    CHECK_THROWS_WITH(cuda::cross_entropy_backward(x, Tensor<int64_t>::zeros(Shape{4}), f, 1.0f),
-                      Catch::Contains("Reduction::None"));
-    f.reduction = Reduction::Mean;
-    CHECK_THROWS_WITH(cuda::cross_entropy_backward(x, Tensor<int64_t>::zeros(Shape{3}), f, 1.0f),
-                      Catch::Contains("targets of shape (3"));
-
-    CHECK_THROWS_WITH(cuda::layer_norm(x, Tensor<float>::ones(Shape{5})), Catch::Contains("weight of shape (5"));
-    CHECK_THROWS_WITH(cuda::layer_norm(x, Tensor<float>(), Tensor<float>::ones(Shape{6, 1})),
-                      Catch::Contains("bias of shape (6, 1"));
-    CHECK_THROWS_WITH(cuda::layer_norm(x, Tensor<float>(), Tensor<float>(), -1.0), Catch::Contains("eps must be >= 0"));
-    CHECK_THROWS_WITH(cuda::layer_norm(x), Catch::Contains("x of shape (4, 6) is on cpu"));
-    CHECK_THROWS_WITH(cuda::layer_norm(Tensor<float>::scalar(1.0f)), Catch::Contains("scalar"));
-    cuda::LayerNormForward<float> lf;
-    CHECK_THROWS_WITH(cuda::layer_norm_backward(x, Tensor<float>(), Tensor<float>(), lf, Tensor<float>::ones(Shape{4, 5})),
-                      Catch::Contains("grad has shape (4, 5)"));
-    CHECK_THROWS_WITH(cuda::layer_norm_backward(x, Tensor<float>(), Tensor<float>(), lf, x),
-                      Catch::Contains("forward mean"));
+TEST_CASE("no device: the row ops' device entries are installed; the CPU ops are unchanged", "[nodevice]") {
+    const DeviceOps<float>& f = DeviceOps<float>::cuda();
+    const DeviceOps<double>& d = DeviceOps<double>::cuda();
+    CHECK((f.softmax && f.softmax_backward && f.cross_entropy && f.cross_entropy_backward));
+    CHECK((f.layer_norm && f.layer_norm_backward && f.nll_rows && f.nll_backward));
+    CHECK((d.softmax && d.softmax_backward && d.cross_entropy && d.cross_entropy_backward));
+    CHECK((d.layer_norm && d.layer_norm_backward && d.nll_rows && d.nll_backward));
+    Generator gen(3);
+    const Tensor<double> x = Tensor<double>::randn(Shape{3, 7}, gen);
+    CHECK(row_err(softmax(x), detail::softmax_reference(x, -1), 7, "cpu softmax") < 1e-12);
+    CHECK(row_err(layer_norm(x, Shape{7}), detail::layer_norm_reference(x, Shape{7}), 7, "cpu layer_norm") < 1e-12);
 }
 
 }  // namespace

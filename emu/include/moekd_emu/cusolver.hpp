@@ -1,7 +1,8 @@
 // moekd_emu/cusolver.hpp — cuSOLVER's Jacobi SVD (gesvdj), answered on the host (Eigen's
 // JacobiSVD) in the emulated CUDA build. Column-major; econ = 1 (thin) and econ = 0 both work;
 // S is descending as cuSOLVER's. The singular vectors' signs are Eigen's, which may differ from
-// the device's: callers must not depend on them (linalg::cuda::svd's test compares U S Vt).
+// the device's: callers must not depend on them (tests/gpu/linalg_gpu_test.cpp compares U S Vt, and
+// the singular vectors only up to sign).
 #pragma once
 
 #include "runtime.hpp"

@@ -117,6 +117,9 @@ struct DeviceOps {
     /// Fused optimizer updates of n elements in place (kernels/optim.cuh's per-element math).
     void (*sgd_step)(T* p, const T* g, T* buf, int64_t n, const kern::SgdStep<T>& s) = nullptr;
     void (*adam_step)(T* p, const T* g, T* m, T* v, int64_t n, const kern::AdamStep<T>& s) = nullptr;
+    /// LAMB: the moments, then p -= T(lr * trust) u with the trust ratio kern::lamb_trust of the
+    /// squared norms of p and u, summed in double in a fixed order on the device (deterministic).
+    void (*lamb_step)(T* p, const T* g, T* m, T* v, int64_t n, const kern::LambStep<T>& s) = nullptr;
 
     // ---- index, select, reduce, join (ops/index.hpp, select.hpp, reduce.hpp, elementwise.hpp,
     //      join.hpp, loss.hpp; kernels/index.cu) ----
@@ -261,7 +264,7 @@ struct DeviceOps {
 
     // ---- linalg (linalg/svd.hpp; kernels/linalg.cu) ----
     /// Thin SVD of one contiguous row-major (M, N) matrix a: u (M, K), s (K, descending), vt (K, N)
-    /// row-major, K = min(M, N) (cuSOLVER gesvdj, linalg/svd_cuda.hpp); a is left unchanged.
+    /// row-major, K = min(M, N) (cuSOLVER gesvdj, kernels/linalg.cu); a is left unchanged.
     /// Throws when gesvdj does not converge.
     void (*svd)(const T* a, int64_t M, int64_t N, T* u, T* s, T* vt) = nullptr;
 

@@ -191,7 +191,7 @@ public:
     }
 
     /// This tensor on `device`: itself if it is there, else a contiguous copy. A data move, not
-    /// an op: the copy has no history (as cuda::to_device; PyTorch's .to() records one).
+    /// an op: the copy has no history (PyTorch's .to() records one).
     Tensor to(Device device) const;
 
     // Declared here, defined in moekd/autograd/engine.hpp:

@@ -63,6 +63,13 @@ private:
 /// Points DeviceAllocHooks::cuda() at CudaAllocator (idempotent; touches no GPU).
 void install_allocator();
 
+/// The GPU caching allocator's counters: bytes in use, cached and at peak, allocations, cache hits.
+inline AllocatorStats memory_stats() { return CudaAllocator::instance().stats(); }
+
+/// Returns every cached (free) GPU block to the driver (e.g. before handing the GPU to another
+/// library); blocks in use stay.
+inline void empty_cache() { CudaAllocator::instance().empty_cache(); }
+
 namespace detail {
 // Runs install_allocator() during static initialisation of every program that includes this
 // header; it also makes the linker keep kernels/runtime.cu from the static library.

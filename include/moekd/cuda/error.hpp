@@ -1,7 +1,7 @@
 // cuda/error.hpp — turns failed CUDA runtime calls into moekd::Error.
 //
 // Every CUDA call of the backend goes through MOEKD_CUDA_CHECK, so a failure reads like
-//   "CUDA error: out of memory (cudaErrorMemoryAllocation) in cudaMalloc(&p, n) [allocator.cu:57]"
+//   "CUDA error: out of memory (cudaErrorMemoryAllocation) in cudaMalloc(&p, n) [runtime.cu:46]"
 // instead of a silent bad pointer. Part of the CUDA backend: include it only from code that
 // links moekd::cuda (it needs <cuda_runtime_api.h>, which that target puts on the include path).
 #pragma once

@@ -9,14 +9,48 @@
 // sources against host fibers. Kernels are launched only through MOEKD_LAUNCH, so both builds
 // read one source:
 //   MOEKD_LAUNCH(grid, block, shared_bytes, stream, kernel<T>)(args...);
-//   // nvcc: kernel<T><<<grid, block, shared_bytes, stream>>>(args...)
+//   // nvcc: kernel<T><<<grid, block, shared_bytes, stream>>>(args...), and a failed launch throws
+//   // moekd::Error naming the kernel and its configuration (the emulation checks the same limits)
 // MOEKD_DYNAMIC_SHARED(T, name) declares `T* name`, the launch's dynamic shared memory.
 #pragma once
 
 #if defined(__CUDACC__)
 #define MOEKD_HD __host__ __device__
 #define MOEKD_CUDA_KERNELS 1
-#define MOEKD_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<(grid), (block), (smem), (stream)>>>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <utility>
+
+#include "../core/error.hpp"
+namespace moekd::kern::cuda {
+/// What MOEKD_LAUNCH is under nvcc: kernel<<<grid, block, smem, stream>>>(args...), then a launch
+/// that failed (an invalid configuration, too much shared memory, no kernel image for this GPU)
+/// becomes an error naming the kernel and its configuration, at the launch that caused it.
+template <class K>
+struct Launch {
+    K kernel;
+    dim3 grid, block;
+    size_t smem;
+    cudaStream_t stream;
+    const char* name;
+    template <class... A>
+    void operator()(A&&... a) const {
+        kernel<<<grid, block, smem, stream>>>(std::forward<A>(a)...);
+        if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess)
+            throw Error(msg("CUDA launch of ", name, " failed: ", cudaGetErrorString(e), " (", cudaGetErrorName(e),
+                            "); grid (", grid.x, ", ", grid.y, ", ", grid.z, "), block (", block.x, ", ", block.y, ", ",
+                            block.z, "), ", smem, " bytes of dynamic shared memory"));
+    }
+};
+template <class K>
+Launch<K> make_launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const char* name) {
+    return Launch<K>{kernel, grid, block, smem, stream, name};
+}
+}  // namespace moekd::kern::cuda
+#define MOEKD_LAUNCH(grid, block, smem, stream, ...)                                                       \
+    ::moekd::kern::cuda::make_launch(&__VA_ARGS__, dim3(grid), dim3(block), static_cast<size_t>(smem), stream, \
+                                     #__VA_ARGS__)
 #define MOEKD_DYNAMIC_SHARED(T, name)                      \
     extern __shared__ __align__(16) unsigned char moekd_dynamic_smem_[]; \
     T* name = reinterpret_cast<T*>(moekd_dynamic_smem_)

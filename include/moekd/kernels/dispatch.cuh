@@ -256,19 +256,11 @@ inline cudaError_t launch_dispatch_offsets(const int64_t* counts, int64_t* kept,
     MOEKD_LAUNCH(1, 1, 0, s, dispatch_offsets_kernel<>)(counts, kept, offsets, E, capacity);
     return cudaGetLastError();
 }
+/// The stable scatter of the N * k assignments; idx_copy (N * k, may be null) gets a copy of idx.
 inline cudaError_t launch_scatter_slots(const int64_t* idx, const int64_t* position, const int64_t* offsets,
-                                        int64_t* slot_of, int64_t* slot_token, int64_t* slot_choice, int64_t N,
-                                        int64_t k, int64_t capacity, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(dispatch_grid(N * k, 256), 256, 0, s, scatter_slots_kernel<>)(idx, position, offsets, slot_of, slot_token,
-                                                                     slot_choice, static_cast<int64_t*>(nullptr),
-                                                                     N * k, k, capacity);
-    return cudaGetLastError();
-}
-/// The same, also copying idx into idx_copy (N * k).
-inline cudaError_t launch_scatter_slots_copy(const int64_t* idx, const int64_t* position, const int64_t* offsets,
-                                             int64_t* slot_of, int64_t* slot_token, int64_t* slot_choice,
-                                             int64_t* idx_copy, int64_t N, int64_t k, int64_t capacity,
-                                             cudaStream_t s = 0) {
+                                        int64_t* slot_of, int64_t* slot_token, int64_t* slot_choice,
+                                        int64_t* idx_copy, int64_t N, int64_t k, int64_t capacity,
+                                        cudaStream_t s = 0) {
     MOEKD_LAUNCH(dispatch_grid(N * k, 256), 256, 0, s, scatter_slots_kernel<>)(idx, position, offsets, slot_of, slot_token,
                                                                      slot_choice, idx_copy, N * k, k, capacity);
     return cudaGetLastError();

@@ -1,7 +1,9 @@
 // elementwise.cuh — per-element math of the unary and binary ops, shared by CPU and GPU.
 //
 // Part 1 (always compiled): MOEKD_HD functors. ops/elementwise.hpp runs them in CPU loops.
-// Part 2 (nvcc only): __global__ kernels that apply the same functors, and host launchers.
+// Part 2 (MOEKD_CUDA_KERNELS: nvcc, and the emulated build): __global__ kernels that apply the
+// unary functors over contiguous buffers, and host launchers (the device table's unary entries, in
+// kernels/ops.cu, whose broadcasting binary kernel applies the binary functors through strides).
 // Each unary functor has fwd(x) and bwd(x, y, g) = g * dy/dx where y = fwd(x), so the backward
 // may use whichever of x and y is cheaper.
 #pragma once
@@ -97,11 +99,6 @@ __global__ void unary_bwd_kernel(const T* __restrict__ x, const T* __restrict__ 
     for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
         gx[i] = F::bwd(x[i], y[i], g[i]);
 }
-template <class F, class T>
-__global__ void binary_fwd_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ c, int64_t n) {
-    for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
-        c[i] = F::fwd(a[i], b[i]);
-}
 
 /// Launchers over contiguous device buffers (the CUDA backend makes its inputs contiguous).
 template <class F, class T>
@@ -112,11 +109,6 @@ cudaError_t launch_unary_fwd(const T* x, T* y, int64_t n, cudaStream_t s = 0) {
 template <class F, class T>
 cudaError_t launch_unary_bwd(const T* x, const T* y, const T* g, T* gx, int64_t n, cudaStream_t s = 0) {
     MOEKD_LAUNCH(grid_for(n), 256, 0, s, unary_bwd_kernel<F, T>)(x, y, g, gx, n);
-    return cudaGetLastError();
-}
-template <class F, class T>
-cudaError_t launch_binary_fwd(const T* a, const T* b, T* c, int64_t n, cudaStream_t s = 0) {
-    MOEKD_LAUNCH(grid_for(n), 256, 0, s, binary_fwd_kernel<F, T>)(a, b, c, n);
     return cudaGetLastError();
 }
 

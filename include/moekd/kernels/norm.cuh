@@ -4,7 +4,7 @@
 // Part 1 (always compiled): MOEKD_HD row functions over one contiguous row of n elements (the
 // normalised dims flattened). ops/norm.hpp calls them in a CPU loop, one call per row.
 // Part 2 (MOEKD_CUDA_KERNELS: nvcc, and the emulated build): __global__ kernels and launchers
-// (host entries in cuda/norm.hpp, instantiated in kernels/norm.cu). Forward and the x gradient:
+// (the device table's layer_norm entries, in kernels/norm.cu). Forward and the x gradient:
 // a warp per row for N <= 1024 (8 rows a block), a block of 256 per row above; the weight / bias
 // gradients: a two-pass deterministic column reduction in double (no atomics).
 //

@@ -7,7 +7,8 @@
 // dim, the row of (o, i) starts at o * n * inner + i with stride inner, so no dim needs to be
 // moved last (stride 1 is the usual last-dim case).
 // Part 2 (MOEKD_CUDA_KERNELS: nvcc, and the emulated build): __global__ kernels doing the same
-// math, and host launchers (host entries in cuda/softmax.hpp, instantiated in kernels/softmax.cu).
+// math, and host launchers (the device table's entries, in kernels/softmax.cu; nll_loss's reduction
+// in kernels/index.cu).
 // Contiguous rows (the last dim, inner == 1): a warp per row for n <= 1024 (8 rows a block of
 // 256), a block of 256 per row above (e.g. a 32k vocabulary); lanes stride over the row and
 // reduce by shuffles, then across warps through shared memory. Strided rows (inner > 1): one

@@ -30,7 +30,6 @@
 
 #include "../ops/matmul.hpp"
 #include "svd.hpp"
-#include "svd_cuda.hpp"  // empty unless built with the CUDA backend
 
 namespace moekd::linalg {
 

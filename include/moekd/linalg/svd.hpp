@@ -14,8 +14,7 @@
 // LAPACK has gesdd) the decomposition is one ?gesdd call per matrix; otherwise Eigen's BDCSVD.
 // (BDCSVD is also a heavy template: instantiating it for float and double added about 80 s of
 // -O3 compile time to every translation unit that called svd, which is why gesdd comes first.)
-// The CUDA counterpart (cuSOLVER gesvdj) is linalg/svd_cuda.hpp; linalg::svd of a CUDA tensor calls
-// it through the device table (DeviceOps<T>::svd, kernels/linalg.cu), so the same call works on
+// On a CUDA tensor linalg::svd runs cuSOLVER's Jacobi SVD (gesvdj) through the device table (DeviceOps<T>::svd, kernels/linalg.cu), so the same call works on
 // both devices.
 #pragma once
 
@@ -188,8 +187,8 @@ SVD<T> svd(const Tensor<T>& A) {
     return r;
 }
 
-/// OneS eq. 12: the smallest K >= 1 whose K largest singular values sum to at least
-/// lambda * sum(S). S: (K_max) non-negative (any order; sorted descending here). lambda in (0, 1].
+/// OneS eq. 12 ("sum of the top K singular values ~= lambda * sum"; the paper writes ~=, we read
+/// it as the smallest K >= 1 whose K largest singular values sum to at least lambda * sum(S)). S: (K_max) non-negative (any order; sorted descending here). lambda in (0, 1].
 /// lambda = 1 gives the number of singular values up to the last non-zero one; an all-zero S
 /// gives 1; an empty S gives 0. Sums are taken in double, largest first.
 template <class T>

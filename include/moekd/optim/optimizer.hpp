@@ -116,11 +116,11 @@ protected:
     virtual void update(size_t k, const ParamGroup<T>& g, T* p, const T* grad, int64_t n) = 0;
 
     /// The same update for a parameter on a device: a fused kernel through DeviceOps (SGD, Adam,
-    /// AdamW); optimizers without one say so.
+    /// AdamW, LAMB); optimizers without one say so.
     virtual void update_device(size_t k, const ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) {
         (void)k, (void)g, (void)grad;
         MOEKD_CHECK(false, "optimizer: parameter of shape ", p.shape(), " is on ", p.device(),
-                    "; this optimizer has no CUDA implementation yet (SGD, Adam and AdamW have)");
+                    "; this optimizer has no CUDA implementation yet (SGD, Adam, AdamW and LAMB have)");
     }
 
     /// A zero-initialised state slot of n elements for parameter k, on `device` (a slot loaded

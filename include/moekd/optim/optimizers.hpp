@@ -124,7 +124,10 @@ public:
 
 /// LAMB (You et al., 2020, Algorithm 2): Adam's bias-corrected direction r = m^/(sqrt(v^) + eps)
 /// plus decoupled decay wd p, scaled per tensor by the trust ratio ||p|| / ||r + wd p||
-/// (1 when either norm is 0): p -= lr * trust * (r + wd p).
+/// (1 when either norm is 0): p -= lr * trust * (r + wd p). The per-element terms and the trust
+/// ratio are kernels/optim.cuh's, shared with the device update (two launches: the moments with
+/// block partials of both squared norms, then every block reduces the partials in one fixed order
+/// and applies the step; the norms stay on the device).
 template <class T = float>
 class LAMB : public Optimizer<T> {
 public:
@@ -137,25 +140,35 @@ protected:
     void update(size_t k, const ParamGroup<T>& g, T* p, const T* grad, int64_t n) override {
         T* m = this->slot(k, "exp_avg", n);
         T* v = this->slot(k, "exp_avg_sq", n);
-        const double t = double(this->step_);
-        const double bc1 = 1 - std::pow(b1_, t), bc2 = 1 - std::pow(b2_, t);
+        const kern::LambStep<T> s = step_terms(g);
         std::vector<T> r(n);
-        double p_sq = 0, r_sq = 0;
+        double p_sq = 0, r_sq = 0;  // in order, in double (the device's are block trees, also double)
         for (int64_t i = 0; i < n; ++i) {
-            m[i] = T(b1_) * m[i] + T(1 - b1_) * grad[i];
-            v[i] = T(b2_) * v[i] + T(1 - b2_) * grad[i] * grad[i];
-            const T mh = m[i] / T(bc1), vh = v[i] / T(bc2);
-            r[i] = mh / (std::sqrt(vh) + T(eps_)) + T(g.weight_decay) * p[i];
+            kern::lamb_moments(grad[i], m[i], v[i], s);
+            r[i] = kern::lamb_direction(p[i], m[i], v[i], s);
             p_sq += double(p[i]) * p[i];
             r_sq += double(r[i]) * r[i];
         }
-        const double pn = std::sqrt(p_sq), rn = std::sqrt(r_sq);
-        const double trust = (pn > 0 && rn > 0) ? pn / rn : 1.0;
-        const T scale = T(g.lr * trust);
-        for (int64_t i = 0; i < n; ++i) p[i] = p[i] - scale * r[i];
+        const T scale = kern::lamb_scale<T>(s.lr, p_sq, r_sq);
+        for (int64_t i = 0; i < n; ++i) kern::lamb_apply(p[i], r[i], scale);
+    }
+
+    void update_device(size_t k, const ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) override {
+        const int64_t n = p.numel();
+        T* m = this->slot(k, "exp_avg", n, p.device());
+        T* v = this->slot(k, "exp_avg_sq", n, p.device());
+        moekd::detail::device_entry(DeviceOps<T>::cuda().lamb_step, "LAMB.step", p.shape())(p.data(), grad.data(), m, v,
+                                                                                             n, step_terms(g));
     }
 
 private:
+    /// This step's constants: 1 - beta and the bias corrections in double, then rounded.
+    kern::LambStep<T> step_terms(const ParamGroup<T>& g) const {
+        const double t = double(this->step_);
+        return {T(b1_), T(b2_), T(1 - b1_), T(1 - b2_), T(1 - std::pow(b1_, t)), T(1 - std::pow(b2_, t)),
+                T(eps_), T(g.weight_decay), g.lr};
+    }
+
     double b1_, b2_, eps_;
 };
 
