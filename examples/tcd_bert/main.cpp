@@ -9,8 +9,9 @@
 // like the paper's Table 3 (ablation), Table 1 (pre-training-performance alignment) and Table 4
 // (OOD), and draw its Figure 5 (downstream score vs pre-training epochs).
 //
-//   tcd_bert                                   the small default (one task, ~5 min on 2 cores)
-//   tcd_bert --ablations --task WNGLOSS        + the T and T+I ablations, another task
+//   tcd_bert                                   the small default (one task, ~11 min on 2 cores)
+//   tcd_bert --ablations --task WNGLOSS        + the ablations (T, then T+I+A at the default
+//                                              lambda_A = 0, else T+I), another task
 //   tcd_bert --glue-dir ~/glue/RTE --task RTE  a real GLUE task
 //   tcd_bert --corpus a.txt --corpus b.txt --glue-dir ... --task ...   your own text
 //   tcd_bert --device cuda                     the same runs with the models, batches, losses, fine-tuning
@@ -189,7 +190,7 @@ int main(int argc, char** argv) {
     app.add_option("--experts", mc.experts, "experts per MoE layer (the paper: 64)")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--lambda-b", mc.lambda_b, "weight of the KL(uniform || mean router prob) balance loss (the paper: 1000)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--capacity-factor", mc.capacity_factor, "expert capacity factor in training, evaluation and fine-tuning "
-                   "(0: dropless, no capacity, as the paper's FastMoE gate)")->capture_default_str()->check(cli_checks::non_negative());
+                   "(0: dropless, no capacity: our choice; the paper names FastMoE, line 350, but no gate or capacity)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--seq-len", seq_len, "pre-training segment length (tokens, <= 128 as the paper)")->capture_default_str()->check(cli_checks::in(8, 512));
     app.add_option("--segments", max_segments, "pre-training segments per epoch (0: the whole corpus)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--heldout-segments", heldout_segments, "held-out segments for the MLM log-likelihood")->capture_default_str()->check(cli_checks::positive());
@@ -202,7 +203,7 @@ int main(int argc, char** argv) {
     app.add_option("--lambda-a", lambda_a, "TCD attention weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--groups", po.groups, "TCD token groups per step (the paper: 32)")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--group-size", po.group_size, "tokens per TCD group (the paper: 128)")->capture_default_str()->check(cli_checks::positive());
-    app.add_flag("--ablations", ablations, "also pre-train MoE w/ TCD (T) and (T+I) for the ablation (the paper's Table 3)");
+    app.add_flag("--ablations", ablations, "also pre-train MoE w/ TCD (T), and (T+I+A) when --lambda-a is 0 (else (T+I)), for the ablation (the paper's Table 3)");
     app.add_option("--ft-epochs", fo.epochs, "fine-tuning epochs")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--ft-batch", fo.batch, "fine-tuning batch")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--ft-lr", fo.lr_full, "full fine-tuning learning rate")->capture_default_str()->check(cli_checks::positive());

@@ -1,7 +1,8 @@
 // figures.hpp — the paper's figures from the runs' JSONL logs, as self-contained SVG files
 // (moekd/io/svg_plot.hpp; no plotting tool needed):
 //   OUT/ce_moe.svg     training cross-entropy of the MoE model over updates, one line per mode
-//                      (Single / ConstJT / TSJT): the paper's Figure 3, MoE panel
+//                      (Single / ConstJT / TSJT), as the paper's Figure 3 (which has no
+//                      separate panels: one plot per model is our layout)
 //   OUT/ce_dense.svg   the same for the dense (shared) or device (indep) model
 //   OUT/kl.svg         symmetric KL between the two models over updates (Figure 4)
 // The TSJT stage-1 -> stage-2 switch is a dashed vertical line on all three. The KL figure leaves

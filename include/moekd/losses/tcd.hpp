@@ -15,7 +15,8 @@
 // 128 representations"), and for each group the N x N cosine-similarity matrices of student and
 // teacher are compared (losses/relation.hpp). L_A is not sampled: for each sequence b and head h,
 // the M_b x M_b query-key cosines over the sequence's own M_b real tokens (eq. 9-11, lines
-// 134-140: "For a single head ... query and key representations {q_k}_{k=1}^M"), averaged over the
+// 134-140: "For a single head ... query and key representations {q_k}_{k=1}^M"; the paper does
+// not define M, and taking it per sequence is our reading), averaged over the
 // heads and sequences of the batch ("the average loss for multiple heads within a batch", line
 // 142). The positions are summed, not averaged (line 144: L_T, L_I, L_A are "the total of all
 // positions"):

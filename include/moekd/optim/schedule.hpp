@@ -16,7 +16,8 @@ inline double inverse_sqrt_lr(int64_t step, double lr, int64_t warmup, double wa
     return lr * std::sqrt(double(warmup) / double(step));
 }
 
-/// Linear warmup to lr over `warmup` steps, then linear decay to 0 at `total` (BERT, OneS).
+/// Linear warmup to lr over `warmup` steps, then linear decay to 0 at `total` (BERT's schedule;
+/// OneS states warmup epochs and a linear decay, not the warmup's shape).
 inline double linear_warmup_decay_lr(int64_t step, double lr, int64_t warmup, int64_t total) {
     MOEKD_CHECK(total > 0 && warmup >= 0 && warmup <= total, "linear_warmup_decay_lr: warmup ", warmup,
                 " and total ", total, " must satisfy 0 <= warmup <= total, total > 0");
