@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
     setenv("MOEKD_NUM_THREADS", std::to_string(o.threads).c_str(), 0);  // an explicit setting wins
     const char* ct = std::getenv("OPENBLAS_CORETYPE");
     std::printf("# threads: moekd=%d openblas=%d aten=1,2 (raced)  OPENBLAS_CORETYPE=%s%s\n",
-                detail::kt_num_threads(), openblas_get_num_threads(), ct ? ct : "(unset)",
+                moekd::num_threads(), openblas_get_num_threads(), ct ? ct : "(unset)",
                 o.quick ? "  [--quick sizes]" : "");
     bool ok = true;
     if (o.only.empty() || o.only == "symkl") ok = bench_symkl(o) && ok;

@@ -81,7 +81,7 @@ Tensor<float> dot_loss(const Tensor<float>& y, const Tensor<float>& gy) {
     const Tensor<float> yc = moekd::detail::contiguous_data(y);
     const int64_t n = yc.numel(), chunk = 1 << 16;
     std::vector<double> part((n + chunk - 1) / chunk);
-    moe::detail::parallel_for(n, chunk, [&](int64_t lo, int64_t hi) {
+    moekd::detail::parallel_chunks(n, chunk, [&](int64_t lo, int64_t hi) {
         double s = 0;
         for (int64_t i = lo; i < hi; ++i) s += double(yc.data()[i]) * double(gy.data()[i]);
         part[lo / chunk] = s;
@@ -227,13 +227,13 @@ double expert_gemms_only(const Options& o, int64_t E, int samples) {
     for (int i = 0; i < samples + 1; ++i) {
         std::vector<Tensor<float>> dW1(E), dW2(E);
         const auto t0 = Clock::now();
-        moe::detail::run_tasks(E, true, [&](int64_t e, int) {
+        moekd::detail::run_tasks(E, true, [&](int64_t e, int) {
             const float *x = X.data() + e * n * D, *w1 = W1.data() + e * F * D, *w2 = W2.data() + e * D * F;
             moekd::detail::gemm(1.0f, CM{x, n, D, D, 1}, CM{w1, F, D, D, 1}.t(), 0.0f, MM{H.data() + e * n * F, n, F, F, 1});
             moekd::detail::gemm(1.0f, CM{H.data() + e * n * F, n, F, F, 1}, CM{w2, D, F, F, 1}.t(), 0.0f,
                                 MM{Y.data() + e * n * D, n, D, D, 1});
         });
-        moe::detail::run_tasks(E, true, [&](int64_t e, int) {
+        moekd::detail::run_tasks(E, true, [&](int64_t e, int) {
             const float *x = X.data() + e * n * D, *gy = dY.data() + e * n * D, *a = H.data() + e * n * F;
             const float *w1 = W1.data() + e * F * D, *w2 = W2.data() + e * D * F;
             float* dh = dH.data() + e * n * F;

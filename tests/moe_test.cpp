@@ -15,6 +15,7 @@
 
 #include <catch2/catch.hpp>
 #include <moekd/moe.hpp>
+#include <moekd/moe/reference.hpp>
 #include <moekd/nn/transformer.hpp>
 #include <moekd/testing/gradcheck.hpp>
 
@@ -275,10 +276,12 @@ TEST_CASE("the layer's aux loss is the weighted balance loss plus z-loss of its 
                                                           : moe::kl_uniform_balance_loss(probs).item();
         const double z = moe::router_z_loss(logits).item();
         CHECK(out.aux_loss.item() == Approx(0.5 * b + 0.25 * z).epsilon(1e-12));
-        CHECK(l->last_aux_loss().item() == out.aux_loss.item());
+        const nn::FFNOutput<double> o = l->forward(x, Tensor<uint8_t>());  // what a Transformer layer gets
+        CHECK(same_bits(o.y, out.y));
+        CHECK(o.aux.item() == out.aux_loss.item());
         CHECK(out.stats.balance_loss == Approx(b));
         CHECK(out.stats.z_loss == Approx(z));
-        CHECK(l->last_aux_loss().requires_grad());
+        CHECK(o.aux.requires_grad());
     }
 }
 
@@ -327,9 +330,27 @@ TEST_CASE("pad tokens get zero output and leave losses, statistics and other tok
     (sum(c.y * c.y) + c.aux_loss).backward();
     for (int64_t i : {4, 5, 9, 10, 11})
         for (int64_t d = 0; d < 5; ++d) CHECK(xg.grad().reshape({12, 5}).at({i, d}) == 0.0);
-    // through set_padding_mask, as inside a Transformer layer
-    l->set_padding_mask(pad);
-    CHECK(same_bits(l->forward(x), a.y));
+    // through forward(x, pad), as inside a Transformer layer
+    const nn::FFNOutput<double> f = l->forward(x, pad);
+    CHECK(same_bits(f.y, a.y));
+    CHECK(f.aux.item() == a.aux_loss.item());
+    // and through a Transformer layer: its padding mask reaches the MoE FFN, its aux comes back
+    nn::LayerConfig lc;
+    lc.d_model = 5, lc.num_heads = 1, lc.ffn_dim = 6, lc.dropout = 0.0;
+    nn::TransformerEncoderLayer<double> tl(lc, gen, l);
+    Tensor<double> seen;
+    const int hook = l->add_forward_hook([&](const std::string& tag, const Tensor<double>& v) {
+        if (tag == "output") seen = v;
+    });
+    const nn::AuxOutput<double> lo = tl.forward_with_aux(x, pad);
+    l->remove_forward_hook(hook);
+    REQUIRE(seen.defined());
+    for (int64_t i : {4, 5, 9, 10, 11})
+        for (int64_t d = 0; d < 5; ++d) CHECK(seen.reshape({12, 5}).at({i, d}) == 0.0);  // pads not routed
+    CHECK(l->last_stats().num_pad == 5);
+    REQUIRE(lo.aux.defined());
+    CHECK(lo.aux.requires_grad());
+    CHECK(same_bits(tl.forward(x, pad), lo.y));
 }
 
 TEST_CASE("determinism: the same input gives the same bits; direct .grad equals the engine's", "[moe]") {
@@ -554,8 +575,9 @@ TEST_CASE("an MoE layer is a Transformer layer's FFN, with fairseq / Tutel names
     CHECK(sd.at("moe.experts.0.fc2.weight").shape() == Shape{8, 16});
     CHECK(sd.count("moe.gate.bias") == 0);
     Tensor<float> x = Tensor<float>::randn({2, 5, 8}, gen).requires_grad_();
-    Tensor<float> y = layer.forward(x);
-    (sum(y) + moe_l->last_aux_loss()).backward();
+    const nn::AuxOutput<float> o = layer.forward_with_aux(x);
+    const Tensor<float>& y = o.y;
+    (sum(y) + o.aux).backward();
     CHECK(y.shape() == x.shape());
     CHECK(moe_l->gate->weight.grad().defined());
     CHECK(moe_l->last_stats().num_tokens == 10);

@@ -321,10 +321,14 @@ TEST_CASE("dropout in layers: same init whatever p, active only while training",
 }
 
 namespace {
-struct ScaleFFN : nn::FFNBase<double> {  // a stand-in for an MoE layer
+struct ScaleFFN : nn::FFNBase<double> {  // a stand-in for an MoE layer: aux = sum(scale)
     Tensor<double> scale;
-    ScaleFFN() { scale = register_parameter("scale", Tensor<double>::full({8}, 2.0)); }
-    Tensor<double> forward(const Tensor<double>& x) override { return x * scale; }
+    explicit ScaleFFN(double v = 2.0) { scale = register_parameter("scale", Tensor<double>::full({8}, v)); }
+    nn::FFNOutput<double> forward(const Tensor<double>& x, const Tensor<uint8_t>& pad) override {
+        last_pad = pad;
+        return {x * scale, sum(scale)};  // an aux loss, as an MoE layer's
+    }
+    Tensor<uint8_t> last_pad;
     std::string module_name() const override { return "moe"; }
 };
 }  // namespace
@@ -342,6 +346,63 @@ TEST_CASE("the FFN of a layer is replaceable and stacks take a factory", "[nn][t
     CHECK(names.count("layer_norm.weight") == 1);  // pre-LN stacks end in a LayerNorm
     auto y = enc.forward(Tensor<double>::randn({2, 3, 8}, g));
     CHECK(y.shape() == Shape{2, 3, 8});
+}
+
+TEST_CASE("layers hand their padding mask to the FFN; stacks and models return the aux losses summed", "[nn][transformer]") {
+    Generator g(15);
+    std::vector<std::shared_ptr<ScaleFFN>> made;
+    auto odd_layers = [&made](double base) {  // ScaleFFN(base + i) in the odd layers i
+        return nn::FFNFactory<double>([&made, base](int64_t i, Generator&) -> std::shared_ptr<nn::FFNBase<double>> {
+            if (i % 2 == 0) return nullptr;
+            made.push_back(std::make_shared<ScaleFFN>(base + double(i)));
+            return made.back();
+        });
+    };
+    nn::EncoderDecoderConfig c;
+    c.src_vocab = c.tgt_vocab = 11, c.padding_idx = 1, c.layer = small_cfg(false);
+    c.encoder_layers = 4, c.decoder_layers = 2, c.share_embeddings = true;
+    nn::EncoderDecoder<double> m(c, g, odd_layers(1.0), odd_layers(10.0));
+    REQUIRE(made.size() == 3);  // encoder layers 1 and 3, decoder layer 1
+    const auto src = Tensor<int64_t>::from_vector({4, 5, 6, 1, 7, 8, 9, 10}, {2, 4});  // a pad in row 0
+    const auto prev = Tensor<int64_t>::from_vector({2, 4, 5, 2, 6, 1}, {2, 3});        // a pad in row 1
+    const nn::AuxOutput<double> o = m.forward_with_aux(src, prev);
+    REQUIRE(o.aux.defined());
+    CHECK(o.aux.item() == (8 * 2.0 + 8 * 4.0) + 8 * 11.0);  // encoder's, then decoder's, in layer order
+    CHECK(o.y.contiguous().to_vector() == m.forward(src, prev).contiguous().to_vector());
+    for (size_t k = 0; k < 3; ++k) REQUIRE(made[k]->last_pad.defined());
+    CHECK(made[0]->last_pad.shape() == Shape{2, 4});  // the encoder's key padding mask
+    CHECK(made[0]->last_pad.contiguous().to_vector() == std::vector<uint8_t>{0, 0, 0, 1, 0, 0, 0, 0});
+    CHECK(made[2]->last_pad.contiguous().to_vector() == std::vector<uint8_t>{0, 0, 0, 0, 0, 1});  // the target's
+    o.aux.backward();  // the aux loss carries history
+    for (size_t k = 0; k < 3; ++k) CHECK(made[k]->scale.grad().defined());
+    // a decoder continues a given sum (as EncoderDecoder hands it the encoder's)
+    const auto enc = m.encoder->forward_tokens_with_aux(src);
+    CHECK(enc.aux.item() == 8 * 2.0 + 8 * 4.0);
+    CHECK(m.decoder->forward_tokens_with_aux(prev, enc.y).aux.item() == 8 * 11.0);
+    // dense: no aux tensor at all; add_aux skips it
+    nn::EncoderDecoder<double> dense(c, g);
+    CHECK_FALSE(dense.forward_with_aux(src, prev).aux.defined());
+    const Tensor<double> one = Tensor<double>::scalar(1.0);
+    CHECK_FALSE(nn::add_aux(Tensor<double>(), Tensor<double>()).defined());
+    CHECK(nn::add_aux(one, Tensor<double>()).is_same(one));
+    CHECK(nn::add_aux(Tensor<double>(), one).is_same(one));
+    // BERT and ViT carry it too
+    nn::BertConfig bc;
+    bc.vocab_size = 20, bc.hidden_size = 8, bc.num_layers = 2, bc.num_heads = 2, bc.intermediate_size = 16;
+    bc.max_position_embeddings = 10, bc.hidden_dropout = bc.attention_dropout = 0.0;
+    made.clear();
+    nn::BertEncoder<double> bert(bc, g, odd_layers(0.5));
+    const auto ids = Tensor<int64_t>::from_vector({3, 4, 5, 0, 6, 7, 8, 9}, {2, 4});
+    const auto bo = bert.forward_with_aux(ids, Tensor<int64_t>(), nn::padding_mask(ids, 0));
+    CHECK(bo.aux.item() == 8 * 1.5);
+    CHECK(made[0]->last_pad.contiguous().to_vector() == std::vector<uint8_t>{0, 0, 0, 1, 0, 0, 0, 0});
+    nn::ViTConfig vc;
+    vc.image_size = 4, vc.patch_size = 2, vc.num_channels = 1, vc.hidden_size = 8, vc.num_layers = 2, vc.num_heads = 2;
+    vc.intermediate_size = 16, vc.num_classes = 3;
+    nn::ViT<double> vit(vc, g, odd_layers(2.0));
+    const auto vo = vit.forward_with_aux(Tensor<double>::randn({2, 1, 4, 4}, g));
+    CHECK(vo.y.shape() == Shape{2, 3});
+    CHECK(vo.aux.item() == 8 * 3.0);
 }
 
 TEST_CASE("TransformerDecoderLayer: names, causality, cross-attention hooks", "[nn][transformer]") {

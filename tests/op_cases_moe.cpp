@@ -202,8 +202,8 @@ static RegisterOps reg({
      [](const In& x) {
          static std::shared_ptr<moe::MoELayer<double>> ls[2];
          auto& l = layer_on(x[0], ls, [] { return layer(4, 2, nn::Activation::GELU); });
-         Tensor<double> y = l.forward(x[0], mask_on(x[0], {0, 0, 0, 1, 0, 0, 1, 1}, {2, 4}));
-         return add(y, l.last_aux_loss());
+         const nn::FFNOutput<double> o = l.forward(x[0], mask_on(x[0], {0, 0, 0, 1, 0, 0, 1, 1}, {2, 4}));
+         return add(o.y, o.aux);
      }},
     // top-2 with capacity (factor 0.5: capacity 2 of 8 tokens x 2 choices over 4 experts), gates
     // renormalised after dropping (the default) and before (GShard)
@@ -211,19 +211,22 @@ static RegisterOps reg({
      [](const In& x) {
          static std::shared_ptr<moe::MoELayer<double>> ls[2];
          auto& l = layer_on(x[0], ls, [] { return layer(4, 2, nn::Activation::GELU, 0.5, false); });
-         return add(l.forward(x[0]), l.last_aux_loss());
+         const nn::FFNOutput<double> o = l.forward(x[0], Tensor<uint8_t>());
+         return add(o.y, o.aux);
      }},
     {"moe_layer/routed_top2_capacity_before_dropping", {{8, 4}},
      [](const In& x) {
          static std::shared_ptr<moe::MoELayer<double>> ls[2];
          auto& l = layer_on(x[0], ls, [] { return layer(4, 2, nn::Activation::GELU, 0.5, false, true); });
-         return add(l.forward(x[0]), l.last_aux_loss());
+         const nn::FFNOutput<double> o = l.forward(x[0], Tensor<uint8_t>());
+         return add(o.y, o.aux);
      }},
     {"moe_layer/routed_top1_capacity", {{8, 4}},
      [](const In& x) {
          static std::shared_ptr<moe::MoELayer<double>> ls[2];
          auto& l = layer_on(x[0], ls, [] { return layer(2, 1, nn::Activation::GELU, 1.0, false); });  // capacity 4 of 8
-         return add(l.forward(x[0]), l.last_aux_loss());
+         const nn::FFNOutput<double> o = l.forward(x[0], Tensor<uint8_t>());
+         return add(o.y, o.aux);
      }},
 
     // ---- balance ----

@@ -154,7 +154,6 @@ TEST_CASE("L_A is per sequence over its real tokens: a padded batch's L_A is the
         for (int64_t i = len[b]; i < Tn; ++i) ids.data()[b * Tn + i] = 0;
     const Tensor<uint8_t> pad = nn::padding_mask(ids, 0);
     auto run = [&](const Tensor<int64_t>& x, const Tensor<uint8_t>& p) {
-        for (auto& l : *s.encoder->layers) std::dynamic_pointer_cast<moe::MoELayer<double>>(l->ffn)->set_padding_mask(p);
         s.forward(x, Tensor<int64_t>(), p);
         t.forward(x, Tensor<int64_t>(), p);
         const auto g = tcd::sample_batch_token_groups(x.size(0), x.size(1), p, 1, 2, gen);  // unused by L_A
@@ -269,8 +268,6 @@ TEST_CASE("gradcheck (double) of the composed TCD loss w.r.t. the student's para
             Tensor<int64_t> ids = batch_ids(2, 5, 7);
             ids.data()[8] = ids.data()[9] = 0;
             const Tensor<uint8_t> pad = nn::padding_mask(ids, 0);
-            if (moe)
-                for (auto& l : *s.encoder->layers) std::dynamic_pointer_cast<moe::MoELayer<double>>(l->ffn)->set_padding_mask(pad);
             {
                 NoGrad ng;
                 t.forward(ids, Tensor<int64_t>(), pad);

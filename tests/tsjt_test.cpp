@@ -56,8 +56,8 @@ TEST_CASE("MoE layers sit in every other layer", "[tsjt]") {
     const ModelConfig c = tiny();
     auto m = make_model(c, gen);
     const Sub s = Sub::of(*m, c.pad);
-    CHECK(s.enc_moe.size() == 2);
-    CHECK(s.dec_moe.size() == 2);
+    CHECK(s.enc_moe == 2);
+    CHECK(s.dec_moe == 2);
     for (int64_t i = 0; i < c.enc_layers; ++i) {
         const bool moe_i = dynamic_cast<moe::MoELayer<F>*>((*m->encoder->layers)[i].ffn.get()) != nullptr;
         CHECK(moe_i == (i % 2 == 1));

@@ -78,25 +78,6 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
     return x;
 }
 
-/// LAMB whose update of a device parameter runs the CPU update (optim::LAMB's own arithmetic, the
-/// same bits) on host copies of the parameter and its gradient, its moments kept on the CPU, and
-/// copies the parameter back: optim::LAMB has no device kernel yet (SGD, Adam and AdamW have).
-/// The round trip costs two copies of each parameter per step, small next to the ViT's forward
-/// and backward at these sizes. On the CPU it is optim::LAMB.
-template <class T>
-class Lamb : public optim::LAMB<T> {
-public:
-    using optim::LAMB<T>::LAMB;
-
-protected:
-    void update_device(size_t k, const optim::ParamGroup<T>& g, Tensor<T>& p, const Tensor<T>& grad) override {
-        Tensor<T> ph = p.to(Device::CPU);  // a host copy (p is on the device)
-        const Tensor<T> gh = grad.to(Device::CPU);
-        this->update(k, g, ph.data(), gh.data(), p.numel());
-        moekd::detail::copy_into(p, ph.to(p.device()));
-    }
-};
-
 /// Test accuracy of a model on the first `limit` images (eval mode, no autograd). With a
 /// communicator each rank scores its shard and the counts are summed (collective).
 inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t limit, int64_t batch = 500,
@@ -162,9 +143,9 @@ inline std::vector<double> routing_frequency(WideNetViT<float>& teacher, const d
     std::vector<double> f(size_t(teacher.config().experts), 0.0);
     for (int64_t from = 0; from < n; from += 500) {
         Tensor<int64_t> y;
-        (void)teacher.forward(
+        const auto out = teacher.forward_with_aux(
             make_batch(s, idx, size_t(from), size_t(std::min<int64_t>(500, n - from)), y, nullptr, 0).to(teacher.device()));
-        for (size_t e = 0; e < f.size(); ++e) f[e] += double(teacher.last_expert_counts()[e]);
+        for (size_t e = 0; e < f.size(); ++e) f[e] += double(out.expert_counts[e]);
     }
     teacher.train();
     const double tot = std::accumulate(f.begin(), f.end(), 0.0);
@@ -218,7 +199,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
         dp = std::make_unique<dist::DataParallel<float>>(o.comm, trainable);
     }
     Generator aug_gen(o.data_seed * 7919ULL + uint64_t(rank) + 1);  // per-rank augmentation (ranks > 1)
-    Lamb<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));  // after m.to(device)
+    optim::LAMB<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));  // after m.to(device)
     const int64_t warmup = int64_t(o.warmup_frac * double(total));
     Generator gen(o.data_seed);
     std::vector<int64_t> order(static_cast<size_t>(n));
@@ -237,7 +218,8 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
                                                y, o.augment ? (comm ? &aug_gen : &gen) : nullptr, o.shift)
                                         .to(dev);
             y = y.to(dev);
-            Tensor<float> logits = m.forward(x);
+            const auto fwd = m.forward_with_aux(x);
+            const Tensor<float>& logits = fwd.logits;
             Tensor<float> loss = cross_entropy(logits, y);
             if (teacher) {
                 Tensor<float> tl;
@@ -248,7 +230,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
                 const Tensor<float> kd = o.hard_kd ? hard_distill(logits, tl) : soft_distill(logits, tl, o.temperature);
                 loss = loss * float(o.alpha) + kd * float(1.0 - o.alpha);
             }
-            if (m.moe) loss = loss + m.last_aux_loss();
+            if (m.moe) loss = loss + fwd.aux;
             const float l = loss.item();
             MOEKD_CHECK(std::isfinite(l), name, ": loss became ", l, " at epoch ", epoch, " step ", s,
                         ". HINT: lower --lr");

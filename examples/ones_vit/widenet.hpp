@@ -67,6 +67,14 @@ public:
     }
 };
 
+/// What one WideNetViT forward returns.
+template <class T = float>
+struct WideNetOutput {
+    Tensor<T> logits;                    // (B, num_classes)
+    Tensor<T> aux;                       // the MoE aux loss summed over depth; undefined when dense
+    std::vector<int64_t> expert_counts;  // assignments routed to each expert, summed over depth: (E)
+};
+
 template <class T = float>
 class WideNetViT : public nn::Module<T> {
 public:
@@ -102,31 +110,32 @@ public:
         nn::init_linears_normal(*this, c.init_std, gen);
     }
 
-    /// images: (B, C, H, W) -> logits (B, num_classes). The MoE aux loss of this forward (summed
-    /// over depth) is in last_aux_loss(), the routing counts in last_expert_counts().
-    Tensor<T> forward(const Tensor<T>& images) {
+    /// images: (B, C, H, W) -> {logits (B, num_classes), the MoE aux loss summed over depth
+    /// (undefined for the dense student), the routing counts}
+    WideNetOutput<T> forward_with_aux(const Tensor<T>& images) {
         Tensor<T> x = embeddings->forward(images);  // (B, N + 1, D)
-        aux_ = Tensor<T>::scalar(T(0));
-        counts_.assign(size_t(cfg_.experts), 0);
+        WideNetOutput<T> out;
+        out.expert_counts.assign(size_t(cfg_.experts), 0);
         for (int64_t l = 0; l < cfg_.layers; ++l) {
             const BlockNorms<T>& b = (*blocks)[size_t(l)];
             x = x + attn->self_attention(b.ln_attn->forward(x));
             const Tensor<T> h = b.ln_ffn->forward(x);
             if (moe) {
                 moe::MoEOutput<T> o = moe->forward_with_stats(h);
-                aux_ = aux_ + o.aux_loss;
-                for (int64_t e = 0; e < cfg_.experts; ++e) counts_[size_t(e)] += o.stats.tokens_per_expert[size_t(e)];
+                out.aux = nn::add_aux(out.aux, o.aux_loss);
+                for (int64_t e = 0; e < cfg_.experts; ++e)
+                    out.expert_counts[size_t(e)] += o.stats.tokens_per_expert[size_t(e)];
                 x = x + o.y;
             } else {
                 x = x + ffn->forward(h);
             }
         }
         const Tensor<T> cls = layer_norm->forward(x).select(1, 0);  // (B, D)
-        return classifier->forward(cls);
+        out.logits = classifier->forward(cls);
+        return out;
     }
-    const Tensor<T>& last_aux_loss() const { return aux_; }
-    /// Assignments routed to each expert in the last forward, summed over depth: (E).
-    const std::vector<int64_t>& last_expert_counts() const { return counts_; }
+    /// images: (B, C, H, W) -> logits (B, num_classes)
+    Tensor<T> forward(const Tensor<T>& images) { return forward_with_aux(images).logits; }
     const WideNetConfig& config() const { return cfg_; }
 
     /// FFN FLOPs per image (2 per multiply-add): dense 2 GEMMs of D x F per token and layer; MoE
@@ -140,8 +149,6 @@ public:
 
 private:
     WideNetConfig cfg_;
-    Tensor<T> aux_ = Tensor<T>::scalar(T(0));
-    std::vector<int64_t> counts_;
 };
 
 inline bool is_ffn_name(const std::string& n) { return n.rfind("moe.", 0) == 0 || n.rfind("ffn.", 0) == 0; }

@@ -140,7 +140,8 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
             Tensor<uint8_t> pad;
             task_batch(t.train, order, from, n, ids, types, pad);
             batch_to(o.device, ids, types, pad);
-            const Tensor<float> logits = clf->forward(ids, types, pad);
+            const nn::AuxOutput<float> fwd = clf->forward_with_aux(ids, types, pad);
+            const Tensor<float>& logits = fwd.y;
             Tensor<float> loss;
             if (t.info.regression) {
                 std::vector<float> y(n);
@@ -152,7 +153,7 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
                 for (size_t i = 0; i < n; ++i) y[i] = t.train_label[order[from + i]];
                 loss = cross_entropy(logits, Tensor<int64_t>::from_vector(y, {int64_t(n)}).to(o.device));
             }
-            loss = loss + moe_aux_loss(*clf->bert);
+            loss = nn::add_aux(loss, fwd.aux);
             const float l = loss.item();
             MOEKD_CHECK(std::isfinite(l), "fine-tuning on ", t.info.name, ": the loss became ", l, " at epoch ", epoch,
                         " step ", s + 1, "; HINT: lower --ft-lr / --adapter-lr");

@@ -26,9 +26,8 @@ struct ModelConfig {
     // 352). Until issue 17 the default was 0.01.
     double lambda_b = 1000.0;
     // Capacity per expert, ceil(tokens * factor / E) rows, the same in training, evaluation and
-    // fine-tuning; 0 = dropless (no capacity, every token reaches its expert). Default 0: the
-    // paper used FastMoE (line 350), whose plain gate has no capacity limit, and mentions none
-    // (eq. 1-3). Until issue 17 the default was 2.0 everywhere (the comment then claimed "eval:
+    // fine-tuning; 0 = dropless (no capacity, every token reaches its expert). Default 0, our own
+    // choice: the paper names FastMoE (line 350) but no gate and no capacity (eq. 1-3). Until issue 17 the default was 2.0 everywhere (the comment then claimed "eval:
     // dropless", which the code was not).
     double capacity_factor = 0.0;
     double dropout = 0.1;
@@ -50,7 +49,7 @@ inline nn::FFNFactory<float> moe_ffn(const ModelConfig& c) {
         moe::MoEConfig m;
         m.d_model = c.dim, m.ffn_dim = c.ffn_dim, m.activation = nn::Activation::GELU;
         m.router.num_experts = c.experts, m.router.top_k = c.top_k;
-        m.router.dropless = c.capacity_factor <= 0;  // 0: no capacity (FastMoE's plain gate)
+        m.router.dropless = c.capacity_factor <= 0;  // 0: no capacity (our choice; the paper states none)
         if (!m.router.dropless) m.router.capacity_factor_train = c.capacity_factor, m.router.capacity_factor_eval = c.capacity_factor;
         m.balance = moe::BalanceLoss::KLUniform, m.balance_weight = c.lambda_b;
         m.name = "encoder.layers." + std::to_string(layer) + ".moe";
@@ -64,7 +63,9 @@ inline std::shared_ptr<nn::BertEncoder<float>> make_bert(const ModelConfig& c, b
     return std::make_shared<nn::BertEncoder<float>>(c.bert(adapters), gen, moe ? moe_ffn(c) : nn::FFNFactory<float>{});
 }
 
-/// The MoE layers of a BERT (empty for a vanilla one).
+/// The MoE layers of a BERT (empty for a vanilla one), for the routing statistics the
+/// pre-training log reports (last_stats(), router_probs hooks). The pad mask and the aux loss need
+/// none of this: the layers pass the mask to their FFN and forward_with_aux returns the aux loss.
 inline std::vector<moe::MoELayer<float>*> moe_layers(nn::BertEncoder<float>& m) {
     std::vector<moe::MoELayer<float>*> out;
     for (auto& l : *m.encoder->layers)
@@ -72,17 +73,8 @@ inline std::vector<moe::MoELayer<float>*> moe_layers(nn::BertEncoder<float>& m) 
     return out;
 }
 
-/// Hands the batch's pad mask (B, T) (or undefined) to the MoE layers, which route real tokens only.
-inline void set_pad(nn::BertEncoder<float>& m, const Tensor<uint8_t>& pad) {
-    for (auto* x : moe_layers(m)) x->set_padding_mask(pad);
-}
-
-/// Sum of the MoE layers' weighted aux (balance) losses of the last forward; 0 for a vanilla BERT.
-inline Tensor<float> moe_aux_loss(nn::BertEncoder<float>& m) {
-    Tensor<float> a = Tensor<float>::scalar(0.f);
-    for (auto* x : moe_layers(m)) a = a + x->last_aux_loss();
-    return a;
-}
+/// The aux (balance) loss of a forward as a number (0 when undefined: a vanilla BERT).
+inline double aux_value(const Tensor<float>& aux) { return aux.defined() ? double(aux.item()) : 0.0; }
 
 /// BERT + pooler (dense D -> D, tanh, on the [CLS] state) + classifier (D -> labels; 1 for
 /// regression). Parameter names: bert.*, pooler.dense.*, classifier.*.
@@ -99,12 +91,18 @@ public:
         nn::init_linears_normal(*pooler, 0.02, gen);
         nn::init_linears_normal(*classifier, 0.02, gen);
     }
+    /// ids, types: (B, T); pad: (B, T) 1 = pad or undefined -> {logits (B, num_labels), the MoE
+    /// layers' aux loss (undefined for a vanilla BERT)}
+    nn::AuxOutput<float> forward_with_aux(const Tensor<int64_t>& ids, const Tensor<int64_t>& types,
+                                          const Tensor<uint8_t>& pad) {
+        nn::AuxOutput<float> o = bert->forward_with_aux(ids, types, pad);  // (B, T, D)
+        const Tensor<float> cls = o.y.select(1, 0);                         // (B, D)
+        o.y = classifier->forward(tanh(pooler->forward(cls)));
+        return o;
+    }
     /// ids, types: (B, T); pad: (B, T) 1 = pad or undefined -> logits (B, num_labels)
     Tensor<float> forward(const Tensor<int64_t>& ids, const Tensor<int64_t>& types, const Tensor<uint8_t>& pad) {
-        set_pad(*bert, pad);
-        const Tensor<float> h = bert->forward(ids, types, pad);                // (B, T, D)
-        const Tensor<float> cls = h.select(1, 0);                              // (B, D)
-        return classifier->forward(tanh(pooler->forward(cls)));
+        return forward_with_aux(ids, types, pad).y;
     }
 };
 

@@ -102,7 +102,6 @@ inline double heldout_ll(nn::BertEncoder<float>& m, const std::vector<std::vecto
     NoGrad ng;
     const bool was = m.is_training();
     m.eval();
-    set_pad(m, Tensor<uint8_t>());
     Generator gen(mask_seed);
     const auto cfg = mlm_config(vocab);
     std::vector<size_t> idx(segs.size());
@@ -169,8 +168,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             gate_rows += N;
         }));
     m.train();
-    const Device dev = m.device();
-    set_pad(m, Tensor<uint8_t>());  // segments are full: no padding
+    const Device dev = m.device();  // segments are full: no padding mask
     int64_t step = 0;
     for (int epoch = 1; epoch <= o.epochs; ++epoch) {
         shuffle(order, gen);
@@ -183,10 +181,11 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
             Tensor<int64_t> lab;
             const Tensor<int64_t> ids = mb.input_ids.to(dev);
-            const Tensor<float> hidden = m.forward(ids);
+            const nn::AuxOutput<float> fwd = m.forward_with_aux(ids);
+            const Tensor<float>& hidden = fwd.y;
             const Tensor<float> mlm = cross_entropy(masked_logits(m, hidden, mb.labels, lab), lab);
-            const Tensor<float> bal = moe_aux_loss(m);
-            Tensor<float> loss = mlm + bal;
+            const Tensor<float>& bal = fwd.aux;  // undefined for the vanilla BERT
+            Tensor<float> loss = nn::add_aux(mlm, bal);
             if (distil) {
                 {
                     NoGrad ng;
@@ -203,7 +202,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             const float l = loss.item();
             const std::string bad = std::isfinite(l) ? std::string()
                                                       : msg(name, ": the loss became ", l, " at epoch ", epoch, " step ", s + 1,
-                                                            " (MLM ", mlm.item(), ", balance ", bal.item(),
+                                                            " (MLM ", mlm.item(), ", balance ", aux_value(bal),
                                                             "). Checkpoints of finished epochs are kept; ",
                                                             "HINT: lower --lr or the TCD weights");
             if (R > 1) dist::stop_together(*o.comm, bad);  // every rank stops together
@@ -216,7 +215,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             opt.step();
             if (cs) cs->clear(), ct->clear();
             log.mlm += mlm.item();
-            log.balance += bal.item();
+            log.balance += aux_value(bal);
             for (auto* x : moes) {
                 const moe::LoadStats& st = x->last_stats();
                 int64_t mx = 0;

@@ -13,12 +13,14 @@
 //
 // SharedDense has nn::EncoderDecoder's module layout ("encoder.layers.N...", "decoder..."), so its
 // state_dict loads strictly into a plain dense nn::EncoderDecoder: that is submodel extraction.
-// Sub is the uniform handle the trainer and the decoders use for any of these models: it sets the
-// MoE layers' padding masks before each forward and sums their aux losses.
+// Sub is the uniform handle the trainer and the decoders use for any of these models; its
+// forward_with_aux returns the logits and the MoE layers' aux losses summed (encoder layers, then
+// decoder layers), which the stacks return with their outputs.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <moekd/moe/moe_layer.hpp>
@@ -138,10 +140,11 @@ private:
     ModelConfig cfg_;
 };
 
-/// Encoder output and its padding mask.
+/// Encoder output, its padding mask and the encoder's aux loss.
 struct Encoded {
     Tensor<F> enc;           // (B, S, D)
     Tensor<uint8_t> mask;    // (B, S), 1 = pad, or undefined
+    Tensor<F> aux;           // the encoder's MoE aux losses summed; undefined for a dense encoder
 };
 
 /// Uniform access to a submodel (nn::EncoderDecoder or SharedDense).
@@ -149,7 +152,7 @@ struct Sub {
     nn::Module<F>* module = nullptr;
     nn::TransformerEncoder<F>* encoder = nullptr;
     nn::TransformerDecoder<F>* decoder = nullptr;
-    std::vector<moe::MoELayer<F>*> enc_moe, dec_moe;
+    int64_t enc_moe = 0, dec_moe = 0;  // MoE layers in the encoder / decoder
     int64_t pad = 0;
 
     template <class M>
@@ -159,42 +162,38 @@ struct Sub {
         s.encoder = m.encoder.get();
         s.decoder = m.decoder.get();
         s.pad = pad;
-        for (auto& l : *m.encoder->layers)
-            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(l->ffn.get())) s.enc_moe.push_back(x);
-        for (auto& l : *m.decoder->layers)
-            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(l->ffn.get())) s.dec_moe.push_back(x);
+        for (auto& l : *m.encoder->layers) s.enc_moe += dynamic_cast<const moe::MoELayerBase<F>*>(l->ffn.get()) != nullptr;
+        for (auto& l : *m.decoder->layers) s.dec_moe += dynamic_cast<const moe::MoELayerBase<F>*>(l->ffn.get()) != nullptr;
         return s;
     }
-    /// src: (B, S) -> encoder states
+    /// src: (B, S) -> encoder states (the padding mask reaches the MoE layers through the layers)
     Encoded encode(const Tensor<int64_t>& src) const {
         Encoded e;
         e.mask = nn::padding_mask(src, pad);
-        for (auto* m : enc_moe) m->set_padding_mask(e.mask);
-        e.enc = encoder->forward_tokens(src);
+        nn::AuxOutput<F> o = encoder->forward_tokens_with_aux(src);
+        e.enc = std::move(o.y);
+        e.aux = std::move(o.aux);
         return e;
     }
-    /// prev: (B, T) decoder input -> logits (B, T, V)
-    Tensor<F> decode(const Tensor<int64_t>& prev, const Encoded& e) const {
-        const Tensor<uint8_t> m = nn::padding_mask(prev, pad);
-        for (auto* x : dec_moe) x->set_padding_mask(m);
-        return decoder->forward_tokens(prev, e.enc, e.mask);
+    /// prev: (B, T) decoder input -> {logits (B, T, V), aux: the encoder's then the decoder's
+    /// layers' aux losses summed in order (undefined for a dense model)}
+    nn::AuxOutput<F> decode_with_aux(const Tensor<int64_t>& prev, const Encoded& e) const {
+        return decoder->forward_tokens_with_aux(prev, e.enc, e.mask, e.aux);
     }
+    /// prev: (B, T) decoder input -> logits (B, T, V)
+    Tensor<F> decode(const Tensor<int64_t>& prev, const Encoded& e) const { return decode_with_aux(prev, e).y; }
     /// Logits of the last position only (what decoding needs).  prev: (B, T) -> (B, V)
     Tensor<F> decode_last(const Tensor<int64_t>& prev, const Encoded& e) const {
         const Tensor<uint8_t> m = nn::padding_mask(prev, pad);
-        for (auto* x : dec_moe) x->set_padding_mask(m);
         const Tensor<F> h = decoder->forward(decoder->embed(prev), e.enc, m, e.mask);  // (B, T, D)
         return decoder->output_projection->forward(h.select(1, h.size(1) - 1));
     }
-    Tensor<F> forward(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const { return decode(prev, encode(src)); }
-    /// Sum of the MoE layers' aux losses of the last forward (0 for a dense model).
-    Tensor<F> aux_loss() const {
-        Tensor<F> a = Tensor<F>::scalar(0.0f);
-        for (auto* m : enc_moe) a = a + m->last_aux_loss();
-        for (auto* m : dec_moe) a = a + m->last_aux_loss();
-        return a;
+    /// src: (B, S), prev: (B, T) -> {logits (B, T, V), aux loss (undefined for a dense model)}
+    nn::AuxOutput<F> forward_with_aux(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const {
+        return decode_with_aux(prev, encode(src));
     }
-    bool is_moe() const { return !enc_moe.empty() || !dec_moe.empty(); }
+    Tensor<F> forward(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const { return forward_with_aux(src, prev).y; }
+    bool is_moe() const { return enc_moe + dec_moe > 0; }
     /// Where the submodel's weights are (decoding puts its inputs there).
     Device device() const { return module->device(); }
 };

@@ -153,19 +153,18 @@ struct JointLoss {
 /// Forward of both submodels on one batch and the TSJT loss (see the top of this file).
 inline JointLoss joint_loss(const Sub& moe_m, const Sub& dense, const Batch& b, bool use_kl, double alpha_moe,
                             double alpha_dense, double label_smoothing) {
-    const Tensor<F> la = moe_m.forward(b.src, b.prev);  // (B, T, V)
-    const Tensor<F> aux_a = moe_m.aux_loss();
-    const Tensor<F> lb = dense.forward(b.src, b.prev);
-    const Tensor<F> aux_b = dense.aux_loss();
+    const nn::AuxOutput<F> oa = moe_m.forward_with_aux(b.src, b.prev), ob = dense.forward_with_aux(b.src, b.prev);
+    const Tensor<F>& la = oa.y;  // (B, T, V)
+    const Tensor<F>& lb = ob.y;
     const int64_t pad = moe_m.pad;
     const Tensor<F> ce_a = cross_entropy(la, b.tgt, pad, label_smoothing);
     const Tensor<F> ce_b = cross_entropy(lb, b.tgt, pad, label_smoothing);
     JointLoss out;
     out.ce_moe = ce_a.item();
     out.ce_dense = ce_b.item();
-    const Tensor<F> aux = aux_a + aux_b;
-    out.aux = aux.item();
-    out.total = ce_a + ce_b + aux;
+    const Tensor<F> aux = nn::add_aux(oa.aux, ob.aux);  // undefined when neither model has MoE layers
+    out.aux = aux.defined() ? double(aux.item()) : 0.0;
+    out.total = nn::add_aux(ce_a + ce_b, aux);
     if (use_kl) {
         const Tensor<F> kl_a = symmetric_kl(la, lb, b.tgt_pad, /*detach_a=*/false, /*detach_b=*/true);
         const Tensor<F> kl_b = symmetric_kl(la, lb, b.tgt_pad, /*detach_a=*/true, /*detach_b=*/false);

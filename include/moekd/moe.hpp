@@ -6,5 +6,6 @@
 
 #include "moe/balance.hpp"
 #include "moe/dispatch.hpp"
+#include "moe/expert_ffn.hpp"
 #include "moe/moe_layer.hpp"
 #include "moe/router.hpp"

@@ -3,7 +3,7 @@
 // [r E/P, (r+1) E/P); the router (gate.weight) is replicated and trained data-parallel like every
 // dense parameter. One forward on rank r, for its own N tokens:
 //
-//   route locally (the same router code as moe::MoELayer) -> dispatch plan over all E experts
+//   route locally (moe::MoELayerBase's forward, as moe::MoELayer) -> dispatch plan over all E experts
 //   permute_tokens: rows grouped by expert, hence by owner rank       xs (S, D)
 //   exchange the per-expert row counts (all_to_all_v of E/P + 1 int64 per rank)
 //   all_to_all_rows: each block of rows to the rank owning its experts xr (R, D), by source rank
@@ -24,6 +24,8 @@
 // per-rank loss gradients; when the dense gradients are averaged over P ranks (DataParallel mean),
 // call scale_expert_grads(1 / P) so both are gradients of the same mean loss.
 //
+// The forward (router, plan, gates, aux loss, statistics, hooks) is moe::MoELayerBase's, shared
+// with MoELayer; this class only runs the experts (run_experts: the exchange above).
 // Parameters are named as in MoELayer with GLOBAL expert indices: gate.weight and, on rank r,
 // only experts.<i>.fc1.weight ... for its own i. Built with the same Generator, every rank draws
 // the same weights as MoELayer(cfg, gen) would (all experts drawn, the foreign ones dropped).
@@ -32,6 +34,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../moe/moe_layer.hpp"
@@ -121,92 +124,40 @@ public:
 };
 
 template <class T = float>
-class ExpertParallelMoE : public nn::FFNBase<T> {
+class ExpertParallelMoE : public moe::MoELayerBase<T> {
 public:
-    std::shared_ptr<nn::Linear<T>> gate;            // weight (E, D), replicated
+    // gate (weight (E, D), replicated) is moe::MoELayerBase's
     std::shared_ptr<ExpertShard<T>> experts;        // this rank's E / P experts
 
     /// Draws the same weights as moe::MoELayer(cfg, gen) on every rank (gen seeded alike) and
     /// keeps gate + this rank's experts. E must be a multiple of the world size.
     ExpertParallelMoE(const moe::MoEConfig& cfg, Generator& gen, std::shared_ptr<Communicator> comm)
-        : cfg_(cfg), comm_(std::move(comm)), stats_(std::make_shared<CommStats>()) {
-        MOEKD_CHECK(comm_, cfg.name, ": expert parallel layer needs a communicator");
-        moe::validate(cfg.router, cfg.name);
-        MOEKD_CHECK(cfg.d_model > 0 && cfg.ffn_dim > 0, cfg.name, ": d_model ", cfg.d_model, " and ffn_dim ",
-                    cfg.ffn_dim, " must be positive");
-        MOEKD_CHECK(cfg.balance_weight >= 0 && cfg.z_loss_weight >= 0, cfg.name, ": balance_weight ",
-                    cfg.balance_weight, " and z_loss_weight ", cfg.z_loss_weight, " must be >= 0");
+        : moe::MoELayerBase<T>(checked(cfg, comm), gen), comm_(std::move(comm)), stats_(std::make_shared<CommStats>()) {
         const int64_t E = cfg.router.num_experts, P = comm_->size();
-        MOEKD_CHECK(E % P == 0, cfg.name, ": ", E, " experts cannot be split evenly over ", P,
-                    " ranks. HINT: use a world size that divides num_experts");
         local_ = E / P;
         first_ = comm_->rank() * local_;
-        gate = this->register_module("gate", std::make_shared<nn::Linear<T>>(cfg.d_model, E, gen, false));
         experts = this->register_module("experts", std::make_shared<ExpertShard<T>>());
         for (int64_t e = 0; e < E; ++e) {
             auto ex = std::make_shared<moe::Expert<T>>(cfg.d_model, cfg.ffn_dim, gen);  // drawn on every rank
             if (e >= first_ && e < first_ + local_) experts->add(e, ex);
         }
-        gen_.manual_seed(gen.next_u64());
+        this->seed_jitter(gen);
     }
-
-    std::string module_name() const override { return "moe"; }
 
     /// Copies gate and this rank's experts from a single-process layer of the same config.
     void load_from(const moe::MoELayer<T>& src) {
-        MOEKD_CHECK(src.config().router.num_experts == cfg_.router.num_experts && src.config().d_model == cfg_.d_model &&
-                        src.config().ffn_dim == cfg_.ffn_dim,
-                    cfg_.name, ": load_from: layer sizes differ (E, D, F)");
+        const moe::MoEConfig& cfg = this->cfg_;
+        MOEKD_CHECK(src.config().router.num_experts == cfg.router.num_experts && src.config().d_model == cfg.d_model &&
+                        src.config().ffn_dim == cfg.ffn_dim,
+                    cfg.name, ": load_from: layer sizes differ (E, D, F)");
         auto sd = src.state_dict();
         typename nn::Module<T>::StateDict mine;
         for (auto& [n, t] : this->state_dict()) mine[n] = sd.at(n);
         this->load_state_dict(mine);
     }
 
-    /// x: (B, T, D) or (N, D) -> same shape.
-    Tensor<T> forward(const Tensor<T>& x) override { return forward_with_stats(x, padding_mask_).y; }
-    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& pad) { return forward_with_stats(x, pad).y; }
-
-    /// As MoELayer::forward_with_stats; collective (every rank calls it). pad: (B, T) or (N).
-    moe::MoEOutput<T> forward_with_stats(const Tensor<T>& x, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-        const int64_t N = moe::detail::check_moe_input(cfg_, x, pad);
-        const int64_t D = cfg_.d_model, E = cfg_.router.num_experts;
-        const bool training = this->is_training();
-        const Tensor<T> x2 = x.reshape({N, D});
-        const Tensor<T> rin =
-            training && cfg_.router.input_jitter > 0 ? moe::input_jitter(x2, cfg_.router.input_jitter, gen_) : x2;
-        Tensor<T> logits = moe::checked_router_logits(rin, gate->weight, cfg_.name, pad);  // pad rows not checked
-        const Tensor<T> clean_logits = logits;
-        if (training && cfg_.router.logit_noise) logits = moe::add_logit_noise(logits, gen_);
-        moe::MoEOutput<T> out;
-        out.routing = moe::softmax_topk(logits, cfg_.router.top_k, cfg_.router.normalize());
-        this->emit("router_probs", out.routing.probs);
-        const int64_t pads = moe::detail::count_pad(pad);
-        const moe::PlanPtr plan = moe::make_dispatch_plan(out.routing.experts, E,
-                                                          moe::capacity_for(cfg_.router, N - pads, training), pad);
-        out.routing.gates = moe::combine_gates(out.routing, plan, cfg_.router);  // fairseq / GShard gate order
-        Tensor<T> y2 = run_experts(x2, out.routing.gates, plan);
-        out.stats = moe::load_stats(*plan);
-        Tensor<T> aux = Tensor<T>::scalar(T(0));
-        if (cfg_.balance != moe::BalanceLoss::None) {
-            const Tensor<T> b = cfg_.balance == moe::BalanceLoss::Switch
-                                    ? moe::switch_balance_loss(out.routing.probs, out.routing.experts, pad)
-                                    : moe::kl_uniform_balance_loss(out.routing.probs, pad);
-            out.stats.balance_loss = static_cast<double>(b.item());
-            if (cfg_.balance_weight > 0) aux = add(aux, b * static_cast<T>(cfg_.balance_weight));
-        }
-        if (cfg_.z_loss_weight > 0) {
-            const Tensor<T> z = moe::router_z_loss(clean_logits, pad);
-            out.stats.z_loss = static_cast<double>(z.item());
-            aux = add(aux, z * static_cast<T>(cfg_.z_loss_weight));
-        }
-        out.aux_loss = aux;
-        out.y = y2.reshape(x.shape());
-        last_aux_ = out.aux_loss;
-        last_stats_ = out.stats;
-        this->emit("output", out.y);
-        return out;
-    }
+    // forward(x, pad) -> {y, aux} and forward_with_stats(x, pad): moe::MoELayerBase's, collective
+    // here (every rank calls them). pad: (B, T) or (N).
 
     /// Multiplies the .grad of this rank's expert parameters by s (see the header: 1/P to match
     /// DataParallel's mean of the dense gradients).
@@ -221,11 +172,6 @@ public:
         }
     }
 
-    void set_padding_mask(const Tensor<uint8_t>& pad) { padding_mask_ = pad; }
-    const Tensor<T>& last_aux_loss() const { return last_aux_; }
-    const moe::LoadStats& last_stats() const { return last_stats_; }
-    const moe::MoEConfig& config() const { return cfg_; }
-    Generator& generator() { return gen_; }
     Communicator& comm() const { return *comm_; }
     int64_t first_expert() const { return first_; }       // global index of local expert 0
     int64_t num_local_experts() const { return local_; }  // E / P
@@ -233,10 +179,12 @@ public:
     const CommStats& comm_stats() const { return *stats_; }
     void reset_comm_stats() { *stats_ = CommStats{}; }
 
-private:
-    Tensor<T> run_experts(const Tensor<T>& x2, const Tensor<T>& gates, const moe::PlanPtr& plan) {
+protected:
+    /// permute_tokens, the exchange to the owners, the local experts, the exchange back,
+    /// combine_tokens (collective).
+    Tensor<T> run_experts(const Tensor<T>& x2, const Tensor<T>& gates, const moe::PlanPtr& plan) override {
         const int P = comm_->size();
-        const int64_t L = local_, D = cfg_.d_model;
+        const int64_t L = local_, D = this->cfg_.d_model;
         // rows per destination rank, and the per-local-expert counts they carry (+ a grad flag)
         std::vector<int64_t> send_rows(P), msg(static_cast<size_t>(P) * (L + 1));
         const bool want_grad = GradMode::enabled() && x2.requires_grad();
@@ -293,20 +241,27 @@ private:
             w.w2.push_back(ex->fc2->weight);
             w.b2.push_back(ex->fc2->bias);
         }
-        Tensor<T> yg = moe::expert_ffn(xg, lp, w, cfg_.activation);
+        Tensor<T> yg = moe::expert_ffn(xg, lp, w, this->cfg_.activation);
         const Tensor<T> yr = inv.defined() ? index_select(yg, 0, inv) : yg;
         const Tensor<T> ys = all_to_all_rows(yr, recv_rows, send_rows, comm_, stats_, true);
-        MOEKD_CHECK(ys.size(0) == plan->rows() && D == ys.size(1), cfg_.name, ": internal: returned rows ", ys.shape());
+        MOEKD_CHECK(ys.size(0) == plan->rows() && D == ys.size(1), this->cfg_.name, ": internal: returned rows ",
+                    ys.shape());
         return moe::combine_tokens(ys, gates, plan);
     }
-    moe::MoEConfig cfg_;
+
+private:
+    /// The checks made before the base draws the gate: communicator, config, the split of E.
+    static const moe::MoEConfig& checked(const moe::MoEConfig& cfg, const std::shared_ptr<Communicator>& comm) {
+        MOEKD_CHECK(comm, cfg.name, ": expert parallel layer needs a communicator");
+        moe::MoELayerBase<T>::check_config(cfg);
+        const int64_t E = cfg.router.num_experts, P = comm->size();
+        MOEKD_CHECK(E % P == 0, cfg.name, ": ", E, " experts cannot be split evenly over ", P,
+                    " ranks. HINT: use a world size that divides num_experts");
+        return cfg;
+    }
     std::shared_ptr<Communicator> comm_;
     CommStatsPtr stats_;
     int64_t local_ = 1, first_ = 0;
-    Generator gen_;
-    Tensor<uint8_t> padding_mask_;
-    Tensor<T> last_aux_ = Tensor<T>::scalar(T(0));
-    moe::LoadStats last_stats_;
 };
 
 /// True for a parameter name that lives on one rank only under expert parallelism

@@ -17,10 +17,9 @@
 #pragma once
 
 #include <algorithm>
-#include <cstdlib>
-#include <thread>
 #include <vector>
 
+#include "../core/parallel.hpp"
 #include "../kernels/kl.cuh"
 #include "../ops/elementwise.hpp"
 #include "../ops/index.hpp"
@@ -29,35 +28,14 @@
 namespace moekd {
 namespace detail {
 
-/// Threads for row-parallel loss loops: $MOEKD_NUM_THREADS when set (> 0), else the hardware's.
-inline int kt_num_threads() {
-    if (const char* e = std::getenv("MOEKD_NUM_THREADS")) {
-        const int n = std::atoi(e);
-        if (n > 0) return n;
-    }
-    const unsigned hw = std::thread::hardware_concurrency();
-    return hw > 0 ? static_cast<int>(hw) : 1;
-}
-
-/// Calls f(r0, r1) on contiguous blocks of [0, rows), on several threads when rows * row_cost
-/// (elements touched) is large enough to pay for starting them. f must not throw.
+/// Calls f(r0, r1) on contiguous blocks of [0, rows), on the pool's threads (core/parallel.hpp)
+/// when rows * row_cost (elements touched) is at least 2^18, enough to pay for waking them. Every
+/// row is written by one call, so the split never changes a result. f must not throw.
 template <class F>
 void kt_parallel_rows(int64_t rows, int64_t row_cost, F f) {
-    const int64_t work = rows * std::max<int64_t>(row_cost, 1);
-    int64_t nt = std::min<int64_t>(kt_num_threads(), rows);
-    if (work < (int64_t(1) << 18) || nt <= 1) {
-        if (rows > 0) f(int64_t(0), rows);
-        return;
-    }
-    std::vector<std::thread> pool;
-    pool.reserve(static_cast<size_t>(nt - 1));
-    const int64_t per = (rows + nt - 1) / nt;
-    for (int64_t t = 1; t < nt; ++t) {
-        const int64_t r0 = t * per, r1 = std::min(rows, r0 + per);
-        if (r0 < r1) pool.emplace_back([=] { f(r0, r1); });
-    }
-    f(int64_t(0), std::min(rows, per));
-    for (auto& th : pool) th.join();
+    // parallel_for splits when rows >= 2 * grain, i.e. when rows * row_cost >= 2^18
+    const int64_t grain = std::max<int64_t>(1, ((int64_t(1) << 17) + row_cost - 1) / std::max<int64_t>(row_cost, 1));
+    parallel_for(rows, grain, f);
 }
 
 /// Two operands of a loss on one device, or an error naming the op, both operands and both devices.
@@ -284,8 +262,9 @@ Tensor<T> symmetric_kl(const Tensor<T>& logits_a, const Tensor<T>& logits_b, con
     });
 }
 
-/// Soft distillation (OneS eq. 15): T^2 * KL(softmax(teacher / T) || softmax(student / T)),
-/// averaged over rows, rows = every leading position ((N) of (N, V), B * T of (B, T, V)).
+/// Soft distillation (OneS eq. 15, "T^2 L_KL(w(z_s/T), w(z_t/T))", which does not say which way
+/// the KL runs; ours is Hinton's, as torch's kd recipes): T^2 * KL(softmax(teacher / T) ||
+/// softmax(student / T)), averaged over rows, rows = every leading position ((N) of (N, V), B * T of (B, T, V)).
 /// This is F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction='batchmean') * T^2
 /// on the 2-D (rows, V) views (torch's batchmean divides by size(0) of what it is given; for a
 /// (B, T, V) tensor fed unflattened it would divide by B). The teacher side is always detached.

@@ -24,7 +24,11 @@
 
 #include "../ops/matmul.hpp"
 #include "../ops/reduce.hpp"
-#include "dispatch.hpp"
+#include "../core/parallel.hpp"
+#include "../kernels/gating.cuh"
+#include "../nn/layers.hpp"
+#include "../ops/matmul.hpp"
+#include "plan.hpp"
 
 namespace moekd::moe {
 
@@ -88,7 +92,7 @@ Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = 
     const Tensor<T> pc = moekd::detail::contiguous_data(probs);
     const int64_t chunk = 1024, chunks = (N + chunk - 1) / chunk;
     std::vector<Acc> part(static_cast<size_t>(chunks * E), Acc(0));
-    moe::detail::parallel_for(N, chunk, [&](int64_t lo, int64_t hi) {
+    moekd::detail::parallel_chunks(N, chunk, [&](int64_t lo, int64_t hi) {
         Acc* __restrict__ acc = part.data() + (lo / chunk) * E;
         const T* __restrict__ p = pc.data();
         const T* __restrict__ wt = w.data();
@@ -108,7 +112,7 @@ Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = 
         Tensor<T> dp = Tensor<T>::empty({N, E});
         std::vector<T> ge(static_cast<size_t>(E));  // g / real once: w is 0 or 1, so w g / real = w (g / real)
         for (int64_t e = 0; e < E; ++e) ge[e] = gc.data()[e] / static_cast<T>(real);
-        moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
             for (int64_t t = lo; t < hi; ++t) {
                 const T wt = w.data()[t];
                 T* row = dp.data() + t * E;
@@ -202,14 +206,14 @@ Tensor<T> router_logsumexp(const Tensor<T>& logits) {
         });
     }
     Tensor<T> out = Tensor<T>::empty({N});
-    moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+    moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
         for (int64_t t = lo; t < hi; ++t) out.data()[t] = kern::row_logsumexp(lc.data() + t * E, E);
     });
     return record<T>(out, "router_logsumexp", {logits}, [ld = lc.detach(), od = out.detach()](const Tensor<T>& g) {
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = ld.size(0), E = ld.size(1);
         Tensor<T> dl = Tensor<T>::empty({N, E});
-        moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
             for (int64_t t = lo; t < hi; ++t)
                 for (int64_t e = 0; e < E; ++e)
                     dl.data()[t * E + e] = gc.data()[t] * std::exp(ld.data()[t * E + e] - od.data()[t]);

@@ -10,11 +10,15 @@
 //   experts.<i>.fc2.weight      (D, F)   experts.<i>.fc2.bias (D)
 // A forward routes (router.hpp), sorts tokens by expert (dispatch.hpp: permute_tokens ->
 // expert_ffn -> combine_tokens), computes the aux loss (balance.hpp: Switch or KL-uniform balance
-// loss plus the optional z-loss, weighted) and the load statistics; both are kept for the trainer
-// (last_aux_loss() carries history: add it to the loss). Pad tokens (mask 1) are not routed, get
-// a zero output (the residual carries them) and are left out of the statistics. Hooks: emits
-// "router_probs" (N, E) and "output". forward_fixed() runs given routing (experts and gates),
-// which gradient checks use. This file is wiring; the work is in the ops it calls.
+// loss plus the optional z-loss, weighted) and the load statistics. forward(x, pad) returns
+// {y, aux} as fairseq's MoE layer returns (x, l_aux) (aux carries history: add it to the loss; a
+// Transformer layer passes its padding mask and returns the aux up to the stack and the model);
+// forward_with_stats returns the statistics and routing too. The layer keeps no loss state (only
+// last_stats(), for logging). Pad tokens (mask 1) are not routed, get a zero output (the residual
+// carries them) and are left out of the statistics. Hooks: emits "router_probs" (N, E) and
+// "output". forward_fixed() runs given routing (experts and gates), which gradient checks use.
+// MoELayerBase holds all of it but running the experts, which dist::ExpertParallelMoE does its
+// own way. This file is wiring; the work is in the ops it calls.
 // On the device (a layer moved with .to(Device::CUDA), CUDA inputs) every part runs there through
 // the same ops; a pad mask or fixed routing given on the host is copied over. The host sees the
 // per-token finite check, the dispatch plan's index arrays (load statistics) and the pad mask.
@@ -29,12 +33,15 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "../nn/layers.hpp"
 #include "../nn/module.hpp"
 #include "../nn/transformer.hpp"
 #include "balance.hpp"
 #include "dispatch.hpp"
+#include "expert_ffn.hpp"
+#include "plan.hpp"
 #include "router.hpp"
 
 namespace moekd::moe {
@@ -106,37 +113,28 @@ public:
     }
 };
 
+/// What MoELayer and dist::ExpertParallelMoE share: the config, the router (gate.weight (E, D))
+/// and the whole forward (jitter, router logits, noise, top-k, dispatch plan, gates, aux loss,
+/// statistics, hooks); a subclass registers the experts and runs them (run_experts). Subclass
+/// constructors register their experts after this one has drawn the gate, then call
+/// seed_jitter(gen): the draw order of torch.nn.Linear (gate, experts in order, then the jitter
+/// seed).
 template <class T = float>
-class MoELayer : public nn::FFNBase<T> {
+class MoELayerBase : public nn::FFNBase<T> {
 public:
-    std::shared_ptr<nn::Linear<T>> gate;                          // weight (E, D)
-    std::shared_ptr<nn::ModuleList<Expert<T>, T>> experts;        // E experts
-
-    /// Parameters are drawn from `gen` as torch.nn.Linear does (gate first, then experts in
-    /// order); the jitter generator is seeded from one more draw.
-    MoELayer(const MoEConfig& cfg, Generator& gen) : cfg_(cfg) {
-        validate(cfg.router, cfg.name);
-        MOEKD_CHECK(cfg.d_model > 0 && cfg.ffn_dim > 0, cfg.name, ": d_model ", cfg.d_model, " and ffn_dim ",
-                    cfg.ffn_dim, " must be positive");
-        MOEKD_CHECK(cfg.balance_weight >= 0 && cfg.z_loss_weight >= 0, cfg.name, ": balance_weight ",
-                    cfg.balance_weight, " and z_loss_weight ", cfg.z_loss_weight, " must be >= 0");
-        gate = this->register_module("gate",
-                                     std::make_shared<nn::Linear<T>>(cfg.d_model, cfg.router.num_experts, gen, false));
-        experts = this->register_module("experts", std::make_shared<nn::ModuleList<Expert<T>, T>>());
-        for (int64_t e = 0; e < cfg.router.num_experts; ++e)
-            experts->push_back(std::make_shared<Expert<T>>(cfg.d_model, cfg.ffn_dim, gen));
-        gen_.manual_seed(gen.next_u64());
-    }
+    std::shared_ptr<nn::Linear<T>> gate;  // weight (E, D)
 
     std::string module_name() const override { return "moe"; }
 
-    /// x: (B, T, D) or (N, D) -> same shape; uses the mask given to set_padding_mask (if any).
-    Tensor<T> forward(const Tensor<T>& x) override { return forward_with_stats(x, padding_mask_).y; }
-    /// pad: (B, T) or (N) uint8, 1 = pad, or undefined.
-    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& pad) { return forward_with_stats(x, pad).y; }
+    using nn::FFNBase<T>::forward;  // forward(x): y alone, no pad mask
+    /// x: (B, T, D) or (N, D); pad: (B, T) or (N) uint8, 1 = pad, or undefined -> {y like x, aux
+    /// loss: a scalar with history on x's device}. What a Transformer layer calls.
+    nn::FFNOutput<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& pad) override {
+        MoEOutput<T> out = forward_with_stats(x, pad);
+        return {std::move(out.y), std::move(out.aux_loss)};
+    }
 
-    /// The full forward: output, aux loss, statistics and routing (also kept: last_aux_loss(),
-    /// last_stats()).
+    /// The full forward: output, aux loss, statistics and routing.
     MoEOutput<T> forward_with_stats(const Tensor<T>& x, const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
         const int64_t N = detail::check_moe_input(cfg_, x, pad);
         const int64_t D = cfg_.d_model, E = cfg_.router.num_experts;
@@ -176,27 +174,76 @@ public:
         }
         out.aux_loss = aux;
         out.y = y2.reshape(x.shape());
-        last_aux_ = out.aux_loss;
         last_stats_ = out.stats;
         this->emit("output", out.y);
         return out;
     }
 
+    /// The load statistics of the last forward, for logging only (plain numbers: nothing of a
+    /// loss, no history, read by no later forward), as fairseq's MoE layers keep `metadata` for
+    /// the criterion's logs. forward_with_stats returns them with the output.
+    const LoadStats& last_stats() const { return last_stats_; }
+    const MoEConfig& config() const { return cfg_; }
+    /// The generator of the training-time jitter (reseed or checkpoint it here).
+    Generator& generator() { return gen_; }
+
+    /// The config checks every MoE layer makes (router, sizes, weights); errors name cfg.name.
+    static void check_config(const MoEConfig& cfg) {
+        validate(cfg.router, cfg.name);
+        MOEKD_CHECK(cfg.d_model > 0 && cfg.ffn_dim > 0, cfg.name, ": d_model ", cfg.d_model, " and ffn_dim ",
+                    cfg.ffn_dim, " must be positive");
+        MOEKD_CHECK(cfg.balance_weight >= 0 && cfg.z_loss_weight >= 0, cfg.name, ": balance_weight ",
+                    cfg.balance_weight, " and z_loss_weight ", cfg.z_loss_weight, " must be >= 0");
+    }
+
+protected:
+    /// Checks cfg and draws the gate from `gen` (as torch.nn.Linear, no bias).
+    MoELayerBase(const MoEConfig& cfg, Generator& gen) : cfg_(cfg) {
+        check_config(cfg);
+        gate = this->register_module("gate",
+                                     std::make_shared<nn::Linear<T>>(cfg.d_model, cfg.router.num_experts, gen, false));
+    }
+    /// Seeds the jitter generator from one more draw of `gen` (after the experts).
+    void seed_jitter(Generator& gen) { gen_.manual_seed(gen.next_u64()); }
+    /// The experts between dispatch and combine: x2 (N, D), gates (N, k) (as combined), the plan
+    /// -> y2 (N, D) = combine_tokens(experts(permute_tokens(x2)), gates).
+    virtual Tensor<T> run_experts(const Tensor<T>& x2, const Tensor<T>& gates, const PlanPtr& plan) = 0;
+
+    MoEConfig cfg_;
+    Generator gen_;
+    LoadStats last_stats_;
+};
+
+template <class T = float>
+class MoELayer : public MoELayerBase<T> {
+public:
+    std::shared_ptr<nn::ModuleList<Expert<T>, T>> experts;        // E experts
+
+    /// Parameters are drawn from `gen` as torch.nn.Linear does (gate first, then experts in
+    /// order); the jitter generator is seeded from one more draw.
+    MoELayer(const MoEConfig& cfg, Generator& gen) : MoELayerBase<T>(cfg, gen) {
+        experts = this->register_module("experts", std::make_shared<nn::ModuleList<Expert<T>, T>>());
+        for (int64_t e = 0; e < cfg.router.num_experts; ++e)
+            experts->push_back(std::make_shared<Expert<T>>(cfg.d_model, cfg.ffn_dim, gen));
+        this->seed_jitter(gen);
+    }
+
     /// Fixed routing, no router: experts (N, k) int64 and gates (N, k) (with history, if wanted)
     /// given. capacity: rows per expert (-1: dropless). x: (B, T, D) or (N, D) -> same shape.
+    /// No aux loss (no router); last_stats() describes this plan.
     Tensor<T> forward_fixed(const Tensor<T>& x, const Tensor<int64_t>& expert_idx, const Tensor<T>& gates,
                             const Tensor<uint8_t>& pad = Tensor<uint8_t>(), int64_t capacity = -1) {
-        const int64_t N = detail::check_moe_input(cfg_, x, pad);
+        const MoEConfig& cfg = this->cfg_;
+        const int64_t N = detail::check_moe_input(cfg, x, pad);
         MOEKD_CHECK(expert_idx.dim() == 2 && expert_idx.size(0) == N && gates.defined() &&
                         gates.shape() == expert_idx.shape(),
-                    cfg_.name, ": forward_fixed: experts ", expert_idx.shape(), " and gates ",
+                    cfg.name, ": forward_fixed: experts ", expert_idx.shape(), " and gates ",
                     gates.defined() ? gates.shape() : Shape{}, " must both be (N, k) with N = ", N);
         const Tensor<int64_t> idx = x.device() == Device::CPU ? expert_idx
-                                                              : detail::on_device(expert_idx, x.device(), cfg_.name.c_str(), "experts");
-        const PlanPtr plan = make_dispatch_plan(idx, cfg_.router.num_experts, capacity, pad);
-        Tensor<T> y = run_experts(x.reshape({N, cfg_.d_model}), gates, plan).reshape(x.shape());
-        last_stats_ = load_stats(*plan);
-        last_aux_ = Tensor<T>::scalar(T(0));
+                                                              : detail::on_device(expert_idx, x.device(), cfg.name.c_str(), "experts");
+        const PlanPtr plan = make_dispatch_plan(idx, cfg.router.num_experts, capacity, pad);
+        Tensor<T> y = run_experts(x.reshape({N, cfg.d_model}), gates, plan).reshape(x.shape());
+        this->last_stats_ = load_stats(*plan);
         this->emit("output", y);
         return y;
     }
@@ -213,26 +260,12 @@ public:
         return w;
     }
 
-    /// The pad mask forward(x) uses (a Transformer layer calls forward(x) without one): (B, T).
-    void set_padding_mask(const Tensor<uint8_t>& pad) { padding_mask_ = pad; }
-    /// The aux loss of the last forward (scalar with history; 0 after forward_fixed).
-    const Tensor<T>& last_aux_loss() const { return last_aux_; }
-    const LoadStats& last_stats() const { return last_stats_; }
-    const MoEConfig& config() const { return cfg_; }
-    /// The generator of the training-time jitter (reseed or checkpoint it here).
-    Generator& generator() { return gen_; }
-
-private:
-    Tensor<T> run_experts(const Tensor<T>& x2, const Tensor<T>& gates, const PlanPtr& plan) {
+protected:
+    Tensor<T> run_experts(const Tensor<T>& x2, const Tensor<T>& gates, const PlanPtr& plan) override {
         const Tensor<T> xs = permute_tokens(x2, plan);
-        const Tensor<T> ys = expert_ffn(xs, plan, expert_weights(), cfg_.activation);
+        const Tensor<T> ys = expert_ffn(xs, plan, expert_weights(), this->cfg_.activation);
         return combine_tokens(ys, gates, plan);
     }
-    MoEConfig cfg_;
-    Generator gen_;
-    Tensor<uint8_t> padding_mask_;
-    Tensor<T> last_aux_ = Tensor<T>::scalar(T(0));
-    LoadStats last_stats_;
 };
 
 }  // namespace moekd::moe

@@ -35,7 +35,11 @@
 
 #include "../ops/elementwise.hpp"
 #include "../ops/select.hpp"
-#include "dispatch.hpp"
+#include "../core/parallel.hpp"
+#include "../kernels/gating.cuh"
+#include "../nn/layers.hpp"
+#include "../ops/matmul.hpp"
+#include "plan.hpp"
 
 namespace moekd::moe {
 
@@ -123,7 +127,7 @@ Tensor<T> router_logits(const Tensor<T>& x, const Tensor<T>& wg) {
     Tensor<T> out = Tensor<T>::empty({N, E});
     using CM = moekd::detail::MatRef<const T>;
     using MM = moekd::detail::MatRef<T>;
-    detail::parallel_for(
+    moekd::detail::parallel_chunks(
         N, 512,
         [&](int64_t lo, int64_t hi) {
             moekd::detail::gemm(T(1), CM{xc.data() + lo * D, hi - lo, D, D, 1}, CM{wc.data(), E, D, D, 1}.t(), T(0),
@@ -137,7 +141,7 @@ Tensor<T> router_logits(const Tensor<T>& x, const Tensor<T>& wg) {
         Tensor<T> dx = gx ? Tensor<T>::empty({N, D}) : Tensor<T>();
         Tensor<T> dw = gw ? Tensor<T>::empty({E, D}) : Tensor<T>();
         if (gx)
-            detail::parallel_for(
+            moekd::detail::parallel_chunks(
                 N, 512,
                 [&](int64_t lo, int64_t hi) {
                     moekd::detail::gemm(T(1), CM{gc.data() + lo * E, hi - lo, E, E, 1}, CM{wd.data(), E, D, D, 1}, T(0),
@@ -145,7 +149,7 @@ Tensor<T> router_logits(const Tensor<T>& x, const Tensor<T>& wg) {
                 },
                 true);
         if (gw)
-            detail::parallel_for(
+            moekd::detail::parallel_chunks(
                 D, 64,
                 [&](int64_t lo, int64_t hi) {
                     moekd::detail::gemm(T(1), CM{gc.data(), N, E, E, 1}.t(), CM{xd.data() + lo, N, hi - lo, D, 1}, T(0),
@@ -177,7 +181,7 @@ Tensor<T> record_gates(Tensor<T> gates, const Tensor<T>& probs, const Tensor<int
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = pd.size(0), E = pd.size(1), k = idx.size(1);
         Tensor<T> dp = Tensor<T>::empty({N, E});
-        moe::detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
             std::fill_n(dp.data() + lo * E, (hi - lo) * E, T(0));
             for (int64_t t = lo; t < hi; ++t)
                 kern::topk_gates_backward_row(pd.data() + t * E, idx.data() + t * k, gd.data() + t * k,
@@ -228,7 +232,7 @@ Routing<T> softmax_topk(const Tensor<T>& logits, int64_t k, bool normalize) {
     const Tensor<T> lc = moekd::detail::contiguous_data(logits);
     Tensor<T> probs = Tensor<T>::empty({N, E}), gates = Tensor<T>::empty({N, k});
     Tensor<int64_t> idx = Tensor<int64_t>::empty({N, k});
-    detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+    moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
         for (int64_t t = lo; t < hi; ++t)
             kern::softmax_topk_row(lc.data() + t * E, E, k, normalize, probs.data() + t * E, idx.data() + t * k,
                                    gates.data() + t * k);
@@ -240,7 +244,7 @@ Routing<T> softmax_topk(const Tensor<T>& logits, int64_t k, bool normalize) {
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = pd.size(0), E = pd.size(1);
         Tensor<T> dl = Tensor<T>::empty({N, E});
-        detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
             for (int64_t t = lo; t < hi; ++t)
                 kern::softmax_backward_row(pd.data() + t * E, gc.data() + t * E, dl.data() + t * E, E);
         });
@@ -326,7 +330,7 @@ Tensor<T> kept_gates(const Tensor<T>& probs, const Tensor<int64_t>& idx, const P
     const Tensor<T> pc = moekd::detail::contiguous_data(probs);
     if (probs.device() != Device::CPU) return detail::kept_gates_device(probs, pc, plan);
     Tensor<T> gates = Tensor<T>::empty({N, k});
-    detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+    moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
         for (int64_t t = lo; t < hi; ++t)
             kern::kept_gates_row(pc.data() + t * E, ic.data() + t * k, plan->slot_of.data() + t * k,
                                  plan->position.data() + t * k, k, gates.data() + t * k);
@@ -335,7 +339,7 @@ Tensor<T> kept_gates(const Tensor<T>& probs, const Tensor<int64_t>& idx, const P
         const Tensor<T> gc = moekd::detail::contiguous_data(g);
         const int64_t N = pd.size(0), E = pd.size(1), k = ic.size(1);
         Tensor<T> dp = Tensor<T>::empty({N, E});
-        detail::parallel_for(N, 1024, [&](int64_t lo, int64_t hi) {
+        moekd::detail::parallel_chunks(N, 1024, [&](int64_t lo, int64_t hi) {
             std::fill_n(dp.data() + lo * E, (hi - lo) * E, T(0));
             for (int64_t t = lo; t < hi; ++t)
                 kern::kept_gates_backward_row(pd.data() + t * E, ic.data() + t * k, plan->slot_of.data() + t * k,
@@ -415,7 +419,7 @@ bool check_router_logits(const Tensor<T>& logits, const std::string& layer,
     const uint8_t* pp = pad.defined() ? pc.data() : nullptr;
     std::vector<int64_t> first_bad((N + chunk - 1) / chunk, N);  // per chunk, scanned in parallel
     std::vector<uint8_t> pad_bad(first_bad.size(), 0);
-    detail::parallel_for(N, chunk, [&](int64_t lo, int64_t hi) {
+    moekd::detail::parallel_chunks(N, chunk, [&](int64_t lo, int64_t hi) {
         for (int64_t t = lo; t < hi; ++t) {
             if (kern::row_all_finite(lc.data() + t * E, E)) continue;
             if (pp && pp[t]) {

@@ -10,6 +10,9 @@
 // 1 = pad (HF's attention_mask is 1 = keep); the ViT patch projection is a Linear over flattened
 // patches, weight (D, C*P*P) = HF's conv weight (D, C, P, P) flattened; ViT positions are a
 // (N + 1, D) table (HF: a (1, N + 1, D) parameter); the ViT final norm is encoder.layer_norm.
+// With MoE FFNs (an FFN factory), forward_with_aux also returns the summed aux loss of the MoE
+// layers (transformer.hpp: AuxOutput; undefined for a dense model); the padding mask reaches them
+// through the layers.
 #pragma once
 
 #include <memory>
@@ -151,14 +154,20 @@ public:
         init_linears_normal(*this, c.initializer_range, gen, embeddings->word_embeddings->weight);
     }
     /// ids, token_type_ids: (B, T) (token types undefined: all 0); padding_mask: (B, T) uint8,
-    /// 1 = pad (note: HF's attention_mask is the opposite), or undefined.  -> hidden (B, T, D)
-    Tensor<T> forward(const Tensor<int64_t>& ids, const Tensor<int64_t>& token_type_ids = Tensor<int64_t>(),
-                      const Tensor<uint8_t>& padding_mask = Tensor<uint8_t>()) const {
+    /// 1 = pad (note: HF's attention_mask is the opposite), or undefined.  -> {hidden (B, T, D),
+    /// the FFNs' aux loss (undefined for a dense BERT)}
+    AuxOutput<T> forward_with_aux(const Tensor<int64_t>& ids, const Tensor<int64_t>& token_type_ids = Tensor<int64_t>(),
+                                  const Tensor<uint8_t>& padding_mask = Tensor<uint8_t>()) const {
         MOEKD_CHECK(ids.dim() == 2 && ids.size(1) <= cfg_.max_position_embeddings, "BertEncoder: input_ids ",
                     ids.shape(), " must be (B, T) with T <= max_position_embeddings = ", cfg_.max_position_embeddings);
-        Tensor<T> h = encoder->forward(embeddings->forward(ids, token_type_ids), padding_mask);
-        this->emit("output", h);
-        return h;
+        AuxOutput<T> out = encoder->forward_with_aux(embeddings->forward(ids, token_type_ids), padding_mask);
+        this->emit("output", out.y);
+        return out;
+    }
+    /// The same forward without the aux loss.  -> hidden (B, T, D)
+    Tensor<T> forward(const Tensor<int64_t>& ids, const Tensor<int64_t>& token_type_ids = Tensor<int64_t>(),
+                      const Tensor<uint8_t>& padding_mask = Tensor<uint8_t>()) const {
+        return forward_with_aux(ids, token_type_ids, padding_mask).y;
     }
     /// hidden: (B, T, D) -> masked-LM logits (B, T, V)
     Tensor<T> mlm_logits(const Tensor<T>& hidden) const {
@@ -270,14 +279,22 @@ public:
         classifier = this->register_module("classifier", std::make_shared<Linear<T>>(c.hidden_size, c.num_classes, gen));
         init_linears_normal(*this, c.initializer_range, gen);
     }
-    /// images: (B, C, H, W) -> normalised token states (B, N + 1, D); token 0 is the class token
-    Tensor<T> features(const Tensor<T>& images) const { return encoder->forward(embeddings->forward(images)); }
-    /// images: (B, C, H, W) -> logits (B, num_classes), from the class token
-    Tensor<T> forward(const Tensor<T>& images) const {
-        Tensor<T> logits = classifier->forward(features(images).select(1, 0));
-        this->emit("output", logits);
-        return logits;
+    /// images: (B, C, H, W) -> {normalised token states (B, N + 1, D), token 0 the class token;
+    /// the FFNs' aux loss (undefined for a dense ViT)}
+    AuxOutput<T> features_with_aux(const Tensor<T>& images) const {
+        return encoder->forward_with_aux(embeddings->forward(images));
     }
+    /// images: (B, C, H, W) -> (B, N + 1, D)
+    Tensor<T> features(const Tensor<T>& images) const { return features_with_aux(images).y; }
+    /// images: (B, C, H, W) -> {logits (B, num_classes), from the class token; aux}
+    AuxOutput<T> forward_with_aux(const Tensor<T>& images) const {
+        AuxOutput<T> out = features_with_aux(images);
+        out.y = classifier->forward(out.y.select(1, 0));
+        this->emit("output", out.y);
+        return out;
+    }
+    /// images: (B, C, H, W) -> logits (B, num_classes)
+    Tensor<T> forward(const Tensor<T>& images) const { return forward_with_aux(images).y; }
     const ViTConfig& config() const { return cfg_; }
 
 private:

@@ -14,15 +14,21 @@
 // hidden state in post-LN, the sublayer input in pre-LN), decoder layers also
 // "encoder_attn_inner" / "encoder_attn_trunk"; and "output".
 //
-// The FFN is a replaceable member: a layer takes any FFNBase (forward(x) -> x), e.g. an MoE layer,
-// registered under the name it reports (module_name(): "ffn" for FeedForward); stacks take an
-// FFNFactory that builds the FFN of layer i.
+// The FFN is a replaceable member: a layer takes any FFNBase (forward(x, pad) -> {y, aux}), e.g. an
+// MoE layer, registered under the name it reports (module_name(): "ffn" for FeedForward); stacks
+// take an FFNFactory that builds the FFN of layer i. Each layer hands its padding mask to its FFN
+// (an MoE layer routes the real tokens only), and the auxiliary losses come back up, as fairseq's
+// MoE layers return (x, l_aux) and its encoder / decoder carry l_aux: every forward_with_aux
+// (layers, stacks, EncoderDecoder; BertEncoder and ViT in models.hpp) returns {y, aux}, aux the
+// sum of the FFN aux losses in the order the layers ran (undefined when no FFN has one: a dense
+// model). forward() is the same forward without the aux loss. No layer keeps per-forward state.
 #pragma once
 
 #include <cmath>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "adapter.hpp"
 #include "attention.hpp"
@@ -47,11 +53,38 @@ struct LayerConfig {
 };
 
 // ---- FFN ---------------------------------------------------------------------------------------
-/// What a layer needs from its FFN: x (B, T, D) -> (B, T, D). MoE layers derive from this.
+/// An output and the auxiliary loss that came with it. aux: a scalar with history on the output's
+/// device (an MoE layer's weighted balance / z-loss; for a layer, stack or model the sum of its
+/// FFNs'), or undefined when there is none (a dense FFN: no op, no tensor). Add it to the training
+/// loss with add_aux(loss, out.aux).
+template <class T>
+struct AuxOutput {
+    Tensor<T> y;
+    Tensor<T> aux;
+};
+/// What an FFN returns: y like x, and its aux loss (undefined for a dense FFN).
+template <class T>
+using FFNOutput = AuxOutput<T>;
+
+/// a + b where an undefined tensor counts as no term (so: b if a is undefined, a if b is, else
+/// a + b). Sums aux losses in order without a zero tensor to start from.
+template <class T>
+Tensor<T> add_aux(const Tensor<T>& a, const Tensor<T>& b) {
+    if (!a.defined()) return b;
+    if (!b.defined()) return a;
+    return a + b;
+}
+
+/// What a layer needs from its FFN. MoE layers derive from this.
 template <class T = float>
 class FFNBase : public Module<T> {
 public:
-    virtual Tensor<T> forward(const Tensor<T>& x) = 0;
+    /// x: (B, T, D) or (N, D); pad: x's leading shape ((B, T) or (N)) uint8, 1 = pad, or
+    /// undefined -> {y like x, aux}. An FFN may ignore pad (the dense one does: pad rows are
+    /// computed and left to the residual).
+    virtual FFNOutput<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& pad) = 0;
+    /// y alone, without a pad mask (the aux loss, if any, is dropped: train with forward(x, pad)).
+    Tensor<T> forward(const Tensor<T>& x) { return forward(x, Tensor<uint8_t>()).y; }
     /// The name the layer registers this FFN under ("ffn"; an MoE layer may say "moe").
     virtual std::string module_name() const { return "ffn"; }
 };
@@ -75,8 +108,10 @@ public:
         activation_dropout_module =
             this->register_module("activation_dropout_module", std::make_shared<Dropout<T>>(activation_dropout, gen));
     }
+    /// No aux loss; the pad mask is not needed (pad rows are computed like the others).
+    FFNOutput<T> forward(const Tensor<T>& x, const Tensor<uint8_t>&) override { return {forward(x), Tensor<T>()}; }
     // x: (*, D) -> (*, D)
-    Tensor<T> forward(const Tensor<T>& x) override {
+    Tensor<T> forward(const Tensor<T>& x) {
         MOEKD_CHECK(x.defined() && x.dim() >= 1 && x.size(-1) == fc1->in_features(), "FeedForward(",
                     fc1->in_features(), " -> ", fc1->out_features(), " -> ", fc2->out_features(), "): input ",
                     x.defined() ? x.shape() : Shape{}, " must end in ", fc1->in_features());
@@ -159,6 +194,17 @@ protected:
         }
         return y;
     }
+    /// The FFN's residual block: the FFN gets the padding mask, its aux loss is stored in `aux`.
+    Tensor<T> ffn_block(const Tensor<T>& h, const LayerNorm<T>& norm, const Tensor<uint8_t>& pad, Tensor<T>& aux) const {
+        return residual_block(
+            h, norm, ffn_adapter.get(),
+            [&](const Tensor<T>& in) {
+                FFNOutput<T> o = ffn->forward(in, pad);
+                aux = std::move(o.aux);
+                return std::move(o.y);
+            },
+            "ffn_inner", "ffn_trunk");
+    }
     void check_x(const Tensor<T>& x, const char* kind, const char* what) const {
         MOEKD_CHECK(x.defined() && x.dim() == 3 && x.size(2) == cfg_.d_model, kind, "(d_model=", cfg_.d_model, "): ",
                     what, " ", x.defined() ? x.shape() : Shape{}, " must be (B, T, ", cfg_.d_model, ")");
@@ -184,18 +230,22 @@ public:
         final_layer_norm = this->register_module("final_layer_norm", std::make_shared<LayerNorm<T>>(cfg.d_model, cfg.ln_eps));
         this->make_adapters_and_dropout(gen);
     }
-    // x: (B, T, D); key_padding_mask: (B, T) uint8, 1 = pad, or undefined -> (B, T, D)
-    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& key_padding_mask = Tensor<uint8_t>()) const {
+    /// x: (B, T, D); key_padding_mask: (B, T) uint8, 1 = pad, or undefined (also the FFN's pad
+    /// mask) -> {(B, T, D), the FFN's aux loss}
+    AuxOutput<T> forward_with_aux(const Tensor<T>& x, const Tensor<uint8_t>& key_padding_mask = Tensor<uint8_t>()) const {
         this->check_x(x, "TransformerEncoderLayer", "input");
         Tensor<T> h = this->residual_block(
             x, *self_attn_layer_norm, this->self_attn_adapter.get(),
             [&](const Tensor<T>& in) { return self_attn->self_attention(in, key_padding_mask); }, "attn_inner",
             "attn_trunk");
-        h = this->residual_block(
-            h, *final_layer_norm, this->ffn_adapter.get(), [&](const Tensor<T>& in) { return this->ffn->forward(in); },
-            "ffn_inner", "ffn_trunk");
+        Tensor<T> aux;
+        h = this->ffn_block(h, *final_layer_norm, key_padding_mask, aux);
         this->emit("output", h);
-        return h;
+        return {std::move(h), std::move(aux)};
+    }
+    // x: (B, T, D); key_padding_mask: (B, T) uint8, 1 = pad, or undefined -> (B, T, D)
+    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& key_padding_mask = Tensor<uint8_t>()) const {
+        return forward_with_aux(x, key_padding_mask).y;
     }
 };
 
@@ -219,11 +269,12 @@ public:
         final_layer_norm = this->register_module("final_layer_norm", std::make_shared<LayerNorm<T>>(cfg.d_model, cfg.ln_eps));
         this->make_adapters_and_dropout(gen);
     }
-    /// x: (B, T, D) target states; enc: (B, S, D) encoder output; self_padding_mask: (B, T) and
-    /// enc_padding_mask: (B, S), 1 = pad, or undefined; causal: mask future targets.  -> (B, T, D)
-    Tensor<T> forward(const Tensor<T>& x, const Tensor<T>& enc,
-                      const Tensor<uint8_t>& self_padding_mask = Tensor<uint8_t>(),
-                      const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>(), bool causal = true) const {
+    /// x: (B, T, D) target states; enc: (B, S, D) encoder output; self_padding_mask: (B, T) (also
+    /// the FFN's pad mask) and enc_padding_mask: (B, S), 1 = pad, or undefined; causal: mask
+    /// future targets.  -> {(B, T, D), the FFN's aux loss}
+    AuxOutput<T> forward_with_aux(const Tensor<T>& x, const Tensor<T>& enc,
+                                  const Tensor<uint8_t>& self_padding_mask = Tensor<uint8_t>(),
+                                  const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>(), bool causal = true) const {
         this->check_x(x, "TransformerDecoderLayer", "input");
         this->check_x(enc, "TransformerDecoderLayer", "encoder output");
         MOEKD_CHECK(enc.size(0) == x.size(0), "TransformerDecoderLayer: input ", x.shape(), " and encoder output ",
@@ -236,11 +287,16 @@ public:
             h, *encoder_attn_layer_norm, nullptr,
             [&](const Tensor<T>& in) { return encoder_attn->forward(in, enc, enc, enc_padding_mask); },
             "encoder_attn_inner", "encoder_attn_trunk");
-        h = this->residual_block(
-            h, *final_layer_norm, this->ffn_adapter.get(), [&](const Tensor<T>& in) { return this->ffn->forward(in); },
-            "ffn_inner", "ffn_trunk");
+        Tensor<T> aux;
+        h = this->ffn_block(h, *final_layer_norm, self_padding_mask, aux);
         this->emit("output", h);
-        return h;
+        return {std::move(h), std::move(aux)};
+    }
+    /// The same forward without the aux loss.  -> (B, T, D)
+    Tensor<T> forward(const Tensor<T>& x, const Tensor<T>& enc,
+                      const Tensor<uint8_t>& self_padding_mask = Tensor<uint8_t>(),
+                      const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>(), bool causal = true) const {
+        return forward_with_aux(x, enc, self_padding_mask, enc_padding_mask, causal).y;
     }
 };
 
@@ -298,22 +354,33 @@ public:
             layers->push_back(this->template make_layer<TransformerEncoderLayer<T>>(cfg, gen, ffn_factory, i));
         this->make_final_norm(cfg);
     }
-    // x: (B, T, D); key_padding_mask: (B, T) or undefined -> (B, T, D)
-    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& key_padding_mask = Tensor<uint8_t>()) const {
-        Tensor<T> h = x;
-        for (auto& l : *layers) h = l->forward(h, key_padding_mask);
+    /// x: (B, T, D); key_padding_mask: (B, T) or undefined -> {(B, T, D), the layers' aux losses
+    /// summed in layer order (undefined if none has one)}
+    AuxOutput<T> forward_with_aux(const Tensor<T>& x, const Tensor<uint8_t>& key_padding_mask = Tensor<uint8_t>()) const {
+        Tensor<T> h = x, aux;
+        for (auto& l : *layers) {
+            AuxOutput<T> o = l->forward_with_aux(h, key_padding_mask);
+            h = std::move(o.y);
+            aux = add_aux(aux, o.aux);
+        }
         if (this->layer_norm) h = this->layer_norm->forward(h);
         this->emit("output", h);
-        return h;
+        return {std::move(h), std::move(aux)};
+    }
+    // x: (B, T, D); key_padding_mask: (B, T) or undefined -> (B, T, D)
+    Tensor<T> forward(const Tensor<T>& x, const Tensor<uint8_t>& key_padding_mask = Tensor<uint8_t>()) const {
+        return forward_with_aux(x, key_padding_mask).y;
     }
     /// From source tokens, as fairseq: embed, zero the padded positions, run the layers with
-    /// the padding mask.  src: (B, S) -> (B, S, D)
-    Tensor<T> forward_tokens(const Tensor<int64_t>& src) const {
+    /// the padding mask.  src: (B, S) -> {(B, S, D), aux}
+    AuxOutput<T> forward_tokens_with_aux(const Tensor<int64_t>& src) const {
         Tensor<T> x = this->embed(src);
         const Tensor<uint8_t> mask = padding_mask(src, this->padding_idx());
         if (mask.defined()) x = masked_fill(x, mask.unsqueeze(-1), T(0));
-        return forward(x, mask);
+        return forward_with_aux(x, mask);
     }
+    /// src: (B, S) -> (B, S, D)
+    Tensor<T> forward_tokens(const Tensor<int64_t>& src) const { return forward_tokens_with_aux(src).y; }
 };
 
 /// fairseq TransformerDecoder: (embed_tokens, embed_positions,) layers, layer_norm (pre-LN),
@@ -346,21 +413,43 @@ public:
             }
         }
     }
+    /// x: (B, T, D); enc: (B, S, D); masks (B, T) / (B, S) or undefined -> {(B, T, D), aux}.
+    /// aux: `aux` (e.g. the encoder's: fairseq's decoder extends the encoder's l_aux likewise;
+    /// undefined: none) plus the layers' aux losses, added in layer order.
+    AuxOutput<T> forward_with_aux(const Tensor<T>& x, const Tensor<T>& enc,
+                                  const Tensor<uint8_t>& self_padding_mask = Tensor<uint8_t>(),
+                                  const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>(),
+                                  const Tensor<T>& aux = Tensor<T>()) const {
+        Tensor<T> h = x, sum = aux;
+        for (auto& l : *layers) {
+            AuxOutput<T> o = l->forward_with_aux(h, enc, self_padding_mask, enc_padding_mask, true);
+            h = std::move(o.y);
+            sum = add_aux(sum, o.aux);
+        }
+        if (this->layer_norm) h = this->layer_norm->forward(h);
+        this->emit("output", h);
+        return {std::move(h), std::move(sum)};
+    }
     /// x: (B, T, D); enc: (B, S, D); masks (B, T) / (B, S) or undefined -> (B, T, D)
     Tensor<T> forward(const Tensor<T>& x, const Tensor<T>& enc, const Tensor<uint8_t>& self_padding_mask = Tensor<uint8_t>(),
                       const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>()) const {
-        Tensor<T> h = x;
-        for (auto& l : *layers) h = l->forward(h, enc, self_padding_mask, enc_padding_mask, true);
-        if (this->layer_norm) h = this->layer_norm->forward(h);
-        this->emit("output", h);
-        return h;
+        return forward_with_aux(x, enc, self_padding_mask, enc_padding_mask).y;
     }
     /// Next-token logits from the shifted target tokens.
+    /// prev: (B, T); enc: (B, S, D); enc_padding_mask: (B, S) or undefined; aux: as in
+    /// forward_with_aux -> {(B, T, V), aux}
+    AuxOutput<T> forward_tokens_with_aux(const Tensor<int64_t>& prev, const Tensor<T>& enc,
+                                         const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>(),
+                                         const Tensor<T>& aux = Tensor<T>()) const {
+        AuxOutput<T> o =
+            forward_with_aux(this->embed(prev), enc, padding_mask(prev, this->padding_idx()), enc_padding_mask, aux);
+        o.y = output_projection->forward(o.y);
+        return o;
+    }
     /// prev: (B, T); enc: (B, S, D); enc_padding_mask: (B, S) or undefined -> (B, T, V)
     Tensor<T> forward_tokens(const Tensor<int64_t>& prev, const Tensor<T>& enc,
                              const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>()) const {
-        const Tensor<T> h = forward(this->embed(prev), enc, padding_mask(prev, this->padding_idx()), enc_padding_mask);
-        return output_projection->forward(h);
+        return forward_tokens_with_aux(prev, enc, enc_padding_mask).y;
     }
 };
 
@@ -398,14 +487,20 @@ public:
         decoder = this->register_module("decoder", std::make_shared<TransformerDecoder<T>>(
                                                        cfg.layer, cfg.decoder_layers, gen, tgt, cfg.tie_output, decoder_ffn));
     }
-    /// src: (B, S) source tokens; prev: (B, T) target tokens shifted right -> logits (B, T, V)
-    Tensor<T> forward(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const {
+    /// src: (B, S) source tokens; prev: (B, T) target tokens shifted right -> {logits (B, T, V),
+    /// aux: the encoder's then the decoder's FFN aux losses summed in layer order (undefined for a
+    /// dense model)}
+    AuxOutput<T> forward_with_aux(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const {
         MOEKD_CHECK(src.dim() == 2 && prev.dim() == 2 && src.size(0) == prev.size(0), "EncoderDecoder: src ",
                     src.shape(), " and prev ", prev.shape(), " must be (B, S) and (B, T) with the same B");
-        const Tensor<T> enc = encoder->forward_tokens(src);
-        Tensor<T> logits = decoder->forward_tokens(prev, enc, padding_mask(src, cfg_.padding_idx));
-        this->emit("output", logits);
-        return logits;
+        const AuxOutput<T> enc = encoder->forward_tokens_with_aux(src);
+        AuxOutput<T> out = decoder->forward_tokens_with_aux(prev, enc.y, padding_mask(src, cfg_.padding_idx), enc.aux);
+        this->emit("output", out.y);
+        return out;
+    }
+    /// src: (B, S); prev: (B, T) -> logits (B, T, V)
+    Tensor<T> forward(const Tensor<int64_t>& src, const Tensor<int64_t>& prev) const {
+        return forward_with_aux(src, prev).y;
     }
     const EncoderDecoderConfig& config() const { return cfg_; }
 
