@@ -54,6 +54,7 @@ MOEKD_HD T row_logsumexp(const T* x, int64_t n, int64_t stride = 1) {
     return m + std::log(row_sum_exp(x, n, m, stride));
 }
 
+namespace {  // internal linkage: V may be a 64-byte vector (see "host SIMD" below)
 /// exp_fast's core: e^(xc - k ln 2) for the clamped argument xc and k = floor(xc / ln 2 + 1/2), by
 /// Cody-Waite reduction and a degree-5 polynomial. V: float, or a host SIMD vector of floats (the
 /// same operations lane by lane).
@@ -70,6 +71,7 @@ MOEKD_HD inline V exp_fast_core(V xc, V k) {
     p = p * r + 5.0000001201e-1f;
     return p * z + r + 1.0f;
 }
+}  // namespace
 
 /// exp(x) for float without a libm call, so loops over it vectorize (Cephes expf: Cody-Waite
 /// reduction by ln 2, degree-5 polynomial, 2^k through the exponent bits; relative error < 2 ulp).
@@ -98,14 +100,24 @@ MOEKD_HD inline float exp_fast(float x) {
 // its own: max reductions and the exp's float -> int conversion stay scalar. Because both paths
 // give the same bits, a program linking nvcc-compiled and host-compiled units gets the same values
 // whichever copy of an inline row function the linker keeps. tests/simd_kernels_test.cpp checks.
+// Linkage: the helpers below (and exp_fast_core above) take and return 64-byte vectors by value,
+// which cross a call in a zmm register with AVX-512 and through memory without, under the same
+// mangled name. With vague linkage (plain inline, templates) a program linking a -mavx512f unit and
+// a non-AVX-512 one keeps one copy for both, and the other unit calls it by the wrong convention:
+// garbage values (seen at -O0, where nothing is inlined), or SIGILL on a CPU without AVX-512. So
+// they have internal linkage (an unnamed namespace, which nvcc takes for exp_fast_core too): each
+// unit calls its own copy. The row functions that call them pass only pointers and scalars, so
+// whichever copy of those the linker keeps computes the same values (though a copy built for
+// AVX-512 still needs an AVX-512 CPU). tests/simd_linkage_test.cpp links two such units.
 #if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__))
 #define MOEKD_HOST_SIMD 1
 #pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors without AVX-512: all inline, no ABI crossed
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte vectors without AVX-512: internal linkage, no ABI crossed
 namespace simd {
 using f32x16 = float __attribute__((vector_size(64)));
 using i32x16 = int32_t __attribute__((vector_size(64)));
 constexpr int kLanes = 16;
+namespace {  // internal linkage: see above
 inline f32x16 load(const float* p) {
     f32x16 v;
     __builtin_memcpy(&v, p, sizeof v);
@@ -137,6 +149,7 @@ inline f32x16 exp_fast(f32x16 x) {
     e = x > hi ? splat(__builtin_inff()) : e;
     return x != x ? x : e;
 }
+}  // namespace
 }  // namespace simd
 #pragma GCC diagnostic pop
 #endif
