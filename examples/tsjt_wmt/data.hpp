@@ -151,11 +151,11 @@ inline void write_corpus_files(const std::vector<std::pair<std::string, std::str
 
 /// FNV-1a of the corpus files read (every split of every language, as read: before --max-train).
 inline std::string corpus_hash(const std::vector<LangPair>& corpus) {
-    uint64_t h = data::fnv1a64_more("tsjt-corpus-1");
+    uint64_t h = moekd::fnv1a64("tsjt-corpus-1");
     for (const LangPair& p : corpus) {
-        h = data::fnv1a64_more(p.lang, h);
+        h = moekd::fnv1a64(p.lang, h);
         for (const data::ParallelText* t : {&p.train, &p.valid, &p.test})
-            h = data::fnv1a64_more(std::string_view(reinterpret_cast<const char*>(&t->hash), sizeof t->hash), h);
+            h = moekd::fnv1a64(std::string_view(reinterpret_cast<const char*>(&t->hash), sizeof t->hash), h);
     }
     char b[24];
     std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
@@ -168,13 +168,13 @@ inline std::string tokenizer_hash(const std::string& path) {
     sentencepiece::SentencePieceProcessor sp;
     MOEKD_CHECK(sp.LoadFromSerializedProto(io::read_file(path, "tsjt")).ok(), "tsjt: '", path,
                 "' is not a SentencePiece model");
-    uint64_t h = data::fnv1a64_more("tsjt-spm-1");
+    uint64_t h = moekd::fnv1a64("tsjt-spm-1");
     for (int i = 0; i < sp.GetPieceSize(); ++i) {
-        h = data::fnv1a64_more(std::string_view(sp.IdToPiece(i).data(), sp.IdToPiece(i).size() + 1), h);
+        h = moekd::fnv1a64(std::string_view(sp.IdToPiece(i).data(), sp.IdToPiece(i).size() + 1), h);
         const float score = sp.GetScore(i);
         const char kind = char(sp.IsControl(i) | sp.IsUnknown(i) << 1 | sp.IsUnused(i) << 2 | sp.IsByte(i) << 3);
-        h = data::fnv1a64_more(std::string_view(reinterpret_cast<const char*>(&score), sizeof score), h);
-        h = data::fnv1a64_more(std::string_view(&kind, 1), h);
+        h = moekd::fnv1a64(std::string_view(reinterpret_cast<const char*>(&score), sizeof score), h);
+        h = moekd::fnv1a64(std::string_view(&kind, 1), h);
     }
     char b[24];
     std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
@@ -221,12 +221,36 @@ inline std::string config_diff(const std::string& recorded, const std::string& n
 }
 
 /// The data part of a run's checked configuration: languages, corpus hash, data flags.
-inline std::string data_config(const std::vector<LangPair>& corpus, size_t max_train, int max_len, int vocab,
-                               const std::string& spm_type) {
+inline std::string data_config(const std::vector<LangPair>& corpus, size_t max_train, size_t train_pairs, int max_len,
+                               int vocab, const std::string& spm_type) {
     std::string langs;
     for (const LangPair& p : corpus) langs += (langs.empty() ? "" : ",") + p.lang;
     return "--langs=" + langs + " corpus=" + corpus_hash(corpus) + " --max-train=" + std::to_string(max_train) +
-           " --max-len=" + std::to_string(max_len) + " --vocab=" + std::to_string(vocab) + " --spm-type=" + spm_type;
+           " --train-pairs=" + std::to_string(train_pairs) + " --max-len=" + std::to_string(max_len) +
+           " --vocab=" + std::to_string(vocab) + " --spm-type=" + spm_type;
+}
+
+/// How many of each language's pairs to keep so that `total` pairs are drawn from the merged
+/// corpora in proportion to their sizes (the paper merges all parallel corpora into one training
+/// set, l.98; a language with more data gets more of the budget): n_l = total * size_l / sum,
+/// rounded by largest remainder so that the counts add up to `total` exactly (ties: the earlier
+/// language). total == 0 or total >= sum: every pair.
+inline std::vector<size_t> proportional_counts(const std::vector<size_t>& sizes, size_t total) {
+    size_t sum = 0;
+    for (size_t s : sizes) sum += s;
+    if (total == 0 || total >= sum) return sizes;
+    std::vector<size_t> n(sizes.size());
+    std::vector<std::pair<double, size_t>> rem;  // (fractional part, index)
+    size_t given = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+        const double exact = double(total) * double(sizes[i]) / double(sum);
+        n[i] = size_t(exact);
+        given += n[i];
+        rem.emplace_back(exact - double(n[i]), i);
+    }
+    std::stable_sort(rem.begin(), rem.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    for (size_t k = 0; given < total; ++k, ++given) ++n[rem[k % rem.size()].second];
+    return n;
 }
 
 /// Keeps the first n pairs (the split is already a deterministic hash order).

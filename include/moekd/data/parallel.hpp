@@ -44,16 +44,6 @@ struct ParallelCorpus {
     ParallelText train, valid, test;
 };
 
-/// 64-bit FNV-1a of `bytes`, continuing from `h` (so several files hash into one value; from the
-/// FNV offset basis it equals text.hpp's fnv1a64).
-inline uint64_t fnv1a64_more(std::string_view bytes, uint64_t h = 14695981039346656037ull) {
-    for (unsigned char c : bytes) {
-        h ^= c;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 /// Splits the bytes of a text file (`name` for errors) into lines, checking UTF-8; the name,
 /// line (1-based) and byte offset of the first invalid sequence are in the error.
 inline std::vector<std::string> split_lines_utf8(std::string_view bytes, const std::string& name,
@@ -94,7 +84,7 @@ inline ParallelText parse_parallel(std::string_view src_bytes, const std::string
                     src_longer ? src_path : tgt_path, "' is the first without a partner");
     }
     ParallelText out;
-    out.hash = fnv1a64_more(tgt_bytes, fnv1a64_more(std::string_view("\0", 1), fnv1a64_more(src_bytes)));
+    out.hash = fnv1a64(tgt_bytes, fnv1a64(std::string_view("\0", 1), fnv1a64(src_bytes)));
     out.src.reserve(s.size());
     out.tgt.reserve(t.size());
     for (size_t i = 0; i < s.size(); ++i) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/hash.hpp"
 
 namespace moekd::data {
 
@@ -298,15 +299,7 @@ inline Drop clean_pair(std::string& en, std::string& tr, size_t max_bytes = 0) {
 
 // ---- deterministic split -------------------------------------------------------------------
 
-/// FNV-1a, 64 bit.
-inline uint64_t fnv1a64(std::string_view s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (char c : s) {
-        h ^= static_cast<unsigned char>(c);
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
+using moekd::fnv1a64;  // FNV-1a, 64 bit (core/hash.hpp)
 
 /// The key a sentence is split by: ASCII letters lower-cased, ASCII punctuation, spaces and
 /// non-ASCII punctuation/symbols ("…", "—", "«") dropped, other non-ASCII kept. "Open…",

@@ -10,7 +10,7 @@
 //   dp.average_gradients();                                 // bucketed all-reduce (mean)
 //   opt.step();
 //
-// Also here: shard_range (a contiguous share of N items) and fnv1a (the config hash).
+// Also here: shard_range (a contiguous share of N items) and fnv1a (the config hash, core/hash.hpp).
 #pragma once
 
 #include <algorithm>
@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/hash.hpp"
 #include "../nn/module.hpp"
 #include "communicator.hpp"
 
@@ -45,14 +46,8 @@ inline Range shard_range(int64_t n, int rank, int size) {
 inline bool owns(int64_t i, int rank, int size) { return i % size == rank; }
 
 // ---- config hash -------------------------------------------------------------------------------
-/// 64-bit FNV-1a of a byte string.
-inline uint64_t fnv1a(const std::string& s, uint64_t h = 0xcbf29ce484222325ull) {
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
+/// 64-bit FNV-1a of a byte string (core/hash.hpp).
+inline uint64_t fnv1a(std::string_view s, uint64_t h = kFnv1aOffset) { return fnv1a64(s, h); }
 
 /// The text the config hash is taken of: the caller's config string, then one line per parameter,
 /// "param <name> <shape>".

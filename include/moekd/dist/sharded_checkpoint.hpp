@@ -28,6 +28,7 @@
 #include "../io/atomic_file.hpp"
 #include "../io/json.hpp"
 #include "../io/safetensors.hpp"
+#include "../core/hash.hpp"
 #include "../nn/module.hpp"
 #include "communicator.hpp"
 #include "expert_parallel.hpp"
@@ -35,11 +36,10 @@
 namespace moekd::dist {
 
 namespace detail {
-inline uint64_t fnv1a64(const uint8_t* p, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-    return h;
-}
+// The shard hash: FNV-1a 64 from 1469598103934665603, a digit short of the offset basis
+// (14695981039346656037): a slip in the first version, kept so that indexes written since load.
+inline constexpr uint64_t kShardHashStart = 1469598103934665603ull;
+inline uint64_t fnv1a64(const uint8_t* p, size_t n) { return moekd::fnv1a64_bytes(p, n, kShardHashStart); }
 inline std::string hex64(uint64_t v) {
     char b[17];
     std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
