@@ -78,6 +78,25 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
     return x;
 }
 
+/// Mixup of a batch with itself in reverse order (timm's batch mode): x = lam x + (1 - lam) x_rev,
+/// lam ~ U(0, 1) (= Beta(1, 1): our choice, the paper gives only the probability, Table 6 L. 420).
+/// Returns lam, and y_rev in `rev` (the CE is then lam CE(y) + (1 - lam) CE(y_rev)).
+inline double mix_batch(Tensor<float>& x, const Tensor<int64_t>& y, Tensor<int64_t>& rev, Generator& gen) {
+    const int64_t n = x.size(0), per = x.numel() / std::max<int64_t>(n, 1);
+    const double lam = gen.uniform();
+    Tensor<float> m = Tensor<float>::empty(x.shape());
+    rev = Tensor<int64_t>::empty({n});
+    for (int64_t i = 0; i < n; ++i) {
+        const float* a = x.data() + i * per;
+        const float* b = x.data() + (n - 1 - i) * per;
+        float* d = m.data() + i * per;
+        for (int64_t k = 0; k < per; ++k) d[k] = float(lam) * a[k] + float(1.0 - lam) * b[k];
+        rev.data()[i] = y.data()[n - 1 - i];
+    }
+    x = m;
+    return lam;
+}
+
 /// Test accuracy of a model on the first `limit` images (eval mode, no autograd). With a
 /// communicator each rank scores its shard and the counts are summed (collective).
 inline double accuracy(WideNetViT<float>& m, const data::ImageSet& s, int64_t limit, int64_t batch = 500,
@@ -163,6 +182,8 @@ struct TrainOptions {
     double alpha = 0.25;            // weight of CE when distilling (paper, soft KD: 0.25, L. 214; hard: 0.5, L. 180)
     bool hard_kd = false;           // hard_distill instead of soft_distill
     double temperature = 1.0;
+    double label_smoothing = 0.0;   // of the CE term
+    double mixup = 0.0;             // probability that a batch is mixed (see mix_batch)
     uint64_t data_seed = 1;         // shuffling and augmentation (same for every run: fair comparison)
     std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
 };
@@ -213,14 +234,19 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
         const auto t0 = Clock::now();
         double loss_sum = 0;
         for (int64_t s = 0; s < steps_per_epoch; ++s) {
-            Tensor<int64_t> y;
-            const Tensor<float> x = make_batch(train, order, size_t(s * global_batch + rank * o.batch), size_t(o.batch),
-                                               y, o.augment ? (comm ? &aug_gen : &gen) : nullptr, o.shift)
-                                        .to(dev);
+            Tensor<int64_t> y, y_rev;
+            Generator& draw = comm ? aug_gen : gen;  // augmentation and mixup (per rank under mpirun)
+            Tensor<float> x = make_batch(train, order, size_t(s * global_batch + rank * o.batch), size_t(o.batch), y,
+                                         o.augment ? &draw : nullptr, o.shift);
+            double lam = 1.0;
+            if (o.mixup > 0 && draw.uniform() < o.mixup) lam = mix_batch(x, y, y_rev, draw);
+            x = x.to(dev);
             y = y.to(dev);
             const auto fwd = m.forward_with_aux(x);
             const Tensor<float>& logits = fwd.logits;
-            Tensor<float> loss = cross_entropy(logits, y);
+            Tensor<float> loss = cross_entropy(logits, y, -100, o.label_smoothing);
+            if (lam < 1.0)
+                loss = loss * float(lam) + cross_entropy(logits, y_rev.to(dev), -100, o.label_smoothing) * float(1.0 - lam);
             if (teacher) {
                 Tensor<float> tl;
                 {

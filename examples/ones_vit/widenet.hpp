@@ -5,7 +5,8 @@
 // keeping its own two LayerNorms. With experts > 0 the shared FFN is an moe::MoELayer (the MoE
 // teacher); with experts = 0 it is a dense nn::FeedForward of the same width (the student).
 // Pre-LN blocks:
-//   x = x + attn(ln_attn_l(x));  x = x + ffn(ln_ffn_l(x))      for l = 0 .. L-1
+//   x = x + drop(attn(ln_attn_l(x)));  x = x + drop(ffn(ln_ffn_l(x)))      for l = 0 .. L-1
+// (drop: dropout on each residual branch, as ViT's; also after the embeddings)
 //   logits = classifier(layer_norm(x)[:, 0])                     (class token)
 // Parameter names: embeddings.*, attn.*, moe.* | ffn.*, blocks.<l>.ln_attn.*, blocks.<l>.ln_ffn.*,
 // layer_norm.*, classifier.*  — so every name outside moe.* / ffn.* is a "perfectly matched"
@@ -38,7 +39,7 @@ struct WideNetConfig {
     int64_t top_k = 2;
     double capacity_train = 1.25, capacity_eval = 2.0, balance_weight = 0.01;
     bool logit_noise = false;  // OneS eq. 2 noise on the router logits while training
-    double dropout = 0.0, ln_eps = 1e-6, init_std = 0.02;
+    double dropout = 0.0, ln_eps = 1e-6, init_std = 0.02;  // dropout: embeddings and both residual branches
 
     WideNetConfig dense() const {
         WideNetConfig c = *this;
@@ -85,6 +86,7 @@ public:
     std::shared_ptr<nn::ModuleList<BlockNorms<T>, T>> blocks;
     std::shared_ptr<nn::LayerNorm<T>> layer_norm;
     std::shared_ptr<nn::Linear<T>> classifier;
+    std::shared_ptr<nn::Dropout<T>> drop;  // on both residual branches of every block
 
     WideNetViT(const WideNetConfig& c, Generator& gen) : cfg_(c) {
         MOEKD_CHECK(c.layers > 0 && c.experts >= 0, "WideNetViT: layers ", c.layers, " must be > 0 and experts ",
@@ -108,6 +110,8 @@ public:
         layer_norm = this->register_module("layer_norm", std::make_shared<nn::LayerNorm<T>>(c.dim, c.ln_eps));
         classifier = this->register_module("classifier", std::make_shared<nn::Linear<T>>(c.dim, c.num_classes, gen));
         nn::init_linears_normal(*this, c.init_std, gen);
+        // after the initialisation, so that its draws do not depend on the dropout; no parameters
+        drop = this->register_module("drop", std::make_shared<nn::Dropout<T>>(c.dropout, gen));
     }
 
     /// images: (B, C, H, W) -> {logits (B, num_classes), the MoE aux loss summed over depth
@@ -118,16 +122,16 @@ public:
         out.expert_counts.assign(size_t(cfg_.experts), 0);
         for (int64_t l = 0; l < cfg_.layers; ++l) {
             const BlockNorms<T>& b = (*blocks)[size_t(l)];
-            x = x + attn->self_attention(b.ln_attn->forward(x));
+            x = x + drop->forward(attn->self_attention(b.ln_attn->forward(x)));
             const Tensor<T> h = b.ln_ffn->forward(x);
             if (moe) {
                 moe::MoEOutput<T> o = moe->forward_with_stats(h);
                 out.aux = nn::add_aux(out.aux, o.aux_loss);
                 for (int64_t e = 0; e < cfg_.experts; ++e)
                     out.expert_counts[size_t(e)] += o.stats.tokens_per_expert[size_t(e)];
-                x = x + o.y;
+                x = x + drop->forward(o.y);
             } else {
-                x = x + ffn->forward(h);
+                x = x + drop->forward(ffn->forward(h));
             }
         }
         const Tensor<T> cls = layer_norm->forward(x).select(1, 0);  // (B, D)

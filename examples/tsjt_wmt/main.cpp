@@ -142,9 +142,17 @@ void write_results(bool write, const std::string& out, const std::vector<Directi
                    bool indep) {
     std::string md = "| mode | model | params | steps | switch | ";
     for (const auto& d : dirs) md += d.name() + " | ";
-    md += "avg |\n|---|---|---|---|---|";
-    for (size_t i = 0; i <= dirs.size(); ++i) md += "---|";
+    md += "X→En | En→X | avg |\n|---|---|---|---|---|";
+    for (size_t i = 0; i < dirs.size() + 3; ++i) md += "---|";
     md += "\n";
+    // the paper's macro-averages, X→En and En→X separately (l.398), beside the overall one
+    auto side = [&](const std::vector<double>& b, bool to_en) {
+        double s = 0;
+        int n = 0;
+        for (size_t i = 0; i < dirs.size(); ++i)
+            if ((dirs[i].tgt_lang == "en") == to_en) s += b[i], ++n;
+        return n ? s / n : 0.0;
+    };
     std::string js = "[";
     for (const RunResult& r : rs) {
         for (int which = 0; which < 2; ++which) {
@@ -156,7 +164,7 @@ void write_results(bool write, const std::string& out, const std::vector<Directi
                   std::to_string(which ? r.params_dense : r.params_moe) + " | " + std::to_string(r.steps) + " | " +
                   (r.switch_step >= 0 ? std::to_string(r.switch_step) : "-") + " | ";
             for (double x : b) md += fmt2(x) + " | ";
-            md += fmt2(avg) + " |\n";
+            md += fmt2(side(b, true)) + " | " + fmt2(side(b, false)) + " | " + fmt2(avg) + " |\n";
             js += std::string(js.size() > 1 ? ", " : "") + "{\"mode\": \"" + r.mode + "\", \"model\": \"" +
                   (which ? (indep ? "device" : "dense") : "moe") + "\", \"params\": " +
                   std::to_string(which ? r.params_dense : r.params_moe) + ", \"params_total\": " +
@@ -165,7 +173,8 @@ void write_results(bool write, const std::string& out, const std::vector<Directi
                   ", \"train_seconds\": " + std::to_string(r.train_seconds) + ", \"bleu\": {";
             for (size_t i = 0; i < dirs.size(); ++i)
                 js += std::string(i ? ", " : "") + "\"" + dirs[i].name() + "\": " + fmt2(b[i]);
-            js += "}, \"avg\": " + fmt2(avg) + "}";
+            js += "}, \"avg_x_en\": " + fmt2(side(b, true)) + ", \"avg_en_x\": " + fmt2(side(b, false)) +
+                  ", \"avg\": " + fmt2(avg) + "}";
         }
     }
     js += "]\n";
@@ -259,13 +268,15 @@ int main(int argc, char** argv) {
     std::string data_dir, catalogs = "/usr/share/locale", langs_s = "fr,fi,hi", out = "tsjt_out",
                 modes_s = "single,constjt,tsjt", arch = "shared", t_sep_s = "auto", spm_type = "unigram";
     int vocab = 1000, max_len = 24, test_max_len = 24, test_limit = 100, eval_beam = 1;
-    size_t max_train = 2500;
+    size_t max_train = 0, train_pairs = 16000;
+    int64_t max_epochs = 3;
     RunConfig rc;
     rc.moe.d_model = 64;
     rc.moe.heads = 4;
     rc.moe.ffn_dim = 256;
-    rc.moe.enc_layers = rc.moe.dec_layers = 2;
-    rc.moe.experts = 4;
+    rc.moe.enc_layers = rc.moe.dec_layers = 4;  // MoE in layers 1, 3: the paper's alternate layers (l.402)
+    rc.moe.experts = 8;                         // l.402
+    rc.max_steps = 0;                           // 0: from --max-epochs
     int64_t dense_layers = 0, device_d = 32, device_ffn = 128, device_layers = 1;
     double min_bleu = -1;
     app.add_option("--data", data_dir, "WMT-style corpus DIR/<xx>-en/{train,valid,test}.{xx,en}; default: build "
@@ -278,7 +289,9 @@ int main(int argc, char** argv) {
         ->capture_default_str()->check(CLI::IsMember({"shared", "indep"}));
     app.add_option("--vocab", vocab, "SentencePiece vocabulary size")->capture_default_str()->check(CLI::Range(16, 1000000));
     app.add_option("--spm-type", spm_type, "SentencePiece model type")->capture_default_str()->check(CLI::IsMember({"unigram", "bpe"}));
-    app.add_option("--max-train", max_train, "training pairs per language (0: all)")->capture_default_str()->check(kNonNegInt);
+    app.add_option("--max-train", max_train, "at most this many training pairs per language (0: all)")->capture_default_str()->check(kNonNegInt);
+    app.add_option("--train-pairs", train_pairs, "training pairs over all languages, drawn in proportion to each "
+                   "language's corpus (after --max-train; 0: all)")->capture_default_str()->check(kNonNegInt);
     app.add_option("--max-len", max_len, "drop training pairs longer than this many pieces (0: none)")->capture_default_str()->check(kNonNegInt);
     app.add_option("--test-max-len", test_max_len, "evaluate on test sentences of at most this many source pieces (0: all)")->capture_default_str()->check(kNonNegInt);
     app.add_option("--test-limit", test_limit, "test sentences per direction")->capture_default_str()->check(kPositiveInt);
@@ -287,7 +300,8 @@ int main(int argc, char** argv) {
     app.add_option("--ffn", rc.moe.ffn_dim, "FFN width (per expert)")->capture_default_str()->check(kPositiveInt);
     app.add_option("--layers", rc.moe.enc_layers, "encoder = decoder layers of the MoE model")->capture_default_str()->check(kPositiveInt);
     app.add_option("--experts", rc.moe.experts, "experts per MoE layer (top-1)")->capture_default_str()->check(kPositiveInt);
-    app.add_option("--dense-layers", dense_layers, "layers of the shared dense model (default: --layers)")->check(kPositiveInt);
+    app.add_option("--dense-layers", dense_layers, "layers of the shared dense model (default: half of --layers, "
+                   "the paper's 6 vs 12, l.402-404)")->check(kPositiveInt);
     app.add_option("--device-d-model", device_d, "indep: width of the device model")->capture_default_str()->check(kPositiveInt);
     app.add_option("--device-ffn", device_ffn, "indep: FFN width of the device model")->capture_default_str()->check(kPositiveInt);
     app.add_option("--device-layers", device_layers, "indep: encoder = decoder layers of the device model")->capture_default_str()->check(kPositiveInt);
@@ -295,6 +309,8 @@ int main(int argc, char** argv) {
     app.add_option("--label-smoothing", rc.label_smoothing, "label smoothing of the CE")->capture_default_str()->check(kFraction);
     app.add_option("--alpha-moe", rc.alpha_moe, "KL weight of the MoE model")->capture_default_str()->check(kNonNegReal);
     app.add_option("--alpha-dense", rc.alpha_dense, "KL weight of the dense/device model")->capture_default_str()->check(kNonNegReal);
+    app.add_option("--kl-scale", rc.kl_scale, "constant the KL is multiplied by in the loss (our reduction of the KL "
+                   "differs from the paper's; docs/tsjt.md)")->capture_default_str()->check(kNonNegReal);
     app.add_option("--t-sep", t_sep_s, "KL threshold of the stage switch, or 'auto' (KL plateau, docs/tsjt.md)")->capture_default_str()
         ->check(CLI::Validator([](std::string& v) -> std::string {
             char* end = nullptr;
@@ -302,10 +318,13 @@ int main(int argc, char** argv) {
             if (v == "auto" || (!v.empty() && *end == '\0' && std::isfinite(x) && x >= 0)) return "";
             return "takes a number >= 0 or 'auto', got '" + v + "'";
         }, "NUMBER|auto"));
+    app.add_option("--min-switch-steps", rc.min_switch_steps, "earliest update of the stage switch (0: --warmup)")
+        ->capture_default_str()->check(kNonNegInt);
     app.add_option("--kl-window", rc.kl_window, "updates averaged for the KL of the switch rule")->capture_default_str()->check(kPositiveInt);
     app.add_option("--lr", rc.lr, "peak learning rate (Adam 0.9, 0.98)")->capture_default_str()->check(kPositiveReal);
     app.add_option("--warmup", rc.warmup, "inverse-sqrt warmup updates")->capture_default_str()->check(kPositiveInt);
-    app.add_option("--max-steps", rc.max_steps, "updates per run")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--max-epochs", max_epochs, "epochs per run (the paper's analysis runs: 3, l.436)")->capture_default_str()->check(kPositiveInt);
+    app.add_option("--max-steps", rc.max_steps, "updates per run (default: --max-epochs epochs)")->check(kPositiveInt);
     app.add_option("--max-tokens", rc.max_tokens, "tokens per batch (padded)")->capture_default_str()->check(kPositiveInt);
     app.add_option("--update-freq", rc.update_freq, "batches per update (gradient accumulation)")->capture_default_str()->check(kPositiveInt);
     app.add_option("--seed", rc.seed, "seed (init, dropout, batch order)")->capture_default_str()
@@ -382,19 +401,29 @@ int main(int argc, char** argv) {
             if (print)
                 std::printf("corpus%s: %-4s %8s %6s %6s\n", data_dir.empty() ? "" : (" " + data_dir).c_str(), "lang",
                             "train", "valid", "test");
+            std::vector<size_t> full, capped;
             for (LangPair& p : corpus) {
-                const size_t full = p.train.size();
+                full.push_back(p.train.size());
                 limit(p.train, max_train);
+                capped.push_back(p.train.size());
+            }
+            const std::vector<size_t> keep = proportional_counts(capped, train_pairs);
+            for (size_t i = 0; i < corpus.size(); ++i) {
+                LangPair& p = corpus[i];
+                MOEKD_CHECK(keep[i] > 0 || capped[i] == 0, "tsjt_wmt: --train-pairs ", train_pairs, " leaves language '",
+                            p.lang, "' (", capped[i], " pairs) no training pair; raise --train-pairs");
+                limit(p.train, keep[i]);
                 MOEKD_CHECK(!p.test.src.empty(), "tsjt_wmt: language '", p.lang, "' has no test sentences");
                 if (print)
                     std::printf("        %-4s %8zu %6zu %6zu%s\n", p.lang.c_str(), p.train.size(), p.valid.size(),
                                 p.test.size(),
-                                full > p.train.size() ? (" (of " + std::to_string(full) + ", --max-train)").c_str() : "");
+                                full[i] > p.train.size() ? (" (of " + std::to_string(full[i]) +
+                                                            (capped[i] > keep[i] ? ", --train-pairs)" : ", --max-train)")).c_str() : "");
             }
         };
         std::string spm, data_cfg;
         if (main_rank) {
-            const std::string dcfg = data_config(corpus, max_train, max_len, vocab, spm_type);  // hashes: before limits
+            const std::string dcfg = data_config(corpus, max_train, train_pairs, max_len, vocab, spm_type);  // hashes: before limits
             apply_limits(true);
             std::tie(spm, data_cfg) = prepare_tokenizer(out, corpus, dcfg, vocab, spm_type, modes);
             if (data_dir.empty()) write_corpus_files(built.files);
@@ -428,8 +457,15 @@ int main(int argc, char** argv) {
             rc.dense.d_model = device_d;
             rc.dense.ffn_dim = device_ffn;
             rc.dense.enc_layers = rc.dense.dec_layers = device_layers;
-        } else if (dense_layers > 0) {
-            rc.dense.enc_layers = rc.dense.dec_layers = dense_layers;
+        } else {
+            rc.dense.enc_layers = rc.dense.dec_layers = dense_layers > 0 ? dense_layers : std::max<int64_t>(1, rc.moe.enc_layers / 2);
+        }
+        if (rc.max_steps == 0) {  // --max-epochs: updates per epoch as the trainer walks the batches
+            const int64_t nb = int64_t(token_batches(train_set, rc.max_tokens).size());
+            const int64_t per_update = int64_t(rc.update_freq) * comm->size();
+            rc.max_steps = max_epochs * ((nb + per_update - 1) / per_update);
+            std::printf("schedule: %lld epoch(s) of %lld batches = %lld updates\n", (long long)max_epochs, (long long)nb,
+                        (long long)rc.max_steps);
         }
 
         // ---- runs

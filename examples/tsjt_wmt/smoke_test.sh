@@ -13,8 +13,10 @@ BIN=$1 DATA=$2 WORK=$3 CASE=$4
 shift 4
 [[ $CASE == device-agree ]] && TEST_LIMIT=2  # emulated decoding is slow: two test sentences
 MPI=("$@")
-SMALL=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 0 --test-limit "${TEST_LIMIT:-10}" --vocab 400 --warmup 10
-       --kl-window 5 --save-every 10 --no-progress)
+SMALL0=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 0 --test-limit "${TEST_LIMIT:-10}" --vocab 400 --warmup 10
+        --kl-window 5 --save-every 10 --no-progress)
+# the model sizes are pinned (not the example's defaults) so that the smoke tests stay small
+SMALL=("${SMALL0[@]}" --layers 2 --dense-layers 2 --experts 4)
 rm -rf "$WORK/$CASE"
 mkdir -p "$WORK/$CASE"
 W=$WORK/$CASE
@@ -46,8 +48,8 @@ case $CASE in
     # updates on the CPU and on the (emulated) GPU: every logged loss agrees to 1e-4 relative
     TINY=(--d-model 32 --heads 2 --ffn 64 --layers 1 --experts 2 --max-tokens 240 --max-steps 20 --log-every 1
           --modes tsjt --t-sep 0)
-    "$BIN" "${SMALL[@]}" "${TINY[@]}" --out "$W/cpu" --device cpu > "$W/cpu.txt"
-    "$BIN" "${SMALL[@]}" "${TINY[@]}" --out "$W/cuda" --device cuda > "$W/cuda.txt"
+    "$BIN" "${SMALL0[@]}" "${TINY[@]}" --out "$W/cpu" --device cpu > "$W/cpu.txt"
+    "$BIN" "${SMALL0[@]}" "${TINY[@]}" --out "$W/cuda" --device cuda > "$W/cuda.txt"
     python3 - "$W/cpu/tsjt/log.jsonl" "$W/cuda/tsjt/log.jsonl" <<'PY' || fail "the CPU and CUDA runs disagree"
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
@@ -91,7 +93,7 @@ PY
     # one thread: fast on a loaded machine (bit-exactness holds for any fixed thread count)
     export MOEKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
     BASE=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 16 --test-limit 3 --vocab 400
-          --max-tokens 400 --warmup 4 --no-progress)
+          --max-tokens 400 --warmup 4 --no-progress --layers 2 --dense-layers 2 --experts 4)
     exact() {  # exact NAME STEPS K ARGS...: an uninterrupted run of STEPS updates vs one stopped at K
       local n=$1 t=$2 k=$3; shift 3  # and resumed, and vs one killed after its second-newest
       local ck mode                  # checkpoint (simulated: the newest checkpoint is deleted)
@@ -203,8 +205,9 @@ PY
              --save-every --log-every --device-d-model --device-ffn --device-layers; do
       expect_flag_error "$f: got 0" "${B[@]}" "$f" 0
     done
-    for f in --max-steps --test-limit; do expect_flag_error "$f: got 0" "${B0[@]}" "$f" 0; done
-    for f in --max-train --max-len --test-max-len --seed; do expect_flag_error "$f: got -1" "${B[@]}" "$f" -1; done
+    for f in --max-steps --test-limit --max-epochs; do expect_flag_error "$f: got 0" "${B0[@]}" "$f" 0; done
+    for f in --max-train --train-pairs --max-len --test-max-len --seed; do expect_flag_error "$f: got -1" "${B[@]}" "$f" -1; done
+    expect_flag_error "--kl-scale: got -1" "${B[@]}" --kl-scale -1
     expect_flag_error "--max-train: 'lots' is not an integer" "${B[@]}" --max-train lots
     expect_flag_error "--dropout: got 1" "${B[@]}" --dropout 1
     expect_flag_error "--dropout: got -0.1" "${B[@]}" --dropout -0.1

@@ -8,7 +8,8 @@
 //   * a model with NaN weights: decoding throws NonFiniteLogits (not empty translations) and
 //     loading the saved submodel fails naming its file and tensor;
 //   * the submodel's files are written with every write checked (an injected ENOSPC names
-//     config.json / spm.model).
+//     config.json / spm.model);
+//   * --train-pairs: the languages' shares are proportional to their corpora and add up.
 // The model, training rule and extraction tests are in tests/tsjt_test.cpp.
 #include <catch2/catch.hpp>
 
@@ -22,6 +23,7 @@
 
 #include <moekd/io/atomic_file.hpp>
 
+#include "data.hpp"
 #include "decode.hpp"
 #include "figures.hpp"
 #include "submodel.hpp"
@@ -237,4 +239,25 @@ TEST_CASE("submodel files: every write is checked", "[tsjt][hardening]") {
     io::detail::write_fault() = -1;
     CHECK(fs::file_size(fs::path(sub) / "spm.model") == 5000);  // the previous file is intact
     fs::remove_all(dir);
+}
+
+TEST_CASE("--train-pairs: shares proportional to the corpora, adding up to the budget", "[tsjt][data]") {
+    // the default corpus's sizes (fr, fi, hi)
+    const std::vector<size_t> sizes{91030, 31724, 12324};
+    const std::vector<size_t> n = proportional_counts(sizes, 16000);
+    CHECK(n[0] + n[1] + n[2] == 16000);
+    const double sum = 91030.0 + 31724.0 + 12324.0;
+    for (size_t i = 0; i < 3; ++i) CHECK(std::abs(double(n[i]) - 16000.0 * double(sizes[i]) / sum) < 1.0);
+    CHECK(n[0] > n[1]);
+    CHECK(n[1] > n[2]);
+    // largest remainder, ties to the earlier language
+    CHECK(proportional_counts({1, 1, 1}, 2) == std::vector<size_t>{1, 1, 0});
+    CHECK(proportional_counts({5, 5, 5}, 10) == std::vector<size_t>{4, 3, 3});
+    // no budget, or a budget over the corpus: everything
+    CHECK(proportional_counts(sizes, 0) == sizes);
+    CHECK(proportional_counts(sizes, 200000) == sizes);
+    // never more than a language has
+    const std::vector<size_t> m = proportional_counts({1000, 1}, 1000);
+    CHECK(m[0] + m[1] == 1000);
+    CHECK(m[1] <= 1);
 }
