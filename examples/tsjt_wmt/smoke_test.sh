@@ -292,7 +292,8 @@ PY
     [[ ${#MPI[@]} -gt 0 ]] || fail "mpi2 needs the launcher after CASE"
     export MOEKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
     M=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 16 --test-limit 6 --vocab 400
-       --max-tokens 400 --warmup 4 --modes tsjt --t-sep auto --kl-window 2 --log-every 1 --save-every 5 --no-progress)
+       --max-tokens 400 --warmup 4 --modes tsjt --t-sep auto --kl-window 2 --log-every 1 --save-every 5 --no-progress
+       --layers 2 --dense-layers 2 --experts 4 --kl-scale 1 --label-smoothing 0.1)  # small, and the loss whose auto switch falls within 30 updates
     "$BIN" "${M[@]}" --dropout 0 --out "$W/one" --max-steps 30 --update-freq 2 > "$W/one.txt"
     "${MPI[@]}" "$BIN" "${M[@]}" --dropout 0 --out "$W/two" --max-steps 30 > "$W/two.txt"
     cat "$W/two.txt"
