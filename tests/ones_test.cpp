@@ -1,5 +1,6 @@
 // ones_test.cpp — OneS knowledge integration: SVD knowledge gathering (linalg/knowledge_gathering.hpp,
-// eq. 10-14) and the example's matched-layer copy (examples/ones_vit/widenet.hpp).
+// eq. 10-14) and the OneS steps of methods/ones.hpp (matched-layer copy, FFN gathering, the
+// distillation objective) on nn::WideNetViT and on nn::EncoderDecoder.
 // Checks: lambda = 1 with one expert gives the expert back; with several experts W_g is the sum of
 // the truncated reconstructions U_i[:, :K_i] S_i V_i^T (computed here from linalg::svd, and on
 // hand-made diagonal experts whose answer is known exactly); K_i follows eq. 12; the matched-layer
@@ -13,7 +14,8 @@
 
 #include <moekd/linalg/knowledge_gathering.hpp>
 
-#include "../examples/ones_vit/widenet.hpp"
+#include <moekd/methods/ones.hpp>
+#include <moekd/nn/widenet.hpp>
 
 using namespace moekd;
 using Catch::Matchers::Contains;
@@ -160,10 +162,10 @@ TEST_CASE("gather_weights / average_biases: bad input is a clear error", "[ones]
 }
 
 TEST_CASE("copy_matched_layers: every matched tensor is copied bit for bit; gather_ffn fills the FFN", "[ones]") {
-    ones::WideNetConfig c;
+    nn::WideNetConfig c;
     c.dim = 16, c.heads = 2, c.ffn_dim = 24, c.layers = 3, c.experts = 4;
     Generator g1(1), g2(2);
-    ones::WideNetViT<float> teacher(c, g1), student(c.dense(), g2);
+    nn::WideNetViT<float> teacher(c, g1), student(c.dense(), g2);
     const auto names = ones::copy_matched_layers(teacher, student);
     const auto ts = teacher.state_dict(), ss = student.state_dict();
     int64_t matched = 0;
@@ -179,24 +181,24 @@ TEST_CASE("copy_matched_layers: every matched tensor is copied bit for bit; gath
     }
     const auto rep = ones::gather_ffn(teacher, student, 0.8);
     std::vector<Tensor<float>> w1, b2;
-    for (auto& ex : *teacher.moe->experts) w1.push_back(ex->fc1->weight), b2.push_back(ex->fc2->bias);
+    for (auto& ex : *teacher.moe()->experts) w1.push_back(ex->fc1->weight), b2.push_back(ex->fc2->bias);
     const auto g = linalg::gather_weights(w1, 0.8);
     CHECK(rep.fc1_ranks == g.ranks);
-    CHECK(max_abs_diff(student.ffn->fc1->weight, g.weight) == 0.0);
-    CHECK(max_abs_diff(student.ffn->fc2->bias, linalg::average_biases(b2)) == 0.0);
+    CHECK(max_abs_diff(student.ffn()->fc1->weight, g.weight) == 0.0);
+    CHECK(max_abs_diff(student.ffn()->fc2->bias, linalg::average_biases(b2)) == 0.0);
 
-    ones::WideNetConfig c2 = c;
+    nn::WideNetConfig c2 = c;
     c2.dim = 32, c2.heads = 2;
     Generator g3(3);
-    ones::WideNetViT<float> wrong(c2.dense(), g3);
-    CHECK_THROWS_WITH(ones::copy_matched_layers(teacher, wrong), Contains("'attn.k_proj.bias' is (16,) in the teacher but (32,) in the student"));
+    nn::WideNetViT<float> wrong(c2.dense(), g3);
+    CHECK_THROWS_WITH(ones::copy_matched_layers(teacher, wrong), Contains("'classifier.weight' is (10, 16) in the teacher but (10, 32) in the student"));
 }
 
 TEST_CASE("OneS init: a one-expert top-1 teacher and its gathered student compute the same logits", "[ones]") {
-    ones::WideNetConfig c;
+    nn::WideNetConfig c;
     c.dim = 16, c.heads = 2, c.ffn_dim = 20, c.layers = 2, c.experts = 1, c.top_k = 1;
     Generator g1(7), g2(8), gx(9);
-    ones::WideNetViT<double> teacher(c, g1), student(c.dense(), g2);
+    nn::WideNetViT<double> teacher(c, g1), student(c.dense(), g2);
     {  // give the LayerNorms and biases non-trivial values so the copy matters
         NoGrad ng;
         for (auto& p : teacher.parameters())
@@ -210,6 +212,66 @@ TEST_CASE("OneS init: a one-expert top-1 teacher and its gathered student comput
     const auto lt = teacher.forward(x), ls = student.forward(x);
     CHECK(max_abs_diff(lt, ls) < 1e-9);
     Generator g4(10);
-    ones::WideNetViT<double> fresh(c.dense(), g4);
+    nn::WideNetViT<double> fresh(c.dense(), g4);
     CHECK(max_abs_diff(lt, fresh.forward(x)) > 1e-3);  // the check above can fail
+}
+
+TEST_CASE("ones::is_ffn_name reads dotted components", "[ones]") {
+    CHECK(ones::is_ffn_name("moe.experts.0.fc1.weight"));
+    CHECK(ones::is_ffn_name("encoder.ffn.fc2.bias"));
+    CHECK(ones::is_ffn_name("encoder.layers.1.moe.gate.weight"));
+    CHECK_FALSE(ones::is_ffn_name("encoder.layers.1.ffn_adapter.down.weight"));
+    CHECK_FALSE(ones::is_ffn_name("encoder.attn.q_proj.weight"));
+    CHECK_FALSE(ones::is_ffn_name("moes.x"));
+}
+
+TEST_CASE("ones: copy and gather between an MoE nn::EncoderDecoder and its dense twin", "[ones]") {
+    nn::EncoderDecoderConfig c;
+    c.src_vocab = c.tgt_vocab = 30;
+    c.layer.d_model = 16, c.layer.num_heads = 2, c.layer.ffn_dim = 24;
+    c.encoder_layers = c.decoder_layers = 2;
+    auto moe_at_1 = [](int64_t i, Generator& gen) -> std::shared_ptr<nn::FFNBase<float>> {
+        if (i != 1) return nullptr;
+        moe::MoEConfig m;
+        m.d_model = 16, m.ffn_dim = 24;
+        m.router.num_experts = 3;
+        return std::make_shared<moe::MoELayer<float>>(m, gen);
+    };
+    Generator g1(1), g2(2);
+    nn::EncoderDecoder<float> teacher(c, g1, moe_at_1, moe_at_1), student(c, g2);
+    const auto names = ones::copy_matched_layers(teacher, student);
+    const auto ss = student.state_dict();
+    CHECK(!names.empty());
+    for (const auto& n : names) CHECK(max_abs_diff(teacher.state_dict().at(n), ss.at(n)) == 0.0);
+    // the FFNs (layer 0's dense ones too) are not copied
+    CHECK(max_abs_diff(teacher.state_dict().at("encoder.layers.0.ffn.fc1.weight"), ss.at("encoder.layers.0.ffn.fc1.weight")) > 0);
+    auto* moe_layer = dynamic_cast<moe::MoELayer<float>*>((*teacher.encoder->layers)[1].ffn.get());
+    auto* ffn = dynamic_cast<nn::FeedForward<float>*>((*student.encoder->layers)[1].ffn.get());
+    REQUIRE(moe_layer);
+    REQUIRE(ffn);
+    const auto rep = ones::gather_ffn(*moe_layer, *ffn, 0.5);
+    CHECK(rep.fc1_ranks.size() == 3);
+    CHECK(rep.full_rank == 16);
+    const auto g = linalg::gather_weights(moe_layer->expert_weights().w1, 0.5);
+    CHECK(max_abs_diff(ffn->fc1->weight, g.weight) == 0.0);
+    // a student of another width: nothing is copied, the error names the tensor
+    nn::EncoderDecoderConfig wide = c;
+    wide.layer.d_model = 32;
+    Generator g3(3);
+    nn::EncoderDecoder<float> other(wide, g3);
+    const auto before = other.state_dict().at("encoder.embed_tokens.weight").contiguous();
+    CHECK_THROWS_WITH(ones::copy_matched_layers(teacher, other), Contains("in the teacher but") && Contains("in the student"));
+    CHECK(max_abs_diff(other.state_dict().at("encoder.embed_tokens.weight"), before) == 0.0);
+}
+
+TEST_CASE("ones::distill_loss is alpha * CE + (1 - alpha) * KD", "[ones]") {
+    Generator gen(5);
+    const auto s = Tensor<double>::randn({6, 4}, gen), t = Tensor<double>::randn({6, 4}, gen);
+    const auto y = Tensor<int64_t>::from_vector({0, 1, 2, 3, 1, 0}, {6});
+    const double ce = cross_entropy(s, y).item();
+    const double soft = soft_distill(s, t, 2.0).item(), hard = hard_distill(s, t).item();
+    CHECK(ones::distill_loss(s, t, y, 0.25, 2.0).item() == Approx(0.25 * ce + 0.75 * soft).epsilon(1e-12));
+    CHECK(ones::distill_loss(s, t, y, 0.5, 1.0, true).item() == Approx(0.5 * ce + 0.5 * hard).epsilon(1e-12));
+    CHECK(std::abs(soft - hard) > 1e-3);  // the two checks above can tell the KD kinds apart
+    CHECK_THROWS_WITH(ones::distill_loss(s, t, y, 1.5), Contains("alpha 1.5 must be in [0, 1]"));
 }

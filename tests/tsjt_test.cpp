@@ -220,7 +220,7 @@ TEST_CASE("stage controller: fixed threshold, automatic plateau rule, single/con
     s2.load(saved);
     for (int i = 10; i <= 60; ++i) CHECK(s1.observe(i, 0.1) == s2.observe(i, 0.1));
     CHECK(s1.switch_step() == s2.switch_step());
-    CHECK_THROWS_WITH(StageController(Mode::tsjt, 1, 0, 0), Catch::Contains("--kl-window"));
+    CHECK_THROWS_WITH(StageController(Mode::tsjt, 1, 0, 0), Catch::Contains("KL window must be >= 1"));
     CHECK_THROWS_WITH(s2.load({}), Catch::Contains("stage state"));
 }
 

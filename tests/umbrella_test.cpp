@@ -35,3 +35,12 @@ TEST_CASE("moekd.hpp reaches the MoE layer, the losses, linalg and io", "[umbrel
     CHECK(layer.forward(Tensor<float>::randn({3, 4}, gen)).shape() == Shape{3, 4});
     CHECK(linalg::svd(Tensor<double>::from_vector({1, 0, 0, 2}, {2, 2})).S.to_vector().size() == 2);
 }
+
+TEST_CASE("moekd.hpp reaches the methods (methods.hpp) and the WideNet stack (nn/widenet.hpp)", "[umbrella]") {
+    tsjt::StageController s(tsjt::Mode::tsjt, 0.5, 1, 0);
+    CHECK(s.observe(1, 0.25));
+    CHECK(ones::is_ffn_name("encoder.moe.gate.weight"));
+    CHECK(tcd::CaptureWhat::from(tcd::TcdWeights{1, 0, 0}).inner == false);
+    nn::WideNetConfig c;
+    CHECK(c.dense().experts == 0);
+}

@@ -58,7 +58,7 @@
 #include "widenet.hpp"
 
 using namespace moekd;
-using namespace ones;
+using namespace ones_vit;
 
 namespace {
 

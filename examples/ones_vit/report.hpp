@@ -18,7 +18,7 @@
 
 #include "train.hpp"
 
-namespace ones {
+namespace ones_vit {
 
 struct RunResult {
     std::string name, init, objective;  // e.g. "OneS", "copy + SVD-KG", "CE + KD"
@@ -142,4 +142,4 @@ inline std::string curves_svg(const std::vector<RunResult>& rs) {
 /// Atomic and checked (every write, fsync and close): a full disk is an error naming the file.
 inline void write_text(const std::string& path, const std::string& text) { io::write_text_atomic(path, text); }
 
-}  // namespace ones
+}  // namespace ones_vit

@@ -28,7 +28,7 @@
 
 #include "widenet.hpp"
 
-namespace ones {
+namespace ones_vit {
 
 using Clock = std::chrono::steady_clock;
 inline double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -253,10 +253,9 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
                     NoGrad ng;
                     tl = teacher->forward(x);
                 }
-                const Tensor<float> kd = o.hard_kd ? hard_distill(logits, tl) : soft_distill(logits, tl, o.temperature);
-                loss = loss * float(o.alpha) + kd * float(1.0 - o.alpha);
+                loss = ones::distill_objective(loss, logits, tl, o.alpha, o.temperature, o.hard_kd);
             }
-            if (m.moe) loss = loss + fwd.aux;
+            if (m.moe()) loss = loss + fwd.aux;
             const float l = loss.item();
             MOEKD_CHECK(std::isfinite(l), name, ": loss became ", l, " at epoch ", epoch, " step ", s,
                         ". HINT: lower --lr");
@@ -284,4 +283,4 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
     return hist;
 }
 
-}  // namespace ones
+}  // namespace ones_vit

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include <moekd/methods/tsjt.hpp>
 #include <moekd/moe/moe_layer.hpp>
 #include <moekd/nn/transformer.hpp>
 
@@ -102,34 +103,18 @@ inline std::shared_ptr<nn::EncoderDecoder<F>> make_model(const ModelConfig& c, G
     return std::make_shared<nn::EncoderDecoder<F>>(ed_config(c), gen, moe_factory(c, "encoder"), moe_factory(c, "decoder"));
 }
 
-/// The shared-architecture dense model: layer i is the MoE model's layer i when i is even and
-/// that layer is a standard one; every other layer is its own (a dense layer of the same width).
-class SharedDense : public nn::Module<F> {
+/// The shared-architecture dense model (moekd::tsjt::SharedDense: layer i is the MoE model's
+/// layer i when i is even and that layer is a standard one), with this example's config.
+class SharedDense : public moekd::tsjt::SharedDense<F> {
 public:
-    std::shared_ptr<nn::TransformerEncoder<F>> encoder;
-    std::shared_ptr<nn::TransformerDecoder<F>> decoder;
-
     SharedDense(nn::EncoderDecoder<F>& moe_model, const ModelConfig& moe_cfg, int64_t enc_layers, int64_t dec_layers,
                 Generator& gen)
-        : cfg_(moe_cfg) {
-        MOEKD_CHECK(enc_layers >= 1 && dec_layers >= 1, "tsjt: the dense model needs at least one encoder and one ",
-                    "decoder layer, got ", enc_layers, " and ", dec_layers);
+        : moekd::tsjt::SharedDense<F>(moe_model, enc_layers, dec_layers, gen), cfg_(moe_cfg) {
         cfg_.enc_layers = enc_layers;
         cfg_.dec_layers = dec_layers;
         cfg_.experts = 0;
-        const nn::LayerConfig lc = layer_config(moe_cfg);
-        encoder = register_module("encoder", std::make_shared<nn::TransformerEncoder<F>>(lc, 0, gen, moe_model.encoder->embed_tokens));
-        decoder = register_module("decoder", std::make_shared<nn::TransformerDecoder<F>>(lc, 0, gen, moe_model.decoder->embed_tokens, true));
-        for (int64_t i = 0; i < enc_layers; ++i) {
-            if (shares(i, moe_cfg.enc_layers, moe_cfg)) encoder->layers->push_back(moe_model.encoder->layers->ptr(i));
-            else encoder->layers->push_back(std::make_shared<nn::TransformerEncoderLayer<F>>(lc, gen));
-        }
-        for (int64_t i = 0; i < dec_layers; ++i) {
-            if (shares(i, moe_cfg.dec_layers, moe_cfg)) decoder->layers->push_back(moe_model.decoder->layers->ptr(i));
-            else decoder->layers->push_back(std::make_shared<nn::TransformerDecoderLayer<F>>(lc, gen));
-        }
     }
-    /// Whether dense layer i is the MoE model's layer i.
+    /// Whether dense layer i is the MoE model's layer i (the rule of moekd::tsjt::SharedDense).
     static bool shares(int64_t i, int64_t moe_depth, const ModelConfig& moe_cfg) {
         return i % 2 == 0 && i < moe_depth && !is_moe_layer(i, moe_cfg);
     }
@@ -200,22 +185,8 @@ struct Sub {
 
 /// Parameters of several modules, each distinct tensor once (shared layers are counted once).
 inline std::vector<Tensor<F>> unique_parameters(const std::vector<const nn::Module<F>*>& mods) {
-    std::vector<Tensor<F>> out;
-    std::vector<const void*> seen;
-    for (const auto* m : mods)
-        for (const Tensor<F>& p : m->parameters()) {
-            const void* key = p.data();
-            if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
-            seen.push_back(key);
-            out.push_back(p);
-        }
-    return out;
+    return moekd::tsjt::unique_parameters<F>(mods);
 }
-
-inline int64_t count_elements(const std::vector<Tensor<F>>& ps) {
-    int64_t n = 0;
-    for (const auto& p : ps) n += p.numel();
-    return n;
-}
+inline int64_t count_elements(const std::vector<Tensor<F>>& ps) { return moekd::tsjt::count_elements(ps); }
 
 }  // namespace tsjt

@@ -1,12 +1,15 @@
 // moekd.hpp — everything: tensors, autograd and ops (tensor.hpp), modules (nn.hpp), the MoE
-// layer, knowledge-transfer losses, SVD and SVD knowledge gathering (linalg.hpp), optimizers and
-// schedules, safetensors and training checkpoints, data readers. The CUDA backend is separate:
-// <moekd/cuda.hpp>, linked through moekd::cuda.
+// layer and the WideNet stack, the methods TSJT / TCD / OneS (methods.hpp), knowledge-transfer
+// losses, SVD and SVD knowledge gathering (linalg.hpp), optimizers and schedules, safetensors and
+// training checkpoints, data readers. The CUDA backend is separate: <moekd/cuda.hpp>, linked
+// through moekd::cuda.
 #pragma once
 
 #include "tensor.hpp"
 #include "nn.hpp"
 #include "moe.hpp"
+#include "nn/widenet.hpp"
+#include "methods.hpp"
 #include "losses.hpp"
 #include "linalg.hpp"
 #include "optim/optimizers.hpp"
