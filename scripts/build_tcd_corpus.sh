@@ -7,7 +7,7 @@
 # 1. `apt-get download`s the packages into OUT_DIR/debs, reusing .deb files already there
 #    (a cache: delete it to refresh);
 # 2. unpacks each with `dpkg-deb -x` into a fresh OUT_DIR/root;
-# 3. prints what it made. The example (include/moekd/data/english.hpp) reads:
+# 3. prints what it made. The example (examples/tcd_bert/english.hpp) reads:
 #      OUT_DIR/root/usr/share/wordnet        WordNet 3.0 data.{noun,verb,adj,adv}  (wordnet-base)
 #      OUT_DIR/root/usr/share/games/fortunes fortune category files          (fortunes, fortunes-min)
 #    and, for out-of-distribution masked-LM evaluation (read_ood_text):

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include <moekd/data/english.hpp>
+#include "english.hpp"
 #include <moekd/data/glue.hpp>
 #include <moekd/io/atomic_file.hpp>
 #include <moekd/text/sentencepiece.hpp>
@@ -27,8 +27,8 @@ constexpr int64_t kPad = 0, kUnk = 1, kCls = 2, kSep = 3, kMask = 4;
 
 struct Corpus {
     std::vector<std::string> train, heldout;  // pre-training lines (disjoint, split by a line hash)
-    std::vector<data::Synset> wordnet;        // empty with --corpus
-    std::vector<data::Fortune> fortunes;
+    std::vector<english::Synset> wordnet;        // empty with --corpus
+    std::vector<english::Fortune> fortunes;
     std::string source;                       // what was read, for the log
 };
 
@@ -45,19 +45,19 @@ inline Corpus load_corpus(const std::string& data_dir, const std::vector<std::st
     std::vector<std::string> lines;
     if (!files.empty()) {
         for (const auto& f : files) {
-            auto v = data::read_text_lines(f);  // UTF-8 checked; an empty file is an error
+            auto v = english::read_text_lines(f);  // UTF-8 checked; an empty file is an error
             lines.insert(lines.end(), v.begin(), v.end());
         }
         c.source = std::to_string(files.size()) + " text file(s)";
     } else {
         const std::string root = corpus_root(data_dir);
-        c.wordnet = data::read_wordnet(root + "/usr/share/wordnet");
-        c.fortunes = data::read_fortunes(root + "/usr/share/games/fortunes");
-        lines = data::pretraining_lines(c.wordnet, c.fortunes);
+        c.wordnet = english::read_wordnet(root + "/usr/share/wordnet");
+        c.fortunes = english::read_fortunes(root + "/usr/share/games/fortunes");
+        lines = english::pretraining_lines(c.wordnet, c.fortunes);
         c.source = root + " (" + std::to_string(c.wordnet.size()) + " WordNet synsets, " +
                    std::to_string(c.fortunes.size()) + " fortunes)";
     }
-    auto split = data::split_lines(lines, heldout_frac, seed);
+    auto split = english::split_lines(lines, heldout_frac, seed);
     MOEKD_CHECK(!split.train.empty() && !split.heldout.empty(), "corpus: ", lines.size(),
                 " lines are too few to split into training and held-out text; HINT: give more text");
     c.train = std::move(split.train);
@@ -158,7 +158,7 @@ inline Task load_task(const std::string& name, const std::string& glue_dir, cons
     }
     MOEKD_CHECK(!c.wordnet.empty() || !c.fortunes.empty(), "task ", name, ": built-in tasks need the WordNet/fortune ",
                 "corpus; with --corpus give real task files with --glue-dir DIR --task NAME");
-    auto b = data::build_task(name, c.wordnet, c.fortunes, seed, max_train, max_dev);
+    auto b = english::build_task(name, c.wordnet, c.fortunes, seed, max_train, max_dev);
     t.info = b.info, t.train = std::move(b.train), t.dev = std::move(b.dev);
     const std::string dir = out_dir + "/tasks/" + t.info.name;
     t.source = "built-in, written to " + dir;

@@ -353,7 +353,7 @@ int main(int argc, char** argv) {
                 {"code", root + "/usr/include"}, {"ui", root + "/usr/share/locale"}, {"prose", root + "/usr/share/doc/git-doc"}};
             for (auto& [dom, path] : src) {
                 if (!fs::exists(path)) continue;
-                const auto text = data::read_ood_text(path, dom, size_t(ood_segments) * 8);
+                const auto text = english::read_ood_text(path, dom, size_t(ood_segments) * 8);
                 auto segs = pack_segments(text, sp, seq_len, size_t(ood_segments), seed + 2);
                 if (segs.empty()) continue;
                 ood_domains.push_back(dom);

@@ -1,6 +1,6 @@
 // metrics.hpp — the GLUE evaluation metrics, computed as scikit-learn and SciPy compute them.
 //
-// Exists for the TCD example (issue 7): fine-tuning results are reported with each task's own
+// For reporting fine-tuning on GLUE-style tasks with each task's own
 // metric (CoLA: Matthews correlation; SST-2, MNLI, ...: accuracy; MRPC, QQP: F1 and accuracy;
 // STS-B: Pearson and Spearman). The formulas follow sklearn.metrics (accuracy_score, f1_score
 // with zero_division=0, matthews_corrcoef's multiclass form, 0 when undefined) and scipy.stats

@@ -1,7 +1,7 @@
 // gettext.hpp — reader for GNU gettext .mo catalogs and the corpus builder on top of it.
 //
-// The translation example's built-in data (issue 5, ../shared/DATA.md) is the human translations
-// in Debian's .mo catalogs. Format (GNU gettext manual, "MO Files"): uint32 magic 0x950412de in
+// A source of real parallel text on any Debian machine (../shared/DATA.md): the human translations
+// in Debian's .mo catalogs (the translation example's built-in data). Format (GNU gettext manual, "MO Files"): uint32 magic 0x950412de in
 // the file's byte order (so little- or big-endian), revision, N, offset O of the originals
 // table, offset T of the translations table (hash table fields ignored); each table holds N
 // (length, offset) pairs of uint32. An original is "msgid" or "msgid\0msgid_plural", prefixed

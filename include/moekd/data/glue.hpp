@@ -1,8 +1,8 @@
 // glue.hpp — readers for GLUE's TSV files, and the same TSV layout for our built-in tasks.
 //
-// Exists for the TCD example (issue 7): fine-tuning reads real GLUE directories when a user has
-// them (CoLA, SST-2, MRPC, STS-B, RTE, MNLI, QNLI, QQP, WNLI), and our built-in English tasks
-// (FORTUNE, WNGLOSS, WNPOS; english.hpp) are written and read in one simple TSV layout, so the
+// For fine-tuning on GLUE-style tasks: it reads real GLUE directories (CoLA, SST-2, MRPC, STS-B,
+// RTE, MNLI, QNLI, QQP, WNLI), and a program's own tasks written in the same TSV layout
+// (write_glue_tsv; examples/tcd_bert builds FORTUNE, WNGLOSS and WNPOS this way), so the
 // fine-tuning code sees one format. Columns are found as HuggingFace's glue processors
 // (transformers/data/processors/glue.py) find them: fixed indices per task, label in the last
 // column for MNLI/QNLI/RTE/WNLI/STS-B; CoLA has no header line, every other file has one.
@@ -51,7 +51,7 @@ inline std::vector<std::string> glue_task_names() {
 }
 
 /// Task facts (case-insensitive name; "SST2"/"STSB" also accepted). FORTUNE's labels are the
-/// fortune categories, which depend on the data: build_task (english.hpp) fills them in; here
+/// fortune categories, which depend on the data: build_task (examples/tcd_bert/english.hpp) fills them in; here
 /// the list is empty and read_glue_split takes them from the file.
 inline GlueTaskInfo glue_task_info(const std::string& task) {
     std::string t;

@@ -1,6 +1,6 @@
 // mlm.hpp — BERT's masked-language-model corruption of a batch of token ids.
 //
-// Exists for the TCD example (issue 7): pre-training is masked-LM only. Of the non-special
+// For masked-LM pre-training (BERT's objective). Of the non-special
 // tokens, each is chosen independently with probability mask_prob (15%); a chosen token becomes
 // [MASK] with probability replace_mask (80%), a uniformly random non-special token with
 // probability replace_random (10%), and is kept otherwise (10%) — as in BERT / HF's

@@ -1,6 +1,6 @@
 // text.hpp — UTF-8 validation and the cleaning rules for parallel sentence pairs.
 //
-// Exists for the translation example (issue 5): every corpus line is checked for valid UTF-8
+// For reading parallel corpora: every corpus line is checked for valid UTF-8
 // (a bad file is an error naming the byte offset), and the gettext corpus builder cleans each
 // (English, translation) pair with the rules here: collapse whitespace, strip UI accelerator
 // markers, drop identical / placeholder-only / control-character pairs. The deterministic

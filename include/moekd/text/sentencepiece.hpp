@@ -1,5 +1,5 @@
 // sentencepiece.hpp — a small wrapper over Google's SentencePiece library (Debian
-// libsentencepiece-dev) for the translation example: train a joint subword model on text files,
+// libsentencepiece-dev): train a (joint) subword model on text files,
 // load it, encode sentences to ids and decode ids back to text, with moekd::Error messages that
 // name the file when a model is missing or corrupt.
 //

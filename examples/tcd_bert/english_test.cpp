@@ -1,4 +1,4 @@
-// english_data_test.cpp — the English text readers and task builders (data/english.hpp):
+// english_test.cpp — the English text readers and task builders of the TCD example (english.hpp):
 // WordNet and fortune parsers on small files in the real formats, the built-in tasks (balance,
 // no train/dev overlap, hard negatives really another sense of the same word), corpus lines,
 // out-of-distribution text, bad inputs; and the same on the real Debian files when
@@ -14,9 +14,10 @@
 #include <map>
 #include <set>
 
-#include <moekd/data/english.hpp>
+#include "english.hpp"
 
 using namespace moekd;
+using namespace tcdb;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
@@ -82,7 +83,7 @@ std::string real_path(const std::string& sub, const std::string& system, std::st
 }
 
 // Checks a built task: labels in range, both splits non-empty, no text (pair) in both splits.
-void check_split(const data::BuiltTask& t) {
+void check_split(const english::BuiltTask& t) {
     REQUIRE(!t.train.empty());
     REQUIRE(!t.dev.empty());
     std::set<std::string> train_keys;
@@ -103,7 +104,7 @@ std::vector<double> label_shares(const std::vector<data::GlueExample>& ex, int64
 
 // WNGLOSS negatives: the definition belongs to a synset that shares a lemma (same part of
 // speech) with a synset the example belongs to, and is not that synset's own definition.
-void check_hard_negatives(const data::BuiltTask& t, const std::vector<data::Synset>& wn) {
+void check_hard_negatives(const english::BuiltTask& t, const std::vector<english::Synset>& wn) {
     std::map<std::string, std::vector<size_t>> by_example, by_gloss;
     for (size_t i = 0; i < wn.size(); ++i) {
         for (const auto& e : wn[i].examples) by_example[e].push_back(i);
@@ -124,7 +125,7 @@ void check_hard_negatives(const data::BuiltTask& t, const std::vector<data::Syns
                     if (s != d && group(wn[s].pos) == group(wn[d].pos))
                         for (const auto& w : wn[s].words)
                             for (const auto& v : wn[d].words)
-                                sibling |= data::detail::lower_ascii(w) == data::detail::lower_ascii(v);
+                                sibling |= english::detail::lower_ascii(w) == english::detail::lower_ascii(v);
                 }
             if (e.label == 1) {
                 ++positives;
@@ -163,7 +164,7 @@ TEST_CASE("read_wordnet: real data-file layout, markers, glosses and examples") 
           kLicense +
               "00001740 02 r 01 a_cappella 0 000 | without musical accompaniment; \"they performed a cappella\"  \n"
               "00001837 02 r 01 readily 0 000 | in a ready manner: \"he was readily available\"  \n");
-    const auto wn = data::read_wordnet(d);
+    const auto wn = english::read_wordnet(d);
     REQUIRE(wn.size() == 7);
     CHECK(wn[0].pos == 'n');
     CHECK(wn[0].offset == 1740);
@@ -190,15 +191,15 @@ TEST_CASE("read_wordnet: real data-file layout, markers, glosses and examples") 
     CHECK(wn[6].examples == std::vector<std::string>{"he was readily available"});
 
     write(d + "/data.adv", kLicense + "00001740 02 r zz a_cappella 0 000 | oops  \n");
-    CHECK_THROWS_WITH(data::read_wordnet(d), Contains("data.adv:4") && Contains("bad word count"));
+    CHECK_THROWS_WITH(english::read_wordnet(d), Contains("data.adv:4") && Contains("bad word count"));
     write(d + "/data.adv", kLicense + "hello world\n");
-    CHECK_THROWS_WITH(data::read_wordnet(d), Contains("data.adv:4: not a synset line"));
+    CHECK_THROWS_WITH(english::read_wordnet(d), Contains("data.adv:4: not a synset line"));
     write(d + "/data.adv", kLicense);
-    CHECK_THROWS_WITH(data::read_wordnet(d), Contains("data.adv' holds no synsets"));
+    CHECK_THROWS_WITH(english::read_wordnet(d), Contains("data.adv' holds no synsets"));
     fs::remove(d + "/data.adv");
-    CHECK_THROWS_WITH(data::read_wordnet(d), Contains("cannot open") && Contains("data.adv"));
+    CHECK_THROWS_WITH(english::read_wordnet(d), Contains("cannot open") && Contains("data.adv"));
     fs::create_directories(d + "/data.adv");  // issue 16: a directory read as "holds no synsets"
-    CHECK_THROWS_WITH(data::read_wordnet(d), Contains(d + "/data.adv': is a directory"));
+    CHECK_THROWS_WITH(english::read_wordnet(d), Contains(d + "/data.adv': is a directory"));
 }
 
 TEST_CASE("read_fortunes: category files, separators, overstrikes; skips .dat, .u8 and subdirectories") {
@@ -210,7 +211,7 @@ TEST_CASE("read_fortunes: category files, separators, overstrikes; skips .dat, .
     write(d + "/art.dat", std::string("\x00\x00\x00\x02\x00\x00", 6));
     fs::create_symlink(d + "/art", d + "/art.u8");
     write(d + "/off/rude", "not to be read\n%\n");
-    const auto f = data::read_fortunes(d);
+    const auto f = english::read_fortunes(d);
     REQUIRE(f.size() == 5);
     CHECK(f[0].category == "art");  // sorted by category
     CHECK(f[0].text == "This is the LAST time!");
@@ -221,17 +222,17 @@ TEST_CASE("read_fortunes: category files, separators, overstrikes; skips .dat, .
     CHECK(f[4].text == "Last one, no trailing separator");
 
     write(d + "/bad", "fine\n%\ncaf\xE9 au lait\n");
-    CHECK_THROWS_WITH(data::read_fortunes(d), Contains(d + "/bad:3: invalid UTF-8"));
-    CHECK_THROWS_WITH(data::read_fortunes(d + "/nope"), Contains("is not a directory"));
+    CHECK_THROWS_WITH(english::read_fortunes(d), Contains(d + "/bad:3: invalid UTF-8"));
+    CHECK_THROWS_WITH(english::read_fortunes(d + "/nope"), Contains("is not a directory"));
     const auto e = fresh_dir("fortunes_empty");
     write(e + "/empty", "%\n%\n");
-    CHECK_THROWS_WITH(data::read_fortunes(e), Contains("no fortunes"));
+    CHECK_THROWS_WITH(english::read_fortunes(e), Contains("no fortunes"));
 }
 
 TEST_CASE("build_task WNGLOSS / WNPOS on synthetic WordNet: balance, disjoint splits, hard negatives, seeds") {
-    const auto wn = data::read_wordnet(synthetic_dir(60));
-    const std::vector<data::Fortune> none;
-    const auto g = data::build_task("WNGLOSS", wn, none, 7);
+    const auto wn = english::read_wordnet(synthetic_dir(60));
+    const std::vector<english::Fortune> none;
+    const auto g = english::build_task("WNGLOSS", wn, none, 7);
     check_split(g);
     CHECK(g.info.pair);
     const auto share = label_shares(g.train, 2);
@@ -241,19 +242,19 @@ TEST_CASE("build_task WNGLOSS / WNPOS on synthetic WordNet: balance, disjoint sp
     for (const auto& e : g.train) train_ex.insert(e.text_a);
     for (const auto& e : g.dev) CHECK(train_ex.count(e.text_a) == 0);
 
-    const auto g2 = data::build_task("WNGLOSS", wn, none, 7);
+    const auto g2 = english::build_task("WNGLOSS", wn, none, 7);
     REQUIRE(g2.train.size() == g.train.size());
     for (size_t i = 0; i < g.train.size(); ++i) CHECK(g2.train[i].text_b == g.train[i].text_b);
-    const auto g3 = data::build_task("WNGLOSS", wn, none, 8);  // another seed: another split
+    const auto g3 = english::build_task("WNGLOSS", wn, none, 8);  // another seed: another split
     std::set<std::string> dev7, dev8;
     for (const auto& e : g.dev) dev7.insert(e.text_a);
     for (const auto& e : g3.dev) dev8.insert(e.text_a);
     CHECK(dev7 != dev8);
-    const auto cut = data::build_task("WNGLOSS", wn, none, 7, 10, 4);
+    const auto cut = english::build_task("WNGLOSS", wn, none, 7, 10, 4);
     CHECK(cut.train.size() == 10);
     CHECK(cut.dev.size() == 4);
 
-    const auto p = data::build_task("WNPOS", wn, none, 3);
+    const auto p = english::build_task("WNPOS", wn, none, 3);
     check_split(p);
     CHECK(p.info.labels == std::vector<std::string>{"noun", "verb", "adj", "adv"});
     std::vector<int64_t> all(4);
@@ -263,13 +264,13 @@ TEST_CASE("build_task WNGLOSS / WNPOS on synthetic WordNet: balance, disjoint sp
     for (const auto& e : p.train)
         if (e.text_a.rfind("in a quick manner", 0) == 0) CHECK(p.info.labels[static_cast<size_t>(e.label)] == "adv");
 
-    CHECK_THROWS_WITH(data::build_task("WNPOS", {}, none, 1), Contains("no WordNet synsets"));
-    CHECK_THROWS_WITH(data::build_task("SST-2", wn, none, 1), Contains("not a built-in"));
-    CHECK_THROWS_WITH(data::build_task("XYZ", wn, none, 1), Contains("unknown task 'XYZ'"));
+    CHECK_THROWS_WITH(english::build_task("WNPOS", {}, none, 1), Contains("no WordNet synsets"));
+    CHECK_THROWS_WITH(english::build_task("SST-2", wn, none, 1), Contains("not a built-in"));
+    CHECK_THROWS_WITH(english::build_task("XYZ", wn, none, 1), Contains("unknown task 'XYZ'"));
 }
 
 TEST_CASE("build_task FORTUNE on synthetic fortunes: top categories, catch-alls left out, balance") {
-    std::vector<data::Fortune> f;
+    std::vector<english::Fortune> f;
     for (int c = 0; c < 12; ++c)  // category c has 30 + 5c fortunes
         for (int i = 0; i < 30 + 5 * c; ++i)
             f.push_back({"topic" + std::to_string(100 + c),
@@ -277,7 +278,7 @@ TEST_CASE("build_task FORTUNE on synthetic fortunes: top categories, catch-alls 
     for (int i = 0; i < 500; ++i) f.push_back({"cookie", "a cookie fortune number " + std::to_string(i)});
     f.push_back({"topic111", "short"});                          // under 20 characters: dropped
     f.push_back({"topic111", std::string(500, 'x') + " long"});  // over 400: dropped
-    const auto t = data::build_task("FORTUNE", {}, f, 5);
+    const auto t = english::build_task("FORTUNE", {}, f, 5);
     check_split(t);
     REQUIRE(t.info.labels.size() == 10);
     CHECK(t.info.labels.front() == "topic102");  // the two smallest topics and "cookie" are out
@@ -290,24 +291,24 @@ TEST_CASE("build_task FORTUNE on synthetic fortunes: top categories, catch-alls 
         }
     CHECK(n["topic102"] == 40);
     CHECK(n["topic111"] == 80);  // 85 capped at twice the smallest kept class
-    CHECK_THROWS_WITH(data::build_task("FORTUNE", {}, {}, 1), Contains("no fortunes"));
+    CHECK_THROWS_WITH(english::build_task("FORTUNE", {}, {}, 1), Contains("no fortunes"));
 }
 
 TEST_CASE("pretraining_lines, split_lines, read_text_lines") {
-    const auto wn = data::read_wordnet(synthetic_dir(3));
-    const std::vector<data::Fortune> f{{"food", "Eat\n  dessert   first."}, {"x", "tiny"}};
-    const auto lines = data::pretraining_lines(wn, f);
+    const auto wn = english::read_wordnet(synthetic_dir(3));
+    const std::vector<english::Fortune> f{{"food", "Eat\n  dessert   first."}, {"x", "tiny"}};
+    const auto lines = english::pretraining_lines(wn, f);
     CHECK(std::find(lines.begin(), lines.end(), "Eat dessert first.") != lines.end());
     CHECK(std::find(lines.begin(), lines.end(), "tiny") == lines.end());  // under min_chars
     CHECK(std::find(lines.begin(), lines.end(), "zqaaa: meaning 0 of zqaaa in general") != lines.end());
     CHECK(std::find(lines.begin(), lines.end(), "the zqaaa was here") != lines.end());
-    data::PretrainOptions only_fortunes;
+    english::PretrainOptions only_fortunes;
     only_fortunes.glosses = only_fortunes.examples = false;
-    CHECK(data::pretraining_lines(wn, f, only_fortunes) == std::vector<std::string>{"Eat dessert first."});
-    data::PretrainOptions without;  // keep a task's dev texts out of the corpus
-    without.exclude = data::example_texts(
+    CHECK(english::pretraining_lines(wn, f, only_fortunes) == std::vector<std::string>{"Eat dessert first."});
+    english::PretrainOptions without;  // keep a task's dev texts out of the corpus
+    without.exclude = english::example_texts(
         {{"the zqaaa was here", "meaning 0 of zqaaa in general", 1, 0}, {"Eat dessert  first.", "", 0, 0}});
-    const auto lines2 = data::pretraining_lines(wn, f, without);
+    const auto lines2 = english::pretraining_lines(wn, f, without);
     CHECK(std::find(lines2.begin(), lines2.end(), "the zqaaa was here") == lines2.end());
     CHECK(std::find(lines2.begin(), lines2.end(), "zqaaa: meaning 0 of zqaaa in general") == lines2.end());
     CHECK(std::find(lines2.begin(), lines2.end(), "Eat dessert first.") == lines2.end());
@@ -316,7 +317,7 @@ TEST_CASE("pretraining_lines, split_lines, read_text_lines") {
 
     std::vector<std::string> many;
     for (int i = 0; i < 2000; ++i) many.push_back("line " + std::to_string(i % 1500));  // with duplicates
-    const auto s = data::split_lines(many, 0.1, 1);
+    const auto s = english::split_lines(many, 0.1, 1);
     CHECK(s.train.size() + s.heldout.size() == many.size());
     CHECK(s.heldout.size() > 100);
     CHECK(s.heldout.size() < 300);
@@ -325,22 +326,22 @@ TEST_CASE("pretraining_lines, split_lines, read_text_lines") {
 
     const auto d = fresh_dir("text");
     write(d + "/a.txt", "first line\n\n  second\t line  \n");
-    CHECK(data::read_text_lines(d + "/a.txt") == std::vector<std::string>{"first line", "second line"});
+    CHECK(english::read_text_lines(d + "/a.txt") == std::vector<std::string>{"first line", "second line"});
     write(d + "/b.txt", "ok\nbad \xC3\x28 byte\n");
-    CHECK_THROWS_WITH(data::read_text_lines(d + "/b.txt"), Contains("b.txt:2: invalid UTF-8 at byte 5"));
+    CHECK_THROWS_WITH(english::read_text_lines(d + "/b.txt"), Contains("b.txt:2: invalid UTF-8 at byte 5"));
     write(d + "/c.txt", "\n  \n");
-    CHECK_THROWS_WITH(data::read_text_lines(d + "/c.txt"), Contains("c.txt' is empty"));
+    CHECK_THROWS_WITH(english::read_text_lines(d + "/c.txt"), Contains("c.txt' is empty"));
     // issue 16: a directory was "is empty (no text)"; now it is named as a directory
     fs::create_directories(d + "/adir");
-    CHECK_THROWS_WITH(data::read_text_lines(d + "/adir"), Contains("read_text_lines: '" + d + "/adir': is a directory"));
-    CHECK_THROWS_WITH(data::read_text_lines(d + "/missing.txt"), Contains("'" + d + "/missing.txt': missing file"));
+    CHECK_THROWS_WITH(english::read_text_lines(d + "/adir"), Contains("read_text_lines: '" + d + "/adir': is a directory"));
+    CHECK_THROWS_WITH(english::read_text_lines(d + "/missing.txt"), Contains("'" + d + "/missing.txt': missing file"));
     // a pipe (process substitution, /dev/fd/N) reads like a file
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
     const std::string piped = "from a pipe\n\nsecond  line";
     REQUIRE(::write(fds[1], piped.data(), piped.size()) == ssize_t(piped.size()));
     ::close(fds[1]);
-    CHECK(data::read_text_lines("/dev/fd/" + std::to_string(fds[0])) == std::vector<std::string>{"from a pipe", "second line"});
+    CHECK(english::read_text_lines("/dev/fd/" + std::to_string(fds[0])) == std::vector<std::string>{"from a pipe", "second line"});
     ::close(fds[0]);
 }
 
@@ -373,7 +374,7 @@ TEST_CASE("read_ood_text: code, ui and prose domains") {
     write(d + "/inc/a.h", "/* Licence text.  */\n\n#ifndef A_H\n#define A_H\nint f(int x);\n#endif\n");
     write(d + "/inc/sub/b.hpp", "/* Licence text.  */\n\nstruct B { int y; };\n");
     write(d + "/inc/notes.txt", "not code\n");
-    const auto code = data::read_ood_text(d + "/inc", "code");
+    const auto code = english::read_ood_text(d + "/inc", "code");
     CHECK(code == std::vector<std::string>{"/* Licence text. */", "#ifndef A_H #define A_H int f(int x); #endif",
                                            "struct B { int y; };"});  // the repeated licence kept once
     write(d + "/doc/guide.txt",
@@ -381,7 +382,7 @@ TEST_CASE("read_ood_text: code, ui and prose domains") {
           "It has a rich command set.\n\n"
           "| a | b |\n|---|---|\n| 1 | 2 |\n\nToo short here.\n");
     write(d + "/doc/image.png", "Binary-ish content that is not prose at all but is long enough.\n");
-    const auto prose = data::read_ood_text(d + "/doc", "prose");
+    const auto prose = english::read_ood_text(d + "/doc", "prose");
     CHECK(prose == std::vector<std::string>{
                        "Git is a fast, scalable, distributed revision control system. It has a rich command set."});
     write_mo(d + "/loc/de/LC_MESSAGES/x.mo", {{"", "Content-Type: text/plain; charset=UTF-8\n"},
@@ -390,12 +391,12 @@ TEST_CASE("read_ood_text: code, ui and prose domains") {
                                               {"Write the archive to  stdout", "Archiv ausgeben"}});
     write_mo(d + "/loc/fr/LC_MESSAGES/x.mo", {{"", "Content-Type: text/plain; charset=UTF-8\n"},
                                               {"Cannot open the file %s", "Impossible d'ouvrir %s"}});
-    const auto ui = data::read_ood_text(d + "/loc", "ui");
+    const auto ui = english::read_ood_text(d + "/loc", "ui");
     CHECK(ui == std::vector<std::string>{"Cannot open the file %s", "Write the archive to stdout"});
     std::string longp;
     for (int i = 0; i < 300; ++i) longp += "word" + std::to_string(i) + " ";
     write(d + "/long/l.md", longp + "\n");
-    const auto pieces = data::read_ood_text(d + "/long", "prose");
+    const auto pieces = english::read_ood_text(d + "/long", "prose");
     REQUIRE(pieces.size() > 1);
     std::string joined;
     for (const auto& p : pieces) {
@@ -403,10 +404,10 @@ TEST_CASE("read_ood_text: code, ui and prose domains") {
         joined += p + " ";
     }
     CHECK(joined == longp);
-    CHECK(data::read_ood_text(d + "/long", "prose", 1).size() == 1);
-    CHECK_THROWS_WITH(data::read_ood_text(d + "/inc", "poetry"), Contains("unknown domain 'poetry'"));
-    CHECK_THROWS_WITH(data::read_ood_text(d + "/doc", "code"), Contains("no code text found"));
-    CHECK_THROWS_WITH(data::read_ood_text(d + "/missing", "code"), Contains("does not exist"));
+    CHECK(english::read_ood_text(d + "/long", "prose", 1).size() == 1);
+    CHECK_THROWS_WITH(english::read_ood_text(d + "/inc", "poetry"), Contains("unknown domain 'poetry'"));
+    CHECK_THROWS_WITH(english::read_ood_text(d + "/doc", "code"), Contains("no code text found"));
+    CHECK_THROWS_WITH(english::read_ood_text(d + "/missing", "code"), Contains("does not exist"));
 }
 
 TEST_CASE("real Debian files: WordNet 3.0, fortunes, built tasks, OOD text") {
@@ -417,7 +418,7 @@ TEST_CASE("real Debian files: WordNet 3.0, fortunes, built tasks, OOD text") {
         WARN("skipped: " << why);
         return;
     }
-    const auto wn = data::read_wordnet(wdir);
+    const auto wn = english::read_wordnet(wdir);
     std::map<char, int64_t> per_pos;
     for (const auto& s : wn) ++per_pos[s.pos];
     // WordNet 3.0's published counts (wnstats(7WN)): 82115 noun, 13767 verb, 18156 adjective
@@ -430,7 +431,7 @@ TEST_CASE("real Debian files: WordNet 3.0, fortunes, built tasks, OOD text") {
         CHECK(!s.words.empty());
         for (const auto& e : s.examples) CHECK(e.find('"') == std::string::npos);
     }
-    const auto f = data::read_fortunes(fdir);
+    const auto f = english::read_fortunes(fdir);
     std::set<std::string> cats;
     for (const auto& x : f) cats.insert(x.category);
     CHECK(cats.count("computers") == 1);
@@ -438,7 +439,7 @@ TEST_CASE("real Debian files: WordNet 3.0, fortunes, built tasks, OOD text") {
     for (const auto& x : f) CHECK(x.text.find('\b') == std::string::npos);
 
     for (const char* name : {"FORTUNE", "WNPOS", "WNGLOSS"}) {
-        const auto t = data::build_task(name, wn, f, 1);
+        const auto t = english::build_task(name, wn, f, 1);
         INFO(name << ": " << t.train.size() << " train, " << t.dev.size() << " dev");
         check_split(t);
         const auto sh = label_shares(t.train, t.info.num_labels());
@@ -446,7 +447,7 @@ TEST_CASE("real Debian files: WordNet 3.0, fortunes, built tasks, OOD text") {
         CHECK(hi <= 3 * lo);  // balanced-ish: no class more than 3x another
         if (std::string(name) == "WNGLOSS") check_hard_negatives(t, wn);
     }
-    const auto lines = data::pretraining_lines(wn, f);
+    const auto lines = english::pretraining_lines(wn, f);
     CHECK(lines.size() > wn.size());  // glosses + examples + fortunes
 
     const char* c = std::getenv("MOEKD_TCD_CORPUS");
@@ -457,7 +458,7 @@ TEST_CASE("real Debian files: WordNet 3.0, fortunes, built tasks, OOD text") {
     const std::string r = std::string(c) + "/root";
     for (auto [sub, dom] : std::vector<std::pair<std::string, std::string>>{
              {"usr/include", "code"}, {"usr/share/locale", "ui"}, {"usr/share/doc/git-doc", "prose"}}) {
-        const auto v = data::read_ood_text(r + "/" + sub, dom);
+        const auto v = english::read_ood_text(r + "/" + sub, dom);
         INFO(dom << ": " << v.size() << " segments");
         CHECK(v.size() > 100);
         for (const auto& s : v) CHECK(data::is_valid_utf8(s));

@@ -1,4 +1,5 @@
-// english.hpp — real English text from Debian packages for the TCD example (issue 7).
+// english.hpp — real English text from Debian packages for the TCD example (its own data builders;
+// the general readers it uses — GLUE TSV, MLM masking — are the library's data/glue.hpp, data/mlm.hpp).
 //
 // The paper pre-trains BERT on Wikipedia+BooksCorpus and fine-tunes on GLUE, which cannot be
 // downloaded here (../shared/DATA.md). This header reads what Debian ships instead:
@@ -30,15 +31,18 @@
 #include <unordered_set>
 #include <vector>
 
-#include "../core/error.hpp"
-#include "../core/random.hpp"
-#include "../io/read_file.hpp"
-#include "gettext.hpp"
-#include "glue.hpp"
-#include "idx.hpp"
-#include "text.hpp"
+#include <moekd/core/error.hpp>
+#include <moekd/core/random.hpp>
+#include <moekd/io/read_file.hpp>
+#include <moekd/data/gettext.hpp>
+#include <moekd/data/glue.hpp>
+#include <moekd/data/idx.hpp>
+#include <moekd/data/text.hpp>
 
-namespace moekd::data {
+namespace tcdb::english {
+
+using namespace moekd;
+using namespace moekd::data;
 
 struct Synset {
     char pos = 'n';                     // n v a s r (s: adjective satellite)
@@ -54,6 +58,12 @@ struct Fortune {
 };
 
 namespace detail {
+
+using moekd::data::detail::ascii_alnum;
+using moekd::data::detail::ascii_alpha;
+using moekd::data::detail::ascii_space;
+using moekd::data::detail::read_maybe_gzip;
+
 inline std::string read_file_text(const std::string& path, const char* who) {
     if (path.size() > 3 && path.compare(path.size() - 3, 3, ".gz") == 0) {
         auto b = read_maybe_gzip(path);
@@ -595,4 +605,4 @@ inline std::vector<std::string> read_ood_text(const std::string& path, const std
     return out;
 }
 
-}  // namespace moekd::data
+}  // namespace tcdb::english
