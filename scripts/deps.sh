@@ -33,3 +33,12 @@ if ! python3 -c "import safetensors.numpy, numpy, sacrebleu, sklearn, scipy" 2>/
   echo "deps.sh: pip install safetensors numpy sacrebleu scikit-learn scipy"
   python3 -m pip install -q --disable-pip-version-check safetensors numpy sacrebleu scikit-learn scipy 2>&1 | grep -v "WARNING: Running pip as" || true
 fi
+
+# transformers (PyPI) for tests/hf_interop, into Debian's /usr/bin/python3 beside python3-torch
+# (--break-system-packages: pip puts it under /usr/local; it replaces no Debian package, torch and
+# numpy stay Debian's). Pinned: from 4.48 on transformers needs torch >= 2.0; Debian's is 1.13.
+if ! /usr/bin/python3 -c "import transformers, safetensors.torch" 2>/dev/null; then
+  echo "deps.sh: pip install transformers==4.47.1 (for /usr/bin/python3)"
+  /usr/bin/python3 -m pip --version > /dev/null 2>&1 || { ${SUDO:-} apt-get update -qq && DEBIAN_FRONTEND=noninteractive ${SUDO:-} apt-get install -y -qq --no-install-recommends python3-pip >/dev/null; }
+  /usr/bin/python3 -m pip install -q --disable-pip-version-check --break-system-packages "transformers==4.47.1" 2>&1 | grep -v "WARNING: Running pip as" || true
+fi

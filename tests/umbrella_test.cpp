@@ -44,3 +44,7 @@ TEST_CASE("moekd.hpp reaches the methods (methods.hpp) and the WideNet stack (nn
     nn::WideNetConfig c;
     CHECK(c.dense().experts == 0);
 }
+
+TEST_CASE("moekd.hpp reaches the Hugging Face checkpoint layout (io/hf.hpp)", "[umbrella]") {
+    CHECK_THROWS_WITH(io::load_hf_bert<float>("/nonexistent/hf_dir"), Catch::Contains("/nonexistent/hf_dir"));
+}

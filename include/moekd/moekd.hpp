@@ -1,8 +1,8 @@
 // moekd.hpp — everything: tensors, autograd and ops (tensor.hpp), modules (nn.hpp), the MoE
 // layer and the WideNet stack, the methods TSJT / TCD / OneS (methods.hpp), knowledge-transfer
 // losses, SVD and SVD knowledge gathering (linalg.hpp), optimizers and schedules, safetensors and
-// training checkpoints, data readers. The CUDA backend is separate: <moekd/cuda.hpp>, linked
-// through moekd::cuda.
+// training checkpoints, Hugging Face checkpoints of BERT / ViT (io/hf.hpp), data readers. The
+// CUDA backend is separate: <moekd/cuda.hpp>, linked through moekd::cuda.
 #pragma once
 
 #include "tensor.hpp"
@@ -16,6 +16,7 @@
 #include "optim/schedule.hpp"
 #include "io/safetensors.hpp"
 #include "io/checkpoint.hpp"
+#include "io/hf.hpp"
 #include "data/cifar.hpp"
 #include "data/idx.hpp"
 #include "testing/gradcheck.hpp"
