@@ -1,6 +1,6 @@
 // ops.cu — the CUDA implementations of the op API's device table (core/backend.hpp): fill,
-// strided copy, unary forward/backward, broadcasting binary ops, row sums, GEMM, dropout (Philox),
-// and the fused SGD / Adam / LAMB updates.
+// strided copy, unary forward/backward (and silu's own entries), broadcasting binary ops, row
+// sums, GEMM, dropout (Philox), and the fused SGD / Adam / LAMB updates.
 //
 // Written for a GPU: grid-stride loops with adjacent threads on adjacent output elements (so the
 // contiguous operand, always the output here, is written coalesced); the row sum is a block per
@@ -104,6 +104,16 @@ void unary_backward(UnaryOp op, const T* x, const T* y, const T* g, T* gx, int64
     throw Error("cuda: unknown unary op");
 }
 #undef MOEKD_UNARY_CASES
+
+// silu has entries of its own (docs/adding_an_op.md's example): the same unary kernels.
+template <class T>
+void silu(const T* x, T* y, int64_t n) {
+    if (n > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_unary_fwd<kern::Silu, T>(x, y, n)));
+}
+template <class T>
+void silu_backward(const T* x, const T* y, const T* g, T* gx, int64_t n) {
+    if (n > 0) MOEKD_CUDA_CHECK((kern::cuda::launch_unary_bwd<kern::Silu, T>(x, y, g, gx, n)));
+}
 
 template <class T>
 void binary(BinaryOp op, T* c, const T* a, const T* b, const LoopPlan& p) {
@@ -278,6 +288,8 @@ void install_for() {
     o.copy = &copy<T>;
     o.unary = &unary<T>;
     o.unary_backward = &unary_backward<T>;
+    o.silu = &silu<T>;
+    o.silu_backward = &silu_backward<T>;
     o.binary = &binary<T>;
     o.sum_rows = &sum_rows<T>;
     o.gemm = &gemm<T>;

@@ -16,7 +16,7 @@ namespace {
 // Every op the issues list. A name here with no registered case fails the suite.
 const char* const kRequiredOps[] = {
     "add", "sub", "mul", "div", "neg", "exp", "log", "pow", "sqrt", "rsqrt", "abs", "tanh", "sigmoid",
-    "relu", "gelu", "sum", "mean", "max", "min", "var", "matmul", "bmm", "softmax", "log_softmax",
+    "relu", "gelu", "silu", "sum", "mean", "max", "min", "var", "matmul", "bmm", "softmax", "log_softmax",
     "layer_norm", "embedding", "index_select", "gather", "scatter_add", "concat", "split", "chunk",
     "where", "masked_fill", "dropout", "cross_entropy", "view", "reshape", "transpose", "permute",
     "narrow", "expand", "squeeze", "unsqueeze", "contiguous",

@@ -17,6 +17,8 @@ static RegisterOps reg({
     {"sigmoid/basic", {{3, 4}}, [](const In& x) { return sigmoid(x[0] * 4.0); }},
     {"relu/basic", {{3, 4}}, [](const In& x) { return relu(x[0]); }, Init::AwayFromZero},
     {"gelu/basic", {{3, 4}}, [](const In& x) { return gelu(x[0] * 2.0); }},
+    {"silu/basic", {{3, 4}}, [](const In& x) { return silu(x[0] * 2.0); }},
+    {"silu/transposed_input", {{3, 4}}, [](const In& x) { return silu(x[0].t()); }},
     {"pow/cube", {{3, 4}}, [](const In& x) { return pow(x[0], 3.0); }},
     {"pow/fractional", {{3, 4}}, [](const In& x) { return pow(x[0], -1.5); }, Init::Positive},
     {"exp/transposed_input", {{3, 4}}, [](const In& x) { return exp(x[0].t()); }},

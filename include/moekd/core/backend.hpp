@@ -80,6 +80,10 @@ struct DeviceOps {
     void (*unary)(UnaryOp op, const T* x, T* y, int64_t n) = nullptr;  // contiguous
     /// gx = dL/dx from x, y = f(x) and g = dL/dy, contiguous.
     void (*unary_backward)(UnaryOp op, const T* x, const T* y, const T* g, T* gx, int64_t n) = nullptr;
+    /// y = silu(x) and gx = g * silu'(x) over n contiguous elements (kern::Silu; the backward
+    /// gets the forward's y too).
+    void (*silu)(const T* x, T* y, int64_t n) = nullptr;
+    void (*silu_backward)(const T* x, const T* y, const T* g, T* gx, int64_t n) = nullptr;
     /// c (operand 0) = a (operand 1) op b (operand 2), each read through its strides (broadcast: 0).
     /// c may be a or b itself (each output element reads only its own inputs).
     void (*binary)(BinaryOp op, T* c, const T* a, const T* b, const LoopPlan& plan) = nullptr;

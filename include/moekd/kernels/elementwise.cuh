@@ -64,6 +64,14 @@ struct Gelu {  // exact (erf) form, as torch.nn.functional.gelu's default and BE
         return g * (cdf + x * pdf);
     }
 };
+struct Silu {  // x * sigmoid(x) (SiLU, swish), through the stable Sigmoid
+    template <class T> MOEKD_HD static T fwd(T x) { return x * Sigmoid::fwd(x); }
+    // silu'(x) = s + x s (1 - s) = s + y (1 - s), s = sigmoid(x)
+    template <class T> MOEKD_HD static T bwd(T x, T y, T g) {
+        const T s = Sigmoid::fwd(x);
+        return g * (s + y * (T(1) - s));
+    }
+};
 
 // ---- binary ---------------------------------------------------------------------------------
 struct Add {

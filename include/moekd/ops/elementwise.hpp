@@ -1,4 +1,4 @@
-// elementwise.hpp — unary math (exp, log, gelu ...) and the four binary ops with NumPy
+// elementwise.hpp — unary math (exp, log, gelu, silu ...) and the four binary ops with NumPy
 // broadcasting, each with its backward right below it, plus the C++ operators.
 //
 // The per-element math is the MOEKD_HD functors of kernels/elementwise.cuh, the same code the
@@ -169,6 +169,40 @@ template <class T> Tensor<T> tanh(const Tensor<T>& x) { return detail::unary_op<
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) { return detail::unary_op<kern::Sigmoid>(x, "sigmoid"); }
 template <class T> Tensor<T> relu(const Tensor<T>& x) { return detail::unary_op<kern::Relu>(x, "relu"); }
 template <class T> Tensor<T> gelu(const Tensor<T>& x) { return detail::unary_op<kern::Gelu>(x, "gelu"); }
+
+/// y = x * sigmoid(x) (SiLU, swish)   x: any shape, on any device
+/// Written out in full, with its own device-table entries, as docs/adding_an_op.md's example.
+template <class T>
+Tensor<T> silu(const Tensor<T>& x) {
+    const char* op = "silu";
+    const Tensor<T> xc = detail::contiguous_data(x).detach();  // no copy when contiguous; on x's device
+    Tensor<T> y = Tensor<T>::empty(x.shape(), x.device());
+    if (x.device() != Device::CPU) {
+        detail::device_entry(DeviceOps<T>::cuda().silu, op, x.shape())(xc.data(), y.data(), y.numel());
+    } else {
+        const T* px = xc.data();
+        T* py = y.data();
+        detail::parallel_for(y.numel(), detail::kGrainElems, [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) py[i] = kern::Silu::fwd(px[i]);
+        });
+    }
+    return record<T>(y, op, {x}, [xc, yd = y.detach(), op](const Tensor<T>& g) {
+        // one gradient per input, shaped like that input, on its device; Tensor<T>() where none is needed
+        const Tensor<T> gc = detail::contiguous_data(g);
+        Tensor<T> gx = Tensor<T>::empty(xc.shape(), xc.device());
+        if (xc.device() != Device::CPU) {
+            detail::device_entry(DeviceOps<T>::cuda().silu_backward, op, xc.shape())(
+                xc.data(), yd.data(), gc.data(), gx.data(), gx.numel());
+        } else {
+            const T *px = xc.data(), *py = yd.data(), *pg = gc.data();
+            T* pgx = gx.data();
+            detail::parallel_for(gx.numel(), detail::kGrainElems, [&](int64_t b, int64_t e) {
+                for (int64_t i = b; i < e; ++i) pgx[i] = kern::Silu::bwd(px[i], py[i], pg[i]);
+            });
+        }
+        return std::vector<Tensor<T>>{gx};
+    });
+}
 
 /// x ** p for a scalar exponent. The gradient at x = 0 follows PyTorch (0 for p >= 1).
 template <class T>
