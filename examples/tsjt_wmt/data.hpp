@@ -5,8 +5,8 @@
 //
 // Nothing saved is overwritten before it is known to belong to the same run: the catalog corpus
 // is built in memory and written (write_corpus_files) only once the caller has checked it, and
-// the tokenizer is trained under a temporary name (train_joint_spm) that the caller installs
-// (install_spm) after its checks. data_config() is the part of a run's checked configuration
+// the tokenizer (tokenizer.hpp) is trained under a temporary name that the caller installs
+// after its checks. data_config() is the part of a run's checked configuration
 // that describes its data (a hash of the corpus files, the data flags); config_diff() names what
 // differs between two such key=value configurations. Every write is checked (io::atomic_file).
 #pragma once
@@ -162,25 +162,6 @@ inline std::string corpus_hash(const std::vector<LangPair>& corpus) {
     return b;
 }
 
-/// FNV-1a of what a SentencePiece model encodes with: every piece, its score and its kind, as 16
-/// hex digits (not the file's bytes: the model also records the name of its training file).
-inline std::string tokenizer_hash(const std::string& path) {
-    sentencepiece::SentencePieceProcessor sp;
-    MOEKD_CHECK(sp.LoadFromSerializedProto(io::read_file(path, "tsjt")).ok(), "tsjt: '", path,
-                "' is not a SentencePiece model");
-    uint64_t h = moekd::fnv1a64("tsjt-spm-1");
-    for (int i = 0; i < sp.GetPieceSize(); ++i) {
-        h = moekd::fnv1a64(std::string_view(sp.IdToPiece(i).data(), sp.IdToPiece(i).size() + 1), h);
-        const float score = sp.GetScore(i);
-        const char kind = char(sp.IsControl(i) | sp.IsUnknown(i) << 1 | sp.IsUnused(i) << 2 | sp.IsByte(i) << 3);
-        h = moekd::fnv1a64(std::string_view(reinterpret_cast<const char*>(&score), sizeof score), h);
-        h = moekd::fnv1a64(std::string_view(&kind, 1), h);
-    }
-    char b[24];
-    std::snprintf(b, sizeof b, "%016llx", (unsigned long long)h);
-    return b;
-}
-
 /// "k1=v1 k2=v2" -> {k1: v1, k2: v2} (values hold no spaces).
 inline std::map<std::string, std::string> parse_config(const std::string& s) {
     std::map<std::string, std::string> m;
@@ -261,55 +242,6 @@ inline void limit(data::ParallelText& t, size_t n) {
 }
 
 inline std::string lang_tag(const std::string& lang) { return "<2" + lang + ">"; }
-
-/// Trains the joint SentencePiece model on every training sentence (both sides of every pair)
-/// with the target-language tags as user-defined symbols, under a temporary name in `dir`
-/// (spm.new.*: nothing saved is replaced); returns the temporary .model path, for install_spm.
-inline std::string train_joint_spm(const std::vector<LangPair>& corpus, const std::string& dir, int vocab_size,
-                                   const std::string& model_type) {
-    namespace fs = std::filesystem;
-    fs::create_directories(dir);
-    const std::string tmp = (fs::path(dir) / "spm.new").string();
-    const std::string text = tmp + ".train.txt";
-    std::string bytes;
-    for (const LangPair& p : corpus)
-        for (size_t i = 0; i < p.train.size(); ++i) bytes += p.train.src[i] + '\n' + p.train.tgt[i] + '\n';
-    std::string model;
-    try {
-        io::write_text_atomic(text, bytes);
-        text::SentencePieceOptions opt;
-        opt.vocab_size = vocab_size;
-        opt.model_type = model_type;
-        opt.user_defined_symbols.push_back(lang_tag("en"));
-        for (const LangPair& p : corpus) opt.user_defined_symbols.push_back(lang_tag(p.lang));
-        model = text::train_sentencepiece({text}, tmp, opt);
-    } catch (...) {
-        std::error_code ec;
-        for (const char* ext : {".train.txt", ".model", ".vocab"}) fs::remove(tmp + ext, ec);
-        throw;
-    }
-    fs::remove(text);
-    return model;
-}
-
-/// Moves a model trained by train_joint_spm (and its .vocab) to dir/spm.model (spm.vocab).
-inline std::string install_spm(const std::string& tmp_model, const std::string& dir) {
-    namespace fs = std::filesystem;
-    const std::string model = (fs::path(dir) / "spm.model").string();
-    const std::string stem = tmp_model.substr(0, tmp_model.size() - 6);  // without ".model"
-    fs::rename(tmp_model, model);
-    std::error_code ec;
-    if (fs::exists(stem + ".vocab")) fs::rename(stem + ".vocab", (fs::path(dir) / "spm.vocab").string(), ec);
-    return model;
-}
-
-/// Removes what train_joint_spm left when the caller does not install it.
-inline void discard_spm(const std::string& tmp_model) {
-    std::error_code ec;
-    const std::string stem = tmp_model.substr(0, tmp_model.size() - 6);
-    std::filesystem::remove(tmp_model, ec);
-    std::filesystem::remove(stem + ".vocab", ec);
-}
 
 /// Encodes one sentence pair; returns false when either side is longer than max_len pieces.
 inline bool encode_pair(const text::SentencePiece& sp, int tag, const std::string& s, const std::string& t,

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include <moekd/io/json.hpp>
+#include <nlohmann/json.hpp>
 #include <moekd/io/svg_plot.hpp>
 
 namespace tsjt {
@@ -39,17 +39,14 @@ inline Curve read_curve(const std::string& log_path, const std::string& mode, in
     for (std::string line; std::getline(in, line);) {
         ++line_no;
         if (line.empty()) continue;
-        json::Value v;
-        try {
-            v = json::parse(line);
-        } catch (const Error& e) {
-            MOEKD_CHECK(false, "tsjt: '", log_path, "' line ", line_no, " is not JSON: ", e.what());
-        }
-        auto get = [&](const char* avg, const char* one) {
-            const json::Value* x = v.find(avg);
-            return (x ? *x : v.at(one)).as_double(one);
+        const nlohmann::json v = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+        MOEKD_CHECK(v.is_object(), "tsjt: '", log_path, "' line ", line_no, " is not JSON (an object per line)");
+        auto number = [&](const char* k) {
+            MOEKD_CHECK(v.contains(k) && v[k].is_number(), "tsjt: '", log_path, "' line ", line_no, ": no number '", k, "'");
+            return v[k].get<double>();
         };
-        c.step.push_back(v.at("step").as_double("step"));
+        auto get = [&](const char* avg, const char* one) { return v.contains(avg) ? number(avg) : number(one); };
+        c.step.push_back(number("step"));
         c.ce_moe.push_back(get("ce_moe_avg", "ce_moe"));
         c.ce_dense.push_back(get("ce_dense_avg", "ce_dense"));
         c.kl.push_back(get("kl_avg", "kl"));

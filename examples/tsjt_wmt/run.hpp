@@ -42,56 +42,21 @@
 #include <moekd/dist/data_parallel.hpp>
 #include <moekd/io/atomic_file.hpp>
 #include <moekd/io/checkpoint.hpp>
-#include <moekd/io/json.hpp>
 #include <moekd/optim/optimizers.hpp>
 #include <moekd/optim/schedule.hpp>
+#include <moekd/train/log.hpp>
+#include <moekd/train/progress.hpp>
+#include <moekd/train/rank_generators.hpp>
 
 #include <moekd/text/bleu.hpp>
 
 #include <moekd/dist/collective.hpp>
+#include "run_config.hpp"
 #include "translate.hpp"
 #include "submodel.hpp"
 #include "train.hpp"
 
 namespace tsjt {
-
-struct RunConfig {
-    Mode mode = Mode::tsjt;
-    bool indep = false;          // false: shared architecture; true: independent device model
-    ModelConfig moe;             // the MoE model
-    ModelConfig dense;           // shared: width = moe's, depth = dense depth; indep: the device model
-    double lr = 5e-3, adam_eps = 1e-8, clip_norm = 1.0, label_smoothing = 0.0;  // Eq. 2: plain CE
-    int64_t warmup = 100;
-    double alpha_moe = 5.0, alpha_dense = 10.0;  // l.410
-    // The KL enters the loss as alpha * kl_scale * KL. The paper sets alpha "to maintain an equal
-    // magnitude with the balancing loss" (l.410) without saying how its KL is reduced; ours sums
-    // over the vocabulary and averages over tokens, which at kl_scale 1 puts alpha * KL 15-30x
-    // above the balance loss. kl_scale is our constant that restores the paper's proportion
-    // (measured: docs/tsjt.md, "The KL scale").
-    double kl_scale = 0.02;
-    double t_sep = -1;           // < 0: automatic
-    int kl_window = 20;
-    int64_t min_switch_steps = 0;  // 0: = warmup
-    int64_t max_steps = 1000;
-    int update_freq = 1;
-    int64_t max_tokens = 1200;
-    uint64_t seed = 1;
-    int64_t save_every = 200, log_every = 10;
-    int keep_last = 2;
-    std::string dir;             // run directory: ckpt/, log.jsonl, submodels
-    std::string data_config;     // checked too: "key=value ..." of the data (data.hpp data_config + tokenizer hash)
-    bool progress = true;
-    Device device = Device::CPU;  // where both models train and decode (drawn on the CPU, then moved)
-    std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
-};
-
-struct RunResult {
-    std::string mode;
-    int64_t steps = 0, switch_step = -1, params_moe = 0, params_dense = 0, params_total = 0;
-    double t_sep = -1, train_seconds = 0, last_ce_moe = 0, last_ce_dense = 0, last_kl = 0;
-    int64_t updates_this_process = 0;  // 0 when a finished run was found and only evaluated
-    std::vector<double> bleu_moe, bleu_dense;  // per direction
-};
 
 /// Both submodels under one module ("moe.", "dense."), for checkpoints.
 class Composite : public nn::Module<F> {
@@ -135,16 +100,18 @@ public:
         disjoint_ = count_elements(params_) == count_elements(moe_params_) + count_elements(dense_params_);
         opt_ = std::make_unique<optim::Adam<F>>(std::vector<optim::ParamGroup<F>>{{params_, cfg.lr, 0.0}}, 0.9, 0.98,
                                                 cfg.adam_eps);
+        std::map<std::string, Generator*> gens;
         for (auto& [name, m] : composite_->named_modules()) {
-            if (auto* d = dynamic_cast<nn::Dropout<F>*>(m.get())) gens_[name] = &d->generator();
-            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(m.get())) gens_[name] = &x->generator();
+            if (auto* d = dynamic_cast<nn::Dropout<F>*>(m.get())) gens[name] = &d->generator();
+            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(m.get())) gens[name] = &x->generator();
         }
         if (!cfg_.comm) cfg_.comm = std::make_shared<dist::SingleProcess>();
+        gens_ = std::make_unique<train::RankGenerators>(cfg_.comm, cfg_.seed, std::move(gens));
         if (ranks() > 1) {
             // same model and training options on every rank, rank 0's initial weights everywhere
             dist::check_same_config(*cfg_.comm, *composite_, dist_config_string());
             dp_ = std::make_unique<dist::DataParallel<F>>(cfg_.comm, composite_->named_parameters());
-            for (auto& [name, g] : gens_) reseed_for_rank(name, *g);  // own dropout/jitter draws per rank
+            gens_->reseed_all();  // own dropout/jitter draws per rank
         }
     }
 
@@ -171,7 +138,7 @@ public:
             MOEKD_CHECK(diff.empty(), "tsjt: checkpoint '", last, "' was written by another configuration than this run: ",
                         diff, ". Nothing was changed. HINT: rerun with the flags it was written with, or use another "
                         "--out directory (or delete it)");
-            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), generators_to_load(ck));
+            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), gens_->to_load(ck.generators, ck.state.step));
             ctl_.load(st.extra);
             acc_.load(st.extra);
             std::printf("  resumed from %s (step %lld)\n", last.c_str(), (long long)st.step);
@@ -179,12 +146,9 @@ public:
         const std::string log_path = (fs::path(cfg_.dir) / "log.jsonl").string();
         // drop what was logged after the checkpoint (or all: fresh), and the end-of-run line of a
         // run that stopped there and now goes on (an uninterrupted run has no line there)
-        io::AppendFile log;  // rank 0's; the other ranks' stays closed (writes nothing)
-        if (main_rank) {
-            truncate_log(log_path, st.step, st.step < cfg_.max_steps);
-            log.open(log_path);
-        }
-        const bool progress = cfg_.progress && main_rank;
+        train::JsonlLog log;  // rank 0's; the other ranks' stays closed (writes nothing)
+        if (main_rank) log.open_resumed(log_path, st.step, /*drop_end_only=*/st.step < cfg_.max_steps);
+        train::Progress progress(mode_name(cfg_.mode), cfg_.progress && main_rank, /*force=*/true);
         auto order = epoch_order(batches.size(), st.epoch);
         composite_->train(true);
         const auto t0 = std::chrono::steady_clock::now();
@@ -258,36 +222,28 @@ public:
             const bool switched = ctl_.observe(st.step, kl);
             const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             if (switched && main_rank)
-                std::printf("%s  stage 2 from step %lld (KL window mean %.4f %s t_sep%s)\n", cfg_.progress ? "\n" : "",
+                std::printf("%s  stage 2 from step %lld (KL window mean %.4f %s t_sep%s)\n", progress.enabled() ? "\n" : "",
                             (long long)st.step, ctl_.switch_mean(), ctl_.automatic() ? "=" : "<=",
                             ctl_.automatic() ? ", auto" : (" " + std::to_string(ctl_.t_sep())).c_str());
             const bool regular = st.step % cfg_.log_every == 0 || switched;  // else: the run's last update
             if (regular || st.step == cfg_.max_steps) {
                 // values of this update, and (_avg) means over the updates since the last line;
-                // %.17g: the logged numbers are the doubles themselves (resume tests compare them)
-                char line[768];
-                std::snprintf(line, sizeof line,
-                              "{\"mode\": \"%s\", \"step\": %lld, \"epoch\": %lld, \"lr\": %.17g, \"ce_moe\": %.17g, "
-                              "\"ce_dense\": %.17g, \"kl\": %.17g, \"aux\": %.17g, \"ce_moe_avg\": %.17g, "
-                              "\"ce_dense_avg\": %.17g, \"kl_avg\": %.17g, \"stage\": %d, \"used_kl\": %s, "
-                              "\"tokens\": %lld, \"end_only\": %s, \"seconds\": %.3f}",
-                              mode_name(cfg_.mode), (long long)st.step, (long long)st.epoch, lr, ce_a, ce_b, kl,
-                              sx / cfg_.update_freq, acc_.ce_moe / acc_.n, acc_.ce_dense / acc_.n, acc_.kl / acc_.n,
-                              ctl_.stage(), use_kl ? "true" : "false", (long long)toks, regular ? "false" : "true", secs);
+                // the doubles are written exactly (the resume tests compare them)
+                log.write({{"mode", mode_name(cfg_.mode)}, {"step", st.step}, {"epoch", st.epoch}, {"lr", lr},
+                           {"ce_moe", ce_a}, {"ce_dense", ce_b}, {"kl", kl}, {"aux", sx / cfg_.update_freq},
+                           {"ce_moe_avg", acc_.ce_moe / acc_.n}, {"ce_dense_avg", acc_.ce_dense / acc_.n},
+                           {"kl_avg", acc_.kl / acc_.n}, {"stage", ctl_.stage()}, {"used_kl", use_kl},
+                           {"tokens", toks}, {"end_only", !regular}, {"seconds", secs}});
                 if (regular) acc_ = {};  // an end-only line leaves the means running (resume goes on)
-                log.write(std::string(line) + "\n");  // one checked write per line
             }
-            if (progress) {
-                const double rate = double(st.step - start_step) / std::max(secs, 1e-9);
-                std::fprintf(stderr, "\r  [%s] step %lld/%lld  ce moe %.3f dense %.3f  kl %.3f  stage %d  %.0f tok/s  ETA %.0fs   ",
-                             mode_name(cfg_.mode), (long long)st.step, (long long)cfg_.max_steps, ce_a, ce_b, kl,
-                             ctl_.stage(), tokens_done / std::max(secs, 1e-9),
-                             double(cfg_.max_steps - st.step) / std::max(rate, 1e-9));
-            }
+            char tail[160];
+            std::snprintf(tail, sizeof tail, "ce moe %.3f dense %.3f  kl %.3f  stage %d  %.0f tok/s", ce_a, ce_b, kl,
+                          ctl_.stage(), tokens_done / std::max(secs, 1e-9));
+            progress.steps(st.step, cfg_.max_steps, secs, start_step, tail);
             if (st.step % cfg_.save_every == 0 || st.step == cfg_.max_steps) save(ckdir, st);
         }
         log.close();  // checked
-        if (progress) std::fprintf(stderr, "\n");
+        progress.newline();
         res.train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         res.steps = st.step;
         res.updates_this_process = st.step - start_step;
@@ -347,30 +303,8 @@ public:
         save_submodel((std::filesystem::path(cfg_.dir) / "dense").string(), *dense_model, dense_cfg, spm_model);
     }
 
-    /// What must match for a checkpoint to be resumed: "key=value ..." (keys are the flags where
-    /// there is one, so that a mismatch names them) of everything that changes what a step
-    /// computes: the models, the training rule, the data and the tokenizer. Not the number of
-    /// updates (a finished run is extended with a larger --max-steps), nor logging/saving.
-    std::string config_string() const {
-        auto num = [](double v) {
-            char b[40];
-            const auto r = std::to_chars(b, b + sizeof b, v);  // shortest exact form
-            return std::string(b, r.ptr);
-        };
-        std::string dense = cfg_.indep ? msg(" --device-d-model=", dense_cfg.d_model, " --device-ffn=", dense_cfg.ffn_dim,
-                                             " --device-layers=", dense_cfg.enc_layers, "/", dense_cfg.dec_layers)
-                                       : msg(" --dense-layers=", dense_cfg.enc_layers, "/", dense_cfg.dec_layers);
-        return msg("mode=", mode_name(cfg_.mode), " --arch=", cfg_.indep ? "indep" : "shared", " vocab=", cfg_.moe.vocab,
-                   " --d-model=", cfg_.moe.d_model, " --heads=", cfg_.moe.heads, " --ffn=", cfg_.moe.ffn_dim,
-                   " --layers=", cfg_.moe.enc_layers, "/", cfg_.moe.dec_layers, " --experts=", cfg_.moe.experts, dense,
-                   " --seed=", cfg_.seed, " --lr=", num(cfg_.lr), " --warmup=", cfg_.warmup, " --max-tokens=",
-                   cfg_.max_tokens, " --update-freq=", cfg_.update_freq, " --alpha-moe=", num(cfg_.alpha_moe),
-                   " --alpha-dense=", num(cfg_.alpha_dense),
-                   " --kl-scale=", num(cfg_.kl_scale), " --t-sep=", cfg_.t_sep < 0 ? std::string("auto") : num(cfg_.t_sep),
-                   " --kl-window=", cfg_.kl_window, " --label-smoothing=", num(cfg_.label_smoothing), " --dropout=",
-                   num(cfg_.moe.dropout), " clip_norm=", num(cfg_.clip_norm), " adam_eps=", num(cfg_.adam_eps),
-                   " min_switch_steps=", cfg_.min_switch_steps, cfg_.data_config.empty() ? "" : " ", cfg_.data_config);
-    }
+    /// What must match for a checkpoint to be resumed (run_config.hpp).
+    std::string config_string() const { return run_config_string(cfg_, dense_cfg); }
 
 private:
     std::vector<int64_t> epoch_order(size_t n, int64_t epoch) const {
@@ -386,110 +320,15 @@ private:
         st.extra.clear();
         for (auto& [k, v] : ctl_.save()) st.extra["stage." + k] = v;
         for (auto& [k, v] : acc_.save()) st.extra[k] = v;
-        std::map<std::string, const Generator*> g(gens_.begin(), gens_.end());
-        std::vector<Generator> others;  // the other ranks' generator states (rank 0 only)
-        if (ranks() > 1) {
-            std::vector<uint64_t> mine;  // 6 words per generator, gens_ order (the same on every rank)
-            for (auto& [name, gen] : gens_) {
-                const Generator::State s = gen->state();
-                mine.insert(mine.end(), s.s.begin(), s.s.end());
-                mine.push_back(s.has_spare ? 1 : 0);
-                mine.push_back(std::bit_cast<uint64_t>(s.spare));
-            }
-            std::vector<uint64_t> all(mine.size() * size_t(ranks()));
-            cfg_.comm->all_gather(mine.data(), all.data(), int64_t(mine.size() * sizeof(uint64_t)));
-            others.reserve(gens_.size() * size_t(ranks()));
-            for (int r = 1; r < ranks(); ++r) {
-                size_t i = mine.size() * size_t(r);
-                for (auto& [name, gen] : gens_) {
-                    const uint64_t* w = all.data() + i;
-                    others.emplace_back().set_state({{w[0], w[1], w[2], w[3]}, w[4] == 1, std::bit_cast<double>(w[5])});
-                    g["rank" + std::to_string(r) + "." + name] = &others.back();
-                    i += 6;
-                }
-            }
-        }
+        const std::map<std::string, const Generator*> g = gens_->for_save();  // collective
         if (rank() == 0) io::save_checkpoint_rotating<F>(ckdir, cfg_.keep_last, *composite_, opt_.get(), g, st);
         cfg_.comm->barrier();  // the file is there before any rank may read it
-    }
-
-    /// Where each generator entry of `ck` loads to: this rank's own entries into its generators,
-    /// the other ranks' into scratch. A rank with no entry of its own (the checkpoint was written
-    /// by fewer ranks) reseeds from the run seed, its rank and the step.
-    std::map<std::string, Generator*> generators_to_load(const io::CheckpointData<F>& ck) {
-        scratch_.clear();
-        std::map<std::string, Generator*> g;
-        if (rank() == 0) g.insert(gens_.begin(), gens_.end());  // a missing entry is an error
-        const std::string own = "rank" + std::to_string(rank()) + ".";
-        bool have_own = rank() == 0;
-        for (auto& [name, gen] : gens_) have_own = have_own || ck.generators.count(own + name);
-        for (auto& [name, s] : ck.generators) {
-            if (g.count(name)) continue;
-            auto it = rank() > 0 && have_own && name.rfind(own, 0) == 0 ? gens_.find(name.substr(own.size())) : gens_.end();
-            if (it != gens_.end()) {
-                g[name] = it->second;
-            } else {
-                scratch_.emplace_back();
-                g[name] = &scratch_.back();
-            }
-        }
-        if (!have_own)
-            for (auto& [name, gen] : gens_) reseed_for_rank(name, *gen, uint64_t(ck.state.step));
-        return g;
-    }
-
-    /// A generator stream of its own for rank r > 0: seeded from the run seed, the rank, the
-    /// generator's name and (on resume from a checkpoint without this rank) the step.
-    void reseed_for_rank(const std::string& name, Generator& g, uint64_t step = 0) const {
-        if (rank() == 0) return;
-        g.manual_seed(dist::fnv1a(name, cfg_.seed * 0x9E3779B97F4A7C15ull + uint64_t(rank()) * 1000003ull + step));
     }
 
     /// What every rank must agree on to train together (checked at start under mpirun).
     std::string dist_config_string() const {
         return msg(config_string(), " steps=", cfg_.max_steps, " save_every=", cfg_.save_every);
     }
-
-    /// Keeps the lines of log.jsonl with "step" <= step (a resumed run's history), drops the rest
-    /// and any half-written line a kill left (step 0: empties it); drop_end_only: also the lines
-    /// written only because an earlier process stopped at that update ("end_only": true).
-    static void truncate_log(const std::string& path, int64_t step, bool drop_end_only) {
-        if (!std::filesystem::exists(path)) return;
-        std::ifstream in(path);
-        std::string keep;
-        for (std::string line; std::getline(in, line);) {
-            try {
-                const json::Value v = json::parse(line);
-                const json::Value* e = v.find("end_only");
-                if (drop_end_only && e && e->is_bool() && e->as_bool()) continue;
-                if (v.at("step").as_int("step") <= step) keep += line + "\n";
-            } catch (const Error&) {  // an incomplete last line
-            }
-        }
-        io::write_file_atomic(path, std::vector<uint8_t>(keep.begin(), keep.end()));
-    }
-
-    /// Sums of the logged quantities since the last log line (checkpointed: "log.*").
-    struct LogAccumulator {
-        double ce_moe = 0, ce_dense = 0, kl = 0;
-        int64_t n = 0;
-        void add(double a, double b, double k) { ce_moe += a, ce_dense += b, kl += k, ++n; }
-        std::map<std::string, std::string> save() const {
-            auto num = [](double v) {
-                char b[40];
-                std::snprintf(b, sizeof b, "%.17g", v);
-                return std::string(b);
-            };
-            return {{"log.ce_moe", num(ce_moe)}, {"log.ce_dense", num(ce_dense)}, {"log.kl", num(kl)},
-                    {"log.n", std::to_string(n)}};
-        }
-        void load(const std::map<std::string, std::string>& s) {
-            *this = {};
-            if (!s.count("log.n")) return;  // a checkpoint of an older version: means restart
-            ce_moe = std::stod(s.at("log.ce_moe")), ce_dense = std::stod(s.at("log.ce_dense"));
-            kl = std::stod(s.at("log.kl")), n = std::stoll(s.at("log.n"));
-        }
-    };
 
     RunConfig cfg_;
     StageController ctl_;
@@ -498,9 +337,8 @@ private:
     std::vector<Tensor<F>> params_, moe_params_, dense_params_;
     bool disjoint_ = false;
     std::unique_ptr<optim::Adam<F>> opt_;
-    std::map<std::string, Generator*> gens_;
-    std::unique_ptr<dist::DataParallel<F>> dp_;  // N > 1 ranks only
-    std::deque<Generator> scratch_;               // other ranks' generator states on load
+    std::unique_ptr<train::RankGenerators> gens_;  // every dropout / router generator, per rank
+    std::unique_ptr<dist::DataParallel<F>> dp_;    // N > 1 ranks only
 };
 
 }  // namespace tsjt
