@@ -10,7 +10,7 @@
 //   * the submodel's files are written with every write checked (an injected ENOSPC names
 //     config.json / spm.model);
 //   * --train-pairs: the languages' shares are proportional to their corpora and add up.
-// The model, training rule and extraction tests are in tests/tsjt_test.cpp.
+// The model, training rule and extraction tests are in model_test.cpp.
 #include <catch2/catch.hpp>
 
 #include <cstdio>

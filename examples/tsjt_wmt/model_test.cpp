@@ -1,5 +1,5 @@
-// tsjt_test.cpp — the translation example's model and training rule (examples/tsjt_wmt), without
-// a tokenizer: the shared architecture's parameter identity (a shared layer is one object reached
+// model_test.cpp — the translation example's model and training rule (moekd/methods/tsjt.hpp as
+// this example wires it), without a tokenizer: the shared architecture's parameter identity (a shared layer is one object reached
 // from both models and gets both models' gradients in one step), the MoE placement, batching,
 // the joint TSJT loss and its detach rule, the stage switch (fixed and automatic t_sep, and its
 // checkpoint state), greedy/beam decoding, and submodel extraction round trips.
@@ -11,9 +11,9 @@
 
 #include <moekd/optim/optimizers.hpp>
 
-#include "../examples/tsjt_wmt/decode.hpp"
-#include "../examples/tsjt_wmt/submodel.hpp"
-#include "../examples/tsjt_wmt/train.hpp"
+#include "decode.hpp"
+#include "submodel.hpp"
+#include "train.hpp"
 
 using namespace tsjt;
 namespace fs = std::filesystem;
