@@ -6,6 +6,8 @@
 // written through io::write_text_atomic (every write checked, the previous file kept on failure).
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -79,27 +81,26 @@ inline std::string markdown_table(const std::vector<RunResult>& rs) {
     return os.str();
 }
 
-inline std::string json_num(double v) { return std::isnan(v) ? "null" : fmt("%.6g", v); }
+/// A number for results.json: null when undefined (NaN).
+inline nlohmann::ordered_json json_num(double v) { return std::isnan(v) ? nlohmann::ordered_json() : nlohmann::ordered_json(v); }
 
-inline std::string json_results(const std::vector<RunResult>& rs, const std::string& config_json) {
+/// results.json: the run's configuration and one object per run.
+inline std::string json_results(const std::vector<RunResult>& rs, const nlohmann::ordered_json& config) {
     double moe, dense;
     reference_scores(rs, moe, dense);
-    std::ostringstream os;
-    os << "{\"config\": " << config_json << ", \"runs\": [\n";
-    for (size_t i = 0; i < rs.size(); ++i) {
-        const auto& r = rs[i];
+    nlohmann::ordered_json runs = nlohmann::ordered_json::array();
+    for (const auto& r : rs) {
         const double mb = r.is_teacher || r.is_dense_baseline ? std::nan("") : moe_benefits(r.acc, dense, moe);
-        os << "  {\"model\": \"" << r.name << "\", \"init\": \"" << r.init << "\", \"objective\": \"" << r.objective
-           << "\", \"params\": " << r.params << ", \"ffn_mflops_per_image\": " << json_num(r.ffn_mflops)
-           << ", \"images_per_s\": " << json_num(r.images_per_s > 0 ? r.images_per_s : std::nan(""))
-           << ", \"init_acc\": " << json_num(r.init_acc) << ", \"test_acc\": " << json_num(r.acc)
-           << ", \"best_acc\": " << json_num(r.best_acc) << ", \"moe_benefits\": " << json_num(mb)
-           << ", \"train_seconds\": " << json_num(r.train_seconds) << ", \"acc_per_epoch\": [";
-        for (size_t e = 0; e < r.history.size(); ++e) os << (e ? ", " : "") << json_num(r.history[e].test_acc);
-        os << "]}" << (i + 1 < rs.size() ? "," : "") << "\n";
+        nlohmann::ordered_json acc = nlohmann::ordered_json::array();
+        for (const auto& h : r.history) acc.push_back(json_num(h.test_acc));
+        runs.push_back({{"model", r.name}, {"init", r.init}, {"objective", r.objective}, {"params", r.params},
+                        {"ffn_mflops_per_image", json_num(r.ffn_mflops)},
+                        {"images_per_s", json_num(r.images_per_s > 0 ? r.images_per_s : std::nan(""))},
+                        {"init_acc", json_num(r.init_acc)}, {"test_acc", json_num(r.acc)},
+                        {"best_acc", json_num(r.best_acc)}, {"moe_benefits", json_num(mb)},
+                        {"train_seconds", json_num(r.train_seconds)}, {"acc_per_epoch", acc}});
     }
-    os << "]}\n";
-    return os.str();
+    return nlohmann::ordered_json{{"config", config}, {"runs", runs}}.dump(1) + "\n";
 }
 
 inline std::string curves_csv(const std::vector<RunResult>& rs) {
