@@ -191,16 +191,4 @@ inline void write_trend_svg(const std::string& path, const std::vector<RunRecord
     if (!p.series.empty()) io::write_svg(path, p);
 }
 
-/// The log file: one JSON object per line, each one checked write(2) (a crash keeps what was
-/// written; a full disk is an error naming the file).
-class JsonLog {
-public:
-    explicit JsonLog(const std::string& path) : f_(path, /*truncate=*/true) {}
-    void write(const json::Object& o) { f_.write(json::dump(json::Value(o)) + "\n"); }
-    void close() { f_.close(); }  // checked
-
-private:
-    io::AppendFile f_;
-};
-
 }  // namespace tcdb
