@@ -10,6 +10,7 @@
 # The kit (a prefix CMake can search):
 #   include/eigen3/Eigen, share/eigen3/cmake   Eigen 3.4 headers (no unsupported/) + its config
 #   include/catch2, lib/cmake/Catch2           Catch2 v2 single header + its config and Catch.cmake
+#   include/nlohmann, share/cmake/nlohmann_json  nlohmann/json headers + its config (io/json.hpp)
 #   include/zlib.h, zconf.h, lib/libz.so*      zlib (the top level does find_package(ZLIB REQUIRED))
 #   lib/libopenblas.so*                        OpenBLAS (pthread build), with the shared libraries it
 #                                              needs beyond glibc / libgcc_s (libgfortran, libquadmath)
@@ -28,7 +29,8 @@ need() { [ -e "$1" ] || die "missing $1 (run scripts/deps.sh first)"; }
 
 for f in /usr/include/eigen3/Eigen/Core /usr/share/eigen3/cmake/Eigen3Config.cmake \
          /usr/include/catch2/catch.hpp /usr/lib/cmake/Catch2/Catch2Config.cmake \
-         /usr/include/zlib.h "$LIBDIR/libz.so" "$LIBDIR/libopenblas.so"; do
+         /usr/include/zlib.h "$LIBDIR/libz.so" "$LIBDIR/libopenblas.so" \
+         /usr/include/nlohmann/json.hpp /usr/share/cmake/nlohmann_json/nlohmann_jsonConfig.cmake; do
   need "$f"
 done
 command -v objdump >/dev/null || die "objdump (binutils) is required"
@@ -65,6 +67,12 @@ for f in /usr/lib/cmake/Catch2/*.cmake; do
   cp "$f" "$KIT/lib/cmake/Catch2/"
 done
 
+# nlohmann/json: the headers and Debian's config, which finds them relative to itself
+# (share/cmake/nlohmann_json -> ../../../include)
+cp -r /usr/include/nlohmann "$KIT/include/"
+mkdir -p "$KIT/share/cmake"
+cp -r /usr/share/cmake/nlohmann_json "$KIT/share/cmake/"
+
 # zlib
 cp /usr/include/zlib.h /usr/include/zconf.h "$KIT/include/"
 copy_lib "$LIBDIR/libz.so"
@@ -81,7 +89,7 @@ done
 
 {
   echo "moekd device kit, packed $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(hostname) by scripts/pack_device_kit.sh"
-  dpkg-query -W -f='${Package} ${Version}\n' libeigen3-dev catch2 zlib1g-dev libopenblas0-pthread libgfortran5 2>/dev/null || true
+  dpkg-query -W -f='${Package} ${Version}\n' libeigen3-dev catch2 nlohmann-json3-dev zlib1g-dev libopenblas0-pthread libgfortran5 2>/dev/null || true
 } >"$KIT/MANIFEST.txt"
 
 bytes=$(du -sb "$KIT" | cut -f1)

@@ -88,18 +88,9 @@ void edit_weights(const std::string& dir, F&& edit) {
 /// Rewrites dir/config.json with `key` set to the JSON text `value` ("" removes it).
 void edit_config(const std::string& dir, const std::string& key, const std::string& value) {
     json::Value v = json::parse(io::read_file(dir + "/config.json"));
-    json::Object o;
-    bool done = false;
-    for (auto& [k, x] : v.as_object()) {
-        if (k == key) {
-            done = true;
-            if (!value.empty()) o.emplace_back(k, json::parse(value));
-        } else {
-            o.emplace_back(k, x);
-        }
-    }
-    if (!done && !value.empty()) o.emplace_back(key, json::parse(value));
-    io::write_text_atomic(dir + "/config.json", json::dump(json::Value(std::move(o))));
+    if (value.empty()) v.erase(key);
+    else v[key] = json::parse(value);  // in place when present, else at the end
+    io::write_text_atomic(dir + "/config.json", json::dump(v));
 }
 
 std::string saved_bert(const std::string& name, nn::BertEncoder<float>** keep = nullptr) {
@@ -149,14 +140,14 @@ TEST_CASE("save_hf_bert writes the names and shapes and config of transformers a
           m->encoder->layers->ptr(1)->ffn->state_dict().at("fc1.weight").to_vector());
 
     const json::Value cfg = json::parse(io::read_file(dir + "/config.json"));
-    CHECK(cfg.at("model_type").as_string() == "bert");
-    CHECK(cfg.at("architectures").as_array()[0].as_string() == "BertForMaskedLM");
-    CHECK(cfg.at("hidden_act").as_string() == "gelu");
-    CHECK(cfg.at("num_hidden_layers").as_int() == 2);
-    CHECK(cfg.at("type_vocab_size").as_int() == 3);
-    CHECK(cfg.at("pad_token_id").as_int() == 1);
-    CHECK(cfg.at("layer_norm_eps").as_double() == 1e-6);
-    CHECK(cfg.at("attention_probs_dropout_prob").as_double() == 0.15);
+    CHECK(cfg.at("model_type") == "bert");
+    CHECK(cfg.at("architectures") == json::Value::array({"BertForMaskedLM"}));
+    CHECK(cfg.at("hidden_act") == "gelu");
+    CHECK(cfg.at("num_hidden_layers").get<int64_t>() == 2);
+    CHECK(cfg.at("type_vocab_size").get<int64_t>() == 3);
+    CHECK(cfg.at("pad_token_id").get<int64_t>() == 1);
+    CHECK(cfg.at("layer_norm_eps").get<double>() == 1e-6);
+    CHECK(cfg.at("attention_probs_dropout_prob").get<double>() == 0.15);
 
     io::HFLoadReport rep;
     auto back = io::load_hf_bert(dir, {}, &rep);
@@ -189,8 +180,8 @@ TEST_CASE("save_hf_vit writes the conv weight (D C P P) and positions (1 N+1 D) 
     CHECK(file.count("vit.encoder.layer.0.attention.attention.value.weight") == 1);
     CHECK(file.at("classifier.weight").shape() == Shape{5, 16});
     const json::Value cfg = json::parse(io::read_file(dir + "/config.json"));
-    CHECK(cfg.at("id2label").as_object().size() == 5);
-    CHECK(cfg.at("qkv_bias").as_bool());
+    CHECK(cfg.at("id2label").size() == 5);
+    CHECK(cfg.at("qkv_bias") == true);
 
     auto back = io::load_hf_vit(dir);
     CHECK(back->config().num_classes == 5);
@@ -321,11 +312,10 @@ TEST_CASE("load_hf_bert: missing or unexpected or mis-shaped or untied tensors",
         fs::remove(dir + "/model.safetensors");
         io::write_safetensors(dir + "/model-00001-of-00002.safetensors", f, {{"format", "pt"}});
         io::write_safetensors(dir + "/model-00002-of-00002.safetensors", ints, {{"format", "pt"}});
-        json::Object wm;
-        for (auto& [n, t] : f) wm.emplace_back(n, json::Value("model-00001-of-00002.safetensors"));
-        wm.emplace_back("cls.predictions.bias", json::Value("model-00002-of-00002.safetensors"));
-        io::write_text_atomic(dir + "/model.safetensors.index.json",
-                              json::dump(json::Value(json::Object{{"weight_map", json::Value(std::move(wm))}})));
+        json::Value wm = json::Value::object();
+        for (auto& [n, t] : f) wm[n] = "model-00001-of-00002.safetensors";
+        wm["cls.predictions.bias"] = "model-00002-of-00002.safetensors";
+        io::write_text_atomic(dir + "/model.safetensors.index.json", json::dump({{"weight_map", wm}}));
         CHECK_THAT(error_of([&] { io::load_hf_bert(dir); }),
                    Catch::Contains("model-00002-of-00002.safetensors") && Catch::Contains("cls.predictions.bias"));
         // the same shards with the right dtype load (a sharded checkpoint)

@@ -1,5 +1,6 @@
 // io_test.cpp — the JSON reader, safetensors round trips, and every kind of broken file.
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -25,17 +26,56 @@ io::SafetensorsFile parse(const std::vector<uint8_t>& b) { return io::parse_safe
 
 TEST_CASE("json parses and writes strictly", "[io][json]") {
     auto v = json::parse(R"({"a": [1, -2, 3.5e2, true, null], "b": {"c": "x\u00e9\ud83d\ude00\n"}})");
-    CHECK(v.at("a").as_array()[1].as_int() == -2);
-    CHECK(v.at("a").as_array()[2].as_double() == 350.0);
-    CHECK(v.at("b").at("c").as_string() == "x\xc3\xa9\xf0\x9f\x98\x80\n");
+    CHECK(v.at("a").at(1).get<int64_t>() == -2);
+    CHECK(v.at("a").at(2).get<double>() == 350.0);
+    CHECK(v.at("b").at("c").get<std::string>() == "x\xc3\xa9\xf0\x9f\x98\x80\n");
     CHECK(json::dump(json::parse(json::dump(v))) == json::dump(v));
-    CHECK(json::parse("9223372036854775807").as_int() == INT64_MAX);
+    CHECK(json::dump(json::parse(R"({"z": 1, "a": [2.0, -0.0], "m": "\u0001"})")) == R"({"z":1,"a":[2.0,-0.0],"m":"\u0001"})");
+    // integers are exact int64, stored signed whatever their sign; anything else is an error
+    CHECK(json::parse("9223372036854775807").get<int64_t>() == INT64_MAX);
+    CHECK(json::parse("-9223372036854775808").get<int64_t>() == INT64_MIN);
+    CHECK_FALSE(json::parse("[7]").at(0).is_number_unsigned());
+    CHECK(json::parse("1e300").is_number_float());
+    for (const char* big : {"9223372036854775808", "-9223372036854775809", "99999999999999999999", "[0, 18446744073709551616]"})
+        CHECK_THROWS_WITH(json::parse(big), Contains("does not fit in int64"));
     for (const char* bad : {"{", "[1,]", "{\"a\":1,}", "01", "1.", "\"\\x\"", "tru", "[1] 2", "{\"a\":1,\"a\":2}",
-                            "\"\xff\"", "\"\xc0\xaf\"", "\"\\ud800\"", "99999999999999999999", "\"a\nb\""}) {
+                            "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "\"\\ud800\"", "\"\\udc00\"", "99999999999999999999",
+                            "\"a\nb\"", "", " ", "[1, 2", "{\"a\" 1}", "'a'", "NaN", "-Infinity", "1e400", "/* c */ 1", "1 // c",
+                            "[1,] ", "\xEF\xBB\xBF{}", "{} {}"}) {
         INFO(bad);
         CHECK_THROWS_AS(json::parse(bad), Error);
     }
+    CHECK_THROWS_AS(json::parse(std::string("\"a\0b\"", 5)), Error);  // a raw NUL inside a string
+    CHECK_THROWS_WITH(json::parse("{\"a\":1,\"a\":2}"), Contains("json: duplicate key 'a'"));
+    CHECK_THROWS_WITH(json::parse(R"({"x": [{"b": 1, "c": {"b": 0}, "b": 3}]})"), Contains("duplicate key 'b' in the object at /x/0"));
+    CHECK_THROWS_WITH(json::parse("[1] 2"), Contains("expected end of input"));
+    CHECK_THROWS_WITH(json::parse("\"\xc0\xaf\""), Contains("UTF-8"));
+    CHECK_THROWS_WITH(json::parse("[1,]"), Contains("line 1, column 4"));
+    CHECK_THROWS_WITH(json::parse("\xEF\xBB\xBF{}"), Contains("byte order mark"));
+    // nesting: 64 levels of arrays and objects parse, 65 do not (a hostile header cannot make dump or == recurse deeply)
+    CHECK(json::parse(std::string(64, '[') + std::string(64, ']')).is_array());
+    CHECK_THROWS_WITH(json::parse(std::string(65, '[') + std::string(65, ']')), Contains("nesting deeper than 64"));
     CHECK_THROWS_WITH(json::parse(std::string(100, '[') + std::string(100, ']')), Contains("nesting"));
+    std::string deep_objects;
+    for (int i = 0; i < 65; ++i) deep_objects += "{\"k\":";
+    CHECK_THROWS_WITH(json::parse(deep_objects + "1" + std::string(65, '}')), Contains("nesting"));
+
+    // writing: compact, insertion order, doubles stay doubles; what JSON cannot hold is an error
+    CHECK(json::dump({{"n", nullptr}, {"d", 2.0}, {"i", -3}, {"s", "a\"\n"}, {"e", json::Value::object()}}) ==
+          R"({"n":null,"d":2.0,"i":-3,"s":"a\"\n","e":{}})");
+    CHECK(json::dump({{"a", 1}, {"b", {1, 2}}}, 2) == "{\n  \"a\": 1,\n  \"b\": [\n    1,\n    2\n  ]\n}");
+    CHECK_THROWS_WITH(json::dump({{"x", {1.0, std::nan("")}}}), Contains("non-finite number nan at /x/1"));
+    CHECK_THROWS_WITH(json::dump(json::Value("\xff")), Contains("UTF-8"));
+
+    // typed reads name what they read, as moekd::Error (never a nlohmann exception)
+    CHECK(json::find(v, "a") == &v.at("a"));
+    CHECK(json::find(v, "nope") == nullptr);
+    CHECK(json::find(json::parse("[1]"), "a") == nullptr);
+    CHECK(json::get_int(json::parse("12"), "n") == 12);
+    CHECK_THROWS_WITH(json::get_int(json::parse("1.5"), "shape"), Contains("json: shape must be an integer, got 1.5"));
+    CHECK_THROWS_WITH(json::get_string(json::parse("[1]"), "file"), Contains("json: file must be a string, got [1]"));
+    CHECK_THROWS_WITH(json::get_object(json::parse("[1]"), "tensors"), Contains("tensors must be an object, got array"));
+    CHECK_THROWS_WITH(json::at(v, "nope"), Contains("missing key 'nope'"));
 }
 
 TEST_CASE("safetensors round-trips tensors and metadata", "[io][safetensors]") {
@@ -75,6 +115,21 @@ TEST_CASE("broken safetensors files are clear errors", "[io][safetensors][errors
     CHECK_THROWS_WITH(parse(std::vector<uint8_t>(longer.begin(), longer.begin() + 60)), Contains("truncated"));
     CHECK_THROWS_WITH(parse(with_header("{not json", 0)), Contains("not valid JSON"));
     CHECK_THROWS_WITH(parse(with_header("[1,2]", 0)), Contains("not a JSON object"));
+    // the strict JSON layer, seen through the reader: a duplicate tensor, an offset past int64,
+    // a float offset or shape entry, a header nested too deeply
+    CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                        R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8)),
+                      Contains("not valid JSON") && Contains("duplicate key 'a'"));
+    CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551624]}})", 8)),
+                      Contains("not valid JSON") && Contains("does not fit in int64"));
+    CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.0]}})", 8)),
+                      Contains("non-negative integers with begin <= end"));
+    CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8)),
+                      Contains("shape entries must be non-negative integers"));
+    CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":)" + std::string(70, '[') + std::string(70, ']') + "}}", 0)),
+                      Contains("not valid JSON") && Contains("nesting"));
+    CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} x)", 8)),
+                      Contains("not valid JSON"));
     CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}})", 8)),
                       Contains("unknown dtype 'F33'"));
     CHECK_THROWS_WITH(parse(with_header(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8)),

@@ -105,7 +105,10 @@ int check_bert(const std::string& dir) {
     auto pre = io::load_hf_bert(dir + "/bert_py_pretraining", {}, &prep);
     pre->eval();
     std::string skipped;
-    for (const auto& s : prep.skipped) skipped += " " + s.substr(0, s.find(' '));
+    for (const auto& s : prep.skipped) {  // two appends: GCC 12 warns (-Wrestrict, falsely) on " " + substr
+        skipped += ' ';
+        skipped += s.substr(0, s.find(' '));
+    }
     std::printf("check-bert (BertForPreTraining): skipped%s\n", skipped.c_str());
     if (prep.skipped.size() != 4) {
         std::printf("check-bert (BertForPreTraining): MISMATCH expected 4 skipped tensors (pooler, NSP head)\n");

@@ -26,7 +26,7 @@ MOEKD_KIT_DIR=$KIT MOEKD_GPU_BUILD=$WORK/build MOEKD_GPU_CUDA=$cuda \
 
 cache=$WORK/build/CMakeCache.txt
 value() { sed -n "s/^$1:[A-Z]*=//p" "$cache"; }
-for var in Eigen3_DIR Catch2_DIR MOEKD_OPENBLAS_LIBRARY ZLIB_INCLUDE_DIR ZLIB_LIBRARY_RELEASE; do
+for var in Eigen3_DIR Catch2_DIR nlohmann_json_DIR MOEKD_OPENBLAS_LIBRARY ZLIB_INCLUDE_DIR ZLIB_LIBRARY_RELEASE; do
   v=$(value "$var")
   case "$v" in "$KIT"/*|"$KIT") echo "ok: $var=$v" ;; *) fail "$var=$v is not inside the kit $KIT" ;; esac
 done

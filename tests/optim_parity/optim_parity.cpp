@@ -58,24 +58,17 @@ int main(int argc, char** argv) {
                 out["traj." + name + "." + std::to_string(s) + "." + std::to_string(i)] = p[i].detach().clone();
         }
     }
-    json::Object cfg{
-        {"steps", json::Value(steps)},
-        {"groups", json::Value(json::Array{json::Value(json::Object{{"params", json::Value(json::Array{json::Value(0)})},
-                                                                    {"lr", json::Value(lr_w)},
-                                                                    {"weight_decay", json::Value(wd)}}),
-                                           json::Value(json::Object{{"params", json::Value(json::Array{json::Value(1), json::Value(2)})},
-                                                                    {"lr", json::Value(lr_b)},
-                                                                    {"weight_decay", json::Value(0.0)}})})},
-        {"sgd_momentum", json::Value(json::Object{{"momentum", json::Value(0.9)}, {"dampening", json::Value(0.1)}})},
-        {"sgd_nesterov", json::Value(json::Object{{"momentum", json::Value(0.9)}, {"dampening", json::Value(0.0)}})},
-        {"adam", json::Value(json::Object{{"betas", json::Value(json::Array{json::Value(0.9), json::Value(0.999)})},
-                                          {"eps", json::Value(1e-8)}})},
-        {"adamw", json::Value(json::Object{{"betas", json::Value(json::Array{json::Value(0.8), json::Value(0.99)})},
-                                           {"eps", json::Value(1e-8)}})},
-        {"lamb", json::Value(json::Object{{"betas", json::Value(json::Array{json::Value(0.9), json::Value(0.999)})},
-                                          {"eps", json::Value(1e-6)}})},
+    const json::Value cfg = {
+        {"steps", steps},
+        {"groups", {{{"params", {0}}, {"lr", lr_w}, {"weight_decay", wd}},
+                    {{"params", {1, 2}}, {"lr", lr_b}, {"weight_decay", 0.0}}}},
+        {"sgd_momentum", {{"momentum", 0.9}, {"dampening", 0.1}}},
+        {"sgd_nesterov", {{"momentum", 0.9}, {"dampening", 0.0}}},
+        {"adam", {{"betas", {0.9, 0.999}}, {"eps", 1e-8}}},
+        {"adamw", {{"betas", {0.8, 0.99}}, {"eps", 1e-8}}},
+        {"lamb", {{"betas", {0.9, 0.999}}, {"eps", 1e-6}}},
     };
-    io::write_safetensors(argv[1], out, {{"config", json::dump(json::Value(std::move(cfg)))}});
+    io::write_safetensors(argv[1], out, {{"config", json::dump(cfg)}});
     std::printf("wrote %zu tensors (5 optimizers x %d steps x 3 parameters) to %s\n", out.size(), steps, argv[1]);
     return 0;
 }

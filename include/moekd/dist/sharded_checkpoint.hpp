@@ -113,8 +113,7 @@ ShardedInfo save_sharded(const nn::Module<T>& model, Communicator& comm, const s
                     all[q].substr(1));
     std::string index_error;
     if (r == 0) try {
-        json::Array shards;
-        json::Object tensors;
+        json::Value shards = json::Value::array(), tensors = json::Value::object();
         std::set<std::string> seen;
         for (int q = 0; q < P; ++q) {
             std::vector<std::string> lines;
@@ -123,19 +122,17 @@ ShardedInfo save_sharded(const nn::Module<T>& model, Communicator& comm, const s
                 lines.push_back(all[q].substr(at, nl - at));
             lines.push_back(all[q].substr(at));
             const size_t sp = lines[0].find(' ');
-            shards.emplace_back(json::Object{{"file", json::Value(detail::shard_name(q, P))},
-                                             {"fnv1a64", json::Value(lines[0].substr(0, sp))},
-                                             {"bytes", json::Value(int64_t(std::stoll(lines[0].substr(sp + 1))))}});
-            for (size_t i = 1; i < lines.size(); ++i)
-                if (seen.insert(lines[i]).second) tensors.emplace_back(lines[i], json::Value(q));
+            shards.push_back({{"file", detail::shard_name(q, P)},
+                              {"fnv1a64", lines[0].substr(0, sp)},
+                              {"bytes", int64_t(std::stoll(lines[0].substr(sp + 1)))}});
+            for (size_t i = 1; i < lines.size(); ++i)  // (seen: a name once, without ordered_json's linear look-up)
+                if (seen.insert(lines[i]).second) tensors.get_ref<json::Object&>().emplace_back(lines[i], q);
         }
-        json::Object meta;
-        for (auto& [k, v] : metadata) meta.emplace_back(k, json::Value(v));
-        const json::Value index(json::Object{{"format", json::Value("moekd-sharded-v1")},
-                                             {"world_size", json::Value(P)},
-                                             {"shards", json::Value(std::move(shards))},
-                                             {"tensors", json::Value(std::move(tensors))},
-                                             {"metadata", json::Value(std::move(meta))}});
+        const json::Value index = {{"format", "moekd-sharded-v1"},
+                                   {"world_size", P},
+                                   {"shards", std::move(shards)},
+                                   {"tensors", std::move(tensors)},
+                                   {"metadata", metadata}};
         io::write_text_atomic(dir + "/index.json", json::dump(index));
     } catch (const Error& e) {
         index_error = e.what();
@@ -159,22 +156,33 @@ ShardedInfo load_sharded(nn::Module<T>& model, const std::string& dir) {
     const std::vector<uint8_t> itext = detail::read_bytes(ipath, "checkpoint index");
     json::Value index;
     try {
-        index = json::parse(std::string(itext.begin(), itext.end()));
+        index = json::parse(std::string_view(reinterpret_cast<const char*>(itext.data()), itext.size()));
     } catch (const Error& e) {
         throw Error(msg("load_sharded: index '", ipath, "' is not valid JSON (", e.what(), ")"));
     }
-    MOEKD_CHECK(index.is_object() && index.find("format") && index.at("format").is_string() &&
-                    index.at("format").as_string() == "moekd-sharded-v1",
-                "load_sharded: '", ipath, "' is not a moekd sharded checkpoint index (format moekd-sharded-v1)");
+    const json::Value* format = json::find(index, "format");
+    MOEKD_CHECK(format && format->is_string() && format->get<std::string>() == "moekd-sharded-v1", "load_sharded: '",
+                ipath, "' is not a moekd sharded checkpoint index (format moekd-sharded-v1)");
     ShardedInfo info;
-    const json::Array& shards = index.at("shards").as_array("shards");
-    info.world_size = static_cast<int>(index.at("world_size").as_int("world_size"));
-    MOEKD_CHECK(static_cast<int>(shards.size()) == info.world_size, "load_sharded: '", ipath, "' lists ", shards.size(),
-                " shards for world size ", info.world_size);
-    if (const json::Value* m = index.find("metadata"))
-        for (auto& [k, v] : m->as_object("metadata")) info.metadata[k] = v.as_string("metadata value");
-    std::map<std::string, int> where;
-    for (auto& [n, v] : index.at("tensors").as_object("tensors")) where[n] = static_cast<int>(v.as_int("shard"));
+    int64_t world_size = 0;
+    std::map<std::string, int64_t> where;
+    std::vector<const json::Value*> shards;
+    try {
+        for (const json::Value& s : json::get_array(json::at(index, "shards"), "shards")) {
+            json::get_object(s, "a shard");
+            shards.push_back(&s);
+        }
+        world_size = json::get_int(json::at(index, "world_size"), "world_size");
+        if (const json::Value* m = json::find(index, "metadata"))
+            for (auto& [k, v] : json::get_object(*m, "metadata")) info.metadata[k] = json::get_string(v, "a metadata value");
+        for (auto& [n, v] : json::get_object(json::at(index, "tensors"), "tensors"))
+            where[n] = json::get_int(v, "a tensor's shard");
+    } catch (const Error& e) {
+        throw Error(msg("load_sharded: index '", ipath, "': ", e.what()));
+    }
+    MOEKD_CHECK(int64_t(shards.size()) == world_size, "load_sharded: '", ipath, "' lists ", shards.size(),
+                " shards for world size ", world_size);
+    info.world_size = static_cast<int>(world_size);
     // which shard each wanted tensor comes from
     const auto want = model.state_dict();
     std::map<int, std::vector<std::string>> by_shard;
@@ -184,19 +192,27 @@ ShardedInfo load_sharded(nn::Module<T>& model, const std::string& dir) {
                     "' (saved on ", info.world_size, " ranks). HINT: was it saved from the same model?");
         MOEKD_CHECK(it->second >= 0 && it->second < info.world_size, "load_sharded: '", ipath, "' puts '", n,
                     "' in shard ", it->second, " of ", info.world_size);
-        by_shard[it->second].push_back(n);
+        by_shard[static_cast<int>(it->second)].push_back(n);
     }
     typename nn::Module<T>::StateDict dict;
     for (auto& [s, names] : by_shard) {
-        const json::Value& sh = shards[s];
-        const std::string path = dir + "/" + sh.at("file").as_string("file");
+        const json::Value& sh = *shards[s];
+        std::string file, want_hash;
+        int64_t expect = 0;
+        try {
+            file = json::get_string(json::at(sh, "file"), "file");
+            expect = json::get_int(json::at(sh, "bytes"), "bytes");
+            want_hash = json::get_string(json::at(sh, "fnv1a64"), "fnv1a64");
+        } catch (const Error& e) {
+            throw Error(msg("load_sharded: index '", ipath, "', shard ", s, ": ", e.what()));
+        }
+        const std::string path = dir + "/" + file;
         const std::vector<uint8_t> bytes = detail::read_bytes(path, "shard");
-        const int64_t expect = sh.at("bytes").as_int("bytes");
         MOEKD_CHECK(static_cast<int64_t>(bytes.size()) == expect, "load_sharded: shard '", path, "' is ", bytes.size(),
                     " bytes, the index says ", expect, " (truncated or overwritten?)");
         const std::string h = detail::hex64(detail::fnv1a64(bytes.data(), bytes.size()));
-        MOEKD_CHECK(h == sh.at("fnv1a64").as_string("fnv1a64"), "load_sharded: shard '", path,
-                    "' is corrupt: its FNV-1a 64 hash is ", h, ", the index says ", sh.at("fnv1a64").as_string());
+        MOEKD_CHECK(h == want_hash, "load_sharded: shard '", path, "' is corrupt: its FNV-1a 64 hash is ", h,
+                    ", the index says ", want_hash);
         const io::SafetensorsFile f = io::parse_safetensors(bytes.data(), bytes.size(), path);
         for (const auto& n : names) {
             const auto it = f.tensors.find(n);

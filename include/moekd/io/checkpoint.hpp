@@ -124,26 +124,17 @@ inline std::string exact_double(double d) {
 /// Serialises raw tensors of any dtypes + metadata to safetensors bytes (names in map order).
 inline std::vector<uint8_t> serialize_raw(const std::map<std::string, RawView>& tensors,
                                           const std::map<std::string, std::string>& metadata) {
-    json::Object header;
-    if (!metadata.empty()) {
-        json::Object m;
-        for (auto& [k, v] : metadata) m.emplace_back(k, json::Value(v));
-        header.emplace_back("__metadata__", json::Value(std::move(m)));
-    }
+    json::Value header = json::Value::object();  // metadata first, then the tensors in name order
+    if (!metadata.empty()) header["__metadata__"] = metadata;
     uint64_t at = 0;
     for (auto& [name, t] : tensors) {
         MOEKD_CHECK(dtype_size(t.dtype) > 0 && uint64_t(numel(t.shape)) * dtype_size(t.dtype) == t.nbytes,
                     "safetensors: tensor '", name, "' of ", t.dtype, " ", t.shape, " has ", t.nbytes, " bytes");
-        json::Array shape;
-        for (int64_t d : t.shape) shape.emplace_back(d);
-        header.emplace_back(name, json::Value(json::Object{
-                                      {"dtype", json::Value(t.dtype)},
-                                      {"shape", json::Value(std::move(shape))},
-                                      {"data_offsets", json::Value(json::Array{json::Value(int64_t(at)),
-                                                                               json::Value(int64_t(at + t.nbytes))})}}));
+        MOEKD_CHECK(name != "__metadata__", "safetensors: a tensor cannot be named __metadata__ (the header's metadata entry)");
+        header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {at, at + t.nbytes}}};
         at += t.nbytes;
     }
-    std::string h = json::dump(json::Value(std::move(header)));
+    std::string h = json::dump(header);
     while (h.size() % 8) h += ' ';
     std::vector<uint8_t> out(8 + h.size() + at);
     const uint64_t n = h.size();
@@ -164,11 +155,13 @@ uint32_t header_crc(const std::map<std::string, std::string>& metadata, const Te
     std::string canon;
     for (auto& [k, v] : metadata) {
         if (k == kHeaderCrcKey) continue;
-        canon += "m" + std::to_string(k.size()) + ":" + k + std::to_string(v.size()) + ":" + v + "\n";
+        canon += 'm';
+        canon += std::to_string(k.size()) + ":" + k + std::to_string(v.size()) + ":" + v + "\n";
     }
     for (auto& [name, t] : tensors) {
-        canon += "t" + std::to_string(name.size()) + ":" + name + " " + t.dtype;
-        for (int64_t d : t.shape) {  // (" " + std::to_string(d) trips GCC 12's -Wrestrict false positive)
+        canon += 't';  // ("t" + std::to_string(...), like " " + std::to_string(d), trips GCC 12's -Wrestrict false positive)
+        canon += std::to_string(name.size()) + ":" + name + " " + t.dtype;
+        for (int64_t d : t.shape) {
             canon += ' ';
             canon += std::to_string(d);
         }

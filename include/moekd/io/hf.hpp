@@ -209,58 +209,56 @@ struct HFConfigReader {
         throw Error(msg(who, ": '", path, "': field '", key, "' ", what));
     }
     const json::Value* get(const std::string& key) const {
-        const json::Value* v = cfg.find(key);
+        const json::Value* v = json::find(cfg, key);
         return v && !v->is_null() ? v : nullptr;
     }
     int64_t positive(const std::string& key, int64_t def) const {
         const json::Value* v = get(key);
         if (!v) return def;
-        if (!v->is_int() || v->as_int() <= 0) fail(key, "must be a positive integer, got " + json::dump(*v));
-        return v->as_int();
+        return positive_value(key, *v);
     }
     double number(const std::string& key, double def, double lo, double hi) const {
         const json::Value* v = get(key);
         if (!v) return def;
-        if (!v->is_number() || v->as_double() < lo || v->as_double() > hi)
+        if (!v->is_number() || v->get<double>() < lo || v->get<double>() > hi)
             fail(key, msg("must be a number in [", lo, ", ", hi, "], got ", json::dump(*v)));
-        return v->as_double();
+        return v->get<double>();
     }
     std::string string(const std::string& key, const std::string& def) const {
         const json::Value* v = get(key);
         if (!v) return def;
         if (!v->is_string()) fail(key, "must be a string, got " + json::dump(*v));
-        return v->as_string();
+        return v->get<std::string>();
     }
     bool boolean(const std::string& key, bool def) const {
         const json::Value* v = get(key);
         if (!v) return def;
-        if (!v->is_bool()) fail(key, "must be true or false, got " + json::dump(*v));
-        return v->as_bool();
+        if (!v->is_boolean()) fail(key, "must be true or false, got " + json::dump(*v));
+        return v->get<bool>();
     }
     /// image_size / patch_size: an integer, or [h, w] with h == w (moekd's ViT is square).
     int64_t square(const std::string& key, int64_t def) const {
         const json::Value* v = get(key);
         if (!v) return def;
-        if (v->is_array() && v->as_array().size() == 2 && v->as_array()[0].is_int() && v->as_array()[1].is_int()) {
-            if (v->as_array()[0].as_int() != v->as_array()[1].as_int())
-                fail(key, "is " + json::dump(*v) + ": moekd's ViT handles square images and patches only");
-            return positive_value(key, v->as_array()[0]);
+        if (v->is_array() && v->size() == 2 && (*v)[0].is_number_integer() && (*v)[1].is_number_integer()) {
+            if ((*v)[0] != (*v)[1]) fail(key, "is " + json::dump(*v) + ": moekd's ViT handles square images and patches only");
+            return positive_value(key, (*v)[0]);
         }
         return positive_value(key, *v);
     }
     int64_t positive_value(const std::string& key, const json::Value& v) const {
-        if (!v.is_int() || v.as_int() <= 0) fail(key, "must be a positive integer, got " + json::dump(v));
-        return v.as_int();
+        if (!v.is_number_integer() || v.get<int64_t>() <= 0) fail(key, "must be a positive integer, got " + json::dump(v));
+        return v.get<int64_t>();
     }
     /// `key` must be absent, null or equal `want`; otherwise moekd cannot represent the model.
     void require(const std::string& key, const json::Value& want, const std::string& why) const {
         const json::Value* v = get(key);
-        if (v && json::dump(*v) != json::dump(want)) fail(key, "is " + json::dump(*v) + ": " + why);
+        if (v && *v != want) fail(key, "is " + json::dump(*v) + ": " + why);
     }
     void require_model_type(const std::string& type, const char* arch) const {
         const json::Value* v = get("model_type");
         if (!v) fail("model_type", msg("is missing (expected \"", type, "\" for ", arch, ")"));
-        if (!v->is_string() || v->as_string() != type)
+        if (!v->is_string() || v->get<std::string>() != type)
             fail("model_type", msg("is ", json::dump(*v), ": this reader handles transformers' ", arch,
                                    " (model_type \"", type, "\") only"));
     }
@@ -288,12 +286,13 @@ inline std::map<std::string, RawTensor> read_hf_tensors(const std::string& dir, 
         } catch (const Error& e) {
             throw Error(msg(who, ": '", index, "' is not valid JSON: ", e.what()));
         }
-        const json::Value* wm = ix.is_object() ? ix.find("weight_map") : nullptr;
+        const json::Value* wm = json::find(ix, "weight_map");
         MOEKD_CHECK(wm && wm->is_object(), who, ": '", index, "' has no \"weight_map\" object");
-        for (const auto& [name, f] : wm->as_object()) {
-            MOEKD_CHECK(f.is_string() && !f.as_string().empty() && f.as_string().find('/') == std::string::npos, who,
-                        ": '", index, "': the shard of '", name, "' must be a file name in the folder");
-            const std::string p = hf_join(dir, f.as_string().c_str());
+        for (const auto& [name, f] : wm->get_ref<const json::Object&>()) {
+            const std::string file = f.is_string() ? f.get<std::string>() : std::string();
+            MOEKD_CHECK(!file.empty() && file.find('/') == std::string::npos, who, ": '", index, "': the shard of '", name,
+                        "' must be a file name in the folder");
+            const std::string p = hf_join(dir, file.c_str());
             if (std::find(paths.begin(), paths.end(), p) == paths.end()) paths.push_back(p);
         }
     } else {
@@ -403,9 +402,9 @@ HFLoadReport hf_load_entries(const std::vector<std::pair<HFName, Tensor<T>>>& en
     return rep;
 }
 
-/// Writes config.json (pretty enough: one field a line) and model.safetensors into `dir`.
+/// Writes config.json (indented by 2, as save_pretrained writes it) and model.safetensors into `dir`.
 template <class T>
-void hf_write(const std::string& dir, const json::Object& config, const std::vector<std::pair<HFName, Tensor<T>>>& entries,
+void hf_write(const std::string& dir, const json::Value& config, const std::vector<std::pair<HFName, Tensor<T>>>& entries,
               const char* who) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
@@ -415,14 +414,7 @@ void hf_write(const std::string& dir, const json::Object& config, const std::vec
     for (const auto& [h, t] : entries) tensors[h.hf] = t.detach().reshape(h.hf_shape);
     // transformers refuses a safetensors file without {"format": "pt"}
     write_safetensors(hf_join(dir, "model.safetensors"), tensors, {{"format", "pt"}});
-    std::string text = "{\n";
-    for (size_t i = 0; i < config.size(); ++i) {
-        json::Object one{config[i]};
-        const std::string kv = json::dump(json::Value(std::move(one)));  // {"key":value}
-        text += "  " + kv.substr(1, kv.size() - 2) + (i + 1 < config.size() ? ",\n" : "\n");
-    }
-    text += "}\n";
-    write_text_atomic(hf_join(dir, "config.json"), text);
+    write_text_atomic(hf_join(dir, "config.json"), json::dump(config, 2) + "\n");
 }
 
 template <class T>
@@ -457,11 +449,11 @@ inline nn::BertConfig bert_config_from_hf(const json::Value& cfg, const std::str
     c.hidden_dropout = r.number("hidden_dropout_prob", c.hidden_dropout, 0.0, 1.0);
     c.attention_dropout = r.number("attention_probs_dropout_prob", c.attention_dropout, 0.0, 1.0);
     c.initializer_range = r.number("initializer_range", c.initializer_range, 0.0, 1e9);
-    if (const json::Value* p = cfg.find("pad_token_id"); p && p->is_null()) c.pad_token_id = -1;  // no padding row
+    if (const json::Value* p = json::find(cfg, "pad_token_id"); p && p->is_null()) c.pad_token_id = -1;  // no padding row
     else if (p) {
-        if (!p->is_int() || p->as_int() < 0 || p->as_int() >= c.vocab_size)
+        if (!p->is_number_integer() || p->get<int64_t>() < 0 || p->get<int64_t>() >= c.vocab_size)
             r.fail("pad_token_id", msg("must be null or an id in [0, vocab_size = ", c.vocab_size, "), got ", json::dump(*p)));
-        c.pad_token_id = p->as_int();
+        c.pad_token_id = p->get<int64_t>();
     }
     if (c.hidden_size % c.num_heads != 0)
         r.fail("num_attention_heads", msg("(", c.num_heads, ") must divide hidden_size (", c.hidden_size, ")"));
@@ -470,8 +462,8 @@ inline nn::BertConfig bert_config_from_hf(const json::Value& cfg, const std::str
 
 /// moekd's BertConfig as transformers' config.json fields (BertForMaskedLM).
 template <class T = float>
-json::Object bert_config_to_hf(const nn::BertConfig& c) {
-    return {{"architectures", json::Array{"BertForMaskedLM"}},
+json::Value bert_config_to_hf(const nn::BertConfig& c) {
+    return {{"architectures", json::Value::array({"BertForMaskedLM"})},
             {"model_type", "bert"},
             {"attention_probs_dropout_prob", c.attention_dropout},
             {"hidden_act", "gelu"},
@@ -548,8 +540,8 @@ inline nn::ViTConfig vit_config_from_hf(const json::Value& cfg, const std::strin
     c.initializer_range = r.number("initializer_range", c.initializer_range, 0.0, 1e9);
     c.num_classes = 2;
     if (const json::Value* l = r.get("id2label")) {
-        if (!l->is_object() || l->as_object().empty()) r.fail("id2label", "must be a non-empty object");
-        c.num_classes = int64_t(l->as_object().size());
+        if (!l->is_object() || l->empty()) r.fail("id2label", "must be a non-empty object");
+        c.num_classes = int64_t(l->size());
     }
     c.num_classes = r.positive("num_labels", c.num_classes);
     if (c.image_size % c.patch_size != 0)
@@ -562,13 +554,13 @@ inline nn::ViTConfig vit_config_from_hf(const json::Value& cfg, const std::strin
 
 /// moekd's ViTConfig as transformers' config.json fields (ViTForImageClassification).
 template <class T = float>
-json::Object vit_config_to_hf(const nn::ViTConfig& c) {
-    json::Object id2label, label2id;
+json::Value vit_config_to_hf(const nn::ViTConfig& c) {
+    json::Value id2label = json::Value::object(), label2id = json::Value::object();
     for (int64_t i = 0; i < c.num_classes; ++i) {
-        id2label.emplace_back(std::to_string(i), json::Value("LABEL_" + std::to_string(i)));
-        label2id.emplace_back("LABEL_" + std::to_string(i), json::Value(i));
+        id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+        label2id["LABEL_" + std::to_string(i)] = i;
     }
-    return {{"architectures", json::Array{"ViTForImageClassification"}},
+    return {{"architectures", json::Value::array({"ViTForImageClassification"})},
             {"model_type", "vit"},
             {"attention_probs_dropout_prob", c.attention_dropout},
             {"hidden_act", "gelu"},

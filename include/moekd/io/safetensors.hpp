@@ -65,7 +65,7 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const
                 " bytes (over the 100 MB limit; corrupt file?)");
     MOEKD_CHECK(n <= size - 8, "safetensors: '", name, "' declares a header of ", n, " bytes but the file has only ",
                 size - 8, " bytes after the length (truncated?)");
-    const std::string header(reinterpret_cast<const char*>(data + 8), n);
+    const std::string_view header(reinterpret_cast<const char*>(data + 8), n);
     json::Value root;
     try {
         root = json::parse(header);
@@ -79,40 +79,42 @@ inline SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const
     SafetensorsFile out;
     struct Span { uint64_t b, e; std::string name; };
     std::vector<Span> spans;
-    for (auto& [key, v] : root.as_object()) {
+    for (auto& [key, v] : root.get_ref<const json::Object&>()) {
         if (key == "__metadata__") {
             MOEKD_CHECK(v.is_object(), "safetensors: '", name, "': __metadata__ must be an object of strings");
-            for (auto& [mk, mv] : v.as_object()) {
+            for (auto& [mk, mv] : v.get_ref<const json::Object&>()) {
                 MOEKD_CHECK(mv.is_string(), "safetensors: '", name, "': metadata '", mk, "' is not a string");
-                out.metadata[mk] = mv.as_string();
+                out.metadata[mk] = mv.get<std::string>();
             }
             continue;
         }
         auto where = [&, &key = key](const std::string& what) { return msg("safetensors: '", name, "', tensor '", key, "': ", what); };
         MOEKD_CHECK(v.is_object(), where("entry is not an object"));
-        const json::Value* dt = v.find("dtype");
-        const json::Value* sh = v.find("shape");
-        const json::Value* off = v.find("data_offsets");
+        const json::Value* dt = json::find(v, "dtype");
+        const json::Value* sh = json::find(v, "shape");
+        const json::Value* off = json::find(v, "data_offsets");
         MOEKD_CHECK(dt && dt->is_string(), where("missing or non-string dtype"));
         MOEKD_CHECK(sh && sh->is_array(), where("missing or non-array shape"));
-        MOEKD_CHECK(off && off->is_array() && off->as_array().size() == 2, where("data_offsets must be [begin, end]"));
+        MOEKD_CHECK(off && off->is_array() && off->size() == 2, where("data_offsets must be [begin, end]"));
         RawTensor t;
-        t.dtype = dt->as_string();
+        t.dtype = dt->get<std::string>();
         const size_t es = dtype_size(t.dtype);
         MOEKD_CHECK(es > 0, where("unknown dtype '" + t.dtype + "'"));
         uint64_t count = 1, nonzero = 1;  // nonzero: product of the non-zero sizes (strides must fit)
-        for (auto& d : sh->as_array()) {
-            MOEKD_CHECK(d.is_int() && d.as_int() >= 0, where("shape entries must be non-negative integers"));
-            const uint64_t di = uint64_t(d.as_int());
+        for (auto& d : *sh) {
+            // json::parse keeps integers exact as int64 (a larger one is an error there)
+            MOEKD_CHECK(d.is_number_integer() && d.get<int64_t>() >= 0, where("shape entries must be non-negative integers"));
+            const uint64_t di = uint64_t(d.get<int64_t>());
             MOEKD_CHECK(di == 0 || nonzero <= (uint64_t(1) << 62) / di, where("shape is absurdly large"));
             count *= di;
             if (di) nonzero *= di;
-            t.shape.push_back(d.as_int());
+            t.shape.push_back(d.get<int64_t>());
         }
-        const auto& o = off->as_array();
-        MOEKD_CHECK(o[0].is_int() && o[1].is_int() && o[0].as_int() >= 0 && o[1].as_int() >= o[0].as_int(),
+        const json::Value &o0 = (*off)[0], &o1 = (*off)[1];
+        MOEKD_CHECK(o0.is_number_integer() && o1.is_number_integer() && o0.get<int64_t>() >= 0 &&
+                        o1.get<int64_t>() >= o0.get<int64_t>(),
                     where("data_offsets must be non-negative integers with begin <= end"));
-        const uint64_t b = uint64_t(o[0].as_int()), e = uint64_t(o[1].as_int());
+        const uint64_t b = uint64_t(o0.get<int64_t>()), e = uint64_t(o1.get<int64_t>());
         MOEKD_CHECK(e <= buf_size, where(msg("data_offsets [", b, ", ", e, ") run past the data buffer of ", buf_size,
                                              " bytes (truncated file?)")));
         MOEKD_CHECK(count <= (uint64_t(1) << 60) && e - b == count * es,
@@ -174,24 +176,16 @@ Tensor<T> to_tensor(const RawTensor& r, const std::string& name) {
 template <class T>
 std::vector<uint8_t> serialize_safetensors(const std::map<std::string, Tensor<T>>& tensors,
                                            const std::map<std::string, std::string>& metadata = {}) {
-    json::Object header;
-    if (!metadata.empty()) {
-        json::Object m;
-        for (auto& [k, v] : metadata) m.emplace_back(k, json::Value(v));
-        header.emplace_back("__metadata__", json::Value(std::move(m)));
-    }
+    json::Value header = json::Value::object();  // metadata first, then the tensors in name order
+    if (!metadata.empty()) header["__metadata__"] = metadata;
     uint64_t at = 0;
     for (auto& [name, t] : tensors) {
-        json::Array shape;
-        for (int64_t d : t.shape()) shape.emplace_back(d);
+        MOEKD_CHECK(name != "__metadata__", "safetensors: a tensor cannot be named __metadata__ (the header's metadata entry)");
         const uint64_t bytes = uint64_t(t.numel()) * sizeof(T);
-        header.emplace_back(name, json::Value(json::Object{{"dtype", json::Value(safetensors_dtype<T>())},
-                                                           {"shape", json::Value(std::move(shape))},
-                                                           {"data_offsets", json::Value(json::Array{json::Value(int64_t(at)),
-                                                                                                    json::Value(int64_t(at + bytes))})}}));
+        header[name] = {{"dtype", safetensors_dtype<T>()}, {"shape", t.shape()}, {"data_offsets", {at, at + bytes}}};
         at += bytes;
     }
-    std::string h = json::dump(json::Value(std::move(header)));
+    std::string h = json::dump(header);
     while (h.size() % 8) h += ' ';
     std::vector<uint8_t> out(8 + h.size() + at);
     const uint64_t n = h.size();
