@@ -1,10 +1,13 @@
-// decode.hpp — greedy and beam-search decoding for a submodel (Sub), on source ids. The source is
-// encoded once per batch (greedy) or once per sentence (beam: its encoder states are repeated
-// for the live hypotheses); the decoder is re-run on the whole prefix at every step (no
-// incremental state): simple, and cheap at the sentence lengths of the example. With the MoE
-// model's default dropless evaluation (model.hpp) a sentence decodes the same alone or in a batch.
-// On a device model the inputs go to its device and each step's last-position scores come back
-// to the host, where the search runs (n x V values per step).
+// decode.hpp — greedy and beam-search decoding for a submodel (Sub), on source ids: the library's
+// cached decoders (moekd/nn/decode.hpp). The source is encoded once per batch (greedy) or once
+// per sentence (beam); the decoder's cross-attention keys/values of the encoder output are
+// computed once, and each step runs the decoder on the newest token only (key/value cache). With
+// the MoE model's default dropless evaluation (model.hpp) a sentence decodes the same alone or in
+// a batch. On a device model the inputs and the caches live on its device (the cached step runs
+// through the same ops there) and each step's scores come back to the host, where the search
+// runs (n x V values per step). beam_decode_one(..., reencode = true) is the old path, kept as
+// the reference the tests compare with: the encoder re-run at every step and the decoder re-run
+// on the whole prefix.
 // Scores that are not finite (a model with NaN weights) throw NonFiniteLogits instead of
 // decoding to empty or arbitrary outputs; the callers name the model.
 #pragma once
@@ -12,6 +15,8 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include <moekd/nn/decode.hpp>
 
 #include "batch.hpp"
 #include "model.hpp"
@@ -64,30 +69,11 @@ inline std::vector<std::vector<int>> greedy_decode(const Sub& m, const std::vect
         for (size_t i = 0; i < n; ++i) group.push_back(srcs[order[from + i]]);
         const Tensor<int64_t> src = pad_sources(group, 0, n, m.pad).to(m.device());
         const Encoded enc = m.encode(src);
-        int64_t limit = 1;
-        for (size_t i = 0; i < n; ++i) limit = std::max(limit, max_output_len(group[i].size(), max_len_cap));
-        std::vector<std::vector<int64_t>> prefix(n, std::vector<int64_t>{kBos});
-        std::vector<bool> done(n, false);
-        for (int64_t t = 0; t < limit; ++t) {
-            Tensor<int64_t> prev = Tensor<int64_t>::full({int64_t(n), t + 1}, m.pad);
-            for (size_t i = 0; i < n; ++i)
-                for (int64_t j = 0; j <= t; ++j) prev.data()[i * (t + 1) + j] = prefix[i][j];
-            const Tensor<F> logits = m.decode_last(prev.to(m.device()), enc).to(Device::CPU).contiguous();  // (n, V)
-            const int64_t V = logits.size(1);
-            bool all = true;
-            for (size_t i = 0; i < n; ++i) {
-                if (!done[i] && t >= max_output_len(group[i].size(), max_len_cap)) done[i] = true;
-                if (done[i]) { prefix[i].push_back(m.pad); continue; }
-                const F* row = logits.data() + int64_t(i) * V;
-                check_finite_scores(row, V, t);
-                const int64_t best = std::max_element(row, row + V) - row;
-                prefix[i].push_back(best);
-                if (best == kEos) done[i] = true;
-                else out[order[from + i]].push_back(int(best));
-                all = all && done[i];
-            }
-            if (all) break;
-        }
+        std::vector<int64_t> limits;
+        for (size_t i = 0; i < n; ++i) limits.push_back(max_output_len(group[i].size(), max_len_cap));
+        const auto ids = nn::greedy_decode<F>(*m.decoder, enc.enc, enc.mask, limits, nn::DecodeTokens{kBos, kEos},
+                                              [](const F* row, int64_t V, int64_t t) { check_finite_scores(row, V, t); });
+        for (size_t i = 0; i < n; ++i) out[order[from + i]].assign(ids[i].begin(), ids[i].end());
         from += n;
     }
     return out;
@@ -104,31 +90,34 @@ inline Encoded repeat_encoded(const Encoded& e, int64_t n) {
 
 /// Beam search for one source: hypotheses scored by sum log p / len^length_penalty (fairseq's
 /// normalisation); returns the best finished hypothesis (or the best unfinished at the limit).
-/// The source is encoded once; reencode = true runs the encoder again at every step on n copies
-/// of the source (the old, slow path, kept as the reference the tests and the timing compare with).
+/// The source is encoded once and decoded with the cache (nn::beam_search); reencode = true is
+/// the old path: the encoder run again at every step on n copies of the source and the decoder
+/// on every whole prefix (the slow reference the tests and the timing compare with).
 inline std::vector<int> beam_decode_one(const Sub& m, const std::vector<int32_t>& src, int beam, double length_penalty,
                                         int64_t max_len_cap = 128, bool reencode = false) {
     NoGrad ng;
     MOEKD_CHECK(beam >= 1, "tsjt: beam size must be >= 1, got ", beam);
     const Tensor<int64_t> s1 = pad_sources({src}, 0, 1, m.pad);
     const Device dev = m.device();
-    const Encoded e1 = reencode ? Encoded{} : m.encode(s1.to(dev));  // (1, S, D)
-    Encoded en;                                              // e1 repeated for the live hypotheses
-    int64_t en_rows = 0;
+    if (!reencode) {  // the cached path: encoded once, one decoder step per output token
+        const Encoded e = m.encode(s1.to(dev));
+        const auto ids = nn::beam_search<F>(
+            *m.decoder, e.enc, e.mask, {max_output_len(src.size(), max_len_cap)}, nn::BeamOptions{beam, length_penalty},
+            nn::DecodeTokens{kBos, kEos}, [](const F* row, int64_t V, int64_t t) { check_finite_scores(row, V, t, true); });
+        return std::vector<int>(ids[0].begin(), ids[0].end());
+    }
+    // the old path: the source re-encoded for the live hypotheses and the decoder re-run on
+    // every whole prefix, at every step
+    Encoded en;
     struct Hyp { std::vector<int64_t> ids; double logp; };
     std::vector<Hyp> live{{{kBos}, 0.0}}, finished;
     const int64_t limit = max_output_len(src.size(), max_len_cap);
     auto norm = [&](const Hyp& h, size_t len) { return h.logp / std::pow(double(std::max<size_t>(len, 1)), length_penalty); };
     for (int64_t t = 0; t < limit && !live.empty(); ++t) {
         const int64_t n = int64_t(live.size());
-        if (reencode) {
-            Tensor<int64_t> src_n = Tensor<int64_t>::empty({n, s1.size(1)});
-            for (int64_t i = 0; i < n; ++i) std::copy_n(s1.data(), s1.size(1), src_n.data() + i * s1.size(1));
-            en = m.encode(src_n.to(dev));
-        } else if (en_rows != n) {
-            en = repeat_encoded(e1, n);
-            en_rows = n;
-        }
+        Tensor<int64_t> src_n = Tensor<int64_t>::empty({n, s1.size(1)});
+        for (int64_t i = 0; i < n; ++i) std::copy_n(s1.data(), s1.size(1), src_n.data() + i * s1.size(1));
+        en = m.encode(src_n.to(dev));
         Tensor<int64_t> prev = Tensor<int64_t>::empty({n, t + 1});
         for (int64_t i = 0; i < n; ++i) std::copy_n(live[i].ids.data(), t + 1, prev.data() + i * (t + 1));
         const Tensor<F> logp = log_softmax(m.decode_last(prev.to(dev), en), -1).to(Device::CPU).contiguous();  // (n, V)

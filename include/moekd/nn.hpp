@@ -1,5 +1,6 @@
 // nn.hpp — the umbrella header of moekd::nn: modules (module.hpp), basic layers, attention,
-// Transformer layers and stacks, BERT / ViT, and Houlsby adapters.
+// Transformer layers and stacks, BERT / ViT, Houlsby adapters, and cached greedy / beam decoding
+// of an encoder-decoder (nn/decode.hpp).
 #pragma once
 
 #include "nn/module.hpp"
@@ -8,3 +9,4 @@
 #include "nn/adapter.hpp"
 #include "nn/transformer.hpp"
 #include "nn/models.hpp"
+#include "nn/decode.hpp"

@@ -22,6 +22,10 @@
 // (layers, stacks, EncoderDecoder; BertEncoder and ViT in models.hpp) returns {y, aux}, aux the
 // sum of the FFN aux losses in the order the layers ran (undefined when no FFN has one: a dense
 // model). forward() is the same forward without the aux loss. No layer keeps per-forward state.
+// Incremental decoding (nn/decode.hpp): a DecoderCache holds each decoder layer's self-attention
+// keys/values and its cross-attention keys/values of the encoder output (computed once by
+// TransformerDecoder::make_cache); TransformerDecoder::forward_step runs the layers on the newest
+// token of each row only (eval mode, under NoGrad) and returns its next-token logits.
 #pragma once
 
 #include <cmath>
@@ -29,6 +33,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "adapter.hpp"
 #include "attention.hpp"
@@ -298,6 +303,48 @@ public:
                       const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>(), bool causal = true) const {
         return forward_with_aux(x, enc, self_padding_mask, enc_padding_mask, causal).y;
     }
+    /// One decoding step (inference): x: (B, 1, D) the newest position of each row; self_kv: this
+    /// layer's self-attention cache (gets x's key/value), enc_kv: its cross-attention cache of
+    /// the encoder output; pad: B host flags (1 = the new token is padding) or null, and the same
+    /// as a (B, 1) mask on x's device for the FFN (undefined: none).  -> (B, 1, D), the last
+    /// position of forward() on the whole prefix
+    Tensor<T> forward_step(const Tensor<T>& x, AttentionCache<T>& self_kv, AttentionCache<T>& enc_kv,
+                           const uint8_t* pad = nullptr, const Tensor<uint8_t>& ffn_pad = Tensor<uint8_t>()) const {
+        this->check_x(x, "TransformerDecoderLayer::forward_step", "input");
+        Tensor<T> h = this->residual_block(
+            x, *self_attn_layer_norm, this->self_attn_adapter.get(),
+            [&](const Tensor<T>& in) { return self_attn->forward_step(in, self_kv, pad); }, "attn_inner", "attn_trunk");
+        h = this->residual_block(
+            h, *encoder_attn_layer_norm, nullptr,
+            [&](const Tensor<T>& in) { return encoder_attn->forward_cached(in, enc_kv); }, "encoder_attn_inner",
+            "encoder_attn_trunk");
+        Tensor<T> aux;
+        h = this->ffn_block(h, *final_layer_norm, ffn_pad, aux);
+        this->emit("output", h);
+        return h;
+    }
+};
+
+/// The incremental state of a TransformerDecoder: per layer, the self-attention keys/values of
+/// the positions decoded so far and the cross-attention keys/values of the encoder output. Row b
+/// of every cache is batch row b (reorder() moves, drops or repeats rows: beams).
+template <class T = float>
+struct DecoderCache {
+    std::vector<AttentionCache<T>> self_kv, enc_kv;  // one per layer
+    int64_t step = 0;                                // positions decoded (the next one's index)
+    int64_t rows = 0;                                // batch rows
+    std::vector<int64_t> real;                       // per row: non-padding tokens so far (positions)
+    std::vector<std::vector<T>> position_rows;       // sinusoidal rows by position, computed once
+
+    /// New row i = old row keep[i].
+    void reorder(const std::vector<int64_t>& keep) {
+        for (auto& c : self_kv) c.reorder(keep);
+        for (auto& c : enc_kv) c.reorder(keep);
+        std::vector<int64_t> r;
+        for (int64_t k : keep) r.push_back(real[size_t(k)]);
+        real = std::move(r);
+        rows = int64_t(keep.size());
+    }
 };
 
 // ---- stacks ------------------------------------------------------------------------------------
@@ -450,6 +497,57 @@ public:
     Tensor<T> forward_tokens(const Tensor<int64_t>& prev, const Tensor<T>& enc,
                              const Tensor<uint8_t>& enc_padding_mask = Tensor<uint8_t>()) const {
         return forward_tokens_with_aux(prev, enc, enc_padding_mask).y;
+    }
+
+    // ---- incremental decoding (eval mode, under NoGrad) ----
+    /// The state for decoding B = enc.size(0) rows: every layer's cross-attention keys/values of
+    /// enc (B, S, D) (enc_padding_mask (B, S) or undefined), and self-attention caches sized for
+    /// `capacity` positions (they grow past it).
+    DecoderCache<T> make_cache(const Tensor<T>& enc, const Tensor<uint8_t>& enc_padding_mask, int64_t capacity) const {
+        MOEKD_CHECK(enc.defined() && enc.dim() == 3, "TransformerDecoder::make_cache: encoder output ",
+                    enc.defined() ? enc.shape() : Shape{}, " must be (B, S, D)");
+        DecoderCache<T> c;
+        c.rows = enc.size(0);
+        c.real.assign(static_cast<size_t>(c.rows), 0);
+        for (auto& l : *layers) {
+            c.self_kv.push_back(l->self_attn->empty_cache(c.rows, capacity, enc.device()));
+            c.enc_kv.push_back(l->encoder_attn->cache_kv(enc, enc_padding_mask));
+        }
+        return c;
+    }
+    /// One step: ids (B, 1), each row's newest token -> next-token logits (B, V): the last
+    /// position of forward_tokens on the row's whole prefix (a padding token is treated as there:
+    /// zero position, its key masked, no FFN routing). Appends the step to the cache.
+    Tensor<T> forward_step(const Tensor<int64_t>& ids, DecoderCache<T>& cache) const {
+        MOEKD_CHECK(this->embed_tokens, "TransformerDecoder::forward_step: this decoder has no token embedding");
+        MOEKD_CHECK(ids.dim() == 2 && ids.size(1) == 1 && ids.size(0) == cache.rows &&
+                        cache.self_kv.size() == layers->size(),
+                    "TransformerDecoder::forward_step: ids ", ids.shape(), " must be (B, 1) for a cache of ",
+                    cache.rows, " rows and ", cache.self_kv.size(), " layers (the decoder has ", layers->size(), ")");
+        const int64_t B = ids.size(0), D = this->embed_tokens->dim(), pad = this->padding_idx();
+        const Tensor<int64_t> host = moekd::detail::contiguous_data(ids.to(Device::CPU));
+        // fairseq's positions, as SinusoidalPositions: a row's k-th real token sits at padding_idx
+        // + k, a padding token gets the (zero) padding_idx row
+        std::vector<uint8_t> is_pad(static_cast<size_t>(B));
+        bool any_pad = false;
+        Tensor<T> pos = Tensor<T>::empty({B, 1, D});
+        for (int64_t b = 0; b < B; ++b) {
+            any_pad |= (is_pad[size_t(b)] = host.data()[b] == pad ? 1 : 0) != 0;
+            const int64_t p = is_pad[size_t(b)] ? 0 : ++cache.real[size_t(b)];
+            if (int64_t(cache.position_rows.size()) <= p) cache.position_rows.resize(size_t(p + 1));
+            std::vector<T>& row = cache.position_rows[size_t(p)];
+            if (row.empty()) row.resize(size_t(D)), this->embed_positions->row(p == 0 ? pad : pad + p, row.data());
+            std::copy(row.begin(), row.end(), pos.data() + b * D);
+        }
+        Tensor<uint8_t> ffn_pad;
+        if (any_pad) ffn_pad = Tensor<uint8_t>::from_vector(is_pad, Shape{B, 1}).to(ids.device());
+        const T scale = static_cast<T>(std::sqrt(static_cast<double>(D)));
+        Tensor<T> h = this->dropout_module->forward(this->embed_tokens->forward(ids) * scale + pos.to(ids.device()));
+        for (size_t i = 0; i < layers->size(); ++i)
+            h = layers->ptr(i)->forward_step(h, cache.self_kv[i], cache.enc_kv[i], any_pad ? is_pad.data() : nullptr, ffn_pad);
+        if (this->layer_norm) h = this->layer_norm->forward(h);
+        ++cache.step;
+        return output_projection->forward(h.reshape({B, D}));
     }
 };
 
