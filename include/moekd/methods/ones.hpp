@@ -12,7 +12,8 @@
 //                         KD soft (temperature-scaled KL, eq. 15) or hard (CE on the teacher's
 //                         argmax, eq. 16)
 //
-// Usage (an MoE WideNet teacher and its dense twin, nn/widenet.hpp):
+// Usage (an MoE WideNet teacher and its dense twin, nn/widenet.hpp; a complete program, built and
+// run by the tests: docs/methods.md):
 //
 //   nn::WideNetViT<float> teacher(cfg, gen), student(cfg.dense(), gen);
 //   ... train the teacher ...

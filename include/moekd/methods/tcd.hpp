@@ -6,7 +6,8 @@
 // forward hooks, the token-group sampling and the loss); this header is its place among the
 // methods.
 //
-// Usage (two nn::BertEncoder of the same depth and heads; the student with MoE FFNs):
+// Usage (two nn::BertEncoder of the same depth and heads; the student with MoE FFNs; a complete
+// program, built and run by the tests: docs/methods.md):
 //
 //   tcd::TcdWeights w;                                   // lambda_T, lambda_I, lambda_A
 //   tcd::RepresentationCapture<float> cs(student, tcd::CaptureWhat::from(w)), ct(teacher, tcd::CaptureWhat::from(w));

@@ -14,7 +14,8 @@
 //                     (its layers 0, 2, 4, ... ARE the MoE model's standard layers)
 //   unique_parameters the parameters of several modules, each shared tensor once (the optimizer's list)
 //
-// Usage (a dense model sharing layers with `moe`, an nn::EncoderDecoder with MoE FFNs):
+// Usage (a dense model sharing layers with `moe`, an nn::EncoderDecoder with MoE FFNs; a complete
+// program, built and run by the tests: docs/methods.md):
 //
 //   tsjt::SharedDense<float> dense(moe, /*enc_layers=*/2, /*dec_layers=*/2, gen);
 //   optim::Adam<float> opt(tsjt::unique_parameters<float>({&moe, &dense}), 1e-3);
