@@ -15,6 +15,10 @@ top, and the rest becomes the body of main() unless the block defines main itsel
                                                  blocks; print "name|mode|where" lines
   doc_snippets.py excerpts ROOT FILE...          check the excerpt blocks (and that every block
                                                  has a marker); exit 1 naming each failure
+  doc_snippets.py headers DOC HEADER...          a header's usage snippet (the `//   ` lines after
+                                                 its "// Usage" line) must be lines of DOC's
+                                                 compiled blocks, in order (`// ...` skips lines;
+                                                 indentation is ignored)
 """
 import os
 import re
@@ -144,10 +148,50 @@ def excerpts(root, files):
     return 1 if bad else 0
 
 
+def header_usage(path):
+    """The usage snippet of a header's opening comment: the `//   code` lines after "// Usage"."""
+    out, on = [], False
+    for l in open(path, encoding="utf-8").read().split("\n"):
+        if not l.startswith("//"):
+            if on:
+                break
+            continue
+        if l.startswith("// Usage"):
+            on = True
+            continue
+        if on and l.startswith("//   "):
+            out.append(l[5:])
+    return out
+
+
+def headers(doc, files):
+    code = []
+    for _line, mode, _arg, block in blocks(doc):
+        if mode in ("run", "compile", "compile-cuda"):
+            code += [l.strip() for l in block]
+    bad = 0
+    for f in files:
+        usage = header_usage(f)
+        if not usage:
+            print(f"FAIL {f}: no usage snippet (`//   ` lines after a '// Usage' line)")
+            bad += 1
+            continue
+        missing = find_excerpt([l.strip() if l.strip() != "// ..." else "// ..." for l in usage], code)
+        if missing is None:
+            print(f"ok   {f}: {len(usage)} usage lines are in {doc}")
+        else:
+            print(f"FAIL {f}: these usage lines are not in the programs of {doc} (in this order):\n    " +
+                  "\n    ".join(missing[:6]))
+            bad += 1
+    return 1 if bad else 0
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "extract":
         extract(sys.argv[2], sys.argv[3], sys.argv[4:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "excerpts":
         sys.exit(excerpts(sys.argv[2], sys.argv[3:]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "headers":
+        sys.exit(headers(sys.argv[2], sys.argv[3:]))
     else:
         sys.exit(__doc__)

@@ -12,15 +12,15 @@
 //                         KD soft (temperature-scaled KL, eq. 15) or hard (CE on the teacher's
 //                         argmax, eq. 16)
 //
-// Usage (an MoE WideNet teacher and its dense twin, nn/widenet.hpp; a complete program, built and
-// run by the tests: docs/methods.md):
+// Usage (lines of the complete program in docs/methods.md, which the tests build and run; tests/docs
+// checks that every line below is in it):
 //
-//   nn::WideNetViT<float> teacher(cfg, gen), student(cfg.dense(), gen);
-//   ... train the teacher ...
-//   ones::copy_matched_layers(teacher, student);
-//   ones::GatherReport g = ones::gather_ffn(*teacher.moe(), *student.ffn(), /*lambda=*/0.3);
-//   ... then train the student on:
-//   Tensor<float> loss = ones::distill_loss(student.forward(x), teacher_logits, labels, 0.25, 1.0);
+//   nn::WideNetViT<float> teacher(cfg, g1), student(cfg.dense(), g2);
+//   // ... train the teacher ...
+//   const auto copied = ones::copy_matched_layers(teacher, student);
+//   const ones::GatherReport r = ones::gather_ffn(teacher, student, /*lambda=*/0.75);
+//   // ...
+//   Tensor<float> loss = ones::distill_loss(student.forward(x), teacher_logits, y, /*alpha=*/0.25, /*temperature=*/1.0);
 #pragma once
 
 #include <string>

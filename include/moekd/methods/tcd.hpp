@@ -6,15 +6,15 @@
 // forward hooks, the token-group sampling and the loss); this header is its place among the
 // methods.
 //
-// Usage (two nn::BertEncoder of the same depth and heads; the student with MoE FFNs; a complete
-// program, built and run by the tests: docs/methods.md):
+// Usage (lines of the complete program in docs/methods.md, which the tests build and run; tests/docs
+// checks that every line below is in it):
 //
-//   tcd::TcdWeights w;                                   // lambda_T, lambda_I, lambda_A
+//   const tcd::TcdWeights w{/*trunk=*/1.0, /*inner=*/1.0, /*attention=*/0.0};
 //   tcd::RepresentationCapture<float> cs(student, tcd::CaptureWhat::from(w)), ct(teacher, tcd::CaptureWhat::from(w));
-//   { NoGrad ng; teacher.forward_with_aux(ids, {}, pad); }   // the teacher gets no gradient
-//   const nn::AuxOutput<float> o = student.forward_with_aux(ids, {}, pad);
-//   const Tensor<int64_t> groups = tcd::sample_batch_token_groups(B, T, pad, 32, 128, gen);
-//   Tensor<float> loss = mlm_loss + tcd::tcd_loss(cs, ct, groups, w).total;
+//   // ...
+//   const nn::AuxOutput<float> out = student.forward_with_aux(ids);
+//   const Tensor<int64_t> groups = tcd::sample_batch_token_groups(2, 8, Tensor<uint8_t>(), /*groups=*/2, /*size=*/6, gen);
+//   Tensor<float> loss = tcd::tcd_loss(cs, ct, groups, w).total + out.aux;  // + the MLM loss in a trainer
 #pragma once
 
 #include "../losses/tcd.hpp"

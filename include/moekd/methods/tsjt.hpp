@@ -14,19 +14,20 @@
 //                     (its layers 0, 2, 4, ... ARE the MoE model's standard layers)
 //   unique_parameters the parameters of several modules, each shared tensor once (the optimizer's list)
 //
-// Usage (a dense model sharing layers with `moe`, an nn::EncoderDecoder with MoE FFNs; a complete
-// program, built and run by the tests: docs/methods.md):
+// Usage (lines of the complete program in docs/methods.md, which the tests build and run; tests/docs
+// checks that every line below is in it):
 //
-//   tsjt::SharedDense<float> dense(moe, /*enc_layers=*/2, /*dec_layers=*/2, gen);
-//   optim::Adam<float> opt(tsjt::unique_parameters<float>({&moe, &dense}), 1e-3);
-//   tsjt::StageController stage(tsjt::Mode::tsjt, /*t_sep=*/0.05, /*window=*/10, /*min_steps=*/100);
-//   for (int64_t step = 1; step <= steps; ++step) {
-//       const nn::AuxOutput<float> a = moe.forward_with_aux(src, prev), b = dense.forward_with_aux(src, prev);
-//       const tsjt::JointLoss<float> l = tsjt::joint_loss(a, b, tgt, pad, stage.use_kl(), 5.0, 10.0);
+//   tsjt::SharedDense<float> dense(moe_model, /*enc_layers=*/2, /*dec_layers=*/2, gen);
+//   optim::Adam<float> opt({{tsjt::unique_parameters<float>({&moe_model, &dense}), 1e-2}});
+//   tsjt::StageController stage(tsjt::Mode::tsjt, /*t_sep=*/0.05, /*window=*/5, /*min_steps=*/50);
+//   for (int64_t step = 1; step <= 100; ++step) {  // a copy task: the target is the source
+//   // ...
+//       const auto a = moe_model.forward_with_aux(src, prev), d = dense.forward_with_aux(src, prev);
+//       const tsjt::JointLoss<float> l = tsjt::joint_loss(a, d, src, c.padding_idx, stage.use_kl(), 5.0, 10.0);
 //       opt.zero_grad();
 //       l.total.backward();
 //       opt.step();
-//       stage.observe(step, l.kl);   // true once: the update that switches to stage 2
+//       if (stage.observe(step, l.kl)) std::printf("stage 2 from update %lld\n", (long long)step);
 //   }
 #pragma once
 
