@@ -13,11 +13,12 @@ if [ "$SAN" = "ON" ]; then
   # still reports file:line. The example programs' smoke runs are training runs (minutes under
   # ASan) and run in the release pass; their library code is exercised here by the unit tests.
   EXTRA=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DMOEKD_SANITIZE=ON
-         -DMOEKD_CUDA=OFF -DMOEKD_BUILD_BENCH=OFF -DMOEKD_BUILD_EXAMPLES=OFF -DMOEKD_MPI=OFF)
+         -DMOEKD_CUDA=OFF -DMOEKD_BUILD_BENCH=OFF -DMOEKD_BUILD_EXAMPLES=OFF -DMOEKD_MPI=OFF -DMOEKD_DOC_SNIPPETS=OFF)
   # consumer builds, fuzzers (sanitised by clang themselves) and GPU tests add nothing here;
   # mpirun tests: Open MPI's own allocations read as leaks under LeakSanitizer (the collectives'
   # single-process logic still runs here, in the Catch2 tests), so MPI is not built here at all;
-  # the device-kit configure (kit) is a cmake run, nothing to sanitise. The emulated-CUDA tests
+  # the device-kit configure (kit) is a cmake run, nothing to sanitise. The docs' snippet programs
+  # are built and run in the release pass (here only their Python checks run). The emulated-CUDA tests
   # (emu) do run here: the sanitiser is what catches a kernel indexing past its buffer.
   CTEST_ARGS=(-LE 'consumer|fuzz|gpu|example|mpi|kit')
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
