@@ -6,8 +6,10 @@
 # in OUT/NAME_sS.log). A finished tsjt_wmt run is not retrained (it resumes / re-evaluates).
 #   scripts/experiments/grid.sh tsjt_wmt GRID_FILE OUT "1 2 3"
 #   scripts/experiments/grid.sh ones_vit GRID_FILE OUT "1 2 3"
+#   scripts/experiments/grid.sh tcd_bert GRID_FILE OUT "1 2 3"
 # BIN: the binary to run (default build/examples/EXAMPLE/EXAMPLE); give a copy, so that
-# rebuilding during a grid changes nothing. Summaries: tsjt_summary.py, ones_summary.py.
+# rebuilding during a grid changes nothing. Summaries: tsjt_summary.py, ones_summary.py,
+# tcd_summary.py.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 example=$1 grid=$2 out=$3 seeds=${4:-"1 2 3"} jobs=${JOBS:-2}
@@ -18,7 +20,8 @@ case $example in
     [[ -d build/gettext-catalogs/root ]] || UNPACK_ONLY=1 scripts/build_gettext_corpus.sh build/gettext-catalogs
     fixed="--catalogs build/gettext-catalogs/root --no-progress" ;;
   ones_vit) fixed="--throughput-images 0" ;;
-  *) echo "grid: unknown example '$example' (tsjt_wmt, ones_vit)" >&2; exit 1 ;;
+  tcd_bert) fixed="" ;;
+  *) echo "grid: unknown example '$example' (tsjt_wmt, ones_vit, tcd_bert)" >&2; exit 1 ;;
 esac
 mkdir -p "$out"
 while read -r name flags; do
