@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <moekd/io/hf.hpp>
+#include "hf_perturb.hpp"
 #include <moekd/moe/moe_layer.hpp>
 
 using namespace moekd;
@@ -37,17 +38,7 @@ std::string fresh_dir(const std::string& name) {
     return p.string();
 }
 
-/// Every parameter moved off its init (LayerNorm weights off 1, biases off 0), so a swapped or
-/// dropped tensor changes the output.
-template <class M>
-void perturb(M& m, uint64_t seed) {
-    Generator g(seed);
-    NoGrad ng;
-    for (auto& p : m.parameters()) {
-        const Tensor<float> n = Tensor<float>::randn(p.shape(), g, 0.0, 0.1);
-        for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] += n.data()[i];
-    }
-}
+using moekd::testing::perturb;
 
 nn::BertConfig small_bert() {
     nn::BertConfig c;

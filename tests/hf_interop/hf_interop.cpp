@@ -14,6 +14,7 @@
 #include <string>
 
 #include <moekd/io/hf.hpp>
+#include "../hf_perturb.hpp"
 
 using namespace moekd;
 
@@ -21,16 +22,7 @@ namespace {
 
 constexpr double kTol = 1e-5;
 
-/// Every parameter moved off its init (LayerNorm weights off 1, biases off 0).
-template <class M>
-void perturb(M& m, uint64_t seed) {
-    Generator g(seed);
-    NoGrad ng;
-    for (auto& p : m.parameters()) {
-        const Tensor<float> n = Tensor<float>::randn(p.shape(), g, 0.0, 0.1);
-        for (int64_t i = 0; i < p.numel(); ++i) p.data()[i] += n.data()[i];
-    }
-}
+using moekd::testing::perturb;
 
 /// attention_mask (B, T) int64, 1 = keep -> moekd's padding mask, 1 = pad (undefined if none).
 Tensor<uint8_t> pad_mask(const Tensor<int64_t>& attention_mask) {
