@@ -35,4 +35,9 @@ EXTRA+=(-DMOEKD_GPU_TESTS=$GPU_TESTS)
 
 cmake -S . -B "$BUILD" -G Ninja "${EXTRA[@]}" -DMOEKD_TESTS_ONLY= -DMOEKD_OP_CASES_ONLY= -DMOEKD_REQUIRE_SENTENCEPIECE=ON
 cmake --build "$BUILD" -j "$JOBS"
+# ctest runs $JOBS tests at once, so each gets one thread unless it sets its own (the threading
+# tests do): two 2-thread tests on 2 cores spin in OpenBLAS's and our pools' waits (the ones_vit
+# smoke test beside one busy core: 104 s at 2 threads, 88 s of it system time; 30 s at 1).
+export MOEKD_NUM_THREADS="${MOEKD_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}" \
+       OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS" "${CTEST_ARGS[@]}"
