@@ -2,7 +2,8 @@
 // it must equal moe::MoELayer bit for bit (outputs, aux loss, every gradient); with P = 2 and 4
 // ranks as threads (tests/dist_ep/thread_comm.hpp) each rank's outputs and gradients must equal
 // the single-process layer run on that rank's tokens (expert gradients summed over ranks). Also:
-// the all-to-all op's gradcheck, bad input, and sharded checkpoints re-sharded across P.
+// the all-to-all op's gradcheck, bad input, sharded checkpoints re-sharded across P, and the
+// training-loop steps of dist/expert_parallel_train.hpp (global clip, gather, count, scaling).
 #include <catch2/catch.hpp>
 
 #include <cstdio>
@@ -13,6 +14,7 @@
 
 #include "dist_ep/thread_comm.hpp"
 #include "moekd/dist/expert_parallel.hpp"
+#include "moekd/dist/expert_parallel_train.hpp"
 #include "moekd/dist/sharded_checkpoint.hpp"
 #include "moekd/testing/gradcheck.hpp"
 
@@ -360,4 +362,123 @@ TEST_CASE("ExpertParallelMoE::load_from copies a single-process layer's weights"
     other.ffn_dim = 8;
     moe::MoELayer<float> small(other, g1);
     CHECK_THROWS_WITH(ep.load_from(small), Catch::Contains("load_from: layer sizes differ"));
+}
+
+// ---- the training-loop steps around expert-parallel layers (dist/expert_parallel_train.hpp): the
+// global gradient clip equals optim::clip_grad_norm of the single-process model, the gathered
+// model equals the sharded weights on every rank, the count and the expert-gradient scaling see
+// the whole model.
+namespace {  // dist/expert_parallel_train.hpp: the training-loop steps
+
+moe::MoEConfig cfg8() {
+    moe::MoEConfig c;
+    c.d_model = 6;
+    c.ffn_dim = 10;
+    c.router.num_experts = 8;
+    c.router.top_k = 2;
+    return c;
+}
+
+/// A gradient for every parameter of a single-process layer, by name (a fixed draw).
+std::map<std::string, Tensor<double>> reference_grads(const moe::MoELayer<double>& ref) {
+    std::map<std::string, Tensor<double>> g;
+    Generator gen(5);
+    for (auto& [n, t] : ref.named_parameters()) g[n] = Tensor<double>::randn(t.shape(), gen);
+    return g;
+}
+
+/// Expert e's weights scaled by (2 + e): values that differ per expert, to see where each came from.
+void mark_experts(nn::Module<double>& m) {
+    NoGrad ng;
+    for (auto& [n, t] : m.named_parameters()) {
+        if (!dist::is_expert_parameter(n)) continue;
+        const size_t at = n.find("experts.") + 8;
+        const double s = 2.0 + std::stoi(n.substr(at));
+        for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] *= s;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("dist::clip_grad_norm on 2 and 4 ranks equals optim::clip_grad_norm of the whole model", "[dist][ep]") {
+    Generator g0(21);
+    moe::MoELayer<double> ref(cfg8(), g0);
+    const auto grads = reference_grads(ref);
+    for (auto& [n, t] : ref.named_parameters()) t.set_grad(grads.at(n).clone());
+    const double ref_norm = optim::clip_grad_norm(ref.parameters(), 0.5);
+    REQUIRE(ref_norm > 0.5);  // it clips
+    std::map<std::string, Tensor<double>> ref_clipped;
+    for (auto& [n, t] : ref.named_parameters()) ref_clipped[n] = t.grad();
+    for (int P : {2, 4}) {
+        std::vector<double> norm(P), worst(P, 0.0);
+        std::vector<int> seen(P, 0);
+        run_ranks(P, [&](std::shared_ptr<dist::Communicator> comm) {
+            const int r = comm->rank();
+            Generator g(21);
+            dist::ExpertParallelMoE<double> ep(cfg8(), g, comm);
+            for (auto& [n, t] : ep.named_parameters()) t.set_grad(grads.at(n).clone());
+            norm[r] = dist::clip_grad_norm(*comm, ep.named_parameters(), 0.5);
+            for (auto& [n, t] : ep.named_parameters()) {
+                const auto a = t.grad().to_vector(), b = ref_clipped.at(n).to_vector();
+                for (size_t i = 0; i < a.size(); ++i) worst[r] = std::max(worst[r], std::abs(a[i] - b[i]));
+                ++seen[r];
+            }
+        });
+        for (int r = 0; r < P; ++r) {
+            INFO("P=" << P << " rank " << r);
+            CHECK(std::abs(norm[r] - ref_norm) < 1e-12 * ref_norm);
+            CHECK(worst[r] < 1e-14);
+            CHECK(seen[r] == 1 + 4 * 8 / P);  // the gate and this rank's experts' 4 tensors each
+        }
+    }
+}
+
+TEST_CASE("dist::gather_experts gives every rank the whole model; counts and scaling see every expert", "[dist][ep]") {
+    Generator g0(21);
+    moe::MoELayer<double> ref(cfg8(), g0);
+    mark_experts(ref);
+    const int P = 2;
+    std::vector<int> equal(P, 0), tensors(P, 0);
+    std::vector<int64_t> count(P);
+    std::vector<double> scaled(P), unscaled_gate(P);
+    run_ranks(P, [&](std::shared_ptr<dist::Communicator> comm) {
+        const int r = comm->rank();
+        Generator g(21);
+        dist::ExpertParallelMoE<double> ep(cfg8(), g, comm);
+        mark_experts(ep);  // each rank marks its own experts: the full model must get the owners' values
+        Generator other(99);
+        moe::MoELayer<double> full(cfg8(), other);  // other weights: everything must be overwritten
+        dist::gather_experts(*comm, ep, full);
+        const auto want = ref.state_dict();
+        for (auto& [n, t] : full.state_dict()) {
+            ++tensors[r];
+            equal[r] += t.to_vector() == want.at(n).to_vector();
+        }
+        count[r] = dist::global_num_parameters(*comm, ep);
+        for (auto& [n, t] : ep.named_parameters()) t.set_grad(Tensor<double>::ones(t.shape()));
+        dist::scale_expert_grads<double>(ep, 0.25);
+        scaled[r] = ep.experts->local[0]->fc1->weight.grad().to_vector()[0];
+        unscaled_gate[r] = ep.gate->weight.grad().to_vector()[0];
+    });
+    for (int r = 0; r < P; ++r) {
+        INFO("rank " << r);
+        CHECK(tensors[r] == 1 + 4 * 8);
+        CHECK(equal[r] == tensors[r]);
+        CHECK(count[r] == ref.num_parameters());
+        CHECK(scaled[r] == 0.25);
+        CHECK(unscaled_gate[r] == 1.0);  // the replicated router is DataParallel's to average
+    }
+}
+
+TEST_CASE("dist::gather_experts into a model with other experts is an error on every rank", "[dist][ep]") {
+    auto more = cfg8();
+    more.router.num_experts = 16;
+    CHECK_THROWS_WITH(run_ranks(2,
+                                [&](std::shared_ptr<dist::Communicator> comm) {
+                                    Generator g(1);
+                                    dist::ExpertParallelMoE<double> ep(cfg8(), g, comm);
+                                    moe::MoELayer<double> full(more, g);
+                                    dist::gather_experts(*comm, ep, full);
+                                }),
+                      Catch::Contains("gather_experts: no rank holds the expert tensor 'experts.10."));
 }

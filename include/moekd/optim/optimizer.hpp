@@ -141,10 +141,10 @@ protected:
     int64_t step_ = 0;
 };
 
-/// Scales all gradients so their global L2 norm is at most max_norm (torch.nn.utils.clip_grad_norm_).
-/// Returns the norm before clipping. A non-finite norm is an error naming it (NaN loss upstream).
+/// Sum of the squared gradient elements (double accumulation); parameters without a gradient
+/// count nothing.
 template <class T>
-double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
+double grad_sq_sum(const std::vector<Tensor<T>>& params) {
     NoGrad ng;
     double sq = 0;
     for (const auto& p : params) {
@@ -154,25 +154,40 @@ double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
             sq += double(sum(g * g).item());
             continue;
         }
-        Tensor<T> gc = detail::contiguous_data(g);
+        Tensor<T> gc = moekd::detail::contiguous_data(g);
         for (int64_t i = 0; i < gc.numel(); ++i) sq += double(gc.data()[i]) * double(gc.data()[i]);
     }
-    const double norm = std::sqrt(sq);
+    return sq;
+}
+
+/// The clipping rule of torch.nn.utils.clip_grad_norm_ given the norm: a non-finite norm is an
+/// error; gradients are scaled by max_norm / (norm + 1e-6) when that is below 1.
+template <class T>
+void clip_to_norm(const std::vector<Tensor<T>>& params, double norm, double max_norm) {
+    NoGrad ng;
     MOEKD_CHECK(std::isfinite(norm), "clip_grad_norm: the gradient norm is ", norm,
                 ". HINT: a loss became NaN/Inf; lower the learning rate or check the inputs");
     const double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0)
-        for (const auto& p : params) {
-            Tensor<T> g = p.grad();
-            if (!g.defined()) continue;
-            MOEKD_CHECK(g.is_contiguous(), "clip_grad_norm: non-contiguous gradient");
-            if (g.device() != Device::CPU) {
-                const Tensor<T> scaled = g * static_cast<T>(coef);
-                detail::copy_into(g, scaled);
-                continue;
-            }
-            for (int64_t i = 0; i < g.numel(); ++i) g.data()[i] = static_cast<T>(g.data()[i] * coef);
+    if (coef >= 1.0) return;
+    for (const auto& p : params) {
+        Tensor<T> g = p.grad();
+        if (!g.defined()) continue;
+        MOEKD_CHECK(g.is_contiguous(), "clip_grad_norm: non-contiguous gradient");
+        if (g.device() != Device::CPU) {
+            const Tensor<T> scaled = g * static_cast<T>(coef);
+            moekd::detail::copy_into(g, scaled);
+            continue;
         }
+        for (int64_t i = 0; i < g.numel(); ++i) g.data()[i] = static_cast<T>(g.data()[i] * coef);
+    }
+}
+/// Scales all gradients so their global L2 norm is at most max_norm (torch.nn.utils.clip_grad_norm_).
+/// Returns the norm before clipping. A non-finite norm is an error naming it (NaN loss upstream).
+/// (Expert-parallel parameters: dist::clip_grad_norm, whose norm spans the ranks.)
+template <class T>
+double clip_grad_norm(const std::vector<Tensor<T>>& params, double max_norm) {
+    const double norm = std::sqrt(grad_sq_sum(params));
+    clip_to_norm(params, norm, max_norm);
     return norm;
 }
 
