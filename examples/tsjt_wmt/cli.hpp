@@ -149,6 +149,9 @@ inline Subcommands add_flags(CLI::App& app, Options& o) {
     app.add_option("--max-steps", o.rc.max_steps, "updates per run (default: --max-epochs epochs)")->check(kPositiveInt);
     app.add_option("--max-tokens", o.rc.max_tokens, "tokens per batch (padded)")->capture_default_str()->check(kPositiveInt);
     app.add_option("--update-freq", o.rc.update_freq, "batches per update (gradient accumulation)")->capture_default_str()->check(kPositiveInt);
+    app.add_flag("--expert-parallel", o.rc.expert_parallel,
+                 "under mpirun -np P: each rank keeps E / P experts of every MoE layer (tokens travel by "
+                 "all-to-all) instead of all of them; the rest stays data parallel. --experts must be a multiple of P");
     app.add_option("--seed", o.rc.seed, "seed (init, dropout, batch order)")->capture_default_str()
         ->check(int_in(0, std::numeric_limits<long long>::max(), "an integer >= 0"));
     app.add_option("--save-every", o.rc.save_every, "checkpoint every N updates")->capture_default_str()->check(kPositiveInt);

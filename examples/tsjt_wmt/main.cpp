@@ -14,6 +14,8 @@
 //   mpirun -np 2 tsjt_wmt --max-tokens 600    data parallel (run.hpp): each update takes 2 x
 //                                             --update-freq batches, one rank each; rank 0 alone
 //                                             prints and writes OUT (OUT must be a shared folder)
+//   mpirun -np 2 tsjt_wmt --expert-parallel   the same, with each MoE layer's experts split
+//                                             over the ranks (run.hpp; --experts a multiple of 2)
 //
 // Outputs of a training run: OUT/results.{md,json} (BLEU table), OUT/<mode>/log.jsonl (every
 // logged update), OUT/{ce_moe,ce_dense,kl}.svg (the paper's Figures 3 and 4, figures.hpp),
@@ -85,8 +87,8 @@ int main(int argc, char** argv) {
             if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --device cuda: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
             return 1;
         }
-        if (comm->size() > 1) {
-            if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --device cuda runs as one process (data parallel over NCCL is not wired into tsjt_wmt yet)\n");
+        if (comm->size() > 1 || o.rc.expert_parallel) {
+            if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --device cuda runs as one process (data and expert parallel over NCCL are not wired into tsjt_wmt yet)\n");
             return 1;
         }
 #else
@@ -156,6 +158,9 @@ int main(int argc, char** argv) {
             if (comm->size() > 1 && res.mode == mode_name(modes.front()))
                 std::printf("data parallel: %d rank(s) (%s), %d batch(es) of at most %lld tokens per rank and update\n",
                             comm->size(), comm->backend().c_str(), o.rc.update_freq, (long long)o.rc.max_tokens);
+            if (o.rc.expert_parallel && res.mode == mode_name(modes.front()))
+                std::printf("expert parallel: %lld of the %lld experts of each MoE layer per rank\n",
+                            (long long)(o.rc.moe.experts / comm->size()), (long long)o.rc.moe.experts);
             std::printf("run %s (%s): MoE %lld params, %s %lld params, %lld distinct in total\n", res.mode.c_str(),
                         o.rc.indep ? "indep" : "shared", (long long)res.params_moe, o.rc.indep ? "device" : "dense",
                         (long long)res.params_dense, (long long)res.params_total);

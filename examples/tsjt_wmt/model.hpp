@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include <moekd/dist/expert_parallel.hpp>
 #include <moekd/methods/tsjt.hpp>
 #include <moekd/moe/moe_layer.hpp>
 #include <moekd/nn/transformer.hpp>
@@ -78,9 +79,13 @@ inline nn::EncoderDecoderConfig ed_config(const ModelConfig& c) {
 }
 
 /// The FFN factory that puts an MoE layer where is_moe_layer says (null = dense FeedForward).
-inline nn::FFNFactory<F> moe_factory(const ModelConfig& c, const std::string& stack) {
+/// With `ep` (expert parallelism) the MoE layers are dist::ExpertParallelMoE over it: this rank
+/// keeps the router and its E / P experts, drawn as moe::MoELayer draws them (same names, same
+/// weights for a seed).
+inline nn::FFNFactory<F> moe_factory(const ModelConfig& c, const std::string& stack,
+                                     std::shared_ptr<dist::Communicator> ep = nullptr) {
     if (c.experts <= 0) return {};
-    return [c, stack](int64_t i, Generator& gen) -> std::shared_ptr<nn::FFNBase<F>> {
+    return [c, stack, ep](int64_t i, Generator& gen) -> std::shared_ptr<nn::FFNBase<F>> {
         if (!is_moe_layer(i, c)) return nullptr;
         moe::MoEConfig m;
         m.d_model = c.d_model;
@@ -94,13 +99,16 @@ inline nn::FFNFactory<F> moe_factory(const ModelConfig& c, const std::string& st
         m.router.capacity_factor_eval = c.eval_dropless ? double(c.experts) : c.eval_capacity_factor;
         m.balance_weight = c.balance_weight;
         m.name = stack + ".layers." + std::to_string(i) + ".moe";
+        if (ep) return std::make_shared<dist::ExpertParallelMoE<F>>(m, gen, ep);
         return std::make_shared<moe::MoELayer<F>>(m, gen);
     };
 }
 
-/// A fresh model (MoE or dense, by c.experts).
-inline std::shared_ptr<nn::EncoderDecoder<F>> make_model(const ModelConfig& c, Generator& gen) {
-    return std::make_shared<nn::EncoderDecoder<F>>(ed_config(c), gen, moe_factory(c, "encoder"), moe_factory(c, "decoder"));
+/// A fresh model (MoE or dense, by c.experts); `ep`: expert parallel over these ranks.
+inline std::shared_ptr<nn::EncoderDecoder<F>> make_model(const ModelConfig& c, Generator& gen,
+                                                         std::shared_ptr<dist::Communicator> ep = nullptr) {
+    return std::make_shared<nn::EncoderDecoder<F>>(ed_config(c), gen, moe_factory(c, "encoder", ep),
+                                                   moe_factory(c, "decoder", ep));
 }
 
 /// The shared-architecture dense model (moekd::tsjt::SharedDense: layer i is the MoE model's

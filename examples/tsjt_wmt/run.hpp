@@ -27,6 +27,20 @@
 // any rank stops every rank with the same error (dist::CollectiveError). Rank 0 alone writes the log,
 // checkpoints (with every rank's generator states), hypotheses and submodels; every rank resumes
 // from the same checkpoint file. Test translations are sharded over the ranks and gathered.
+//
+// Expert parallel (RunConfig::expert_parallel, --expert-parallel under mpirun -np P): the MoE
+// model's layers are dist::ExpertParallelMoE, so rank r keeps the routers and experts
+// [r E/P, (r+1) E/P) of every MoE layer, and a token's hidden state travels to its expert's rank
+// and back (all-to-all, forward and backward). Batches, dropout streams and everything else are
+// as in data parallel; DataParallel averages the replicated parameters only, the expert gradients
+// (summed over the ranks' losses by the all-to-all's backward) are scaled by 1/P, and the clip
+// norm is the whole model's (dist/expert_parallel_train.hpp), so a step is the data-parallel step
+// of the same model up to fp summation order. Each rank writes its own checkpoints (its experts,
+// their Adam moments, its generators) to ckpt/rank<r>/ and resumes from the newest step every
+// rank has; the world size is part of the checked configuration. Evaluation and extraction run on
+// the whole MoE model gathered onto every rank (dist::gather_experts): decoding is sharded as in
+// data parallel, and the extracted moe/ is the same single-process model as without the flag.
+// A non-finite loss stops every rank before the backward, whose exchanges need every rank.
 #pragma once
 
 #include <bit>
@@ -40,6 +54,7 @@
 #include <vector>
 
 #include <moekd/dist/data_parallel.hpp>
+#include <moekd/dist/expert_parallel_train.hpp>
 #include <moekd/io/atomic_file.hpp>
 #include <moekd/io/checkpoint.hpp>
 #include <moekd/optim/optimizers.hpp>
@@ -76,8 +91,10 @@ public:
 
     explicit Run(const RunConfig& cfg) : cfg_(cfg), ctl_(cfg.mode, cfg.t_sep, cfg.kl_window,
                                                          cfg.min_switch_steps > 0 ? cfg.min_switch_steps : cfg.warmup) {
+        if (!cfg_.comm) cfg_.comm = std::make_shared<dist::SingleProcess>();
+        ep_ = cfg_.expert_parallel;
         Generator gen(cfg.seed);
-        moe_model = make_model(cfg.moe, gen);
+        moe_model = make_model(cfg.moe, gen, ep_ ? cfg_.comm : nullptr);
         if (!cfg.indep && cfg.mode != Mode::single) {
             auto d = std::make_shared<SharedDense>(*moe_model, cfg.moe, cfg.dense.enc_layers, cfg.dense.dec_layers, gen);
             dense_cfg = d->config();
@@ -103,21 +120,24 @@ public:
         std::map<std::string, Generator*> gens;
         for (auto& [name, m] : composite_->named_modules()) {
             if (auto* d = dynamic_cast<nn::Dropout<F>*>(m.get())) gens[name] = &d->generator();
-            if (auto* x = dynamic_cast<moe::MoELayer<F>*>(m.get())) gens[name] = &x->generator();
+            if (auto* x = dynamic_cast<moe::MoELayerBase<F>*>(m.get())) gens[name] = &x->generator();
         }
-        if (!cfg_.comm) cfg_.comm = std::make_shared<dist::SingleProcess>();
         gens_ = std::make_unique<train::RankGenerators>(cfg_.comm, cfg_.seed, std::move(gens));
         if (ranks() > 1) {
             // same model and training options on every rank, rank 0's initial weights everywhere
-            dist::check_same_config(*cfg_.comm, *composite_, dist_config_string());
-            dp_ = std::make_unique<dist::DataParallel<F>>(cfg_.comm, composite_->named_parameters());
+            // (expert parallel: of the replicated parameters; each rank's experts are its own)
+            const auto replicated = ep_ ? dist::dense_parameters(*composite_) : composite_->named_parameters();
+            dist::check_same_config(*cfg_.comm, replicated, dist_config_string());
+            dp_ = std::make_unique<dist::DataParallel<F>>(cfg_.comm, replicated);
             gens_->reseed_all();  // own dropout/jitter draws per rank
         }
+        if (ep_) other_experts_ = dist::global_num_parameters(*cfg_.comm, *moe_model) - moe_model->num_parameters();
     }
 
-    int64_t params_moe() const { return moe_model->num_parameters(); }
+    // parameter counts of the whole models (expert parallel: every rank's experts)
+    int64_t params_moe() const { return moe_model->num_parameters() + other_experts_; }
     int64_t params_dense() const { return count_elements(dense_model->parameters()); }
-    int64_t params_total() const { return count_elements(params_); }
+    int64_t params_total() const { return count_elements(params_) + other_experts_; }
     const StageController& controller() const { return ctl_; }
     int rank() const { return cfg_.comm->rank(); }
     int ranks() const { return cfg_.comm->size(); }
@@ -128,17 +148,19 @@ public:
         const std::string ckdir = (fs::path(cfg_.dir) / "ckpt").string();
         dist::Communicator& comm = *cfg_.comm;
         const bool main_rank = rank() == 0;
-        if (main_rank) fs::create_directories(ckdir);
+        ckdir_ = ep_ ? (fs::path(ckdir) / ("rank" + std::to_string(rank()))).string() : ckdir;  // this rank's
+        if (main_rank || ep_) fs::create_directories(ckdir_);
         const auto batches = token_batches(train_set, cfg_.max_tokens);
         MOEKD_CHECK(!batches.empty(), "tsjt: no training batch (empty training set?)");
         io::TrainState st;
-        if (const std::string last = io::latest_checkpoint(ckdir); !last.empty()) {
+        if (const std::string last = resume_point(ckdir); !last.empty()) {
             const io::CheckpointData<F> ck = io::read_checkpoint<F>(last);
             const std::string diff = config_diff(ck.state.config, config_string());
             MOEKD_CHECK(diff.empty(), "tsjt: checkpoint '", last, "' was written by another configuration than this run: ",
                         diff, ". Nothing was changed. HINT: rerun with the flags it was written with, or use another "
                         "--out directory (or delete it)");
-            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), gens_->to_load(ck.generators, ck.state.step));
+            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(),
+                                         ep_ ? gens_->own() : gens_->to_load(ck.generators, ck.state.step));
             ctl_.load(st.extra);
             acc_.load(st.extra);
             std::printf("  resumed from %s (step %lld)\n", last.c_str(), (long long)st.step);
@@ -170,7 +192,7 @@ public:
                     order = epoch_order(batches.size(), st.epoch);
                 }
                 const int64_t slot = st.batch_index++;
-                if (j % ranks() != rank() || !failed.empty()) continue;
+                if (j % ranks() != rank() || !failed.empty()) continue;  // (expert parallel: failed stays empty)
                 const Batch b = on_device(make_batch(train_set, batches[order[slot]]), cfg_.device);
                 JointLoss jl;
                 try {  // N > 1: an error here (the MoE router's NaN check) must stop every rank
@@ -179,14 +201,14 @@ public:
                 } catch (const Error& e) {
                     if (ranks() == 1) throw;
                     failed = e.what();
-                    continue;
                 }
-                if (!(std::isfinite(jl.ce_moe) && std::isfinite(jl.ce_dense) && std::isfinite(jl.kl))) {
+                if (failed.empty() && !(std::isfinite(jl.ce_moe) && std::isfinite(jl.ce_dense) && std::isfinite(jl.kl))) {
                     failed = msg("tsjt: loss is not finite at step ", st.step + 1, " (ce_moe ", jl.ce_moe, ", ce_dense ",
                                  jl.ce_dense, ", kl ", jl.kl, "). HINT: lower --lr");
                     if (ranks() == 1) throw Error(failed);
-                    continue;
                 }
+                if (ep_ && ranks() > 1) dist::stop_together(*cfg_.comm, failed);  // before the backward's exchanges
+                if (!failed.empty()) continue;
                 (jl.total * F(1.0 / cfg_.update_freq)).backward();
                 sa += jl.ce_moe; sb += jl.ce_dense; sk += jl.kl; sx += jl.aux;
                 toks += b.tokens;
@@ -194,6 +216,7 @@ public:
             if (ranks() > 1) dist::stop_together(*cfg_.comm, failed);
             if (dp_) {
                 dp_->average_gradients();
+                if (ep_) dist::scale_expert_grads<F>(*composite_, F(1.0 / ranks()));  // sum over ranks -> mean
                 // means over the ranks, rank 0's result on every rank: the stage switch (and the
                 // log) must be the same everywhere
                 double m[4] = {sa, sb, sk, sx};
@@ -206,10 +229,10 @@ public:
                 // separate models (indep, single) are clipped separately, so that each trains as
                 // it would alone; models sharing layers take one combined step, clipped as one
                 if (disjoint_) {
-                    optim::clip_grad_norm(moe_params_, cfg_.clip_norm);
-                    optim::clip_grad_norm(dense_params_, cfg_.clip_norm);
+                    clip(*moe_model, moe_params_);
+                    clip(*dense_model, dense_params_);
                 } else {
-                    optim::clip_grad_norm(params_, cfg_.clip_norm);
+                    clip(*composite_, params_);
                 }
             }
             opt_->step();
@@ -240,7 +263,7 @@ public:
             std::snprintf(tail, sizeof tail, "ce moe %.3f dense %.3f  kl %.3f  stage %d  %.0f tok/s", ce_a, ce_b, kl,
                           ctl_.stage(), tokens_done / std::max(secs, 1e-9));
             progress.steps(st.step, cfg_.max_steps, secs, start_step, tail);
-            if (st.step % cfg_.save_every == 0 || st.step == cfg_.max_steps) save(ckdir, st);
+            if (st.step % cfg_.save_every == 0 || st.step == cfg_.max_steps) save(st);
         }
         log.close();  // checked
         progress.newline();
@@ -259,6 +282,7 @@ public:
     void evaluate(const std::vector<Direction>& dirs, const text::SentencePiece& sp, size_t limit, int beam,
                   double lenpen, RunResult& res) {
         composite_->train(false);
+        const Sub moe_eval = ep_ ? Sub::of(gathered_moe(), cfg_.moe.pad) : moe_sub;  // collective
         for (const Direction& d : dirs) {
             const size_t n = std::min(limit, d.test_src.size());
             const std::vector<std::string> src(d.test_src.begin(), d.test_src.begin() + n);
@@ -271,7 +295,7 @@ public:
                 std::string failed;  // non-finite scores on any rank stop every rank
                 try {
                     if (!my_src.empty())
-                        mine_hyp = translate(which ? dense_sub : moe_sub, sp, d.tgt_lang, my_src, beam, lenpen);
+                        mine_hyp = translate(which ? dense_sub : moe_eval, sp, d.tgt_lang, my_src, beam, lenpen);
                 } catch (const NonFiniteLogits& e) {
                     failed = msg("tsjt: evaluating run '", cfg_.dir, "': its ", which ? "dense/device" : "MoE",
                                  " model gives non-finite scores on ", d.name(), " (", e.what(),
@@ -296,10 +320,11 @@ public:
         }
     }
 
-    /// Writes dir/moe and dir/dense as standalone models.
-    void extract(const std::string& spm_model) const {
+    /// Writes dir/moe and dir/dense as standalone models (rank 0; collective under expert parallel).
+    void extract(const std::string& spm_model) {
+        const nn::Module<F>& moe = ep_ ? gathered_moe() : *moe_model;
         if (rank() != 0) return;
-        save_submodel((std::filesystem::path(cfg_.dir) / "moe").string(), *moe_model, cfg_.moe, spm_model);
+        save_submodel((std::filesystem::path(cfg_.dir) / "moe").string(), moe, cfg_.moe, spm_model);
         save_submodel((std::filesystem::path(cfg_.dir) / "dense").string(), *dense_model, dense_cfg, spm_model);
     }
 
@@ -314,15 +339,71 @@ private:
         shuffle(o, g);
         return o;
     }
-    /// Rank 0 writes the checkpoint (rank r > 0's generators as "rank<r>.<name>"); collective.
-    void save(const std::string& ckdir, io::TrainState st) {
+    /// Rank 0 writes the checkpoint (rank r > 0's generators as "rank<r>.<name>"); expert
+    /// parallel: every rank writes its own (its experts, moments and generators). Collective.
+    void save(io::TrainState st) {
         st.config = config_string();
         st.extra.clear();
         for (auto& [k, v] : ctl_.save()) st.extra["stage." + k] = v;
         for (auto& [k, v] : acc_.save()) st.extra[k] = v;
-        const std::map<std::string, const Generator*> g = gens_->for_save();  // collective
-        if (rank() == 0) io::save_checkpoint_rotating<F>(ckdir, cfg_.keep_last, *composite_, opt_.get(), g, st);
+        if (ep_) {
+            const std::map<std::string, const Generator*> g(gens_->own().begin(), gens_->own().end());
+            io::save_checkpoint_rotating<F>(ckdir_, cfg_.keep_last, *composite_, opt_.get(), g, st);
+        } else {
+            const std::map<std::string, const Generator*> g = gens_->for_save();  // collective
+            if (rank() == 0) io::save_checkpoint_rotating<F>(ckdir_, cfg_.keep_last, *composite_, opt_.get(), g, st);
+        }
         cfg_.comm->barrier();  // the file is there before any rank may read it
+    }
+
+    /// The checkpoint to resume from ("" = a fresh run). Expert parallel: the newest step every
+    /// rank has (a kill between two ranks' writes leaves them one checkpoint apart). A checkpoint
+    /// of the other layout (with / without --expert-parallel) is returned too, so that the
+    /// configuration check refuses it instead of a fresh run overwriting the log. Collective.
+    std::string resume_point(const std::string& ckdir) const {
+        std::string last = io::latest_checkpoint(ckdir_);
+        if (ep_ && ranks() > 1) {
+            const auto all = io::list_checkpoints(ckdir_);
+            int64_t mine = -1;
+            for (const auto& [step, path] : all)
+                if (path == last) mine = step;
+            int64_t m[2] = {-mine, mine};  // {-min, max} by one Max
+            cfg_.comm->all_reduce(m, 2, dist::ReduceOp::Max);
+            const int64_t lo = -m[0], hi = m[1];
+            std::string failed;
+            if (lo < 0 && hi >= 0)
+                failed = msg("tsjt: expert-parallel run '", cfg_.dir, "': some ranks have checkpoints and some none (",
+                             ckdir_, ": ", mine < 0 ? "none" : last, "). HINT: resume with the number of ranks it was "
+                             "written with, or use another --out directory");
+            else if (lo != mine) {
+                last = io::checkpoint_path(ckdir_, lo);
+                if (!std::filesystem::is_regular_file(last))
+                    failed = msg("tsjt: expert-parallel run '", cfg_.dir, "': no checkpoint of step ", lo,
+                                 " (the newest every rank has) in ", ckdir_);
+            }
+            dist::stop_together(*cfg_.comm, failed);
+        }
+        if (last.empty())  // the other layout's newest, for the configuration check only
+            last = io::latest_checkpoint(ep_ ? ckdir : (std::filesystem::path(ckdir) / "rank0").string());
+        return last;
+    }
+
+    /// Gradient clipping of one model's parameters (expert parallel: the norm over all ranks).
+    void clip(const nn::Module<F>& m, const std::vector<Tensor<F>>& ps) {
+        if (ep_) dist::clip_grad_norm(*cfg_.comm, m.named_parameters(), cfg_.clip_norm);
+        else optim::clip_grad_norm(ps, cfg_.clip_norm);
+    }
+
+    /// The whole MoE model (moe::MoELayer layers) on every rank, for evaluation and extraction
+    /// under expert parallel; gathered once. Collective.
+    nn::EncoderDecoder<F>& gathered_moe() {
+        if (!full_moe_) {
+            Generator g(cfg_.seed);
+            full_moe_ = make_model(cfg_.moe, g);
+            dist::gather_experts(*cfg_.comm, *moe_model, *full_moe_);
+        }
+        full_moe_->train(false);
+        return *full_moe_;
     }
 
     /// What every rank must agree on to train together (checked at start under mpirun).
@@ -339,6 +420,10 @@ private:
     std::unique_ptr<optim::Adam<F>> opt_;
     std::unique_ptr<train::RankGenerators> gens_;  // every dropout / router generator, per rank
     std::unique_ptr<dist::DataParallel<F>> dp_;    // N > 1 ranks only
+    bool ep_ = false;                              // expert parallel
+    int64_t other_experts_ = 0;                    // parameters of the other ranks' experts
+    std::string ckdir_;                            // this rank's checkpoint folder
+    std::shared_ptr<nn::EncoderDecoder<F>> full_moe_;  // gathered_moe()
 };
 
 }  // namespace tsjt

@@ -45,6 +45,7 @@ struct RunConfig {
     bool progress = true;
     Device device = Device::CPU;  // where both models train and decode (drawn on the CPU, then moved)
     std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
+    bool expert_parallel = false;  // the MoE layers' experts split over comm's ranks (run.hpp)
 };
 
 struct RunResult {
@@ -77,7 +78,9 @@ inline std::string run_config_string(const RunConfig& cfg_, const ModelConfig& d
                " --kl-scale=", num(cfg_.kl_scale), " --t-sep=", cfg_.t_sep < 0 ? std::string("auto") : num(cfg_.t_sep),
                " --kl-window=", cfg_.kl_window, " --label-smoothing=", num(cfg_.label_smoothing), " --dropout=",
                num(cfg_.moe.dropout), " clip_norm=", num(cfg_.clip_norm), " adam_eps=", num(cfg_.adam_eps),
-               " min_switch_steps=", cfg_.min_switch_steps, cfg_.data_config.empty() ? "" : " ", cfg_.data_config);
+               " min_switch_steps=", cfg_.min_switch_steps,
+               cfg_.expert_parallel ? msg(" --expert-parallel=", cfg_.comm ? cfg_.comm->size() : 1) : std::string(),
+               cfg_.data_config.empty() ? "" : " ", cfg_.data_config);
 }
 
 /// Sums of the logged quantities since the last log line (checkpointed: "log.*").

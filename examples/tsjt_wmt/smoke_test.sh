@@ -2,9 +2,9 @@
 # smoke_test.sh — CI checks of tsjt_wmt on the tiny real corpus in testdata/ (each < 2 min):
 #   smoke_test.sh BIN TESTDATA WORK CASE [MPIRUN ARGS...]
 # CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | bad-flags |
-#       data-change | bad-output | mpi2 | device-agree | no-device
+#       data-change | bad-output | mpi2 | ep2 | device-agree | no-device
 # (device-agree and no-device take the emulated-CUDA build, tsjt_wmt_emu)
-# (mpi2 runs under the launcher given after CASE, e.g. mpirun -np 2 --oversubscribe)
+# (mpi2 and ep2 run under the launcher given after CASE, e.g. mpirun -np 2 --oversubscribe)
 # bad-output mounts a small tmpfs and makes a character device (mknod c 1 7, like /dev/full) in
 # its own work folder; where that is refused (not root, a container without the capability) that
 # part is skipped with a message saying so.
@@ -349,6 +349,77 @@ PY
     [[ $rc -eq 1 ]] && grep -q "error: rank [01] of 2: .*not finite" "$W/nan.txt" && ! grep -q MPI_ABORT "$W/nan.txt" \
       || { cat "$W/nan.txt"; fail "non-finite loss: exit $rc, want 1 and the error"; }
     echo "ok: 2-rank stop at 13 + resume: checkpoint and log identical; $(grep -o "error: rank.*" "$W/nan.txt" | cut -c1-120)" ;;
+  ep2)
+    # expert parallel under mpirun -np 2 (each rank keeps 2 of the 4 experts of every MoE layer):
+    # with no dropout it follows the 2-rank data-parallel run (the same batches and generators;
+    # only fp summation order differs), its extracted MoE model is the whole model, every rank
+    # keeps only its experts in its checkpoints, and a stopped run resumes exactly
+    [[ ${#MPI[@]} -gt 0 ]] || fail "ep2 needs the launcher after CASE"
+    export MOEKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+    M=(--data "$DATA" --langs fr --max-train 400 --max-len 64 --test-max-len 16 --test-limit 6 --vocab 400
+       --max-tokens 400 --warmup 4 --modes tsjt --t-sep auto --kl-window 2 --log-every 1 --save-every 5 --no-progress
+       --layers 2 --dense-layers 2 --kl-scale 1 --label-smoothing 0.1 --experts 4)  # --experts last (see the end)
+    "${MPI[@]}" "$BIN" "${M[@]}" --dropout 0 --out "$W/dp" --max-steps 20 > "$W/dp.txt"
+    "${MPI[@]}" "$BIN" "${M[@]}" --dropout 0 --out "$W/ep" --max-steps 20 --expert-parallel > "$W/ep.txt"
+    cat "$W/ep.txt"
+    grep -q "expert parallel: 2 of the 4 experts of each MoE layer per rank" "$W/ep.txt" || fail "not an expert-parallel run"
+    [[ "$(grep "^run tsjt" "$W/dp.txt")" == "$(grep "^run tsjt" "$W/ep.txt")" ]] || fail "parameter counts differ"
+    [[ $(wc -l < "$W/ep/tsjt/hyp.moe.fr-en") -eq 6 ]] || fail "hypotheses: not the 6 test sentences"
+    python3 - "$W/dp/tsjt" "$W/ep/tsjt" <<'PY' || fail "expert parallel differs from data parallel"
+import json, re, sys
+from safetensors.numpy import load_file
+dp, ep = sys.argv[1], sys.argv[2]
+a = [json.loads(l) for l in open(dp + "/log.jsonl")]
+b = [json.loads(l) for l in open(ep + "/log.jsonl")]
+assert len(a) == len(b) == 20, (len(a), len(b))
+worst = 0.0
+for x, y in zip(a, b):
+    assert x["tokens"] == y["tokens"] and x["epoch"] == y["epoch"] and x["stage"] == y["stage"], (x, y)
+    for k in ("ce_moe", "ce_dense", "kl", "aux"):
+        worst = max(worst, abs(x[k] - y[k]) / max(abs(x[k]), 1e-3))
+assert worst < 1e-4, worst
+# the extracted MoE model is the whole single-process model, close to the data-parallel one
+ma, mb = load_file(dp + "/moe/model.safetensors"), load_file(ep + "/moe/model.safetensors")
+assert sorted(ma) == sorted(mb), "extracted MoE models have different tensors"
+# (except the attention key biases: their exact gradient is 0, softmax being shift invariant, so
+# Adam turns their rounding noise into steps of up to lr; measured 1.1e-4 after 20 updates)
+wdiff = max(float(abs(ma[k] - mb[k]).max()) for k in ma if not k.endswith("k_proj.bias"))
+kdiff = max(float(abs(ma[k] - mb[k]).max()) for k in ma if k.endswith("k_proj.bias"))
+assert wdiff < 1e-5 and kdiff < 2e-3, (wdiff, kdiff)
+# each rank's checkpoint holds its own experts only: rank 0 experts 0-1, rank 1 experts 2-3
+for r, own in ((0, {"0", "1"}), (1, {"2", "3"})):
+    ck = load_file(f"{ep}/ckpt/rank{r}/ckpt-0000000020.safetensors")
+    ex = {m.group(1) for k in ck for m in [re.search(r"\.experts\.(\d+)\.", k)] if m and k.startswith("model.")}
+    assert ex == own, (r, ex)
+print(f"ep2: 20 updates, expert parallel vs data parallel on 2 ranks: largest relative loss difference {worst:.2e}, "
+      f"extracted MoE weights within {wdiff:.2e} (key biases {kdiff:.2e})")
+PY
+    sw1=$(grep -o "stage 2 from step [0-9]*" "$W/dp.txt" || true) sw2=$(grep -o "stage 2 from step [0-9]*" "$W/ep.txt" || true)
+    [[ "$sw1" == "$sw2" ]] || fail "stage switch: data parallel '$sw1', expert parallel '$sw2'"
+    # with dropout: stopped at 7 and resumed, every rank's checkpoint and the log equal the uninterrupted run's
+    "${MPI[@]}" "$BIN" "${M[@]}" --expert-parallel --out "$W/full" --max-steps 12 > /dev/null
+    "${MPI[@]}" "$BIN" "${M[@]}" --expert-parallel --out "$W/stop" --max-steps 7 > /dev/null
+    "${MPI[@]}" "$BIN" "${M[@]}" --expert-parallel --out "$W/stop" --max-steps 12 > "$W/stop2.txt"
+    grep -q "resumed from .*rank0/ckpt-0000000007" "$W/stop2.txt" || fail "did not resume from step 7"
+    for r in 0 1; do
+      cmp "$W/full/tsjt/ckpt/rank$r/ckpt-0000000012.safetensors" "$W/stop/tsjt/ckpt/rank$r/ckpt-0000000012.safetensors" \
+        || fail "expert parallel stop + resume: rank $r's checkpoint differs"
+    done
+    diff <(sed -E 's/, ?"seconds.*//' "$W/full/tsjt/log.jsonl") <(sed -E 's/, ?"seconds.*//' "$W/stop/tsjt/log.jsonl") \
+      || fail "expert parallel stop + resume: the log differs"
+    # the layout is part of the checked configuration: resuming without the flag is refused
+    set +e
+    "${MPI[@]}" "$BIN" "${M[@]}" --out "$W/stop" --max-steps 14 > "$W/noflag.txt" 2>&1
+    rc1=$?
+    "${MPI[@]}" "$BIN" "${M[@]:0:${#M[@]}-2}" --expert-parallel --experts 3 --out "$W/three" --max-steps 2 > "$W/three.txt" 2>&1
+    rc2=$?
+    set -e
+    [[ $rc1 -eq 1 ]] && grep -q -- "--expert-parallel: 2 before, (none) now" "$W/noflag.txt" \
+      || { cat "$W/noflag.txt"; fail "resuming an expert-parallel run without the flag: exit $rc1"; }
+    [[ $(wc -l < "$W/stop/tsjt/log.jsonl") -eq 12 ]] || fail "the refused resume changed the log"
+    [[ $rc2 -ne 0 ]] && grep -q "3 experts cannot be split evenly over 2 ranks" "$W/three.txt" \
+      || { cat "$W/three.txt"; fail "3 experts on 2 ranks: exit $rc2"; }
+    echo "ok: expert parallel = data parallel; stop at 7 + resume identical on both ranks; layout and split checked" ;;
   *) fail "unknown case $CASE" ;;
 esac
 echo "smoke $CASE: OK"

@@ -20,6 +20,8 @@
 #include <moekd/io/read_file.hpp>
 #include <moekd/io/safetensors.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "model.hpp"
 
 namespace tsjt {
@@ -71,15 +73,13 @@ inline void save_submodel(const std::string& dir, const nn::Module<F>& m, const 
     namespace fs = std::filesystem;
     fs::create_directories(dir);
     io::write_safetensors<F>((fs::path(dir) / "model.safetensors").string(), m.state_dict(), config_metadata(c));
-    std::string j = "{";
-    bool first = true;
+    nlohmann::ordered_json j = nlohmann::ordered_json::object();  // the metadata without "tsjt."
     for (const auto& [k, v] : config_metadata(c)) {
         const std::string key = k.substr(5);
-        j += std::string(first ? "" : ", ") + '"' + key + "\": " + (key == "format" ? '"' + v + '"' : v);
-        first = false;
+        if (key == "format") j[key] = v;
+        else j[key] = std::stoll(v);
     }
-    j += "}\n";
-    io::write_text_atomic((fs::path(dir) / "config.json").string(), j);
+    io::write_text_atomic((fs::path(dir) / "config.json").string(), j.dump() + "\n");
     io::write_text_atomic((fs::path(dir) / "spm.model").string(), io::read_file(spm_model, "tsjt"));
 }
 
