@@ -112,4 +112,14 @@ void shuffle(std::vector<V>& v, Generator& gen) {
     for (int64_t i = int64_t(v.size()) - 1; i > 0; --i) std::swap(v[i], v[gen.randint(0, i + 1)]);
 }
 
+/// The batch order of an epoch: 0 .. n-1 shuffled by a generator of (seed, epoch), so that every
+/// rank and every resume walks the same order.
+inline std::vector<int64_t> epoch_order(size_t n, uint64_t seed, int64_t epoch) {
+    std::vector<int64_t> o(n);
+    for (size_t i = 0; i < n; ++i) o[i] = int64_t(i);
+    Generator g(seed * 1000003ULL + uint64_t(epoch) + 17);
+    shuffle(o, g);
+    return o;
+}
+
 }  // namespace tsjt

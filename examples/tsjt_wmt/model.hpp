@@ -191,6 +191,15 @@ struct Sub {
     Device device() const { return module->device(); }
 };
 
+/// Both submodels under one module ("moe.", "dense."), for checkpoints.
+class Composite : public nn::Module<F> {
+public:
+    Composite(std::shared_ptr<nn::Module<F>> a, std::shared_ptr<nn::Module<F>> b) {
+        register_module("moe", std::move(a));
+        register_module("dense", std::move(b));
+    }
+};
+
 /// Parameters of several modules, each distinct tensor once (shared layers are counted once).
 inline std::vector<Tensor<F>> unique_parameters(const std::vector<const nn::Module<F>*>& mods) {
     return moekd::tsjt::unique_parameters<F>(mods);

@@ -14,9 +14,8 @@
 // A checkpoint is resumed only by a run of the same checked configuration (config_string: the
 // model, every training flag that changes what a step computes, and RunConfig::data_config, the
 // corpus hash, data flags and tokenizer hash); otherwise the error lists what differs, before
-// anything of the run (its log) is touched. Every write is checked: the log is an io::AppendFile,
-// hypotheses go through io::write_text_atomic. Decoding that meets non-finite scores (a model
-// with NaN weights) is an error naming the run and the model, not empty translations.
+// anything of the run (its log) is touched. Every write is checked (the log is an io::AppendFile).
+// The checkpoint layouts: run_checkpoints.hpp; the test-set evaluation: evaluate.hpp.
 //
 // Data parallel (RunConfig::comm with N > 1 ranks, started by `mpirun -np N`): every rank holds
 // both models and walks the same shuffled batch order; an update takes N * update_freq batches,
@@ -25,8 +24,7 @@
 // clipping; the logged losses and the KL the stage controller sees are the means over the ranks
 // (rank 0's values broadcast, so every rank switches at the same update); a non-finite loss on
 // any rank stops every rank with the same error (dist::CollectiveError). Rank 0 alone writes the log,
-// checkpoints (with every rank's generator states), hypotheses and submodels; every rank resumes
-// from the same checkpoint file. Test translations are sharded over the ranks and gathered.
+// checkpoints, hypotheses and submodels. Test translations are sharded over the ranks.
 //
 // Expert parallel (RunConfig::expert_parallel, --expert-parallel under mpirun -np P): the MoE
 // model's layers are dist::ExpertParallelMoE, so rank r keeps the routers and experts
@@ -35,27 +33,21 @@
 // as in data parallel; DataParallel averages the replicated parameters only, the expert gradients
 // (summed over the ranks' losses by the all-to-all's backward) are scaled by 1/P, and the clip
 // norm is the whole model's (dist/expert_parallel_train.hpp), so a step is the data-parallel step
-// of the same model up to fp summation order. Each rank writes its own checkpoints (its experts,
-// their Adam moments, its generators) to ckpt/rank<r>/ and resumes from the newest step every
-// rank has; the world size is part of the checked configuration. Evaluation and extraction run on
+// of the same model up to fp summation order. Each rank writes its own checkpoints; the world
+// size is part of the checked configuration. Evaluation and extraction run on
 // the whole MoE model gathered onto every rank (dist::gather_experts): decoding is sharded as in
 // data parallel, and the extracted moe/ is the same single-process model as without the flag.
 // A non-finite loss stops every rank before the backward, whose exchanges need every rank.
 #pragma once
 
-#include <bit>
-#include <charconv>
 #include <chrono>
-#include <deque>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <string>
 #include <vector>
 
 #include <moekd/dist/data_parallel.hpp>
 #include <moekd/dist/expert_parallel_train.hpp>
-#include <moekd/io/atomic_file.hpp>
 #include <moekd/io/checkpoint.hpp>
 #include <moekd/optim/optimizers.hpp>
 #include <moekd/optim/schedule.hpp>
@@ -63,24 +55,15 @@
 #include <moekd/train/progress.hpp>
 #include <moekd/train/rank_generators.hpp>
 
-#include <moekd/text/bleu.hpp>
-
 #include <moekd/dist/collective.hpp>
 #include "run_config.hpp"
+#include "evaluate.hpp"
+#include "run_checkpoints.hpp"
 #include "translate.hpp"
 #include "submodel.hpp"
 #include "train.hpp"
 
 namespace tsjt {
-
-/// Both submodels under one module ("moe.", "dense."), for checkpoints.
-class Composite : public nn::Module<F> {
-public:
-    Composite(std::shared_ptr<nn::Module<F>> a, std::shared_ptr<nn::Module<F>> b) {
-        register_module("moe", std::move(a));
-        register_module("dense", std::move(b));
-    }
-};
 
 class Run {
 public:
@@ -145,22 +128,20 @@ public:
     /// Trains up to cfg.max_steps updates, resuming from the newest checkpoint in cfg.dir/ckpt.
     void train(const std::vector<Example>& train_set, RunResult& res) {
         namespace fs = std::filesystem;
-        const std::string ckdir = (fs::path(cfg_.dir) / "ckpt").string();
         dist::Communicator& comm = *cfg_.comm;
         const bool main_rank = rank() == 0;
-        ckdir_ = ep_ ? (fs::path(ckdir) / ("rank" + std::to_string(rank()))).string() : ckdir;  // this rank's
-        if (main_rank || ep_) fs::create_directories(ckdir_);
+        ckpts_ = RunCheckpoints(cfg_.comm, ep_, cfg_.dir, cfg_.keep_last);
+        ckpts_.create();
         const auto batches = token_batches(train_set, cfg_.max_tokens);
         MOEKD_CHECK(!batches.empty(), "tsjt: no training batch (empty training set?)");
         io::TrainState st;
-        if (const std::string last = resume_point(ckdir); !last.empty()) {
+        if (const std::string last = ckpts_.resume_point(); !last.empty()) {
             const io::CheckpointData<F> ck = io::read_checkpoint<F>(last);
             const std::string diff = config_diff(ck.state.config, config_string());
             MOEKD_CHECK(diff.empty(), "tsjt: checkpoint '", last, "' was written by another configuration than this run: ",
                         diff, ". Nothing was changed. HINT: rerun with the flags it was written with, or use another "
                         "--out directory (or delete it)");
-            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(),
-                                         ep_ ? gens_->own() : gens_->to_load(ck.generators, ck.state.step));
+            st = io::apply_checkpoint<F>(ck, last, *composite_, opt_.get(), ckpts_.generators_to_load(*gens_, ck));
             ctl_.load(st.extra);
             acc_.load(st.extra);
             std::printf("  resumed from %s (step %lld)\n", last.c_str(), (long long)st.step);
@@ -171,7 +152,7 @@ public:
         train::JsonlLog log;  // rank 0's; the other ranks' stays closed (writes nothing)
         if (main_rank) log.open_resumed(log_path, st.step, /*drop_end_only=*/st.step < cfg_.max_steps);
         train::Progress progress(mode_name(cfg_.mode), cfg_.progress && main_rank, /*force=*/true);
-        auto order = epoch_order(batches.size(), st.epoch);
+        auto order = epoch_order(batches.size(), cfg_.seed, st.epoch);
         composite_->train(true);
         const auto t0 = std::chrono::steady_clock::now();
         int64_t tokens_done = 0, start_step = st.step;
@@ -189,7 +170,7 @@ public:
                 if (st.batch_index >= int64_t(order.size())) {
                     ++st.epoch;
                     st.batch_index = 0;
-                    order = epoch_order(batches.size(), st.epoch);
+                    order = epoch_order(batches.size(), cfg_.seed, st.epoch);
                 }
                 const int64_t slot = st.batch_index++;
                 if (j % ranks() != rank() || !failed.empty()) continue;  // (expert parallel: failed stays empty)
@@ -277,47 +258,12 @@ public:
         res.last_kl = kl;
     }
 
-    /// BLEU of both submodels on each direction's test split (first `limit` sentences);
-    /// hypotheses go to dir/hyp.<moe|dense>.<src>-<tgt>.
+    /// BLEU of both submodels on each direction's test split (evaluate.hpp). Collective.
     void evaluate(const std::vector<Direction>& dirs, const text::SentencePiece& sp, size_t limit, int beam,
                   double lenpen, RunResult& res) {
         composite_->train(false);
         const Sub moe_eval = ep_ ? Sub::of(gathered_moe(), cfg_.moe.pad) : moe_sub;  // collective
-        for (const Direction& d : dirs) {
-            const size_t n = std::min(limit, d.test_src.size());
-            const std::vector<std::string> src(d.test_src.begin(), d.test_src.begin() + n);
-            const std::vector<std::string> ref(d.test_ref.begin(), d.test_ref.begin() + n);
-            // each rank translates its contiguous share; every rank gets all hypotheses back
-            const dist::Range mine = dist::shard_range(int64_t(n), rank(), ranks());
-            const std::vector<std::string> my_src(src.begin() + mine.begin, src.begin() + mine.end);
-            for (int which = 0; which < 2; ++which) {
-                std::vector<std::string> mine_hyp;
-                std::string failed;  // non-finite scores on any rank stop every rank
-                try {
-                    if (!my_src.empty())
-                        mine_hyp = translate(which ? dense_sub : moe_eval, sp, d.tgt_lang, my_src, beam, lenpen);
-                } catch (const NonFiniteLogits& e) {
-                    failed = msg("tsjt: evaluating run '", cfg_.dir, "': its ", which ? "dense/device" : "MoE",
-                                 " model gives non-finite scores on ", d.name(), " (", e.what(),
-                                 "): its weights are broken (a diverged run?)");
-                    if (ranks() == 1) throw Error(failed);
-                } catch (const Error& e) {  // e.g. the MoE router's check of its logits
-                    failed = msg("tsjt: evaluating run '", cfg_.dir, "': its ", which ? "dense/device" : "MoE",
-                                 " model failed on ", d.name(), ": ", e.what());
-                    if (ranks() == 1) throw Error(failed);
-                }
-                if (ranks() > 1) dist::stop_together(*cfg_.comm, failed);
-                const std::vector<std::string> hyp = dist::all_gather_strings(*cfg_.comm, mine_hyp);
-                const double bleu = text::corpus_bleu(hyp, ref).score;
-                (which ? res.bleu_dense : res.bleu_moe).push_back(bleu);
-                if (rank() != 0) continue;
-                std::string text;
-                for (const auto& h : hyp) text += h + '\n';
-                io::write_text_atomic(
-                    (std::filesystem::path(cfg_.dir) / ("hyp." + std::string(which ? "dense." : "moe.") + d.name())).string(),
-                    text);
-            }
-        }
+        evaluate_pair(moe_eval, dense_sub, dirs, sp, limit, beam, lenpen, *cfg_.comm, cfg_.dir, res);
     }
 
     /// Writes dir/moe and dir/dense as standalone models (rank 0; collective under expert parallel).
@@ -332,60 +278,13 @@ public:
     std::string config_string() const { return run_config_string(cfg_, dense_cfg); }
 
 private:
-    std::vector<int64_t> epoch_order(size_t n, int64_t epoch) const {
-        std::vector<int64_t> o(n);
-        for (size_t i = 0; i < n; ++i) o[i] = int64_t(i);
-        Generator g(cfg_.seed * 1000003ULL + uint64_t(epoch) + 17);
-        shuffle(o, g);
-        return o;
-    }
-    /// Rank 0 writes the checkpoint (rank r > 0's generators as "rank<r>.<name>"); expert
-    /// parallel: every rank writes its own (its experts, moments and generators). Collective.
+    /// Writes the checkpoint after st.step updates (run_checkpoints.hpp). Collective.
     void save(io::TrainState st) {
         st.config = config_string();
         st.extra.clear();
         for (auto& [k, v] : ctl_.save()) st.extra["stage." + k] = v;
         for (auto& [k, v] : acc_.save()) st.extra[k] = v;
-        if (ep_) {
-            const std::map<std::string, const Generator*> g(gens_->own().begin(), gens_->own().end());
-            io::save_checkpoint_rotating<F>(ckdir_, cfg_.keep_last, *composite_, opt_.get(), g, st);
-        } else {
-            const std::map<std::string, const Generator*> g = gens_->for_save();  // collective
-            if (rank() == 0) io::save_checkpoint_rotating<F>(ckdir_, cfg_.keep_last, *composite_, opt_.get(), g, st);
-        }
-        cfg_.comm->barrier();  // the file is there before any rank may read it
-    }
-
-    /// The checkpoint to resume from ("" = a fresh run). Expert parallel: the newest step every
-    /// rank has (a kill between two ranks' writes leaves them one checkpoint apart). A checkpoint
-    /// of the other layout (with / without --expert-parallel) is returned too, so that the
-    /// configuration check refuses it instead of a fresh run overwriting the log. Collective.
-    std::string resume_point(const std::string& ckdir) const {
-        std::string last = io::latest_checkpoint(ckdir_);
-        if (ep_ && ranks() > 1) {
-            const auto all = io::list_checkpoints(ckdir_);
-            int64_t mine = -1;
-            for (const auto& [step, path] : all)
-                if (path == last) mine = step;
-            int64_t m[2] = {-mine, mine};  // {-min, max} by one Max
-            cfg_.comm->all_reduce(m, 2, dist::ReduceOp::Max);
-            const int64_t lo = -m[0], hi = m[1];
-            std::string failed;
-            if (lo < 0 && hi >= 0)
-                failed = msg("tsjt: expert-parallel run '", cfg_.dir, "': some ranks have checkpoints and some none (",
-                             ckdir_, ": ", mine < 0 ? "none" : last, "). HINT: resume with the number of ranks it was "
-                             "written with, or use another --out directory");
-            else if (lo != mine) {
-                last = io::checkpoint_path(ckdir_, lo);
-                if (!std::filesystem::is_regular_file(last))
-                    failed = msg("tsjt: expert-parallel run '", cfg_.dir, "': no checkpoint of step ", lo,
-                                 " (the newest every rank has) in ", ckdir_);
-            }
-            dist::stop_together(*cfg_.comm, failed);
-        }
-        if (last.empty())  // the other layout's newest, for the configuration check only
-            last = io::latest_checkpoint(ep_ ? ckdir : (std::filesystem::path(ckdir) / "rank0").string());
-        return last;
+        ckpts_.save(*composite_, opt_.get(), *gens_, st);
     }
 
     /// Gradient clipping of one model's parameters (expert parallel: the norm over all ranks).
@@ -422,7 +321,7 @@ private:
     std::unique_ptr<dist::DataParallel<F>> dp_;    // N > 1 ranks only
     bool ep_ = false;                              // expert parallel
     int64_t other_experts_ = 0;                    // parameters of the other ranks' experts
-    std::string ckdir_;                            // this rank's checkpoint folder
+    RunCheckpoints ckpts_;                         // where this rank's checkpoints go
     std::shared_ptr<nn::EncoderDecoder<F>> full_moe_;  // gathered_moe()
 };
 
