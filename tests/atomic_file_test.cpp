@@ -91,7 +91,7 @@ TEST_CASE("a symlinked target: the file it points to gets the content, the link 
     CHECK(names(s("real")) == std::vector<std::string>{"data.txt"});
 }
 
-TEST_CASE("a dangling symlink creates the file it names; a loop is an error", "[io][atomic]") {
+TEST_CASE("a dangling symlink creates the file it names, a loop is an error", "[io][atomic]") {
     Scratch s;
     fs::create_symlink("made.txt", s("dangling"));
     io::write_text_atomic(s("dangling"), "hello");
@@ -130,7 +130,7 @@ TEST_CASE("a FIFO, a device node or a directory at the target is refused and lef
     CHECK(names(s.dir.string()).size() == (fs::exists(s("full")) ? 4u : 2u));  // no temp file anywhere
 }
 
-TEST_CASE("an existing file keeps its permissions; a new one follows the umask", "[io][atomic]") {
+TEST_CASE("an existing file keeps its permissions, a new one follows the umask", "[io][atomic]") {
     Scratch s;
     io::write_text_atomic(s("secret"), "a");
     REQUIRE(::chmod(s("secret").c_str(), 0640) == 0);
@@ -142,7 +142,7 @@ TEST_CASE("an existing file keeps its permissions; a new one follows the umask",
     CHECK((lmode(s("fresh")) & 07777) == 0640);  // 0644 & ~027
 }
 
-TEST_CASE("a full disk is an error naming the file; the previous content stays, no temp file", "[io][atomic][full]") {
+TEST_CASE("a full disk is an error naming the file, the previous content stays, no temp file", "[io][atomic][full]") {
     Scratch s;
     SmallTmpfs t(s);
     std::string dir = t.dir;

@@ -9,7 +9,7 @@
 
 using namespace moekd;
 
-TEST_CASE("collective: strings gathered in rank order; a failure on any rank stops every rank", "[dist]") {
+TEST_CASE("collective: strings gathered in rank order, a failure on any rank stops every rank", "[dist]") {
     const std::vector<std::vector<std::string>> given = {{"a", "bc"}, {}, {"", "d\xc3\xa9" "f", "x y"}};
     std::vector<std::vector<std::string>> got(3);
     std::vector<std::string> err_none(3, "-"), err_some(3, "-");

@@ -433,7 +433,7 @@ TEST_CASE("dist::clip_grad_norm on 2 and 4 ranks equals optim::clip_grad_norm of
     }
 }
 
-TEST_CASE("dist::gather_experts gives every rank the whole model; counts and scaling see every expert", "[dist][ep]") {
+TEST_CASE("dist::gather_experts gives every rank the whole model, counts and scaling see every expert", "[dist][ep]") {
     Generator g0(21);
     moe::MoELayer<double> ref(cfg8(), g0);
     mark_experts(ref);

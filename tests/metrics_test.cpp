@@ -55,7 +55,7 @@ TEST_CASE("metrics: Pearson, Spearman with average ranks for ties") {
     CHECK(metrics::pearson({1, 2, 3, 4}, {1, 8, 27, 64}) < 0.99);
 }
 
-TEST_CASE("metrics: glue_metrics picks each task's metrics; bad input is an error") {
+TEST_CASE("metrics: glue_metrics picks each task's metrics, bad input is an error") {
     auto cola = metrics::glue_metrics(data::glue_task_info("CoLA"), VI{0, 1, 1, 0}, VI{0, 1, 0, 0});
     REQUIRE(cola.size() == 1);
     CHECK(cola.at("mcc") == Approx(2 / std::sqrt(12.0)));

@@ -89,7 +89,7 @@ TEST_CASE("mask_tokens: 15% chosen, 80/10/10 split, specials never chosen, label
     CHECK(random_ids.size() > 100);  // spread over the vocabulary, not one id
 }
 
-TEST_CASE("mask_tokens: a second call draws a different mask; same seed reproduces") {
+TEST_CASE("mask_tokens: a second call draws a different mask, same seed reproduces") {
     Generator g(7);
     auto ids = batch(8, 64, g);
     Generator g1(123);

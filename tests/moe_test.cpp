@@ -353,7 +353,7 @@ TEST_CASE("pad tokens get zero output and leave losses, statistics and other tok
     CHECK(same_bits(tl.forward(x, pad), lo.y));
 }
 
-TEST_CASE("determinism: the same input gives the same bits; direct .grad equals the engine's", "[moe]") {
+TEST_CASE("determinism: the same input gives the same bits, direct .grad equals the engine's", "[moe]") {
     ThreadsGuard tg(2);
     auto run = [](bool direct) {
         moe::set_direct_leaf_grads(direct);
@@ -392,7 +392,7 @@ TEST_CASE("gradients accumulate across backward calls, directly into .grad", "[m
     }
 }
 
-TEST_CASE("thread counts agree; an expert cut into several tasks sums its parts", "[moe]") {
+TEST_CASE("thread counts agree, an expert cut into several tasks sums its parts", "[moe]") {
     Generator gen(20);
     auto cfg = config(8, 12, 2, 1);  // ~500 rows per expert: one task with 1 thread, two with 2 or 3
     cfg.router.dropless = true;
@@ -462,7 +462,7 @@ TEST_CASE("stacked expert weights give what per-expert weights give", "[moe]") {
     CHECK_FALSE(pe.w1[1].grad().defined());
 }
 
-TEST_CASE("router: top-k ties go to the lower expert; gates renormalise for top-2", "[moe]") {
+TEST_CASE("router: top-k ties go to the lower expert, gates renormalise for top-2", "[moe]") {
     Tensor<double> logits = Tensor<double>::from_vector({1, 3, 3, 0, 2, 2, 2, 2, 0, 1, 5, 1}, {3, 4});
     auto r = moe::softmax_topk(logits, 2, true);
     CHECK(r.experts.to_vector() == std::vector<int64_t>{1, 2, 0, 1, 2, 1});
@@ -583,7 +583,7 @@ TEST_CASE("an MoE layer is a Transformer layer's FFN, with fairseq / Tutel names
     CHECK(moe_l->last_stats().num_tokens == 10);
 }
 
-TEST_CASE("NaN / inf in a pad token's router logits is not an error; in a routed token it is", "[moe]") {
+TEST_CASE("NaN / inf in a pad token's router logits is not an error, in a routed token it is", "[moe]") {
     // moe::check_router_logits alone: pad rows are not checked (it reports that one was bad)
     Tensor<float> logits = Tensor<float>::zeros({3, 4});
     logits.data()[1 * 4 + 2] = NAN;  // token 1 is a pad token

@@ -289,7 +289,7 @@ TEST_CASE("TransformerEncoderLayer: fairseq names, hooks, post-LN and pre-LN", "
     CHECK_THROWS_WITH(nn::TransformerEncoderLayer<double>(bad, g), Contains("not divisible by num_heads 3"));
 }
 
-TEST_CASE("FeedForward: the fused ReLU path equals the plain one; a hook on fc1 sees the pre-activation", "[nn][transformer]") {
+TEST_CASE("FeedForward: the fused ReLU path equals the plain one, a hook on fc1 sees the pre-activation", "[nn][transformer]") {
     Generator g(21);
     nn::FeedForward<double> ffn(6, 10, g);
     auto x = Tensor<double>::randn({4, 6}, g);
@@ -348,7 +348,7 @@ TEST_CASE("the FFN of a layer is replaceable and stacks take a factory", "[nn][t
     CHECK(y.shape() == Shape{2, 3, 8});
 }
 
-TEST_CASE("layers hand their padding mask to the FFN; stacks and models return the aux losses summed", "[nn][transformer]") {
+TEST_CASE("layers hand their padding mask to the FFN, stacks and models return the aux losses summed", "[nn][transformer]") {
     Generator g(15);
     std::vector<std::shared_ptr<ScaleFFN>> made;
     auto odd_layers = [&made](double base) {  // ScaleFFN(base + i) in the odd layers i

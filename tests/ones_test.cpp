@@ -161,7 +161,7 @@ TEST_CASE("gather_weights / average_biases: bad input is a clear error", "[ones]
     CHECK_THROWS_WITH(linalg::gather_weights<float>({W, bad}, 0.9), Contains("non-finite"));
 }
 
-TEST_CASE("copy_matched_layers: every matched tensor is copied bit for bit; gather_ffn fills the FFN", "[ones]") {
+TEST_CASE("copy_matched_layers: every matched tensor is copied bit for bit, gather_ffn fills the FFN", "[ones]") {
     nn::WideNetConfig c;
     c.dim = 16, c.heads = 2, c.ffn_dim = 24, c.layers = 3, c.experts = 4;
     Generator g1(1), g2(2);

@@ -332,7 +332,7 @@ TEST_CASE("dropout keeps about 1 - p of the elements, scaled by 1 / (1 - p)", "[
     }
 }
 
-TEST_CASE("dropout backward uses the saved mask; eval, p = 0 and p = 1", "[dropout]") {
+TEST_CASE("dropout backward uses the saved mask, eval, p = 0 and p = 1", "[dropout]") {
     Generator gen(5);
     auto x = Tensor<double>::randn({10, 10}, gen);
     x.requires_grad_();

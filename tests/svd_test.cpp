@@ -145,7 +145,7 @@ TEST_CASE("truncation_rank keeps the smallest K reaching lambda of the spectrum"
     CHECK(linalg::truncation_rank(Tensor<double>::zeros({0}), 0.5) == 0);
 }
 
-TEST_CASE("truncation_rank rejects lambda outside (0, 1] naming it", "[svd]") {
+TEST_CASE("truncation_rank rejects lambda <= 0 or > 1, naming it", "[svd]") {
     Tensor<float> S = Tensor<float>::from_vector({2, 1});
     CHECK_THROWS_WITH(linalg::truncation_rank(S, 0.0), Contains("lambda = 0"));
     CHECK_THROWS_WITH(linalg::truncation_rank(S, 1.5), Contains("lambda = 1.5"));

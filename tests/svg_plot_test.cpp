@@ -212,7 +212,7 @@ TEST_CASE("svg plot: NaN and inf break lines, empty series and empty plots are v
     CHECK(io::plot_x_range(none).hi == 1.0);
 }
 
-TEST_CASE("svg plot: bad input is an error naming the plot and series; write_svg writes the file", "[svg]") {
+TEST_CASE("svg plot: bad input is an error naming the plot and series, write_svg writes the file", "[svg]") {
     io::LinePlot p = two_series();
     p.title = "ce";
     p.series[1].y.pop_back();

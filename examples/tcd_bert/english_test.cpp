@@ -202,7 +202,7 @@ TEST_CASE("read_wordnet: real data-file layout, markers, glosses and examples") 
     CHECK_THROWS_WITH(english::read_wordnet(d), Contains(d + "/data.adv': is a directory"));
 }
 
-TEST_CASE("read_fortunes: category files, separators, overstrikes; skips .dat, .u8 and subdirectories") {
+TEST_CASE("read_fortunes: category files, separators, overstrikes, skips .dat, .u8 and subdirectories") {
     const auto d = fresh_dir("fortunes");
     write(d + "/food",
           "Eat dessert first.\n%\nA\tbagel is a doughnut\nwith the sin removed.\n\t\t-- George Rosenblum\n%\n%\n"

@@ -224,7 +224,7 @@ TEST_CASE("stage controller: fixed threshold, automatic plateau rule, single/con
     CHECK_THROWS_WITH(s2.load({}), Catch::Contains("stage state"));
 }
 
-TEST_CASE("decoding: greedy equals beam 1 and stops at eos; a trained copy task decodes", "[tsjt]") {
+TEST_CASE("decoding: greedy equals beam 1 and stops at eos, a trained copy task decodes", "[tsjt]") {
     Generator gen(6);
     ModelConfig c = tiny(0);
     c.enc_layers = c.dec_layers = 1;

@@ -50,7 +50,7 @@ TEST_CASE("exponential smoothing and brevity penalty follow the formulas", "[ble
     CHECK(sentence_bleu("a b", "a b c d e").score == Approx(100.0 * std::exp(1.0 - 5.0 / 2.0)));
 }
 
-TEST_CASE("corpus statistics are sums of segment statistics; clipping", "[bleu]") {
+TEST_CASE("corpus statistics are sums of segment statistics, clipping", "[bleu]") {
     const std::vector<std::string> hyps = {"the the the the", "a b c", "x y z w v"};
     const std::vector<std::string> refs = {"the cat is on the mat", "a b c", "x y"};
     BleuStats sum;

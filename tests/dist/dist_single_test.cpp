@@ -57,7 +57,7 @@ TEST_CASE("fnv1a: the published 64-bit test vectors") {
     CHECK(dist::fnv1a("foobar") == 0x85944171f73967e8ull);
 }
 
-TEST_CASE("config hash: names, shapes and the config string count; values do not") {
+TEST_CASE("config hash: names, shapes and the config string count, values do not") {
     Generator g1(1), g2(2);
     nn::Linear<float> a(8, 16, g1), b(8, 16, g2), wide(8, 17, g1);
     dist::SingleProcess c;
@@ -89,7 +89,7 @@ TEST_CASE("shard_range covers 0..n once, sizes differ by at most one") {
     CHECK_THROWS_WITH(dist::shard_range(10, 2, 2), Catch::Contains("rank 2, size 2"));
 }
 
-TEST_CASE("DataParallel on one rank changes nothing; buckets follow bucket_mb") {
+TEST_CASE("DataParallel on one rank changes nothing, buckets follow bucket_mb") {
     Generator g(3);
     nn::Linear<float> fc(64, 64, g);  // weight 16 KiB, bias 256 B
     auto before = fc.weight.clone();

@@ -157,7 +157,7 @@ TEST_CASE("2-rank data parallel == 1 rank with the doubled batch: Transformer en
     check_equivalence<Layer>(24, Opt::Adam, 1e-3);  // ~1 KB buckets: several tensors per bucket
 }
 
-TEST_CASE("a gradient present on some ranks only is averaged with zeros; absent everywhere stays absent") {
+TEST_CASE("a gradient present on some ranks only is averaged with zeros, absent everywhere stays absent") {
     auto& c = *world();
     Tensor<float> a = Tensor<float>::zeros({3}).requires_grad_(), b = Tensor<float>::zeros({2}).requires_grad_();
     dist::DataParallel<float> dp(world(), {{"a", a}, {"b", b}});

@@ -188,7 +188,7 @@ TEST_CASE("a small MLP trains on the device as on the CPU", "[cuda]") {
     }
 }
 
-TEST_CASE("modules move to the device with their state; state dicts go both ways", "[cuda]") {
+TEST_CASE("modules move to the device with their state, state dicts go both ways", "[cuda]") {
     Generator gen(5);
     nn::Linear<double> cpu(6, 3, gen), dev(6, 3, gen);
     dev.load_state_dict(cpu.state_dict());

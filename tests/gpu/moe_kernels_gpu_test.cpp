@@ -571,7 +571,7 @@ TEST_CASE("moe::MoELayer on the device matches the CPU: forward, aux loss, stati
     check_layer<double>(1, true, false, A::GELU, B::None);
 }
 
-TEST_CASE("moe::MoELayer on the device: NaN logits name the layer and the token; the same bits twice", "[cuda]") {
+TEST_CASE("moe::MoELayer on the device: NaN logits name the layer and the token, the same bits twice", "[cuda]") {
     const moe::MoEConfig c = layer_config<float>(2, false, false, nn::Activation::GELU, moe::BalanceLoss::Switch);
     Generator g1(5), g2(5), gen(3);
     moe::MoELayer<float> cpu(c, g1), dev(c, g2);

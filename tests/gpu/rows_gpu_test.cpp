@@ -441,7 +441,7 @@ TEST_CASE("row ops on CUDA tensors: strided views, and the CPU's argument checks
 
 // ---- without a GPU (rows_gpu_test --no-device) ---------------------------------------------------
 
-TEST_CASE("no device: the row ops' device entries are installed; the CPU ops are unchanged", "[nodevice]") {
+TEST_CASE("no device: the row ops' device entries are installed, the CPU ops are unchanged", "[nodevice]") {
     const DeviceOps<float>& f = DeviceOps<float>::cuda();
     const DeviceOps<double>& d = DeviceOps<double>::cuda();
     CHECK((f.softmax && f.softmax_backward && f.cross_entropy && f.cross_entropy_backward));
