@@ -165,7 +165,7 @@ int main(int argc, char** argv) {
                         o.rc.indep ? "indep" : "shared", (long long)res.params_moe, o.rc.indep ? "device" : "dense",
                         (long long)res.params_dense, (long long)res.params_total);
             run.train(train_set, res);
-            run.evaluate(dirs, sp, size_t(o.test_limit), o.eval_beam, 1.0, res);
+            run.evaluate(dirs, sp, o.test_limit > 0 ? size_t(o.test_limit) : std::numeric_limits<size_t>::max(), o.eval_beam, 1.0, res);
             run.extract(spm);
             if (res.updates_this_process > 0)
                 std::printf("  %s: %lld updates in %.1f s, last ce moe %.3f dense %.3f kl %.3f%s\n", res.mode.c_str(),
@@ -187,9 +187,12 @@ int main(int argc, char** argv) {
             std::printf("figures: %s, %s, %s\n", figs[0].c_str(), figs[1].c_str(), figs[2].c_str());
         }
         const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-        std::printf("\nBLEU: sacreBLEU's default (%s), %s decoding, first %d test sentences (of at most %d source pieces) per direction.\n"
-                    "Results in %s/results.{md,json}; total %.1f s\n", text::bleu_signature().c_str(), o.eval_beam > 1 ? "beam" : "greedy", o.test_limit, o.test_max_len,
-                    o.out.c_str(), total);
+        const std::string which = (o.test_limit > 0 ? msg("the first ", o.test_limit) : std::string("all")) +
+                                  " test sentences" +
+                                  (o.test_max_len > 0 ? msg(" of at most ", o.test_max_len, " source pieces") : std::string());
+        std::printf("\nBLEU: sacreBLEU's default (%s), %s decoding, %s per direction.\n"
+                    "Results in %s/results.{md,json}; total %.1f s\n", text::bleu_signature().c_str(), o.eval_beam > 1 ? "beam" : "greedy",
+                    which.c_str(), o.out.c_str(), total);
         if (o.min_bleu >= 0 && !results.empty()) {
             double avg = 0;
             for (double b : results.back().bleu_moe) avg += b;

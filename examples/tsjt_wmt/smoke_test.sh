@@ -206,8 +206,8 @@ PY
              --save-every --log-every --device-d-model --device-ffn --device-layers; do
       expect_flag_error "$f: got 0" "${B[@]}" "$f" 0
     done
-    for f in --max-steps --test-limit --max-epochs; do expect_flag_error "$f: got 0" "${B0[@]}" "$f" 0; done
-    for f in --max-train --train-pairs --max-len --test-max-len --seed; do expect_flag_error "$f: got -1" "${B[@]}" "$f" -1; done
+    for f in --max-steps --max-epochs; do expect_flag_error "$f: got 0" "${B0[@]}" "$f" 0; done
+    for f in --max-train --train-pairs --max-len --test-max-len --test-limit --seed; do expect_flag_error "$f: got -1" "${B[@]}" "$f" -1; done
     expect_flag_error "--kl-scale: got -1" "${B[@]}" --kl-scale -1
     expect_flag_error "--max-train: 'lots' is not an integer" "${B[@]}" --max-train lots
     expect_flag_error "--dropout: got 1" "${B[@]}" --dropout 1
