@@ -21,6 +21,7 @@
 // thread setting (never by timing), and no result depends on which worker ran what; f of
 // parallel_for must not throw (the ops using it only do arithmetic); a parallel region inside a
 // chunk or task, or one started while another thread holds the pool, runs inline on its caller.
+// A job's chunks and tasks run in their caller's precision (core/precision.hpp).
 #pragma once
 
 #include <sched.h>
@@ -36,6 +37,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "precision.hpp"
 
 #if defined(MOEKD_BLAS)
 // OpenBLAS's own thread control (declared as in its cblas.h), to run it single-threaded inside
@@ -127,7 +129,9 @@ void parallel_for(int64_t n, int64_t grain, F&& f) {
         if (n > 0) f(int64_t(0), n);
         return;
     }
+    const Precision prec = tl_precision;  // the workers compute as their caller does
     const std::function<void(int64_t, int64_t)> fn = [&](int64_t b, int64_t e) {
+        PrecisionGuard pg(prec);
         tl_in_parallel = true;
         if (e > b) f(b, e);
         tl_in_parallel = false;
@@ -158,7 +162,9 @@ void run_tasks(int64_t ntasks, bool blas_inside, F&& fn) {
     std::atomic<bool> failed{false};
     std::exception_ptr error;
     std::mutex m;
+    const Precision prec = tl_precision;  // the workers compute as their caller does
     const std::function<void(int64_t, int64_t)> job = [&](int64_t w0, int64_t w1) {
+        PrecisionGuard pg(prec);
         tl_in_parallel = true;
         for (int64_t w = w0; w < w1; ++w)
             for (int64_t t; (t = next.fetch_add(1)) < ntasks;) {

@@ -128,6 +128,7 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
     }
     struct Ptr {
         const T *w1, *b1, *w2, *b2;
+        std::shared_ptr<const void> o1, o2;  // W1's and W2's storage when they are parameters (bf16 copy cache)
     };
     std::vector<Ptr> P(E);
     for (int64_t e = 0; e < E; ++e) {
@@ -136,7 +137,10 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
             if (!h.defined()) return nullptr;
             return h.data() + (w.stacked() ? e * per : 0);
         };
-        P[e] = {at(0, F * D), at(1, F), at(2, D * F), at(3, D)};
+        const auto owner = [&](int which) {
+            return moekd::detail::param_owner(w.stacked() ? inputs[1 + which] : inputs[1 + e * 4 + which]);
+        };
+        P[e] = {at(0, F * D), at(1, F), at(2, D * F), at(3, D), owner(0), owner(2)};
     }
 
     const bool gelu = act == nn::Activation::GELU;
@@ -155,9 +159,9 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
         // biases are written first and the GEMM adds onto them (beta = 1), as linear() does
         if (q.b1)
             for (int64_t i = 0; i < n; ++i) std::copy_n(q.b1, F, h + i * F);
-        moekd::detail::gemm(T(1), detail::CMat<T>{xc.data() + sg.r0 * D, n, D, D, 1},
-                            detail::CMat<T>{q.w1, F, D, D, 1}.t(), q.b1 ? T(1) : T(0),
-                            detail::MMat<T>{h, n, F, F, 1});
+        moekd::detail::gemm_auto(T(1), detail::CMat<T>{xc.data() + sg.r0 * D, n, D, D, 1},
+                                 detail::CMat<T>{q.w1, F, D, D, 1}.t(), q.b1 ? T(1) : T(0),
+                                 detail::MMat<T>{h, n, F, F, 1}, nullptr, q.o1);
         for (int64_t i = 0; i < n; ++i) {
             if (gelu) kern::bias_act_row<kern::Gelu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
             else kern::bias_act_row<kern::Relu>(h + i * F, static_cast<const T*>(nullptr), F, a + i * F);
@@ -165,14 +169,16 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
         T* y = ys.data() + sg.r0 * D;
         if (q.b2)
             for (int64_t i = 0; i < n; ++i) std::copy_n(q.b2, D, y + i * D);
-        moekd::detail::gemm(T(1), detail::CMat<T>{a, n, F, F, 1}, detail::CMat<T>{q.w2, D, F, F, 1}.t(),
-                            q.b2 ? T(1) : T(0), detail::MMat<T>{y, n, D, D, 1});
+        moekd::detail::gemm_auto(T(1), detail::CMat<T>{a, n, F, F, 1}, detail::CMat<T>{q.w2, D, F, F, 1}.t(),
+                                 q.b2 ? T(1) : T(0), detail::MMat<T>{y, n, D, D, 1}, nullptr, q.o2);
     });
 
     const bool stacked = w.stacked();
     return record<T>(
         ys, "expert_ffn", inputs,
-        [plan, inputs, held, P, F, D, E, S, gelu, stacked, xd = xc.detach(), A, H](const Tensor<T>& g) {
+        [plan, inputs, held, P, F, D, E, S, gelu, stacked, prec = moekd::detail::tl_precision, xd = xc.detach(), A,
+         H](const Tensor<T>& g) {
+            moekd::detail::PrecisionGuard pg(prec);  // the backward's GEMMs in the forward's precision
             const Tensor<T> dy = moekd::detail::contiguous_data(g);
             const bool direct = detail::direct_leaf_grads_setting();
             const bool need_x = needs_grad(inputs[0]);
@@ -238,13 +244,13 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
                     T* out = dst(e, 2);
                     T beta = s_w2.beta;
                     if (cont) o.dw2 = Tensor<T>::empty({D, F}), out = o.dw2.data(), beta = T(0);
-                    moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}.t(), detail::CMat<T>{a, n, F, F, 1},
-                                        beta, detail::MMat<T>{out, D, F, F, 1});
+                    moekd::detail::gemm_auto(T(1), detail::CMat<T>{gy, n, D, D, 1}.t(), detail::CMat<T>{a, n, F, F, 1},
+                                             beta, detail::MMat<T>{out, D, F, F, 1});
                 }
                 if (!(s_w1.active() || s_b1.active() || need_x)) return;
                 T* da = buf.data();  // dA = dY W2: (n, D) @ (D, F)
-                moekd::detail::gemm(T(1), detail::CMat<T>{gy, n, D, D, 1}, detail::CMat<T>{q.w2, D, F, F, 1}, T(0),
-                                    detail::MMat<T>{da, n, F, F, 1});
+                moekd::detail::gemm_auto(T(1), detail::CMat<T>{gy, n, D, D, 1}, detail::CMat<T>{q.w2, D, F, F, 1}, T(0),
+                                         detail::MMat<T>{da, n, F, F, 1}, nullptr, q.o2);
                 if (s_b1.active()) o.db1.assign(F, Acc(0));
                 Acc* db1 = s_b1.active() ? o.db1.data() : nullptr;
                 const T* h = (gelu ? H : A).data() + sg.r0 * F;
@@ -257,12 +263,12 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
                     T* out = dst(e, 0);
                     T beta = s_w1.beta;
                     if (cont) o.dw1 = Tensor<T>::empty({F, D}), out = o.dw1.data(), beta = T(0);
-                    moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}.t(), detail::CMat<T>{x, n, D, D, 1},
-                                        beta, detail::MMat<T>{out, F, D, D, 1});
+                    moekd::detail::gemm_auto(T(1), detail::CMat<T>{da, n, F, F, 1}.t(), detail::CMat<T>{x, n, D, D, 1},
+                                             beta, detail::MMat<T>{out, F, D, D, 1});
                 }
                 if (need_x)  // dX = dH W1: (n, F) @ (F, D)
-                    moekd::detail::gemm(T(1), detail::CMat<T>{da, n, F, F, 1}, detail::CMat<T>{q.w1, F, D, D, 1}, T(0),
-                                        detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1});
+                    moekd::detail::gemm_auto(T(1), detail::CMat<T>{da, n, F, F, 1}, detail::CMat<T>{q.w1, F, D, D, 1}, T(0),
+                                             detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1}, nullptr, q.o1);
             });
             // join: continuation parts and bias sums, expert by expert in row order
             std::vector<std::vector<Acc>> b1sum(E), b2sum(E);

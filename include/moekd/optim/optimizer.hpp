@@ -51,6 +51,7 @@ public:
     void step() {
         NoGrad ng;
         ++step_;
+        ++detail::param_generation();  // the parameters change: their cached bf16 copies are stale
         size_t k = 0;
         for (auto& g : groups_)
             for (auto& p : g.params) {
