@@ -32,7 +32,9 @@ using namespace tbench;
 const char* kUsage =
     "usage: transformer_bench [--rounds R] [--steps S] [--warmup W] [--torch-threads 1x2,2x2,2x2p,2x1]\n"
     "                         [--blas-threads N (moekd side, default 2)] [--cases encoder,decoder] [--quick] [--check]\n"
-    "       transformer_bench --side moekd --case encoder|decoder [--blas-threads N] [--steps S] [--warmup W]\n";
+    "                         [--precision fp32|bf16 (bf16: moekd::Autocast vs torch's CPU autocast)]\n"
+    "       transformer_bench --side moekd --case encoder|decoder [--blas-threads N] [--steps S] [--warmup W]\n"
+    "                         [--precision fp32|bf16]\n";
 
 int run_moekd_side(const Options& o, long base_rss) {
     openblas_set_num_threads(o.blas_threads);
@@ -46,6 +48,7 @@ int run_moekd_side(const Options& o, long base_rss) {
     r.base_rss_kb = base_rss;
     {
         MoekdSide m(s, o.which, make_inputs(s));
+        m.bf16 = o.bf16;
         time_steps(o, s, r, [&] { m.step(); });
         const auto st = moekd::CpuAllocator::instance().stats();
         r.alloc_peak_kb = long(st.peak_bytes_in_use / 1024);
@@ -178,7 +181,9 @@ int run_driver(Options o) {
 
     bool ok = true;
     if (have_torch) {  // verify before timing
-        const Child c = run_child({torch_bin, "--check"}, {{"OMP_NUM_THREADS", "1"}});
+        std::vector<std::string> check{torch_bin, "--check"};
+        if (o.bf16) check.insert(check.end(), {"--precision", "bf16"});
+        const Child c = run_child(check, {{"OMP_NUM_THREADS", "1"}});
         std::printf("%s", c.out.c_str());
         if (c.status != 0) {
             std::printf("# check FAILED: the two sides disagree; not timing\n");
@@ -191,6 +196,7 @@ int run_driver(Options o) {
     if (o.check_only) return 0;
 
     const std::string steps = std::to_string(o.steps), warmup = std::to_string(o.warmup);
+    const char* sfx = o.bf16 ? "_bf16" : "";  // case names: encoder_layer_train_bf16, ...
     for (const std::string& cname : split(o.cases, ',')) {
         parse_case(cname);
         Series mk("moekd blas=" + std::to_string(o.blas_threads));
@@ -210,13 +216,15 @@ int run_driver(Options o) {
                     tr.emplace_back(std::string("torch ") + variant + " aten=" + at + " blas=" + bl +
                                     (passive ? " omp=passive" : ""));
                     torch_runs.push_back({{torch_bin, "--side", "torch", "--case", cname, "--variant", variant,
-                                           "--aten-threads", at, "--blas-threads", bl, "--steps", steps, "--warmup", warmup},
+                                           "--aten-threads", at, "--blas-threads", bl, "--steps", steps, "--warmup", warmup,
+                                           "--precision", o.bf16 ? "bf16" : "fp32"},
                                           env});
                 }
             }
         const std::string mb = std::to_string(o.blas_threads);
         const std::vector<std::string> moekd_argv{me, "--side", "moekd", "--case", cname, "--blas-threads", mb,
-                                                  "--steps", steps, "--warmup", warmup};
+                                                  "--steps", steps, "--warmup", warmup, "--precision",
+                                                  o.bf16 ? "bf16" : "fp32"};
         const std::map<std::string, std::string> moekd_env{{"OMP_NUM_THREADS", "2"}, {"OPENBLAS_NUM_THREADS", mb}};
         auto line = [&](const Series& se) {
             std::printf("#   %-40s tokens/s median=%9.1f runs=[", se.label.c_str(), se.tps());
@@ -270,16 +278,16 @@ int run_driver(Options o) {
             std::printf("# fastest torch: %s; per-round ratios moekd / fastest torch of the round: [", best->label.c_str());
             for (size_t i = 0; i < paired.size(); ++i) std::printf("%s%.3f", i ? " " : "", paired[i]);
             std::printf("] median=%.3f\n", median(paired));
-            std::printf("case=%s_layer_train moekd=%.1f torch=%.1f unit=tokens/s ratio=%.3f\n", cname.c_str(), mk.tps(),
+            std::printf("case=%s_layer_train%s moekd=%.1f torch=%.1f unit=tokens/s ratio=%.3f\n", cname.c_str(), sfx, mk.tps(),
                         best->tps(), mk.tps() / best->tps());
             // memory: lower is better, so the ratio is torch over moekd (higher is better, as above)
             const double mm = median(mk.peak_rss_mib), tm = median(best->peak_rss_mib);
-            std::printf("case=%s_layer_peak_rss moekd=%.1f torch=%.1f unit=MiB ratio=%.3f\n", cname.c_str(), mm, tm, tm / mm);
+            std::printf("case=%s_layer_peak_rss%s moekd=%.1f torch=%.1f unit=MiB ratio=%.3f\n", cname.c_str(), sfx, mm, tm, tm / mm);
             const double mg = mm - median(mk.base_rss_mib), tg = tm - median(best->base_rss_mib);
-            std::printf("case=%s_layer_peak_rss_above_start moekd=%.1f torch=%.1f unit=MiB ratio=%.3f\n", cname.c_str(),
-                        mg, tg, tg / mg);
+            std::printf("case=%s_layer_peak_rss_above_start%s moekd=%.1f torch=%.1f unit=MiB ratio=%.3f\n", cname.c_str(),
+                        sfx, mg, tg, tg / mg);
         } else if (!mk.tokens_per_s.empty()) {
-            std::printf("case=%s_layer_train moekd=%.1f torch=n/a unit=tokens/s ratio=n/a\n", cname.c_str(), mk.tps());
+            std::printf("case=%s_layer_train%s moekd=%.1f torch=n/a unit=tokens/s ratio=n/a\n", cname.c_str(), sfx, mk.tps());
         }
         std::fflush(stdout);
     }

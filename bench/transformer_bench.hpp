@@ -119,6 +119,7 @@ struct Options {
     // driver: ATen x OpenBLAS thread settings to race ('p': OMP_WAIT_POLICY=passive)
     std::string torch_configs = "1x2,2x2,2x2p,2x1";
     std::string cases = "encoder,decoder";
+    bool bf16 = false;            // --precision bf16: moekd::Autocast vs torch's CPU autocast, both sides
 };
 
 inline Case parse_case(const std::string& s) {
@@ -151,6 +152,14 @@ inline Options parse_options(int argc, char** argv, const char* usage) {
         else if (a == "--cases") o.cases = next();
         else if (a == "--quick") o.quick = true;
         else if (a == "--check") o.check_only = true;
+        else if (a == "--precision") {
+            const std::string p = next();
+            if (p != "fp32" && p != "bf16") {
+                std::fprintf(stderr, "--precision %s: choose fp32 or bf16\n%s", p.c_str(), usage);
+                std::exit(2);
+            }
+            o.bf16 = p == "bf16";
+        }
         else {
             std::fprintf(stderr, "%s", usage);
             std::exit(2);

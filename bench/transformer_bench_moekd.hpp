@@ -25,6 +25,7 @@ struct MoekdSide {
     std::unique_ptr<moekd::optim::Adam<float>> opt;
     std::vector<Tf> params;
     Tf x, mem, gy;  // x: (B, T, D), mem: (B, S, D), gy: (B, T, D); x and mem require grad
+    bool bf16 = false;  // the step's products under moekd::Autocast (Adam stays fp32)
 
     MoekdSide(const Sizes& sz, Case c, const Inputs& in, uint64_t seed = 1234) : s(sz), which(c) {
         moekd::Generator gen(seed);
@@ -65,8 +66,11 @@ struct MoekdSide {
         for (auto& p : params) p.zero_grad();
         x.zero_grad();
         mem.zero_grad();
-        const Tf y = forward();
-        y.backward(gy);
+        {
+            moekd::Autocast ac(bf16 ? moekd::Precision::bf16 : moekd::Precision::fp32);
+            const Tf y = forward();
+            y.backward(gy);
+        }
         opt->step();
     }
 };

@@ -19,6 +19,7 @@
 //           self-attention (Q and fused KV for cross-attention), heads as views, matmul,
 //           softmax, matmul, layer_norm (skips torch::nn's torch::equal(query, key) checks)
 // The driver races both and compares moekd with the fastest.
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <map>
@@ -31,13 +32,29 @@ using namespace tbench;
 namespace F = torch::nn::functional;
 
 const char* kUsage =
-    "usage: transformer_bench_torch --check [--quick]\n"
+    "usage: transformer_bench_torch --check [--quick] [--precision fp32|bf16]\n"
     "       transformer_bench_torch --side torch --case encoder|decoder [--variant module|manual]\n"
-    "                               [--aten-threads N] [--blas-threads N] [--steps S] [--warmup W]\n";
+    "                               [--aten-threads N] [--blas-threads N] [--steps S] [--warmup W]\n"
+    "                               [--precision fp32|bf16 (bf16: CPU autocast to bfloat16)]\n";
 
 torch::Tensor from_values(const std::vector<float>& v, std::vector<int64_t> shape) {
     return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat32).clone();
 }
+
+/// torch.autocast("cpu", dtype=torch.bfloat16) as a scope (when `on`).
+struct AutocastBf16 {
+    bool on;
+    explicit AutocastBf16(bool enable) : on(enable) {
+        if (!on) return;
+        at::autocast::set_cpu_enabled(true);
+        at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
+    ~AutocastBf16() {
+        if (!on) return;
+        at::autocast::set_cpu_enabled(false);
+        at::autocast::clear_cache();
+    }
+};
 
 struct TorchSide {
     Sizes s;
@@ -49,6 +66,7 @@ struct TorchSide {
     std::vector<torch::Tensor> params;
     // module: x (T, B, D), mem (S, B, D), gy (T, B, D); manual: batch first (B, T, D)
     torch::Tensor x, mem, gy, causal;  // causal: (T, T) float, -inf above the diagonal
+    bool bf16 = false;  // the forward under torch's CPU autocast to bfloat16 (backward follows it)
 
     TorchSide(const Sizes& sz, Case c, const Inputs& in, bool manual_variant) : s(sz), which(c), manual(manual_variant) {
         if (c == Case::Encoder) {
@@ -132,7 +150,12 @@ struct TorchSide {
         for (auto& p : params) p.mutable_grad().reset();  // set_to_none (torch 2.x default; no zero fill)
         x.mutable_grad().reset();
         mem.mutable_grad().reset();
-        forward().backward(gy);
+        torch::Tensor y;
+        {
+            AutocastBf16 ac(bf16);
+            y = forward();
+        }
+        y.backward(gy);
         opt->step();
     }
 
@@ -264,6 +287,57 @@ bool check_case(const Sizes& s, Case c) {
     return ok;
 }
 
+/// bf16: each side's autocast output and input gradient against moekd's fp32 ones on the same
+/// weights, within bf16's tolerance (max |a - b| / max |b| <= 3e-2; bf16 keeps 8 significant
+/// bits), and the two sides against each other.
+bool check_bf16_case(const Sizes& s, Case c) {
+    const Inputs in = make_inputs(s);
+    bool ok = true;
+    for (bool manual : {false, true}) {
+        MoekdSide m32(s, c, in), m16(s, c, in);  // same seed: same weights
+        m16.bf16 = true;
+        TorchSide tr(s, c, in, manual);
+        tr.bf16 = true;
+        auto names = tr.name_map();
+        {
+            torch::NoGradGuard ng;
+            for (auto& [n, t] : m32.named_parameters()) {
+                auto& [tt, row] = names.at(n);
+                TorchSide::part(tt, row, t.size(0)).copy_(as_torch(t));
+            }
+        }
+        const auto y32 = m32.forward();
+        y32.backward(m32.gy);
+        moekd::Tensor<float> y16;
+        {
+            moekd::Autocast ac(moekd::Precision::bf16);
+            y16 = m16.forward();
+            y16.backward(m16.gy);
+        }
+        torch::Tensor yt;
+        {
+            AutocastBf16 ac(true);
+            yt = tr.forward();
+        }
+        yt.backward(tr.gy);
+        const torch::Tensor ytb = (manual ? yt : yt.transpose(0, 1)).to(torch::kFloat32);
+        const torch::Tensor gxt = (manual ? tr.x.grad() : tr.x.grad().transpose(0, 1)).to(torch::kFloat32);
+        auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
+            return (a.detach() - b.detach()).abs().max().item<double>() / std::max(b.detach().abs().max().item<double>(), 1e-30);
+        };
+        const char* var = manual ? "manual" : "module";
+        const double e[6] = {rel(as_torch(y16), as_torch(y32)), rel(ytb, as_torch(y32)), rel(as_torch(y16), ytb),
+                             rel(as_torch(m16.x.grad()), as_torch(m32.x.grad())), rel(gxt, as_torch(m32.x.grad())),
+                             rel(as_torch(m16.x.grad()), gxt)};
+        const bool good = *std::max_element(e, e + 6) <= 3e-2;
+        std::printf("check: case=%s torch=%s bf16 max_rel_err output: moekd_vs_fp32=%.2e torch_vs_fp32=%.2e "
+                    "moekd_vs_torch=%.2e; grad.x: %.2e %.2e %.2e -> %s\n",
+                    case_name(c), var, e[0], e[1], e[2], e[3], e[4], e[5], good ? "agree" : "DISAGREE");
+        ok = ok && good;
+    }
+    return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -274,6 +348,8 @@ int main(int argc, char** argv) {
         at::set_num_threads(1);
         bool ok = true;
         for (Case c : {Case::Encoder, Case::Decoder}) ok = check_case(s, c) && ok;
+        if (o.bf16)
+            for (Case c : {Case::Encoder, Case::Decoder}) ok = check_bf16_case(s, c) && ok;
         return ok ? 0 : 1;
     }
     if (o.side != "torch" || (o.variant != "module" && o.variant != "manual")) {
@@ -291,6 +367,7 @@ int main(int argc, char** argv) {
     r.base_rss_kb = base_rss;
     {
         TorchSide t(s, o.which, make_inputs(s), o.variant == "manual");
+        t.bf16 = o.bf16;
         time_steps(o, s, r, [&] { t.step(); });
     }
     r.peak_rss_kb = peak_rss_kb();
