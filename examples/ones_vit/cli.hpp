@@ -20,7 +20,7 @@ struct Options {
     std::string dir = "/usr/share/datasets/fashion-mnist", out_dir = "ones_vit_out";
     std::string runs_s = "teacher,dense,dense-long,ones";
     std::string cifar_dir, teacher_in, teacher_out;
-    std::string kg_scale = "mean", kd_kind = "soft", device_name = "cpu";
+    std::string kg_scale = "mean", kd_kind = "soft", device_name = "cpu", precision = "fp32";
     WideNetConfig cfg;
     TrainOptions to, so;  // teacher / students
     double lambda = 0.75, min_acc = 0.0, student_lr_ratio = 0.4, scratch_lr = 0.0;  // scratch_lr 0: = --teacher-lr
@@ -112,6 +112,11 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--device", o.device_name, "where the models train and are evaluated: cpu, or cuda (the GPU)")
         ->capture_default_str()
         ->check(CLI::IsMember({"cpu", "cuda"}));
+    app.add_option("--precision", o.precision,
+                   "training products: fp32, or bf16 (moekd::Autocast: matmuls in bf16 with fp32 accumulation; "
+                   "weights, gradients, AdamW, softmax, norms, losses and evaluation in fp32; CPU only for now)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16"}));
     app.add_option("--throughput-images", o.throughput_images, "test images of the inference-throughput measurement (0: skip it)")
         ->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--min-acc", o.min_acc, "exit 2 if the OneS student (else the last run) ends below this accuracy")->capture_default_str()->check(cli_checks::in(0.0, 1.0));
@@ -143,7 +148,7 @@ inline nlohmann::ordered_json config_json(const Options& o) {
             {"warmup", o.so.warmup_frac}, {"lambda", o.lambda}, {"kd", o.kd_kind}, {"temperature", o.so.temperature},
             {"alpha", o.so.alpha}, {"kg_scale", o.kg_scale}, {"weight_decay", o.so.weight_decay},
             {"dropout", o.cfg.dropout}, {"label_smoothing", o.so.label_smoothing}, {"mixup", o.so.mixup},
-            {"seed", o.seed}};
+            {"precision", precision_name(o.so.precision)}, {"seed", o.seed}};
 }
 
 }  // namespace ones_vit

@@ -185,6 +185,7 @@ struct TrainOptions {
     double label_smoothing = 0.0;   // of the CE term
     double mixup = 0.0;             // probability that a batch is mixed (see mix_batch)
     uint64_t data_seed = 1;         // shuffling and augmentation (same for every run: fair comparison)
+    Precision precision = Precision::fp32;  // of the training step's products (the one that runs here)
     std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
 };
 
@@ -242,6 +243,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
             if (o.mixup > 0 && draw.uniform() < o.mixup) lam = mix_batch(x, y, y_rev, draw);
             x = x.to(dev);
             y = y.to(dev);
+            Autocast autocast(o.precision);  // this step's products (the teacher's too); AdamW stays fp32
             const auto fwd = m.forward_with_aux(x);
             const Tensor<float>& logits = fwd.logits;
             Tensor<float> loss = cross_entropy(logits, y, -100, o.label_smoothing);

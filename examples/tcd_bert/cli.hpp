@@ -27,7 +27,7 @@ namespace tcdb {
 struct Options {
     std::string data_dir = std::string(TCD_SOURCE_DIR) + "/build/tcd-data", out_dir = "tcd_bert_out";
     std::vector<std::string> corpus_files;
-    std::string task_name = "WNPOS", glue_dir, seeds_s = "1", ft_modes = "both", device_name = "cpu";
+    std::string task_name = "WNPOS", glue_dir, seeds_s = "1", ft_modes = "both", device_name = "cpu", precision = "fp32";
     ModelConfig mc;
     int64_t teacher_layers = -1, seq_len = 128, max_segments = 2500, heldout_segments = 128, ood_segments = 64;
     int64_t spm_lines = 20000, max_train = 2000, max_dev = 600;
@@ -99,6 +99,11 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--device", o.device_name, "where the models pre-train, fine-tune and are evaluated: cpu, or cuda (the GPU)")
         ->capture_default_str()
         ->check(CLI::IsMember({"cpu", "cuda"}));
+    app.add_option("--precision", o.precision,
+                   "pre-training and fine-tuning products: fp32, or bf16 (moekd::Autocast: matmuls in bf16 with fp32 "
+                   "accumulation; weights, gradients, AdamW, norms, the MLM / TCD losses and evaluation in fp32; CPU only for now)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16"}));
 }
 
 inline std::vector<uint64_t> parse_seeds(const std::string& s) {

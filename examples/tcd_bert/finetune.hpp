@@ -24,6 +24,7 @@ struct FinetuneOptions {
     int64_t batch = 32, max_len = 64;
     double lr_full = 5e-4, lr_adapter = 2e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
     Device device = Device::CPU;  // where each classifier trains and is evaluated (batches made on the CPU, moved)
+    Precision precision = Precision::fp32;  // of the training step's products (evaluation stays fp32)
 };
 
 /// A task tokenised once, shared by every model.
@@ -140,6 +141,7 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
             Tensor<uint8_t> pad;
             task_batch(t.train, order, from, n, ids, types, pad);
             batch_to(o.device, ids, types, pad);
+            Autocast autocast(o.precision);  // this step's products; AdamW stays fp32
             const nn::AuxOutput<float> fwd = clf->forward_with_aux(ids, types, pad);
             const Tensor<float>& logits = fwd.y;
             Tensor<float> loss;

@@ -97,6 +97,16 @@ int main(int argc, char** argv) {
 #endif
     }
     o.fo.device = dev;
+    o.po.precision = o.fo.precision = parse_precision(o.precision);
+    if (o.po.precision == Precision::bf16) {
+        if (dev == Device::CUDA) {
+            if (main_rank) std::fprintf(stderr, "tcd_bert: error: --precision bf16 runs on the CPU only (the CUDA bf16 GEMMs are not built yet); use --precision fp32 with --device cuda\n");
+            return 1;
+        }
+        const Bf16Support s = bf16_support();
+        if (!s.ok) o.po.precision = o.fo.precision = Precision::fp32;
+        if (main_rank) std::printf(s.ok ? "precision: bf16 (%s)\n" : "precision: bf16 asked for, but %s: training in fp32\n", s.why.c_str());
+    }
     if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
 
     try {
@@ -141,7 +151,7 @@ int main(int argc, char** argv) {
                   {"heads", mc.heads}, {"ffn_dim", mc.ffn_dim}, {"experts", mc.experts}, {"vocab", mc.vocab},
                   {"seq_len", o.seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", o.po.epochs},
                   {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
-                  {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"seed", int64_t(o.seed)}});
+                  {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)}});
 
         // ---- pre-training ------------------------------------------------------------------------
         std::shared_ptr<nn::BertEncoder<float>> teacher;

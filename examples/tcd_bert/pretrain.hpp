@@ -47,6 +47,7 @@ struct PretrainOptions {
     tcd::TcdWeights tcd{0.0, 0.0, 0.0};  // all 0: no distillation
     int64_t groups = 32, group_size = 128;
     uint64_t seed = 1;
+    Precision precision = Precision::fp32;  // of the training step's products (the one that runs here)
     std::shared_ptr<dist::Communicator> comm;  // null or size 1: one process
     // The device is the model's (main.cpp moves it with .to(device) before pretrain): batches and
     // masks are made on the CPU and moved there; losses come back with .item().
@@ -181,6 +182,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
             Tensor<int64_t> lab;
             const Tensor<int64_t> ids = mb.input_ids.to(dev);
+            Autocast autocast(o.precision);  // this step's products (the teacher's too); AdamW stays fp32
             const nn::AuxOutput<float> fwd = m.forward_with_aux(ids);
             const Tensor<float>& hidden = fwd.y;
             const Tensor<float> mlm = cross_entropy(masked_logits(m, hidden, mb.labels, lab), lab);

@@ -68,6 +68,7 @@ struct Options {
     double min_bleu = -1;
     bool no_progress = false;
     std::string device_name = "cpu";
+    std::string precision = "fp32";
 
     static RunConfig defaults() {
         RunConfig rc;
@@ -168,6 +169,11 @@ inline Subcommands add_flags(CLI::App& app, Options& o) {
     app.add_option("--device", o.device_name, "where the models train and decode: cpu, or cuda (the GPU)")
         ->capture_default_str()
         ->check(CLI::IsMember({"cpu", "cuda"}));
+    app.add_option("--precision", o.precision,
+                   "training products: fp32, or bf16 (moekd::Autocast: matmuls in bf16 with fp32 accumulation; "
+                   "weights, gradients, Adam, softmax, norms and losses in fp32; CPU only for now)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fp32", "bf16"}));
     return sc;
 }
 

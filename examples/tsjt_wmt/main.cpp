@@ -81,6 +81,16 @@ int main(int argc, char** argv) {
     }
     if (!main_rank && !std::freopen("/dev/null", "w", stdout)) return 1;  // rank 0 alone prints
     o.rc.device = o.device_name == "cuda" ? Device::CUDA : Device::CPU;
+    o.rc.precision = parse_precision(o.precision);
+    if (o.rc.precision == Precision::bf16) {
+        if (o.rc.device == Device::CUDA) {
+            if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --precision bf16 runs on the CPU only (the CUDA bf16 GEMMs are not built yet); use --precision fp32 with --device cuda\n");
+            return 1;
+        }
+        const Bf16Support s = bf16_support();
+        if (!s.ok) o.rc.precision = Precision::fp32;
+        std::printf(s.ok ? "precision: bf16 (%s)\n" : "precision: bf16 asked for, but %s: training in fp32\n", s.why.c_str());
+    }
     if (o.rc.device == Device::CUDA) {  // refused before any data is read: say why in one line
 #if defined(MOEKD_CUDA) && MOEKD_CUDA
         if (cuda::device_count() == 0) {
@@ -152,6 +162,7 @@ int main(int argc, char** argv) {
             Run run(c);
             RunResult res;
             res.mode = mode_name(mode);
+            res.precision = precision_name(c.precision);
             res.params_moe = run.params_moe();
             res.params_dense = run.params_dense();
             res.params_total = run.params_total();

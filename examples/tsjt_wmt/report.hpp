@@ -59,7 +59,7 @@ inline void write_results(bool write, const std::string& out, const std::vector<
             js.push_back({{"mode", r.mode}, {"model", which ? model : "moe"},
                           {"params", which ? r.params_dense : r.params_moe}, {"params_total", r.params_total},
                           {"steps", r.steps}, {"switch_step", r.switch_step}, {"t_sep", r.t_sep},
-                          {"train_seconds", r.train_seconds}, {"bleu", bleu}, {"avg_x_en", round2(side(b, true))},
+                          {"train_seconds", r.train_seconds}, {"precision", r.precision}, {"bleu", bleu}, {"avg_x_en", round2(side(b, true))},
                           {"avg_en_x", round2(side(b, false))}, {"avg", round2(avg)}});
         }
     }

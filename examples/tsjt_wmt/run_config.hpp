@@ -46,10 +46,12 @@ struct RunConfig {
     Device device = Device::CPU;  // where both models train and decode (drawn on the CPU, then moved)
     std::shared_ptr<dist::Communicator> comm;  // data parallel when size() > 1 (null: one process)
     bool expert_parallel = false;  // the MoE layers' experts split over comm's ranks (run.hpp)
+    Precision precision = Precision::fp32;  // of the training step's products (the one that runs here)
 };
 
 struct RunResult {
     std::string mode;
+    std::string precision = "fp32";  // of the products the training ran
     int64_t steps = 0, switch_step = -1, params_moe = 0, params_dense = 0, params_total = 0;
     double t_sep = -1, train_seconds = 0, last_ce_moe = 0, last_ce_dense = 0, last_kl = 0;
     int64_t updates_this_process = 0;  // 0 when a finished run was found and only evaluated
@@ -80,6 +82,8 @@ inline std::string run_config_string(const RunConfig& cfg_, const ModelConfig& d
                num(cfg_.moe.dropout), " clip_norm=", num(cfg_.clip_norm), " adam_eps=", num(cfg_.adam_eps),
                " min_switch_steps=", cfg_.min_switch_steps,
                cfg_.expert_parallel ? msg(" --expert-parallel=", cfg_.comm ? cfg_.comm->size() : 1) : std::string(),
+               // fp32 adds nothing, so that checkpoints from before --precision still resume
+               cfg_.precision == Precision::bf16 ? " --precision=bf16" : "",
                cfg_.data_config.empty() ? "" : " ", cfg_.data_config);
 }
 

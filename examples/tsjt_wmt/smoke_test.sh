@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # smoke_test.sh — CI checks of tsjt_wmt on the tiny real corpus in testdata/ (each < 2 min):
 #   smoke_test.sh BIN TESTDATA WORK CASE [MPIRUN ARGS...]
-# CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | bad-flags |
+# CASE: tsjt | constjt-indep | single | resume | resume-exact | translate | bad-input | bad-flags | bf16 |
 #       data-change | bad-output | mpi2 | ep2 | device-agree | no-device
 # (device-agree and no-device take the emulated-CUDA build, tsjt_wmt_emu)
 # (mpi2 and ep2 run under the launcher given after CASE, e.g. mpirun -np 2 --oversubscribe)
@@ -189,6 +189,18 @@ PY
     cp "$DATA/fr-en/train.en" "$W/dir/fr-en/"
     expect_error "'$W/dir/fr-en/train.fr': is a directory" --data "$W/dir" --langs fr --out "$W/o"
     expect_error "score: '$W/nope.txt': missing file" score "$W/nope.txt" "$W/h.txt" ;;
+  bf16)
+    # --precision bf16: the header says what runs, results.json records it, and a bf16
+    # checkpoint is refused by an fp32 run (named in the error), nothing changed
+    "$BIN" "${SMALL[@]}" --out "$W" --modes tsjt --max-steps 10 --precision bf16 > "$W/bf16.txt"
+    grep -q "^precision: bf16" "$W/bf16.txt" || { cat "$W/bf16.txt"; fail "no precision line"; }
+    if grep -q "^precision: bf16 (" "$W/bf16.txt"; then want=bf16; else want=fp32; fi  # fp32 where bf16 cannot run
+    grep -qE "\"precision\": ?\"$want\"" "$W/results.json" || fail "results.json does not record precision $want"
+    if [[ $want == bf16 ]]; then
+      cp "$W/tsjt/log.jsonl" "$W/log.before"
+      expect_error "--precision: bf16 before" "${SMALL[@]}" --out "$W" --modes tsjt --max-steps 20 --precision fp32
+      cmp -s "$W/log.before" "$W/tsjt/log.jsonl" || fail "the refused run changed the log"
+    fi ;;
   bad-flags)
     # every numeric flag is checked: an error naming the flag and the value, nothing trained
     # (B: a 2-update run, so that a flag accepted by mistake ends quickly with exit 0: the test fails)
@@ -213,6 +225,7 @@ PY
     expect_flag_error "--dropout: got 1" "${B[@]}" --dropout 1
     expect_flag_error "--dropout: got -0.1" "${B[@]}" --dropout -0.1
     expect_flag_error "--label-smoothing: got 1.5" "${B[@]}" --label-smoothing 1.5
+    expect_flag_error "--precision: fp16 not in {fp32,bf16}" "${B[@]}" --precision fp16
     expect_flag_error "--alpha-moe: got -1" "${B[@]}" --alpha-moe -1
     expect_flag_error "--alpha-dense: got inf" "${B[@]}" --alpha-dense inf
     expect_flag_error "--vocab" "${B0[@]}" --vocab 0
