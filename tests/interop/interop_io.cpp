@@ -139,9 +139,24 @@ int write_all(const std::string& dir) {
               std::vector<uint64_t>{gs.s[0], gs.s[1], gs.s[2], gs.s[3], uint64_t(gs.has_spare), std::bit_cast<uint64_t>(gs.spare)});
     ex.meta(cf, {{"format", "moekd.checkpoint"}, {"step", "1"}, {"config", st.config}, {"extra.schedule", "constant"}});
 
+    // ---- BF16 (bf16 tensors, as a bf16 run may save them): bf16_torch.py reads it with
+    // safetensors.torch and compares the bits in cpp_bf16_bits.txt (numpy has no bfloat16)
+    {
+        const std::vector<float> vals{1.0f, -2.5f, 3.14159265f, 1e-3f, -0.0f, finf, -finf, 65504.0f, 1e30f, 1.17549435e-38f,
+                                      std::numeric_limits<float>::quiet_NaN(), 0.1f};
+        Tensor<bf16> b = Tensor<bf16>::empty({3, 4});
+        std::ofstream bits(dir + "/cpp_bf16_bits.txt");
+        for (size_t i = 0; i < vals.size(); ++i) {
+            b.data()[i] = bf16(vals[i]);
+            bits << b.data()[i].bits << (i + 1 < vals.size() ? " " : "\n");
+        }
+        io::write_safetensors(dir + "/cpp_bf16.safetensors", std::map<std::string, Tensor<bf16>>{{"b", b}});
+        if (!bits) return 1;
+    }
+
     std::ofstream f(dir + "/cpp_expected.txt");
     f << ex.out.str();
-    std::printf("wrote 5 safetensors files and cpp_expected.txt to %s\n", dir.c_str());
+    std::printf("wrote 6 safetensors files and cpp_expected.txt to %s\n", dir.c_str());
     return f ? 0 : 1;
 }
 
