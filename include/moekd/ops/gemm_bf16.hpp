@@ -33,6 +33,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
+#include "../core/allocator.hpp"
 #include "../core/dtype.hpp"
 #include "../core/parallel.hpp"
 #include "../core/precision.hpp"
@@ -52,17 +53,30 @@ inline void to_bf16(const float* src, bf16* dst, int64_t n) {
     for (; i < n; ++i) dst[i] = bf16(src[i]);
 }
 
+/// n bf16 values from moekd's caching allocator (as a tensor's storage is): a step converts the
+/// same few sizes thousands of times, and through malloc the freed copies stayed resident (the
+/// encoder step's peak RSS grew from 96 to 115 MB over 10 steps; with the cache it does not grow).
+struct Bf16Buffer {
+    bf16* p = nullptr;
+    size_t n = 0;
+    explicit Bf16Buffer(size_t count)
+        : p(static_cast<bf16*>(CpuAllocator::instance().allocate(count * sizeof(bf16), "a bf16 copy"))), n(count) {}
+    ~Bf16Buffer() { CpuAllocator::instance().deallocate(p, n * sizeof(bf16)); }
+    Bf16Buffer(const Bf16Buffer&) = delete;
+    Bf16Buffer& operator=(const Bf16Buffer&) = delete;
+};
+
 /// A bf16 copy of an fp32 view, stored in the view's own order (a transposed view stays a
 /// transposed, dense copy): element (i, j) at p[i * rs + j * cs].
 struct Bf16Operand {
-    std::shared_ptr<const std::vector<bf16>> hold;
+    std::shared_ptr<const Bf16Buffer> hold;
     const bf16* p = nullptr;
     int64_t rs = 0, cs = 0;
 };
 
 inline Bf16Operand convert_bf16(const MatRef<const float>& m) {
-    auto buf = std::make_shared<std::vector<bf16>>(static_cast<size_t>(m.rows * m.cols));
-    bf16* d = buf->data();
+    auto buf = std::make_shared<Bf16Buffer>(static_cast<size_t>(m.rows * m.cols));
+    bf16* d = buf->p;
     Bf16Operand out;
     const BlasLayout l = blas_layout(m);
     const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, m.rows * m.cols / std::max<int64_t>(1, std::max(m.rows, m.cols))));
