@@ -29,4 +29,7 @@ if(MOEKD_BUILD_TESTS)
   # smoke test: both sides agree on the same weights (exit 1 otherwise); never a performance gate
   add_test(NAME bench_moe_quick COMMAND moe_bench --quick)
   set_tests_properties(bench_moe_quick PROPERTIES LABELS bench TIMEOUT 300)
+  # bf16: both sides' bf16 steps within bf16's tolerance of the fp32 step (skips without oneDNN)
+  add_test(NAME bench_moe_bf16_quick COMMAND moe_bench --quick --precision bf16)
+  set_tests_properties(bench_moe_bf16_quick PROPERTIES LABELS bench TIMEOUT 300)
 endif()

@@ -12,6 +12,10 @@
 //                  locations), dispatch = einsum("sec,sm->ecm"), every expert on its (C, D) slab,
 //                  combine = einsum("sec,ecm->sm")
 // A step: grads set to none, forward, loss = dot(y, gy) + aux_weight * l_aux, backward.
+// bf16 (moe_torch_set_bf16): the forward under torch.autocast("cpu", dtype=torch.bfloat16), as a
+// torch user writes it, except the router's product, which runs fp32 with autocast off around it
+// (Megatron-core, Tutel and moekd keep the router in fp32: the same experts get the same tokens).
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -29,6 +33,16 @@ struct TorchMoE {
     torch::Tensor x, wg, gy;
     std::vector<torch::Tensor> w1, b1, w2, b2;
     torch::Tensor y, aux;
+    bool bf16 = false;
+
+    /// The router's logits, fp32 even inside the autocast scope.
+    torch::Tensor router_logits() const {
+        if (!bf16) return torch::mm(x, wg.t());
+        at::autocast::set_cpu_enabled(false);
+        auto l = torch::mm(x, wg.t());
+        at::autocast::set_cpu_enabled(true);
+        return l;
+    }
 
     std::vector<torch::Tensor> params() const {
         std::vector<torch::Tensor> p{x, wg};
@@ -44,7 +58,7 @@ struct TorchMoE {
 
     // efficient: sort by expert, one GEMM pair per expert, unsort
     torch::Tensor forward_efficient() {
-        auto logits = torch::mm(x, wg.t());
+        auto logits = router_logits();
         auto probs = torch::softmax(logits, 1);
         auto mx = probs.max(1);
         auto gate = std::get<0>(mx);
@@ -68,7 +82,7 @@ struct TorchMoE {
 
     // fairseq Top1Gate (capacity = int(factor * ceil(N / E))) + MOELayer's dispatch / combine
     torch::Tensor forward_einsum() {
-        auto logits = torch::mm(x, wg.t());
+        auto logits = router_logits();
         auto gates = torch::softmax(logits, 1);                                  // (S, E)
         const int64_t C = static_cast<int64_t>(capacity_factor * std::ceil(double(N) / double(E)));
         auto indices1 = torch::argmax(gates, 1);
@@ -94,7 +108,15 @@ struct TorchMoE {
 
     void step() {
         for (auto& p : params()) p.mutable_grad() = torch::Tensor();  // grads to none
+        if (bf16) {
+            at::autocast::set_cpu_enabled(true);
+            at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+        }
         y = formulation == 0 ? forward_efficient() : forward_einsum();
+        if (bf16) {  // leaving the scope, as torch.autocast's __exit__: the weights' bf16 copies go
+            at::autocast::set_cpu_enabled(false);
+            at::autocast::clear_cache();
+        }
         auto loss = torch::dot(y.reshape({-1}), gy.reshape({-1})) + aux * aux_weight;
         loss.backward();
     }
@@ -148,7 +170,7 @@ void moe_torch_copy(void* h, int which, float* out) {
     };
     const int64_t N = m->N, D = m->D, F = m->F, E = m->E;
     switch (which) {
-        case 0: put(m->y.detach(), N * D, out); break;
+        case 0: put(m->y.detach().to(torch::kFloat32), N * D, out); break;
         case 1: put(m->x.grad(), N * D, out); break;
         case 2: put(m->wg.grad(), E * D, out); break;
         case 3: for (int64_t e = 0; e < E; ++e) put(m->w1[e].grad(), F * D, out + e * F * D); break;
@@ -158,6 +180,8 @@ void moe_torch_copy(void* h, int which, float* out) {
         default: break;
     }
 }
+
+void moe_torch_set_bf16(void* h, bool on) { static_cast<TorchMoE*>(h)->bf16 = on; }
 
 void moe_torch_set_threads(int aten_threads) { at::set_num_threads(aten_threads); }
 int moe_torch_get_threads() { return at::get_num_threads(); }
