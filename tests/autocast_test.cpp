@@ -176,6 +176,34 @@ TEST_CASE("matmul, bmm and linear in a bf16 scope: forward and backward on round
         CHECK(max_diff(y, y32) > 0);
         CHECK(rel_error(y, y32) <= 0.02);
     }
+    SECTION("linear: only w or only x needs a gradient, a fused relu, a single row") {
+        // the backward converts g once for dx and (transposed) dW: each product must still read
+        // the right operand whichever gradients are asked for
+        for (const int64_t rows : {int64_t(29), int64_t(1)})
+            for (const int which : {0, 1, 2}) {  // 0: only w, 1: only x, 2: both with a fused relu
+                Tensor<float> x = Tensor<float>::randn({rows, 48}, gen);
+                Tensor<float> w = Tensor<float>::randn({40, 48}, gen, 0, 0.1);
+                if (which != 1) w.requires_grad_();
+                if (which != 0) x.requires_grad_();
+                const Tensor<float> g = Tensor<float>::randn({rows, 40}, gen);
+                Tensor<float> y;
+                {
+                    Autocast ac(Precision::bf16);
+                    y = linear(x, w, Tensor<float>(), which == 2);
+                    sum(y * g).backward();
+                }
+                const Tensor<float> xr = round_bf16(x.detach()), wr = round_bf16(w.detach());
+                // through the relu: g where y > 0 (y is exact here, the mask the same in both)
+                Tensor<float> gm = g.clone();
+                if (which == 2)
+                    for (int64_t i = 0; i < gm.numel(); ++i)
+                        if (!(y.data()[i] > 0.0f)) gm.data()[i] = 0.0f;
+                const Tensor<float> gr = round_bf16(gm);
+                if (which != 1)
+                    require_sum_order_close(w.grad(), matmul(gr.t(), xr), matmul(absf(gr).t(), absf(xr)));
+                if (which != 0) require_sum_order_close(x.grad(), matmul(gr, wr), matmul(absf(gr), absf(wr)));
+            }
+    }
     SECTION("matmul broadcast over a batch, and bmm") {
         Tensor<float> a = Tensor<float>::randn({3, 1, 17, 64}, gen).requires_grad_();
         Tensor<float> b = Tensor<float>::randn({4, 64, 19}, gen).requires_grad_();

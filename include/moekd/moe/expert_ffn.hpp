@@ -235,6 +235,8 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
                 auto& s_b2 = sink_of(e, 3);
                 const T* gy = dy.data() + sg.r0 * D;
                 const T* a = A.data() + sg.r0 * F;
+                // in bf16, dY's and dH's copies are made once for their two products each
+                moekd::detail::Bf16Operand gy16t, da16t;
                 if (s_b2.active()) {
                     o.db2.assign(D, Acc(0));
                     for (int64_t i = 0; i < n; ++i)
@@ -245,12 +247,13 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
                     T beta = s_w2.beta;
                     if (cont) o.dw2 = Tensor<T>::empty({D, F}), out = o.dw2.data(), beta = T(0);
                     moekd::detail::gemm_auto(T(1), detail::CMat<T>{gy, n, D, D, 1}.t(), detail::CMat<T>{a, n, F, F, 1},
-                                             beta, detail::MMat<T>{out, D, F, F, 1});
+                                             beta, detail::MMat<T>{out, D, F, F, 1}, nullptr, nullptr, &gy16t);
                 }
                 if (!(s_w1.active() || s_b1.active() || need_x)) return;
                 T* da = buf.data();  // dA = dY W2: (n, D) @ (D, F)
+                moekd::detail::Bf16Operand gy16 = moekd::detail::transposed(gy16t);
                 moekd::detail::gemm_auto(T(1), detail::CMat<T>{gy, n, D, D, 1}, detail::CMat<T>{q.w2, D, F, F, 1}, T(0),
-                                         detail::MMat<T>{da, n, F, F, 1}, nullptr, q.o2);
+                                         detail::MMat<T>{da, n, F, F, 1}, nullptr, q.o2, &gy16);
                 if (s_b1.active()) o.db1.assign(F, Acc(0));
                 Acc* db1 = s_b1.active() ? o.db1.data() : nullptr;
                 const T* h = (gelu ? H : A).data() + sg.r0 * F;
@@ -264,11 +267,13 @@ Tensor<T> expert_ffn(const Tensor<T>& xs, const PlanPtr& plan, const ExpertWeigh
                     T beta = s_w1.beta;
                     if (cont) o.dw1 = Tensor<T>::empty({F, D}), out = o.dw1.data(), beta = T(0);
                     moekd::detail::gemm_auto(T(1), detail::CMat<T>{da, n, F, F, 1}.t(), detail::CMat<T>{x, n, D, D, 1},
-                                             beta, detail::MMat<T>{out, F, D, D, 1});
+                                             beta, detail::MMat<T>{out, F, D, D, 1}, nullptr, nullptr, &da16t);
                 }
-                if (need_x)  // dX = dH W1: (n, F) @ (F, D)
+                if (need_x) {  // dX = dH W1: (n, F) @ (F, D)
+                    moekd::detail::Bf16Operand da16 = moekd::detail::transposed(da16t);
                     moekd::detail::gemm_auto(T(1), detail::CMat<T>{da, n, F, F, 1}, detail::CMat<T>{q.w1, F, D, D, 1}, T(0),
-                                             detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1}, nullptr, q.o1);
+                                             detail::MMat<T>{dxs.data() + sg.r0 * D, n, D, D, 1}, nullptr, q.o1, &da16);
+                }
             });
             // join: continuation parts and bias sums, expert by expert in row order
             std::vector<std::vector<Acc>> b1sum(E), b2sum(E);

@@ -297,19 +297,38 @@ std::shared_ptr<const void> param_owner(const Tensor<T>& x) {
 
 /// The product every autocast-aware op calls: fp32 detail::gemm, or inside a bf16 scope the bf16
 /// product on bf16 copies (a parameter's copy cached through its `owner`).
+/// `keep_a` / `keep_b` (optional): an operand that feeds two products is converted once. Empty
+/// (p == nullptr), the product converts the operand and leaves its copy there; filled, the
+/// product reads it as the operand's copy (the caller's promise). Ignored outside a bf16 scope.
 template <class T>
 void gemm_auto(T alpha, MatRef<const T> a, MatRef<const T> b, T beta, MatRef<T> c,
-               const std::shared_ptr<const void>& owner_a = nullptr, const std::shared_ptr<const void>& owner_b = nullptr) {
+               const std::shared_ptr<const void>& owner_a = nullptr, const std::shared_ptr<const void>& owner_b = nullptr,
+               Bf16Operand* keep_a = nullptr, Bf16Operand* keep_b = nullptr) {
     if constexpr (std::is_same_v<T, float>) {
         if (tl_precision == Precision::bf16) {
             MOEKD_CHECK(a.cols == b.rows && a.rows == c.rows && b.cols == c.cols, "gemm: (", a.rows, ", ", a.cols,
                         ") @ (", b.rows, ", ", b.cols, ") into (", c.rows, ", ", c.cols, "): sizes do not agree");
             if (c.rows == 0 || c.cols == 0) return;
-            gemm_bf16(alpha, bf16_operand(a, owner_a), bf16_operand(b, owner_b), c.rows, c.cols, a.cols, beta, c);
+            const auto operand = [](const MatRef<const float>& m, const std::shared_ptr<const void>& owner,
+                                    Bf16Operand* keep) {
+                if (!keep) return bf16_operand(m, owner);
+                if (!keep->p) *keep = bf16_operand(m, owner);
+                Bf16Operand op = *keep;  // a vector's unused stride as a dense copy would set it
+                if (m.rows == 1 && op.cs == 1) op.rs = m.cols;
+                if (m.cols == 1 && op.rs == 1) op.cs = m.rows;
+                return op;
+            };
+            gemm_bf16(alpha, operand(a, owner_a, keep_a), operand(b, owner_b, keep_b), c.rows, c.cols, a.cols, beta, c);
             return;
         }
     }
     gemm(alpha, a, b, beta, c);
+}
+
+/// The copy of the transposed view: the same values, the strides swapped.
+inline Bf16Operand transposed(Bf16Operand op) {
+    std::swap(op.rs, op.cs);
+    return op;
 }
 
 }  // namespace moekd::detail
