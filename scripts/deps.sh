@@ -9,6 +9,7 @@ PKGS=(
   catch2 libcli11-dev zlib1g-dev                       # tests, command lines, gzip'd data
   nlohmann-json3-dev                                   # JSON of file headers and configs (io/json.hpp)
   libdnnl-dev                                          # oneDNN: bf16 matrix products (core/precision.hpp)
+  ocl-icd-opencl-dev                                   # OpenCL, which Debian's dnnl-config.cmake requires
   dataset-fashion-mnist                                # real data for the default job
   python3-torch libtorch-dev                           # the reference we check against / race
   clang libclang-rt-14-dev                             # libFuzzer for the file-format fuzzers
