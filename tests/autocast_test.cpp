@@ -228,6 +228,30 @@ TEST_CASE("matmul, bmm and linear in a bf16 scope: forward and backward on round
         }
         require_sum_order_close(r, bmm(round_bf16(p), round_bf16(q)), bmm(absf(p), absf(q)));
     }
+    SECTION("per-head products on strided views, as the attention runs them") {
+        // q, k: (B, H, L, Dh) views of (B, L, D) projections; scores = q @ k^T, ctx = probs @ k
+        const int64_t B = 3, L = 7, H = 2, Dh = 8;
+        Tensor<float> xq = Tensor<float>::randn({B, L, H * Dh}, gen).requires_grad_();
+        Tensor<float> xk = Tensor<float>::randn({B, L, H * Dh}, gen).requires_grad_();
+        const auto heads = [&](const Tensor<float>& t) { return t.view({B, L, H, Dh}).permute({0, 2, 1, 3}); };
+        const Tensor<float> g = Tensor<float>::randn({B, H, L, Dh}, gen);
+        Tensor<float> s, ctx;
+        {
+            Autocast ac(Precision::bf16);
+            s = matmul(heads(xq), heads(xk).transpose(-1, -2));  // (B, H, L, L), k^T column-major
+            ctx = matmul(s, heads(xk));                          // (B, H, L, Dh)
+        }
+        sum(ctx * g).backward();
+        const Tensor<float> qr = heads(round_bf16(xq)), kr = heads(round_bf16(xk));
+        require_sum_order_close(s, matmul(qr, kr.transpose(-1, -2)), matmul(absf(qr), absf(kr).transpose(-1, -2)));
+        const Tensor<float> sr = round_bf16(s.detach());
+        require_sum_order_close(ctx, matmul(sr, kr), matmul(absf(sr), absf(kr)));
+        // the gradients chain two bf16 products (d scores, then dq / dk): against fp32's, bf16's tolerance
+        Tensor<float> xq32 = xq.detach().clone().requires_grad_(), xk32 = xk.detach().clone().requires_grad_();
+        sum(matmul(matmul(heads(xq32), heads(xk32).transpose(-1, -2)), heads(xk32)) * g).backward();
+        CHECK(rel_error(xq.grad(), xq32.grad()) <= 0.02);
+        CHECK(rel_error(xk.grad(), xk32.grad()) <= 0.02);
+    }
     SECTION("pool workers compute in their caller's precision") {
         // many small products: batched_mm splits the batch over the pool's threads
         const int saved = num_threads();
