@@ -216,6 +216,41 @@ TEST_CASE("OneS init: a one-expert top-1 teacher and its gathered student comput
     CHECK(max_abs_diff(lt, fresh.forward(x)) > 1e-3);  // the check above can fail
 }
 
+TEST_CASE("WideNetConfig::renormalize_gates = false: OneS eq. 2's top-2 gates are the softmax values", "[ones]") {
+    nn::WideNetConfig c;
+    c.dim = 16, c.heads = 2, c.ffn_dim = 24, c.layers = 1, c.experts = 4;
+    CHECK(c.stack().router.normalize());  // the default: renormalised over the two
+    nn::WideNetConfig top1 = c;
+    top1.top_k = 1, top1.renormalize_gates = false;
+    CHECK_FALSE(top1.stack().router.normalize());  // top-1 is unchanged: never renormalised
+    for (bool renorm : {true, false}) {
+        c.renormalize_gates = renorm;
+        Generator g(5);
+        nn::WideNetViT<float> t(c, g);
+        t.eval();
+        const Tensor<float> x = Tensor<float>::randn({12, 16}, g);
+        NoGrad ng;
+        const auto out = t.moe()->forward_with_stats(x, Tensor<uint8_t>());
+        const auto gates = out.routing.gates.contiguous().to_vector(), probs = out.routing.probs.contiguous().to_vector();
+        const auto experts = out.routing.experts.contiguous().to_vector();
+        double worst_sum = 0, worst_prob = 0;
+        for (int64_t n = 0; n < 12; ++n) {
+            const double g0 = gates[size_t(2 * n)], g1 = gates[size_t(2 * n + 1)];
+            const double p0 = probs[size_t(n * 4 + experts[size_t(2 * n)])], p1 = probs[size_t(n * 4 + experts[size_t(2 * n + 1)])];
+            worst_sum = std::max(worst_sum, std::abs(g0 + g1 - 1.0));
+            worst_prob = std::max(worst_prob, std::max(std::abs(g0 - p0), std::abs(g1 - p1)));
+        }
+        INFO("renormalised " << renorm << ": max |g0 + g1 - 1| " << worst_sum << ", max |g - p| " << worst_prob);
+        if (renorm) {
+            CHECK(worst_sum < 1e-6);
+            CHECK(worst_prob > 1e-3);
+        } else {
+            CHECK(worst_prob < 1e-7);
+            CHECK(worst_sum > 1e-3);  // four experts: two probabilities never sum to 1
+        }
+    }
+}
+
 TEST_CASE("ones::is_ffn_name reads dotted components", "[ones]") {
     CHECK(ones::is_ffn_name("moe.experts.0.fc1.weight"));
     CHECK(ones::is_ffn_name("encoder.ffn.fc2.bias"));

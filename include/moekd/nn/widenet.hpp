@@ -130,6 +130,7 @@ struct WideNetConfig {
     int64_t top_k = 2;
     double capacity_train = 1.25, capacity_eval = 2.0, balance_weight = 0.01;
     bool logit_noise = false;  // noise on the router logits while training
+    bool renormalize_gates = true;  // top-k (k > 1) gates renormalised to sum 1; false: the softmax values (OneS eq. 2)
     double dropout = 0.0, ln_eps = 1e-6, init_std = 0.02;  // dropout: embeddings and both residual branches
 
     /// The dense twin: the same model with a dense FFN.
@@ -154,6 +155,7 @@ struct WideNetConfig {
         s.router.top_k = top_k;
         s.router.capacity_factor_train = capacity_train, s.router.capacity_factor_eval = capacity_eval;
         s.router.logit_noise = logit_noise;
+        if (!renormalize_gates) s.router.normalize_gates = false;  // else the router's default (k > 1)
         s.balance_weight = balance_weight;
         return s;
     }
