@@ -265,7 +265,7 @@ TEST_CASE("the layer's aux loss is the weighted balance loss plus z-loss of its 
     auto cfg = config(4, 6, 3, 2);
     cfg.balance_weight = 0.5;
     cfg.z_loss_weight = 0.25;
-    for (auto kind : {moe::BalanceLoss::Switch, moe::BalanceLoss::KLUniform}) {
+    for (auto kind : {moe::BalanceLoss::Switch, moe::BalanceLoss::SwitchAllChoices, moe::BalanceLoss::KLUniform}) {
         cfg.balance = kind;
         auto l = std::make_shared<MoELayer<double>>(cfg, gen);
         Tensor<double> x = Tensor<double>::randn({7, 4}, gen);
@@ -273,7 +273,8 @@ TEST_CASE("the layer's aux loss is the weighted balance loss plus z-loss of its 
         const Tensor<double> logits = linear(x, l->gate->weight);
         const Tensor<double> probs = softmax(logits, -1);
         const double b = kind == moe::BalanceLoss::Switch ? moe::switch_balance_loss(probs, out.routing.experts).item()
-                                                          : moe::kl_uniform_balance_loss(probs).item();
+                         : kind == moe::BalanceLoss::SwitchAllChoices ? moe::topk_balance_loss(probs, out.routing.experts).item()
+                                                                      : moe::kl_uniform_balance_loss(probs).item();
         const double z = moe::router_z_loss(logits).item();
         CHECK(out.aux_loss.item() == Approx(0.5 * b + 0.25 * z).epsilon(1e-12));
         const nn::FFNOutput<double> o = l->forward(x, Tensor<uint8_t>());  // what a Transformer layer gets
@@ -283,6 +284,22 @@ TEST_CASE("the layer's aux loss is the weighted balance loss plus z-loss of its 
         CHECK(out.stats.z_loss == Approx(z));
         CHECK(o.aux.requires_grad());
     }
+}
+
+TEST_CASE("topk_balance_loss counts every top-k choice (OneS eq. 3), by hand", "[moe]") {
+    // 4 tokens, E = 3, k = 2; token 3 is padded. Choices of the real ones: {0,1}, {1,2}, {1,0}
+    IndexTensor idx = IndexTensor::from_vector({0, 1, 1, 2, 1, 0, 2, 0}, {4, 2});
+    Tensor<uint8_t> pad = Tensor<uint8_t>::from_vector({0, 0, 0, 1});
+    Tensor<double> probs = Tensor<double>::from_vector({0.5, 0.3, 0.2, 0.1, 0.6, 0.3, 0.4, 0.4, 0.2, 0.9, 0.05, 0.05}, {4, 3});
+    const auto m = moe::choice_fraction<double>(idx, 3, pad).to_vector();
+    CHECK(m == std::vector<double>{2.0 / 6, 3.0 / 6, 1.0 / 6});
+    const double P0 = (0.5 + 0.1 + 0.4) / 3, P1 = (0.3 + 0.6 + 0.4) / 3, P2 = (0.2 + 0.3 + 0.2) / 3;
+    CHECK(moe::topk_balance_loss(probs, idx, pad).item() == Approx(3 * (m[0] * P0 + m[1] * P1 + m[2] * P2)).epsilon(1e-12));
+    // first choices only (Switch) differ here: {0, 1, 1}
+    CHECK(moe::switch_balance_loss(probs, idx, pad).item() == Approx(3 * (P0 / 3 + 2 * P1 / 3)).epsilon(1e-12));
+    // k = 1: the two are the same loss
+    IndexTensor first = IndexTensor::from_vector({0, 1, 1, 2}, {4, 1});
+    CHECK(moe::topk_balance_loss(probs, first, pad).item() == moe::switch_balance_loss(probs, first, pad).item());
 }
 
 TEST_CASE("load statistics count tokens per expert, drops and pads", "[moe]") {

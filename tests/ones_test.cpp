@@ -223,6 +223,10 @@ TEST_CASE("WideNetConfig::renormalize_gates = false: OneS eq. 2's top-2 gates ar
     nn::WideNetConfig top1 = c;
     top1.top_k = 1, top1.renormalize_gates = false;
     CHECK_FALSE(top1.stack().router.normalize());  // top-1 is unchanged: never renormalised
+    CHECK(c.stack().balance == moe::BalanceLoss::Switch);
+    nn::WideNetConfig all = c;
+    all.balance_all_choices = true;
+    CHECK(all.stack().balance == moe::BalanceLoss::SwitchAllChoices);
     for (bool renorm : {true, false}) {
         c.renormalize_gates = renorm;
         Generator g(5);

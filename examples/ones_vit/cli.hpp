@@ -111,6 +111,8 @@ inline void add_flags(CLI::App& app, Options& o) {
                  "OneS eq. 2: N(0, 1/E^2) noise on the teacher's router logits while training (L. 48-51; default off)");
     app.add_flag("--raw-gates", [&o](int64_t) { o.cfg.renormalize_gates = false; },
                  "OneS eq. 2: the top-k gates are the router's softmax values, not renormalised to sum 1 (L. 48; default: renormalised)");
+    app.add_flag("--balance-all-choices", o.cfg.balance_all_choices,
+                 "OneS eq. 3: the balance loss's m_i counts both top-2 choices (L. 55-67; default: first choices, as Switch / GShard)");
     app.add_flag("--no-augment", [&o](int64_t) { o.so.augment = false; }, "no augmentation (default: random horizontal flip)");
     app.add_option("--shift", o.so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(cli_checks::in(0, 6));
     app.add_option("--device", o.device_name, "where the models train and are evaluated: cpu, or cuda (the GPU)")
@@ -148,6 +150,7 @@ inline nlohmann::ordered_json config_json(const Options& o) {
     return {{"dim", o.cfg.dim}, {"heads", o.cfg.heads}, {"ffn_dim", o.cfg.ffn_dim}, {"layers", o.cfg.layers},
             {"patch", o.cfg.patch_size}, {"experts", o.cfg.experts}, {"top_k", o.cfg.top_k},
             {"router_noise", o.cfg.logit_noise}, {"renormalized_gates", o.cfg.renormalize_gates},
+            {"balance_all_choices", o.cfg.balance_all_choices},
             {"train_limit", o.so.train_limit}, {"test_limit", o.so.test_limit}, {"teacher_epochs", o.to.epochs},
             {"epochs", o.so.epochs}, {"lr", o.so.lr}, {"scratch_lr", o.scratch_lr}, {"teacher_lr", o.to.lr},
             {"warmup", o.so.warmup_frac}, {"lambda", o.lambda}, {"kd", o.kd_kind}, {"temperature", o.so.temperature},

@@ -88,7 +88,8 @@ inline std::string teacher_config(const Options& o, const data::ImageSet& train,
     tcs << "dim=" << cfg.dim << " heads=" << cfg.heads << " ffn_dim=" << cfg.ffn_dim << " layers=" << cfg.layers
         << " patch=" << cfg.patch_size << " image=" << cfg.image_size << "x" << cfg.channels
         << " experts=" << cfg.experts << " top_k=" << cfg.top_k
-        << (cfg.logit_noise ? " router_noise=1" : "") << (cfg.renormalize_gates ? "" : " raw_gates=1")  // absent at the defaults, so older teachers still match
+        << (cfg.logit_noise ? " router_noise=1" : "") << (cfg.renormalize_gates ? "" : " raw_gates=1")
+        << (cfg.balance_all_choices ? " balance_all_choices=1" : "")  // absent at the defaults, so older teachers still match
         << " teacher_epochs=" << to.epochs
         << " teacher_lr=" << to.lr << " teacher_warmup=" << to.warmup_frac << " weight_decay=" << to.weight_decay
         << " global_batch=" << to.batch * ranks << " augment=" << to.augment << " shift=" << to.shift

@@ -4,6 +4,9 @@
 //                                                      first choice), m_i = fraction of tokens
 //                                                      whose first choice is i (no gradient),
 //                                                      P_i = mean router probability of i
+//   topk_balance_loss        the same with m_i = fraction of the k * N choices that are i
+//                                                     (every top-k choice counts: OneS eq. 3's
+//                                                      "index vector from top-K", L. 55-67)
 //   kl_uniform_balance_loss  KL(U || P) = sum_i (1/E) log((1/E) / P_i)   (TCD eq. 4-5)
 //   router_z_loss            mean_t logsumexp(logits_t)^2                 (ST-MoE)
 // Pad tokens (pad mask 1) are left out of every mean and count. With no real token at all the
@@ -33,7 +36,7 @@
 namespace moekd::moe {
 
 /// Which balance loss an MoE layer adds to its aux loss.
-enum class BalanceLoss { None, Switch, KLUniform };
+enum class BalanceLoss { None, Switch, SwitchAllChoices, KLUniform };
 
 namespace detail {
 /// (N) 1 for real tokens, 0 for pad tokens; `real` gets the count of real tokens.
@@ -164,6 +167,48 @@ Tensor<T> switch_balance_loss(const Tensor<T>& probs, const Tensor<int64_t>& exp
     const int64_t E = probs.size(1);
     const Tensor<T> m = first_choice_fraction<T>(experts, E, pad);
     return sum(mul(m, mean_router_prob(probs, pad))) * static_cast<T>(E);
+}
+
+/// m (E): the fraction of the k choices of all real tokens (experts (N, k)) that are each expert,
+/// counted before capacity. No history.
+template <class T>
+Tensor<T> choice_fraction(const Tensor<int64_t>& experts, int64_t num_experts,
+                          const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    MOEKD_CHECK(experts.dim() == 2 && experts.size(1) >= 1, "choice_fraction: experts ", experts.shape(), " must be (N, k)");
+    const int64_t N = experts.size(0), k = experts.size(1);
+    const Tensor<int64_t> ic = experts.device() == Device::CPU ? moekd::detail::contiguous_data(experts)
+                                                               : detail::host_copy(experts, "choice_fraction", "experts");
+    const Tensor<uint8_t> pc = !pad.defined() ? Tensor<uint8_t>()
+                               : pad.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
+                                                             : detail::host_copy(pad, "choice_fraction", "pad mask");
+    MOEKD_CHECK(!pad.defined() || pad.numel() == N, "choice_fraction: pad mask ", pad.shape(), " for ", N, " tokens");
+    std::vector<int64_t> c(num_experts, 0);
+    int64_t real = 0;
+    for (int64_t t = 0; t < N; ++t) {
+        if (pad.defined() && pc.data()[t]) continue;
+        for (int64_t j = 0; j < k; ++j) {
+            const int64_t e = ic.data()[t * k + j];
+            MOEKD_CHECK(e >= 0 && e < num_experts, "choice_fraction: expert ", e, " of token ", t, " out of range [0, ",
+                        num_experts, ")");
+            ++c[e];
+        }
+        ++real;
+    }
+    Tensor<T> m = Tensor<T>::zeros({num_experts});
+    for (int64_t e = 0; e < num_experts && real > 0; ++e) m.data()[e] = static_cast<T>(double(c[e]) / double(real * k));
+    return experts.device() == Device::CPU ? m : m.to(experts.device());
+}
+
+/// E * sum_i m_i P_i with every top-k choice counted in m (choice_fraction); equal to
+/// switch_balance_loss for k = 1, 1 when perfectly balanced. probs: (N, E) with history.
+template <class T>
+Tensor<T> topk_balance_loss(const Tensor<T>& probs, const Tensor<int64_t>& experts,
+                            const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    detail::check_probs(probs, "topk_balance_loss");
+    MOEKD_CHECK(experts.dim() == 2 && experts.size(0) == probs.size(0), "topk_balance_loss: experts ",
+                experts.shape(), " for probs ", probs.shape());
+    const int64_t E = probs.size(1);
+    return sum(mul(choice_fraction<T>(experts, E, pad), mean_router_prob(probs, pad))) * static_cast<T>(E);
 }
 
 namespace detail {

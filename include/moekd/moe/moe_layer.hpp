@@ -52,7 +52,7 @@ struct MoEConfig {
     int64_t ffn_dim = 2048;                             // F, per expert
     nn::Activation activation = nn::Activation::ReLU;
     RouterConfig router;                                // E, top-k, capacity, jitter
-    BalanceLoss balance = BalanceLoss::Switch;          // the balance term of the aux loss
+    BalanceLoss balance = BalanceLoss::Switch;          // the balance term of the aux loss (Switch: first choices)
     double balance_weight = 0.01;                       // Switch: 0.01
     double z_loss_weight = 0.0;                         // ST-MoE: 0.001
     std::string name = "moe";                           // names the layer in errors
@@ -89,6 +89,15 @@ Tensor<T> first_choice_fraction_of(const LoadStats& s, Device dev) {
     Tensor<T> m = Tensor<T>::zeros({s.num_experts});
     for (int64_t e = 0; e < s.num_experts && s.num_tokens > 0; ++e)
         m.data()[e] = static_cast<T>(double(s.first_choice_per_expert[e]) / double(s.num_tokens));
+    return m.to(dev);
+}
+/// m (E) of topk_balance_loss from a forward's statistics: the fraction of all k choices of the
+/// real tokens that are each expert, before capacity (choice_fraction's values).
+template <class T>
+Tensor<T> choice_fraction_of(const LoadStats& s, Device dev) {
+    Tensor<T> m = Tensor<T>::zeros({s.num_experts});
+    for (int64_t e = 0; e < s.num_experts && s.num_tokens > 0; ++e)
+        m.data()[e] = static_cast<T>(double(s.tokens_per_expert[e]) / double(s.num_tokens * s.top_k));
     return m.to(dev);
 }
 /// How many tokens a pad mask marks (0 for an undefined mask).
@@ -160,7 +169,11 @@ public:
         if (cfg_.balance != BalanceLoss::None) {
             const bool host = x.device() == Device::CPU;
             const Tensor<T> b =
-                cfg_.balance != BalanceLoss::Switch ? kl_uniform_balance_loss(out.routing.probs, pad)
+                cfg_.balance == BalanceLoss::KLUniform ? kl_uniform_balance_loss(out.routing.probs, pad)
+                : cfg_.balance == BalanceLoss::SwitchAllChoices
+                    ? (host ? topk_balance_loss(out.routing.probs, out.routing.experts, pad)
+                            : detail::switch_balance_loss_with(out.routing.probs,
+                                                               detail::choice_fraction_of<T>(out.stats, x.device()), pad))
                 : host ? switch_balance_loss(out.routing.probs, out.routing.experts, pad)
                        : detail::switch_balance_loss_with(  // m from the plan's statistics: no copy of the routing
                              out.routing.probs, detail::first_choice_fraction_of<T>(out.stats, x.device()), pad);

@@ -57,6 +57,7 @@ struct WideNetStackConfig {
     double ln_eps = 1e-6;
     int64_t experts = 4;  // 0: a dense FFN shared across depth
     moe::RouterConfig router;  // num_experts is set from `experts`
+    moe::BalanceLoss balance = moe::BalanceLoss::Switch;  // SwitchAllChoices: OneS eq. 3 over every top-k choice
     double balance_weight = 0.01;
 };
 
@@ -78,7 +79,7 @@ public:
             m.d_model = c.dim, m.ffn_dim = c.ffn_dim, m.activation = c.activation;
             m.router = c.router;
             m.router.num_experts = c.experts;
-            m.balance_weight = c.balance_weight;
+            m.balance = c.balance, m.balance_weight = c.balance_weight;
             moe = this->register_module("moe", std::make_shared<moe::MoELayer<T>>(m, gen));
         } else {
             ffn = this->register_module("ffn", std::make_shared<FeedForward<T>>(c.dim, c.ffn_dim, gen, c.activation));
@@ -131,6 +132,7 @@ struct WideNetConfig {
     double capacity_train = 1.25, capacity_eval = 2.0, balance_weight = 0.01;
     bool logit_noise = false;  // noise on the router logits while training
     bool renormalize_gates = true;  // top-k (k > 1) gates renormalised to sum 1; false: the softmax values (OneS eq. 2)
+    bool balance_all_choices = false;  // the balance loss's m_i over every top-k choice (OneS eq. 3), not first choices
     double dropout = 0.0, ln_eps = 1e-6, init_std = 0.02;  // dropout: embeddings and both residual branches
 
     /// The dense twin: the same model with a dense FFN.
@@ -156,6 +158,7 @@ struct WideNetConfig {
         s.router.capacity_factor_train = capacity_train, s.router.capacity_factor_eval = capacity_eval;
         s.router.logit_noise = logit_noise;
         if (!renormalize_gates) s.router.normalize_gates = false;  // else the router's default (k > 1)
+        s.balance = balance_all_choices ? moe::BalanceLoss::SwitchAllChoices : moe::BalanceLoss::Switch;
         s.balance_weight = balance_weight;
         return s;
     }
