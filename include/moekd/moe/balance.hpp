@@ -126,34 +126,45 @@ Tensor<T> mean_router_prob(const Tensor<T>& probs, const Tensor<uint8_t>& pad = 
     });
 }
 
-/// m (E): the fraction of real tokens whose first choice (experts[:, 0]) is each expert. No history.
+namespace detail {
+/// m (E): the share of each expert among the counted choices of the real tokens: the first
+/// choice of each (first_only) or all k of them. Counted on host copies (m has no gradient); m
+/// goes to experts' device. `what` names the caller in errors.
 template <class T>
-Tensor<T> first_choice_fraction(const Tensor<int64_t>& experts, int64_t num_experts,
-                                const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-    MOEKD_CHECK(experts.dim() == 2 && experts.size(1) >= 1, "first_choice_fraction: experts ", experts.shape(),
-                " must be (N, k)");
-    const int64_t N = experts.size(0), k = experts.size(1);
-    // device experts / pad: counted on host copies (m has no gradient), m goes back to the device
+Tensor<T> choice_share(const Tensor<int64_t>& experts, int64_t num_experts, const Tensor<uint8_t>& pad,
+                       bool first_only, const char* what) {
+    MOEKD_CHECK(experts.dim() == 2 && experts.size(1) >= 1, what, ": experts ", experts.shape(), " must be (N, k)");
+    const int64_t N = experts.size(0), k = experts.size(1), counted = first_only ? 1 : k;
     const bool host = experts.device() == Device::CPU;
-    const Tensor<int64_t> ic = host ? moekd::detail::contiguous_data(experts)
-                                    : detail::host_copy(experts, "first_choice_fraction", "experts");
+    const Tensor<int64_t> ic = host ? moekd::detail::contiguous_data(experts) : host_copy(experts, what, "experts");
     const Tensor<uint8_t> pc = !pad.defined() ? Tensor<uint8_t>()
                                : pad.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
-                                                             : detail::host_copy(pad, "first_choice_fraction", "pad mask");
-    MOEKD_CHECK(!pad.defined() || pad.numel() == N, "first_choice_fraction: pad mask ", pad.shape(), " for ", N, " tokens");
+                                                             : host_copy(pad, what, "pad mask");
+    MOEKD_CHECK(!pad.defined() || pad.numel() == N, what, ": pad mask ", pad.shape(), " for ", N, " tokens");
     std::vector<int64_t> c(num_experts, 0);
     int64_t real = 0;
     for (int64_t t = 0; t < N; ++t) {
         if (pad.defined() && pc.data()[t]) continue;
-        const int64_t e = ic.data()[t * k];
-        MOEKD_CHECK(e >= 0 && e < num_experts, "first_choice_fraction: expert ", e, " of token ", t,
-                    " out of range [0, ", num_experts, ")");
-        ++c[e];
+        for (int64_t j = 0; j < counted; ++j) {
+            const int64_t e = ic.data()[t * k + j];
+            MOEKD_CHECK(e >= 0 && e < num_experts, what, ": expert ", e, " of token ", t, " out of range [0, ",
+                        num_experts, ")");
+            ++c[e];
+        }
         ++real;
     }
     Tensor<T> m = Tensor<T>::zeros({num_experts});
-    for (int64_t e = 0; e < num_experts && real > 0; ++e) m.data()[e] = static_cast<T>(double(c[e]) / double(real));
+    for (int64_t e = 0; e < num_experts && real > 0; ++e)
+        m.data()[e] = static_cast<T>(double(c[e]) / double(real * counted));
     return host ? m : m.to(experts.device());
+}
+}  // namespace detail
+
+/// m (E): the fraction of real tokens whose first choice (experts[:, 0]) is each expert. No history.
+template <class T>
+Tensor<T> first_choice_fraction(const Tensor<int64_t>& experts, int64_t num_experts,
+                                const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
+    return detail::choice_share<T>(experts, num_experts, pad, true, "first_choice_fraction");
 }
 
 /// Switch / GShard load-balancing loss E * sum_i m_i P_i (1 when perfectly balanced).
@@ -174,29 +185,7 @@ Tensor<T> switch_balance_loss(const Tensor<T>& probs, const Tensor<int64_t>& exp
 template <class T>
 Tensor<T> choice_fraction(const Tensor<int64_t>& experts, int64_t num_experts,
                           const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-    MOEKD_CHECK(experts.dim() == 2 && experts.size(1) >= 1, "choice_fraction: experts ", experts.shape(), " must be (N, k)");
-    const int64_t N = experts.size(0), k = experts.size(1);
-    const Tensor<int64_t> ic = experts.device() == Device::CPU ? moekd::detail::contiguous_data(experts)
-                                                               : detail::host_copy(experts, "choice_fraction", "experts");
-    const Tensor<uint8_t> pc = !pad.defined() ? Tensor<uint8_t>()
-                               : pad.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
-                                                             : detail::host_copy(pad, "choice_fraction", "pad mask");
-    MOEKD_CHECK(!pad.defined() || pad.numel() == N, "choice_fraction: pad mask ", pad.shape(), " for ", N, " tokens");
-    std::vector<int64_t> c(num_experts, 0);
-    int64_t real = 0;
-    for (int64_t t = 0; t < N; ++t) {
-        if (pad.defined() && pc.data()[t]) continue;
-        for (int64_t j = 0; j < k; ++j) {
-            const int64_t e = ic.data()[t * k + j];
-            MOEKD_CHECK(e >= 0 && e < num_experts, "choice_fraction: expert ", e, " of token ", t, " out of range [0, ",
-                        num_experts, ")");
-            ++c[e];
-        }
-        ++real;
-    }
-    Tensor<T> m = Tensor<T>::zeros({num_experts});
-    for (int64_t e = 0; e < num_experts && real > 0; ++e) m.data()[e] = static_cast<T>(double(c[e]) / double(real * k));
-    return experts.device() == Device::CPU ? m : m.to(experts.device());
+    return detail::choice_share<T>(experts, num_experts, pad, false, "choice_fraction");
 }
 
 /// E * sum_i m_i P_i with every top-k choice counted in m (choice_fraction); equal to
