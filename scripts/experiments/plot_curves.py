@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """plot_curves.py OUT.svg TITLE XKEY YKEY LABEL=LOG.jsonl[#KEY][@FILTER] ... — one line per series,
 drawn from the JSON objects of each log.jsonl that have both keys (#KEY: this series' y key
-instead of YKEY, which then only names the axis; FILTER: key=value, e.g. run=teacher, keeps only
-the matching objects). Plain SVG, no plotting library: the examples' own
+instead of YKEY, which then only names the axis; FILTER: key=value or key!=value conditions
+joined by &, e.g. run=teacher&epoch!=0, keeps only the matching objects). Plain SVG, no plotting library: the examples' own
 figures (io/svg_plot.hpp) look the same. Series whose label starts with the same word share a
 colour; bf16 series are dashed."""
 import json, sys
@@ -10,15 +10,23 @@ import json, sys
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
 
+def keep(o, filt):
+    for cond in filter(None, filt.split("&")):
+        neg = "!=" in cond
+        k, _, v = cond.partition("!=" if neg else "=")
+        if (str(o.get(k)) == v) == neg:
+            return False
+    return True
+
+
 def load(spec, xkey, ykey):
     path, _, filt = spec.partition("@")
     path, _, own = path.partition("#")
     ykey = own or ykey
-    fk, _, fv = filt.partition("=")
     pts = []
     for line in open(path):
         o = json.loads(line)
-        if fk and str(o.get(fk)) != fv:
+        if not keep(o, filt):
             continue
         if xkey in o and ykey in o and isinstance(o[ykey], (int, float)):
             pts.append((float(o[xkey]), float(o[ykey])))
