@@ -27,7 +27,7 @@ namespace tcdb {
 struct Options {
     std::string data_dir = std::string(TCD_SOURCE_DIR) + "/build/tcd-data", out_dir = "tcd_bert_out";
     std::vector<std::string> corpus_files;
-    std::string task_name = "WNPOS", glue_dir, seeds_s = "1", ft_modes = "both", device_name = "cpu", precision = "fp32";
+    std::string task_name = "WNPOS", glue_dir, seeds_s = "1,2,3", ft_modes = "both", device_name = "cpu", precision = "fp32";
     ModelConfig mc;
     int64_t teacher_layers = -1, seq_len = 128, max_segments = 2500, heldout_segments = 128, ood_segments = 64;
     int64_t spm_lines = 20000, max_train = 2000, max_dev = 600;
@@ -62,7 +62,7 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--max-train", o.max_train, "fine-tuning examples used (-1: all)")->capture_default_str();
     app.add_option("--max-dev", o.max_dev, "dev examples scored (-1: all)")->capture_default_str();
     app.add_option("--seed", o.seed, "seed of initialisation, data order and masks")->capture_default_str()->check(cli_checks::seed());
-    app.add_option("--seeds", o.seeds_s, "fine-tuning seeds, comma list (scores are averaged)")->capture_default_str();
+    app.add_option("--seeds", o.seeds_s, "fine-tuning seeds, comma list (scores are averaged; the paper: \"the average performance of multiple runs\", l.362)")->capture_default_str();
     app.add_option("--vocab", o.mc.vocab, "SentencePiece vocabulary size")->capture_default_str()->check(cli_checks::in(100, 64000));
     app.add_option("--spm-lines", o.spm_lines, "corpus lines the vocabulary is trained on")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--dim", o.mc.dim, "hidden size D")->capture_default_str()->check(cli_checks::positive());
@@ -90,6 +90,8 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--ft-epochs", o.fo.epochs, "fine-tuning epochs")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--ft-batch", o.fo.batch, "fine-tuning batch")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--ft-lr", o.fo.lr_full, "full fine-tuning learning rate")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--ft-warmup", o.fo.warmup_frac, "fine-tuning warmup, a fraction of its steps (the paper: 0.06, l.362)")
+        ->capture_default_str()->check(cli_checks::in(0.0, 1.0, false, true));
     app.add_option("--adapter-lr", o.fo.lr_adapter, "adapter fine-tuning learning rate")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--ft-modes", o.ft_modes, "full, adapters or both (then the better of the two seed means is reported)")
         ->capture_default_str()->check(CLI::IsMember({"full", "adapters", "both"}));
@@ -145,6 +147,7 @@ inline void resolve(const CLI::App& app, Options& o) {
         if (unset("--max-dev")) o.max_dev = 100;
         if (unset("--ft-epochs")) o.fo.epochs = 1;
         if (unset("--ft-max-len")) o.fo.max_len = 32;
+        if (unset("--seeds")) o.seeds_s = "1";
     }
     if (app.count("--ffn-dim") == 0) o.mc.ffn_dim = 4 * o.mc.dim;  // BERT's 4H (see the default above)
     o.mc.max_len = std::max(o.seq_len, o.fo.max_len);

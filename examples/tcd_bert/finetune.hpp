@@ -22,7 +22,7 @@ namespace tcdb {
 struct FinetuneOptions {
     int epochs = 3;
     int64_t batch = 32, max_len = 64;
-    double lr_full = 5e-4, lr_adapter = 2e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
+    double lr_full = 5e-4, lr_adapter = 2e-3, weight_decay = 0.01, warmup_frac = 0.06, clip = 1.0;  // warmup: the paper, l.362
     Device device = Device::CPU;  // where each classifier trains and is evaluated (batches made on the CPU, moved)
     Precision precision = Precision::fp32;  // of the training step's products (evaluation stays fp32)
 };

@@ -97,6 +97,8 @@ case $CASE in
     expect_flag_error "--seed: 'abc' is not a non-negative integer" --smoke --seed abc --out "$W/o"
     expect_error "--seeds: '-1' is not a non-negative integer" --smoke --seeds 1,-1 --out "$W/o"
     expect_error "--seeds: seed 2 is given twice" --smoke --seeds 2,2 --out "$W/o"
+    expect_error "--ft-warmup" --smoke --ft-warmup 1 --out "$W/o"
+    expect_error "--ft-warmup" --smoke --ft-warmup -0.1 --out "$W/o"
     expect_error "--seeds: '99999999999999999999999' is too large" --smoke --seeds 99999999999999999999999 --out "$W/o"
     expect_error "--max-train 0 must be a positive number of examples, or -1 for all" --smoke --max-train 0 --out "$W/o"
     expect_error "--max-dev -5 must be a positive number" --smoke --max-dev -5 --out "$W/o"
