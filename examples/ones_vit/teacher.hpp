@@ -89,7 +89,7 @@ inline std::string teacher_config(const Options& o, const data::ImageSet& train,
         << " patch=" << cfg.patch_size << " image=" << cfg.image_size << "x" << cfg.channels
         << " experts=" << cfg.experts << " top_k=" << cfg.top_k
         << (cfg.logit_noise ? " router_noise=1" : "") << (cfg.renormalize_gates ? "" : " raw_gates=1")
-        << (cfg.balance_all_choices ? " balance_all_choices=1" : "")  // absent at the defaults, so older teachers still match
+        << (cfg.balance_all_choices ? " balance_all_choices=1" : "")  // absent for the router before 2026-12-07 (renormalised, no noise, first choices): its teachers still match with those flags
         << " teacher_epochs=" << to.epochs
         << " teacher_lr=" << to.lr << " teacher_warmup=" << to.warmup_frac << " weight_decay=" << to.weight_decay
         << " global_batch=" << to.batch * ranks << " augment=" << to.augment << " shift=" << to.shift
