@@ -567,6 +567,7 @@ TEST_CASE("moe::MoELayer on the device matches the CPU: forward, aux loss, stati
     check_layer<float>(2, false, false, A::GELU, B::Switch);
     check_layer<double>(2, false, false, A::GELU, B::Switch);
     check_layer<double>(2, false, true, A::ReLU, B::KLUniform);
+    check_layer<double>(2, false, false, A::GELU, B::SwitchAllChoices);  // m from the plan's counts on the device
     check_layer<float>(1, false, false, A::ReLU, B::Switch);
     check_layer<double>(1, true, false, A::GELU, B::None);
 }

@@ -158,6 +158,19 @@ Tensor<T> choice_share(const Tensor<int64_t>& experts, int64_t num_experts, cons
         m.data()[e] = static_cast<T>(double(c[e]) / double(real * counted));
     return host ? m : m.to(experts.device());
 }
+
+/// E * sum_i m_i P_i with m from choice_share (first choices, or all k): the Switch loss and
+/// its every-choice form. `what` names the public loss in errors.
+template <class T>
+Tensor<T> switch_form_loss(const Tensor<T>& probs, const Tensor<int64_t>& experts, const Tensor<uint8_t>& pad,
+                           bool first_only, const char* what) {
+    check_probs(probs, what);
+    MOEKD_CHECK(experts.dim() == 2 && experts.size(0) == probs.size(0), what, ": experts ", experts.shape(),
+                " for probs ", probs.shape());
+    const int64_t E = probs.size(1);
+    const Tensor<T> m = choice_share<T>(experts, E, pad, first_only, first_only ? "first_choice_fraction" : "choice_fraction");
+    return sum(mul(m, mean_router_prob(probs, pad))) * static_cast<T>(E);
+}
 }  // namespace detail
 
 /// m (E): the fraction of real tokens whose first choice (experts[:, 0]) is each expert. No history.
@@ -172,12 +185,7 @@ Tensor<T> first_choice_fraction(const Tensor<int64_t>& experts, int64_t num_expe
 template <class T>
 Tensor<T> switch_balance_loss(const Tensor<T>& probs, const Tensor<int64_t>& experts,
                               const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-    detail::check_probs(probs, "switch_balance_loss");
-    MOEKD_CHECK(experts.dim() == 2 && experts.size(0) == probs.size(0), "switch_balance_loss: experts ",
-                experts.shape(), " for probs ", probs.shape());
-    const int64_t E = probs.size(1);
-    const Tensor<T> m = first_choice_fraction<T>(experts, E, pad);
-    return sum(mul(m, mean_router_prob(probs, pad))) * static_cast<T>(E);
+    return detail::switch_form_loss(probs, experts, pad, true, "switch_balance_loss");
 }
 
 /// m (E): the fraction of the k choices of all real tokens (experts (N, k)) that are each expert,
@@ -193,11 +201,7 @@ Tensor<T> choice_fraction(const Tensor<int64_t>& experts, int64_t num_experts,
 template <class T>
 Tensor<T> topk_balance_loss(const Tensor<T>& probs, const Tensor<int64_t>& experts,
                             const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-    detail::check_probs(probs, "topk_balance_loss");
-    MOEKD_CHECK(experts.dim() == 2 && experts.size(0) == probs.size(0), "topk_balance_loss: experts ",
-                experts.shape(), " for probs ", probs.shape());
-    const int64_t E = probs.size(1);
-    return sum(mul(choice_fraction<T>(experts, E, pad), mean_router_prob(probs, pad))) * static_cast<T>(E);
+    return detail::switch_form_loss(probs, experts, pad, false, "topk_balance_loss");
 }
 
 namespace detail {

@@ -82,22 +82,16 @@ int64_t check_moe_input(const MoEConfig& cfg, const Tensor<T>& x, const Tensor<u
     }
     return N;
 }
-/// m (E) of switch_balance_loss from a forward's statistics: the fraction of real tokens whose
-/// first choice is each expert (first_choice_fraction's values, from the plan's host mirror).
+/// m (E) of the Switch balance loss from a forward's statistics, as the host computes it from
+/// the routing: the share of each expert among the real tokens' first choices
+/// (first_choice_fraction), or with all_choices among all their k choices, before capacity
+/// (choice_fraction).
 template <class T>
-Tensor<T> first_choice_fraction_of(const LoadStats& s, Device dev) {
+Tensor<T> choice_fraction_of(const LoadStats& s, bool all_choices, Device dev) {
+    const std::vector<int64_t>& c = all_choices ? s.tokens_per_expert : s.first_choice_per_expert;
+    const double n = double(s.num_tokens) * double(all_choices ? s.top_k : 1);
     Tensor<T> m = Tensor<T>::zeros({s.num_experts});
-    for (int64_t e = 0; e < s.num_experts && s.num_tokens > 0; ++e)
-        m.data()[e] = static_cast<T>(double(s.first_choice_per_expert[e]) / double(s.num_tokens));
-    return m.to(dev);
-}
-/// m (E) of topk_balance_loss from a forward's statistics: the fraction of all k choices of the
-/// real tokens that are each expert, before capacity (choice_fraction's values).
-template <class T>
-Tensor<T> choice_fraction_of(const LoadStats& s, Device dev) {
-    Tensor<T> m = Tensor<T>::zeros({s.num_experts});
-    for (int64_t e = 0; e < s.num_experts && s.num_tokens > 0; ++e)
-        m.data()[e] = static_cast<T>(double(s.tokens_per_expert[e]) / double(s.num_tokens * s.top_k));
+    for (int64_t e = 0; e < s.num_experts && s.num_tokens > 0; ++e) m.data()[e] = static_cast<T>(double(c[e]) / n);
     return m.to(dev);
 }
 /// How many tokens a pad mask marks (0 for an undefined mask).
@@ -168,15 +162,13 @@ public:
         Tensor<T> aux = Tensor<T>::zeros({}, x.device());
         if (cfg_.balance != BalanceLoss::None) {
             const bool host = x.device() == Device::CPU;
+            const bool all = cfg_.balance == BalanceLoss::SwitchAllChoices;
             const Tensor<T> b =
                 cfg_.balance == BalanceLoss::KLUniform ? kl_uniform_balance_loss(out.routing.probs, pad)
-                : cfg_.balance == BalanceLoss::SwitchAllChoices
-                    ? (host ? topk_balance_loss(out.routing.probs, out.routing.experts, pad)
-                            : detail::switch_balance_loss_with(out.routing.probs,
-                                                               detail::choice_fraction_of<T>(out.stats, x.device()), pad))
-                : host ? switch_balance_loss(out.routing.probs, out.routing.experts, pad)
+                : host ? (all ? topk_balance_loss(out.routing.probs, out.routing.experts, pad)
+                              : switch_balance_loss(out.routing.probs, out.routing.experts, pad))
                        : detail::switch_balance_loss_with(  // m from the plan's statistics: no copy of the routing
-                             out.routing.probs, detail::first_choice_fraction_of<T>(out.stats, x.device()), pad);
+                             out.routing.probs, detail::choice_fraction_of<T>(out.stats, all, x.device()), pad);
             out.stats.balance_loss = static_cast<double>(b.item());
             if (cfg_.balance_weight > 0) aux = add(aux, b * static_cast<T>(cfg_.balance_weight));
         }
