@@ -76,7 +76,9 @@ TEST_CASE("gradcheck through the layer's own parameters: top-2, capacity, pad, a
     cfg.router.capacity_factor_train = 0.7;
     cfg.z_loss_weight = 0.1;
     cfg.balance_weight = 0.5;
+    cfg.router.bias = GENERATE(false, true);  // with the bias: gate.bias is one more input
     auto l = std::make_shared<MoELayer<double>>(cfg, gen);
+    CHECK(l->named_parameters().size() == (cfg.router.bias ? 14u : 13u));
     const Tensor<uint8_t> pad = Tensor<uint8_t>::from_vector({0, 0, 1, 0, 0, 0, 0, 1, 0}, {9});
     std::vector<Tensor<double>> inputs{Tensor<double>::randn({9, 4}, gen)};
     for (auto& [n, p] : l->named_parameters()) inputs.push_back(p);
@@ -89,6 +91,26 @@ TEST_CASE("gradcheck through the layer's own parameters: top-2, capacity, pad, a
     auto r = testing::gradcheck(f, inputs);
     INFO(r.report);
     CHECK(r.ok);
+}
+
+TEST_CASE("router bias: the logits are W_r x + b_r, and a large b_r takes every token", "[moe]") {
+    Generator gen(12);
+    auto cfg = config(4, 5, 3, 1);
+    cfg.router.bias = true;
+    cfg.router.dropless = true;
+    auto l = std::make_shared<MoELayer<double>>(cfg, gen);
+    REQUIRE(l->gate->bias.defined());
+    CHECK(l->gate->bias.shape() == Shape{3});
+    const Tensor<double> x = Tensor<double>::randn({6, 4}, gen);
+    auto out = l->forward_with_stats(x);
+    const Tensor<double> want = add(matmul(x, l->gate->weight.t()), l->gate->bias);
+    CHECK(max_abs_diff(out.routing.logits, want) < 1e-12);
+    CHECK(max_abs_diff(out.routing.logits, matmul(x, l->gate->weight.t())) > 1e-3);  // the bias is not zero
+    l->gate->bias.data()[2] = 100.0;
+    out = l->forward_with_stats(x);
+    CHECK(out.stats.tokens_per_expert == std::vector<int64_t>{0, 0, 6});
+    CHECK_THROWS_WITH(moe::router_logits(x, l->gate->weight, Tensor<double>::zeros({4})),
+                      Catch::Contains("gate bias (4,)"));
 }
 
 TEST_CASE("E = 1, top-1: the MoE layer is exactly the dense FFN", "[moe]") {

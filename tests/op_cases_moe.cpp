@@ -120,6 +120,8 @@ static RegisterOps reg({
     {"router/logits", {{7, 5}, {3, 5}}, [](const In& x) { return moe::router_logits(x[0], x[1]); }},
     {"router/logits_transposed_x", {{5, 600}, {4, 5}},  // 600 rows: two row blocks on 2 threads
      [](const In& x) { return moe::router_logits(x[0].t(), x[1]); }, Init::Normal, 1e-6, 1e-5},
+    {"router/logits_bias", {{7, 5}, {3, 5}, {3}},
+     [](const In& x) { return moe::router_logits(x[0], x[1], x[2]); }},
     {"router/probs", {{5, 4}}, [](const In& x) { return moe::softmax_topk(x[0], 1, false).probs; }},
     {"router/top1_plain", {{6, 4}}, [](const In& x) { return moe::softmax_topk(x[0], 1, false).gates; }},
     {"router/top2_renormalised", {{6, 4}}, [](const In& x) { return moe::softmax_topk(x[0], 2, true).gates; }},

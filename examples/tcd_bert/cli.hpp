@@ -74,6 +74,7 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--lambda-b", o.mc.lambda_b, "weight of the KL(uniform || mean router prob) balance loss (the paper: 1000)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--capacity-factor", o.mc.capacity_factor, "expert capacity factor in training, evaluation and fine-tuning "
                    "(0: dropless, no capacity: our choice; the paper names FastMoE, line 350, but no gate or capacity)")->capture_default_str()->check(cli_checks::non_negative());
+    app.add_flag("--router-bias,!--no-router-bias", o.mc.router_bias, "router logits W_r x + b_r (eq. 1, line 85; the default), or W_r x without b_r")->capture_default_str();
     app.add_option("--seq-len", o.seq_len, "pre-training segment length (tokens, <= 128 as the paper)")->capture_default_str()->check(cli_checks::in(8, 512));
     app.add_option("--segments", o.max_segments, "pre-training segments per epoch (0: the whole corpus)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--heldout-segments", o.heldout_segments, "held-out segments for the MLM log-likelihood")->capture_default_str()->check(cli_checks::positive());

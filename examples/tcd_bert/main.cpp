@@ -135,10 +135,10 @@ int main(int argc, char** argv) {
         const auto& ood_domains = p.ood_domains;
         (void)sp;
         const std::string cap = mc.capacity_factor > 0 ? "capacity factor " + std::to_string(mc.capacity_factor) : "dropless";
-        std::printf("model: BERT D %lld, %lld layers, %lld heads, FFN %lld; MoE: %lld experts top-%lld, %s, lambda_B %g; "
+        std::printf("model: BERT D %lld, %lld layers, %lld heads, FFN %lld; MoE: %lld experts top-%lld, %s, router %s, lambda_B %g; "
                     "TCD: lambda_T %g lambda_I %g lambda_A %g, %lld groups x %lld tokens\n",
                     (long long)mc.dim, (long long)mc.layers, (long long)mc.heads, (long long)mc.ffn_dim,
-                    (long long)mc.experts, (long long)mc.top_k, cap.c_str(), mc.lambda_b, o.lambda_t, o.lambda_i, o.lambda_a,
+                    (long long)mc.experts, (long long)mc.top_k, cap.c_str(), mc.router_bias ? "W_r x + b_r" : "W_r x (no bias)", mc.lambda_b, o.lambda_t, o.lambda_i, o.lambda_a,
                     (long long)o.po.groups, (long long)o.po.group_size);
         if (dev == Device::CUDA) std::printf("device: cuda (pre-training, fine-tuning and evaluation on the GPU)\n");
         std::fflush(stdout);
@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
         jwrite({{"event", "config"}, {"task", task.info.name}, {"dim", mc.dim}, {"layers", mc.layers},
                   {"heads", mc.heads}, {"ffn_dim", mc.ffn_dim}, {"experts", mc.experts}, {"vocab", mc.vocab},
                   {"seq_len", o.seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", o.po.epochs},
-                  {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
+                  {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"router_bias", mc.router_bias}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
                   {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)}});
 
         // ---- pre-training ------------------------------------------------------------------------

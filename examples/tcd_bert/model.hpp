@@ -30,6 +30,9 @@ struct ModelConfig {
     // choice: the paper names FastMoE (line 350) but no gate and no capacity (eq. 1-3). Until issue 17 the default was 2.0 everywhere (the comment then claimed "eval:
     // dropless", which the code was not).
     double capacity_factor = 0.0;
+    // The router's bias b_r: "p(x) = softmax(W_r x + b_r)" (eq. 1, paper line 85). On since
+    // 2026-12-07 (issue 17); before, the gate had no bias (fairseq's and Switch's router).
+    bool router_bias = true;
     double dropout = 0.1;
     int64_t adapter_dim = 32;
 
@@ -48,7 +51,7 @@ inline nn::FFNFactory<float> moe_ffn(const ModelConfig& c) {
     return [c](int64_t layer, Generator& g) -> std::shared_ptr<nn::FFNBase<float>> {
         moe::MoEConfig m;
         m.d_model = c.dim, m.ffn_dim = c.ffn_dim, m.activation = nn::Activation::GELU;
-        m.router.num_experts = c.experts, m.router.top_k = c.top_k;
+        m.router.num_experts = c.experts, m.router.top_k = c.top_k, m.router.bias = c.router_bias;
         m.router.dropless = c.capacity_factor <= 0;  // 0: no capacity (our choice; the paper states none)
         if (!m.router.dropless) m.router.capacity_factor_train = c.capacity_factor, m.router.capacity_factor_eval = c.capacity_factor;
         m.balance = moe::BalanceLoss::KLUniform, m.balance_weight = c.lambda_b;

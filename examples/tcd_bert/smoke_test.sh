@@ -50,11 +50,13 @@ case $CASE in
     # the main table and the paper's Tables 3 (ablation), 1 (alignment), 4 (OOD); no Table 2 (epoch alignment)
     for t in "Main table" "Table 1" "Table 3" "Table 4"; do grep -q "^$t" "$W/out.txt" || fail "no $t"; done
     grep -q "| MoE BERT w/ TCD (T+I+A) " "$W/out.txt" || fail "no ablation row"
-    grep -q "dropless, lambda_B 1000; TCD: lambda_T 1 lambda_I 1 lambda_A 0," "$W/out.txt" || fail "not the paper's weights"
+    grep -qF "dropless, router W_r x + b_r, lambda_B 1000; TCD: lambda_T 1 lambda_I 1 lambda_A 0," "$W/out.txt" || fail "not the paper's weights and router"
     [[ $(grep -c '"event":"pretrain_epoch"' "$W/run/log.jsonl") -eq 10 ]] || fail "want 10 pre-training epochs in log.jsonl"
     grep -q '"event":"done"' "$W/run/log.jsonl" || fail "log.jsonl not finished"
     grep -q '<svg' "$W/run/trend.svg" || fail "no trend plot"
     for r in teacher moe tcd tcd-t tcd-tia; do [[ -s "$W/run/ckpt/$r.safetensors" ]] || fail "no checkpoint of $r"; done
+    grep -qa 'gate.bias' "$W/run/ckpt/moe.safetensors" || fail "the MoE checkpoint has no router bias b_r (eq. 1)"
+    ! grep -qa 'gate.bias' "$W/run/ckpt/teacher.safetensors" || fail "the vanilla teacher has a router bias"
     [[ -s "$W/run/tasks/WNPOS/train.tsv" && -s "$W/run/spm.model" ]] || fail "no task TSV or vocabulary" ;;
   glue)
     "$BIN" --smoke --no-trend --out "$W/a" > "$W/a.txt"

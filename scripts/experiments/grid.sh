@@ -4,6 +4,7 @@
 # two runs share a 2-core machine without fighting over it. Each line of the grid file is
 # "NAME FLAGS..." ('#' lines are comments); run NAME with seed S goes to OUT/NAME_sS (its output
 # in OUT/NAME_sS.log). A finished tsjt_wmt run is not retrained (it resumes / re-evaluates).
+# In FLAGS, {seed} stands for S and {out} for OUT (e.g. a file an earlier grid saved per seed).
 #   scripts/experiments/grid.sh tsjt_wmt GRID_FILE OUT "1 2 3"
 #   scripts/experiments/grid.sh ones_vit GRID_FILE OUT "1 2 3"
 #   scripts/experiments/grid.sh tcd_bert GRID_FILE OUT "1 2 3"
@@ -27,6 +28,7 @@ mkdir -p "$out"
 while read -r name flags; do
   [[ -z $name || $name == \#* ]] && continue
   for s in $seeds; do
-    printf '%s\0' "MOEKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $bin $fixed --seed $s $flags --out $out/${name}_s$s > $out/${name}_s$s.log 2>&1 || echo 'grid: ${name}_s$s failed (see $out/${name}_s$s.log)' >&2"
+    f=${flags//\{seed\}/$s}; f=${f//\{out\}/$out}
+    printf '%s\0' "MOEKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $bin $fixed --seed $s $f --out $out/${name}_s$s > $out/${name}_s$s.log 2>&1 || echo 'grid: ${name}_s$s failed (see $out/${name}_s$s.log)' >&2"
   done
 done < "$grid" | xargs -0 -P "$jobs" -I{} bash -c {}

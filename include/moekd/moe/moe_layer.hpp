@@ -5,7 +5,8 @@
 //   expert_i(x) = fc2_i(act(fc1_i(x)))          (ReLU or GELU, as the dense FFN)
 //
 // Parameters, named as fairseq / Tutel so checkpoints stay readable:
-//   gate.weight                 (E, D)   the router (no bias; fairseq's `wg`)
+//   gate.weight                 (E, D)   the router (fairseq's `wg`)
+//   gate.bias                   (E)      only with router.bias (TCD eq. 1's b_r; fairseq has none)
 //   experts.<i>.fc1.weight      (F, D)   experts.<i>.fc1.bias (F)
 //   experts.<i>.fc2.weight      (D, F)   experts.<i>.fc2.bias (D)
 // A forward routes (router.hpp), sorts tokens by expert (dispatch.hpp: permute_tokens ->
@@ -145,7 +146,7 @@ public:
         const Tensor<T> x2 = x.reshape({N, D});
         // router: logits (N, E) -> probs, top-k gates
         const Tensor<T> rin = training && cfg_.router.input_jitter > 0 ? input_jitter(x2, cfg_.router.input_jitter, gen_) : x2;
-        Tensor<T> logits = checked_router_logits(rin, gate->weight, cfg_.name, pad);  // pad rows not checked
+        Tensor<T> logits = checked_router_logits(rin, gate->weight, cfg_.name, pad, gate->bias);  // pad rows not checked
         const Tensor<T> clean_logits = logits;
         if (training && cfg_.router.logit_noise) logits = add_logit_noise(logits, gen_);
         MoEOutput<T> out;
@@ -202,11 +203,12 @@ public:
     }
 
 protected:
-    /// Checks cfg and draws the gate from `gen` (as torch.nn.Linear, no bias).
+    /// Checks cfg and draws the gate from `gen` (as torch.nn.Linear: weight, then the bias if
+    /// cfg.router.bias).
     MoELayerBase(const MoEConfig& cfg, Generator& gen) : cfg_(cfg) {
         check_config(cfg);
-        gate = this->register_module("gate",
-                                     std::make_shared<nn::Linear<T>>(cfg.d_model, cfg.router.num_experts, gen, false));
+        gate = this->register_module(
+            "gate", std::make_shared<nn::Linear<T>>(cfg.d_model, cfg.router.num_experts, gen, cfg.router.bias));
     }
     /// Seeds the jitter generator from one more draw of `gen` (after the experts).
     void seed_jitter(Generator& gen) { gen_.manual_seed(gen.next_u64()); }

@@ -56,6 +56,7 @@ struct RouterConfig {
     bool dropless = false;                // no capacity: every assignment is kept
     bool logit_noise = false;             // training: logits += N(0, (1/E)^2)   (OneS eq. 2)
     double input_jitter = 0.0;            // training: router input *= U[1-eps, 1+eps]   (Switch)
+    bool bias = false;                    // logits = W_r x + b_r (TCD eq. 1); fairseq, Switch, GShard: none
 
     bool normalize() const { return normalize_gates.value_or(top_k > 1); }
 };
@@ -158,6 +159,17 @@ Tensor<T> router_logits(const Tensor<T>& x, const Tensor<T>& wg) {
                 true);
         return std::vector<Tensor<T>>{dx, dw};
     });
+}
+
+/// The router's logits with a bias: x @ wg^T + bg, bg (E) (TCD eq. 1's W_r x + b_r); an undefined
+/// bg is no bias.
+template <class T>
+Tensor<T> router_logits(const Tensor<T>& x, const Tensor<T>& wg, const Tensor<T>& bg) {
+    if (!bg.defined()) return router_logits(x, wg);
+    MOEKD_CHECK(bg.dim() == 1 && wg.dim() == 2 && bg.size(0) == wg.size(0), "router_logits: gate bias ", bg.shape(),
+                " must be (E) for gate weight ", wg.shape());
+    detail::same_device(x, bg, "router_logits", "x", "gate bias");
+    return add(router_logits(x, wg), bg);
 }
 
 namespace detail {
@@ -449,15 +461,16 @@ bool check_router_logits(const Tensor<T>& logits, const std::string& layer,
 /// rows of x are replaced by 0 and the logits recomputed, so nothing non-finite of a token that is
 /// not routed reaches the probabilities, the aux loss or the gate weight's gradient.
 /// pad: N elements (1 = pad) or undefined.
+/// bg: the router bias b_r (E) added to every token's logits, or undefined for none.
 template <class T>
 Tensor<T> checked_router_logits(const Tensor<T>& x, const Tensor<T>& wg, const std::string& layer,
-                                const Tensor<uint8_t>& pad = Tensor<uint8_t>()) {
-    Tensor<T> logits = router_logits(x, wg);
+                                const Tensor<uint8_t>& pad = Tensor<uint8_t>(), const Tensor<T>& bg = Tensor<T>()) {
+    Tensor<T> logits = router_logits(x, wg, bg);
     if (!check_router_logits(logits, layer, pad)) return logits;
     const Tensor<uint8_t> pm = x.device() == Device::CPU ? moekd::detail::contiguous_data(pad)
                                                          : detail::on_device(pad, x.device(), layer.c_str(), "pad mask");
     const Tensor<T> xz = masked_fill(x, pm.reshape({x.size(0), 1}), T(0));
-    return router_logits(xz, wg);
+    return router_logits(xz, wg, bg);
 }
 
 /// logits + N(0, (1/E)^2) noise (OneS eq. 2). The noise is a constant: gradients pass unchanged.
