@@ -26,3 +26,36 @@ for n in names:
     gaps = [m - t for _, t, m in rows]
     print(f"| {n} | {','.join(s for s, _, _ in rows)} | {ms([t for _, t, _ in rows])} | {ms([m for _, _, m in rows])} | "
           f"{', '.join(f'{g:+.4f}' for g in gaps)} | {statistics.mean(gaps):+.4f} |")
+
+# The downstream score of each run's last checkpoint (full fine-tuning or adapters, as chosen; the
+# mean over the fine-tuning seeds), where the grid fine-tuned: teacher, MoE, MoE w/ TCD and the
+# TCD − MoE difference seed by seed.
+runs = ("teacher", "moe", "tcd")
+table = []
+for n in names:
+    rows = []
+    for d in sorted(os.listdir(out)):
+        if not d.startswith(n + "_s") or not os.path.isfile(os.path.join(out, d, "log.jsonl")):
+            continue
+        ft, ll = {}, {}
+        for line in open(os.path.join(out, d, "log.jsonl")):
+            e = json.loads(line)
+            if e.get("event") == "finetune" and (e["run"] not in ft or e["epoch"] >= ft[e["run"]][0]):
+                ft[e["run"]] = (e["epoch"], 100 * e["score"])
+            if e.get("event") == "pretrain_epoch":
+                ll[e["run"]] = e["heldout_ll"]
+        if all(r in ft for r in runs):
+            rows.append((d[len(n) + 2:], [ft[r][1] for r in runs], ll.get("tcd")))
+    if rows:
+        table.append((n, rows))
+if table:
+    print()
+    print("| setting | seeds | teacher | MoE | MoE w/ TCD | TCD − MoE (per seed) | MoE w/ TCD LL |")
+    print("|---|---|---|---|---|---|---|")
+    ms2 = lambda v: f"{statistics.mean(v):.2f}" + (f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else "")
+    for n, rows in table:
+        col = lambda i: [s[i] for _, s, _ in rows]
+        lls = [x for _, _, x in rows if x is not None]
+        print(f"| {n} | {','.join(s for s, _, _ in rows)} | {ms2(col(0))} | {ms2(col(1))} | {ms2(col(2))} | "
+              f"{', '.join(f'{s[2] - s[1]:+.2f}' for _, s, _ in rows)} | "
+              + (f"{statistics.mean(lls):.4f}" if lls else "-") + " |")
