@@ -403,7 +403,8 @@ TEST_CASE("the moe:: ops on CUDA tensors check their inputs as on the CPU", "[cu
 namespace {
 
 template <class T>
-moe::MoEConfig layer_config(int64_t k, bool dropless, bool before_dropping, nn::Activation act, moe::BalanceLoss b) {
+moe::MoEConfig layer_config(int64_t k, bool dropless, bool before_dropping, nn::Activation act, moe::BalanceLoss b,
+                            bool bias = false) {
     moe::MoEConfig c;
     c.d_model = 16;
     c.ffn_dim = 24;
@@ -415,6 +416,7 @@ moe::MoEConfig layer_config(int64_t k, bool dropless, bool before_dropping, nn::
     c.router.normalize_gate_prob_before_dropping = before_dropping;
     c.router.logit_noise = true;     // host-drawn noise, the same on both devices
     c.router.input_jitter = 0.05;
+    c.router.bias = bias;
     c.balance = b;
     c.z_loss_weight = 0.01;
     c.name = "moe.enc.2";
@@ -422,10 +424,11 @@ moe::MoEConfig layer_config(int64_t k, bool dropless, bool before_dropping, nn::
 }
 
 template <class T>
-void check_layer(int64_t k, bool dropless, bool before_dropping, nn::Activation act, moe::BalanceLoss b) {
+void check_layer(int64_t k, bool dropless, bool before_dropping, nn::Activation act, moe::BalanceLoss b,
+                 bool bias = false) {
     INFO(dtype_name<T>() << " k=" << k << " dropless=" << dropless << " before=" << before_dropping
-                         << " gelu=" << (act == nn::Activation::GELU) << " balance=" << int(b));
-    const moe::MoEConfig c = layer_config<T>(k, dropless, before_dropping, act, b);
+                         << " gelu=" << (act == nn::Activation::GELU) << " balance=" << int(b) << " bias=" << bias);
+    const moe::MoEConfig c = layer_config<T>(k, dropless, before_dropping, act, b, bias);
     Generator g1(5), g2(5), gen(9);
     moe::MoELayer<T> cpu(c, g1), dev(c, g2);
     dev.to(Device::CUDA);
@@ -570,6 +573,7 @@ TEST_CASE("moe::MoELayer on the device matches the CPU: forward, aux loss, stati
     check_layer<double>(2, false, false, A::GELU, B::SwitchAllChoices);  // m from the plan's counts on the device
     check_layer<float>(1, false, false, A::ReLU, B::Switch);
     check_layer<double>(1, true, false, A::GELU, B::None);
+    check_layer<double>(1, true, false, A::GELU, B::KLUniform, true);  // tcd_bert's router: bias b_r, dropless
 }
 
 TEST_CASE("moe::MoELayer on the device: NaN logits name the layer and the token, the same bits twice", "[cuda]") {
