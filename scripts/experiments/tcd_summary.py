@@ -28,10 +28,11 @@ for n in names:
           f"{', '.join(f'{g:+.4f}' for g in gaps)} | {statistics.mean(gaps):+.4f} |")
 
 # The downstream score of each run's last checkpoint (full fine-tuning or adapters, as chosen; the
-# mean over the fine-tuning seeds), where the grid fine-tuned: teacher, MoE, MoE w/ TCD and the
-# TCD − MoE difference seed by seed.
-runs = ("teacher", "moe", "tcd")
-table = []
+# mean over the fine-tuning seeds), where the grid fine-tuned: teacher, MoE, MoE w/ TCD (and the
+# ablation's T and T+I+A runs when every seed has them), each TCD run's difference to the MoE
+# seed by seed, and the TCD runs' held-out LL.
+extra = ("tcd-t", "tcd-tia")
+label = {"teacher": "teacher", "moe": "MoE", "tcd": "MoE w/ TCD", "tcd-t": "TCD (T)", "tcd-tia": "TCD (T+I+A)"}
 for n in names:
     rows = []
     for d in sorted(os.listdir(out)):
@@ -44,18 +45,19 @@ for n in names:
                 ft[e["run"]] = (e["epoch"], 100 * e["score"])
             if e.get("event") == "pretrain_epoch":
                 ll[e["run"]] = e["heldout_ll"]
-        if all(r in ft for r in runs):
-            rows.append((d[len(n) + 2:], [ft[r][1] for r in runs], ll.get("tcd")))
-    if rows:
-        table.append((n, rows))
-if table:
-    print()
-    print("| setting | seeds | teacher | MoE | MoE w/ TCD | TCD − MoE (per seed) | MoE w/ TCD LL |")
-    print("|---|---|---|---|---|---|---|")
+        if all(r in ft for r in ("teacher", "moe", "tcd")):
+            rows.append((d[len(n) + 2:], ft, ll))
+    if not rows:
+        continue
+    runs = ["teacher", "moe", "tcd"] + [r for r in extra if all(r in ft for _, ft, _ in rows)]
+    tcds = [r for r in runs if r.startswith("tcd")]
     ms2 = lambda v: f"{statistics.mean(v):.2f}" + (f" ± {statistics.stdev(v):.2f}" if len(v) > 1 else "")
-    for n, rows in table:
-        col = lambda i: [s[i] for _, s, _ in rows]
-        lls = [x for _, _, x in rows if x is not None]
-        print(f"| {n} | {','.join(s for s, _, _ in rows)} | {ms2(col(0))} | {ms2(col(1))} | {ms2(col(2))} | "
-              f"{', '.join(f'{s[2] - s[1]:+.2f}' for _, s, _ in rows)} | "
-              + (f"{statistics.mean(lls):.4f}" if lls else "-") + " |")
+    print()
+    print(f"{n}, seeds {','.join(s for s, _, _ in rows)}:")
+    print("| | " + " | ".join(label[r] for r in runs) + " |")
+    print("|---" * (len(runs) + 1) + "|")
+    print("| score | " + " | ".join(ms2([ft[r][1] for _, ft, _ in rows]) for r in runs) + " |")
+    print("| − MoE, per seed | | | " + " | ".join(
+        ", ".join(f"{ft[r][1] - ft['moe'][1]:+.2f}" for _, ft, _ in rows) for r in tcds) + " |")
+    print("| held-out LL | " + " | ".join(
+        f"{statistics.mean([ll[r] for _, _, ll in rows if r in ll]):.4f}" for r in runs) + " |")
