@@ -8,9 +8,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <filesystem>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
+
+#include <moekd/io/json.hpp>
 
 #include "../common/cli_checks.hpp"
 #include "finetune.hpp"
@@ -28,6 +32,7 @@ struct Options {
     std::string data_dir = std::string(TCD_SOURCE_DIR) + "/build/tcd-data", out_dir = "tcd_bert_out";
     std::vector<std::string> corpus_files;
     std::string task_name = "WNPOS", glue_dir, seeds_s = "1,2,3", ft_modes = "both", device_name = "cpu", precision = "fp32";
+    std::string finetune_from;  // an earlier run's --out: fine-tune its checkpoints, no pre-training (pretrained.hpp)
     ModelConfig mc;
     int64_t teacher_layers = -1, seq_len = 128, max_segments = 2500, heldout_segments = 128, ood_segments = 64;
     int64_t spm_lines = 20000, max_train = 2000, max_dev = 600;
@@ -97,6 +102,11 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--ft-modes", o.ft_modes, "full, adapters or both (then the better of the two seed means is reported)")
         ->capture_default_str()->check(CLI::IsMember({"full", "adapters", "both"}));
     app.add_option("--ft-max-len", o.fo.max_len, "fine-tuning sequence length")->capture_default_str()->check(cli_checks::in(8, 512));
+    app.add_option("--adapter-dim", o.mc.adapter_dim, "adapter bottleneck width (the paper: {16, 64, 128} at H = 128, l.364)")
+        ->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--finetune-from", o.finetune_from,
+                   "an earlier run's --out: skip pre-training and fine-tune its last checkpoints (ckpt/, spm.model; the "
+                   "pre-training flags must be that run's, checked against its log.jsonl; implies --no-trend)");
     app.add_flag("--no-trend", o.no_trend, "fine-tune only the last checkpoint (no Figure 5 / Table 1 alignment scores)");
     app.add_flag("--smoke", o.smoke, "a tiny configuration for CI (well under a minute)");
     app.add_option("--device", o.device_name, "where the models pre-train, fine-tune and are evaluated: cpu, or cuda (the GPU)")
@@ -128,6 +138,18 @@ inline std::vector<uint64_t> parse_seeds(const std::string& s) {
     return out;
 }
 
+/// The flags that shape the models and their pre-training, as (log.jsonl key, flag, value): what
+/// --finetune-from checks against the earlier run's config line (the fine-tuning flags may differ).
+inline std::vector<std::tuple<std::string, std::string, json::Value>> pretraining_flags(const Options& o) {
+    return {{"dim", "--dim", o.mc.dim}, {"layers", "--layers", o.mc.layers}, {"heads", "--heads", o.mc.heads},
+            {"ffn_dim", "--ffn-dim", o.mc.ffn_dim}, {"experts", "--experts", o.mc.experts}, {"vocab", "--vocab", o.mc.vocab},
+            {"seq_len", "--seq-len", o.seq_len}, {"epochs", "--epochs", o.po.epochs}, {"lambda_b", "--lambda-b", o.mc.lambda_b},
+            {"capacity_factor", "--capacity-factor", o.mc.capacity_factor},
+            {"router_bias", "--router-bias / --no-router-bias", o.mc.router_bias}, {"lambda_t", "--lambda-t", o.lambda_t},
+            {"lambda_i", "--lambda-i", o.lambda_i}, {"lambda_a", "--lambda-a", o.lambda_a}, {"groups", "--groups", o.po.groups},
+            {"group_size", "--group-size", o.po.group_size}, {"seed", "--seed", int64_t(o.seed)}};
+}
+
 /// After parsing: --smoke's sizes, the defaults that follow other flags, and the checks across flags.
 inline void resolve(const CLI::App& app, Options& o) {
     if (o.smoke) {  // only what the user did not set
@@ -157,6 +179,14 @@ inline void resolve(const CLI::App& app, Options& o) {
     MOEKD_CHECK(o.max_dev == -1 || o.max_dev > 0, "--max-dev ", o.max_dev, " must be a positive number of examples, or -1 for all");
     MOEKD_CHECK(!app.count("--teacher-layers") || o.teacher_layers > 0, "--teacher-layers ", o.teacher_layers,
                 " must be positive (leave it out for the default, --layers)");
+    if (!o.finetune_from.empty()) {
+        namespace fs = std::filesystem;
+        MOEKD_CHECK(fs::is_directory(o.finetune_from), "--finetune-from: '", o.finetune_from, "' is not a directory");
+        MOEKD_CHECK(!fs::exists(o.out_dir) || !fs::equivalent(o.out_dir, o.finetune_from), "--out '", o.out_dir,
+                    "' is the --finetune-from folder: its log.jsonl, the record the checkpoints are checked against, "
+                    "would be replaced; write to another folder");
+        o.no_trend = true;  // only the last epoch's checkpoint is on disk
+    }
     MOEKD_CHECK(o.mc.dim % o.mc.heads == 0, "--heads ", o.mc.heads, " does not divide --dim ", o.mc.dim);
 }
 

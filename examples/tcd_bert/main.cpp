@@ -55,6 +55,7 @@
 #include "model.hpp"
 #include "prepare.hpp"
 #include "pretrain.hpp"
+#include "pretrained.hpp"
 #include "report.hpp"
 #include "runs.hpp"
 
@@ -123,8 +124,15 @@ int main(int argc, char** argv) {
         o.po.seed = o.seed;
         o.po.comm = comm;
         std::vector<RunRecord> runs = plan_runs(o, tc, R);  // the teacher, MoE, MoE w/ TCD (+ ablations)
+        PretrainedLog from;  // --finetune-from: the earlier run's record, its flags checked before any work
+        if (!o.finetune_from.empty()) {
+            from = read_pretrained_log(o.finetune_from);
+            check_pretrained_config(from, pretraining_flags(o));
+        }
 
         const Prepared p = prepare(o, *comm, !app.count("--data"));
+        if (!o.finetune_from.empty())
+            check_pretrained_config(from, {{"segments", "--segments (or the same corpus)", int64_t(p.train_segs.size())}});
         tc.vocab = mc.vocab;
         const Task& task = p.task;
         const text::SentencePiece& sp = *p.sp;
@@ -151,7 +159,12 @@ int main(int argc, char** argv) {
                   {"heads", mc.heads}, {"ffn_dim", mc.ffn_dim}, {"experts", mc.experts}, {"vocab", mc.vocab},
                   {"seq_len", o.seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", o.po.epochs},
                   {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"router_bias", mc.router_bias}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
-                  {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)}});
+                  {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)},
+                  {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full}, {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim},
+                  {"ft_warmup", o.fo.warmup_frac}, {"finetune_from", o.finetune_from}});
+        if (!o.finetune_from.empty())
+            std::printf("pre-trained models: the last checkpoints of %s (no pre-training here; fine-tuning the last epoch only)\n",
+                        o.finetune_from.c_str());
 
         // ---- pre-training ------------------------------------------------------------------------
         std::shared_ptr<nn::BertEncoder<float>> teacher;
@@ -163,35 +176,48 @@ int main(int argc, char** argv) {
             r.params = m->num_parameters();
             PretrainOptions ro = o.po;
             ro.tcd = r.weights;
-            std::printf("[%s] pre-training, %lld parameters%s\n", r.label.c_str(), (long long)r.params,
-                        r.key.rfind("tcd", 0) == 0 ? ", distilling from the frozen teacher" : "");
+            std::printf("[%s] %s, %lld parameters%s\n", r.label.c_str(), o.finetune_from.empty() ? "pre-training" : "pre-trained",
+                        (long long)r.params, r.key.rfind("tcd", 0) == 0 && o.finetune_from.empty() ? ", distilling from the frozen teacher" : "");
             std::fflush(stdout);
-            const std::string ckpt = o.out_dir + "/ckpt/" + r.key + ".safetensors";
-            const auto t1 = Clock::now();
-            r.epochs = pretrain(r.label, *m, r.key == "teacher" ? nullptr : teacher.get(), train_segs, held_segs, mc.vocab,
-                                ro, [&](const EpochLog& e) {
-                                    r.snapshots.push_back(snapshot(*m));
-                                    if (main_rank)
-                                        io::write_safetensors(ckpt, m->state_dict(), {{"format", "tcd_bert " + r.key},
-                                                                                  {"epoch", std::to_string(e.epoch)}});
-                                    std::printf("  epoch %d  mlm %.4f  balance %.3g  L_T %.4f  L_I %.4f  L_A %.4f  "
-                                                "held-out LL %.4f  (%.1f s)\n",
-                                                e.epoch, e.mlm, e.balance, e.trunk, e.inner, e.attention, e.heldout_ll,
-                                                e.seconds);
-                                    if (r.moe)
-                                        std::printf("           routing: top-1 gate %.4f (uniform 1/E = %.4f), busiest expert "
-                                                    "%.2fx the mean load, dropped %.2f%%, KL(uniform || q) %.2e\n",
-                                                    e.gate, 1.0 / double(mc.experts), e.max_load, 100 * e.dropped, e.kl);
-                                    std::fflush(stdout);
-                                    jwrite({{"event", "pretrain_epoch"}, {"run", r.key}, {"epoch", e.epoch},
-                                              {"mlm", jnum(e.mlm)}, {"balance", jnum(e.balance)}, {"l_t", jnum(e.trunk)},
-                                              {"l_i", jnum(e.inner)}, {"l_a", jnum(e.attention)},
-                                              {"heldout_ll", jnum(e.heldout_ll)}, {"seconds", jnum(e.seconds)},
-                                              {"gate", jnum(e.gate)}, {"max_load", jnum(e.max_load)},
-                                              {"dropped", jnum(e.dropped)}, {"kl", jnum(e.kl)},
-                                              {"checkpoint", ckpt}});
-                                });
-            r.pretrain_seconds = seconds_since(t1);
+            if (!o.finetune_from.empty()) {  // read back and checked instead of pre-trained
+                EpochLog e;
+                e.epoch = load_pretrained(o.finetune_from, r.key, *m);
+                e.heldout_ll = heldout_ll(*m, held_segs, mc.vocab);
+                check_pretrained_ll(from, r.key, e.epoch, e.heldout_ll);
+                std::printf("  %s/ckpt/%s.safetensors: epoch %d, held-out LL %.4f (as its log)\n", o.finetune_from.c_str(),
+                            r.key.c_str(), e.epoch, e.heldout_ll);
+                r.epochs = {e};
+                r.snapshots = {snapshot(*m)};
+                jwrite({{"event", "pretrained"}, {"run", r.key}, {"epoch", e.epoch}, {"heldout_ll", jnum(e.heldout_ll)},
+                        {"checkpoint", o.finetune_from + "/ckpt/" + r.key + ".safetensors"}});
+            } else {
+                const std::string ckpt = o.out_dir + "/ckpt/" + r.key + ".safetensors";
+                const auto t1 = Clock::now();
+                r.epochs = pretrain(r.label, *m, r.key == "teacher" ? nullptr : teacher.get(), train_segs, held_segs, mc.vocab,
+                                    ro, [&](const EpochLog& e) {
+                                        r.snapshots.push_back(snapshot(*m));
+                                        if (main_rank)
+                                            io::write_safetensors(ckpt, m->state_dict(), {{"format", "tcd_bert " + r.key},
+                                                                                      {"epoch", std::to_string(e.epoch)}});
+                                        std::printf("  epoch %d  mlm %.4f  balance %.3g  L_T %.4f  L_I %.4f  L_A %.4f  "
+                                                    "held-out LL %.4f  (%.1f s)\n",
+                                                    e.epoch, e.mlm, e.balance, e.trunk, e.inner, e.attention, e.heldout_ll,
+                                                    e.seconds);
+                                        if (r.moe)
+                                            std::printf("           routing: top-1 gate %.4f (uniform 1/E = %.4f), busiest expert "
+                                                        "%.2fx the mean load, dropped %.2f%%, KL(uniform || q) %.2e\n",
+                                                        e.gate, 1.0 / double(mc.experts), e.max_load, 100 * e.dropped, e.kl);
+                                        std::fflush(stdout);
+                                        jwrite({{"event", "pretrain_epoch"}, {"run", r.key}, {"epoch", e.epoch},
+                                                  {"mlm", jnum(e.mlm)}, {"balance", jnum(e.balance)}, {"l_t", jnum(e.trunk)},
+                                                  {"l_i", jnum(e.inner)}, {"l_a", jnum(e.attention)},
+                                                  {"heldout_ll", jnum(e.heldout_ll)}, {"seconds", jnum(e.seconds)},
+                                                  {"gate", jnum(e.gate)}, {"max_load", jnum(e.max_load)},
+                                                  {"dropped", jnum(e.dropped)}, {"kl", jnum(e.kl)},
+                                                  {"checkpoint", ckpt}});
+                                    });
+                r.pretrain_seconds = seconds_since(t1);
+            }
             for (auto& [dom, segs] : ood) r.ood[dom] = heldout_ll(*m, segs, mc.vocab);
             if (!ood.empty()) {
                 nlohmann::ordered_json line{{"event", "ood"}, {"run", r.key}};
@@ -206,7 +232,8 @@ int main(int argc, char** argv) {
         }
 
         // ---- fine-tuning -------------------------------------------------------------------------
-        std::printf("[fine-tuning] %s, %d epochs, seeds %s, modes %s%s\n", task.info.name.c_str(), o.fo.epochs,
+        std::printf("[fine-tuning] %s, %d epochs, lr %g (full) / %g (adapters of width %lld), seeds %s, modes %s%s\n",
+                    task.info.name.c_str(), o.fo.epochs, o.fo.lr_full, o.fo.lr_adapter, (long long)mc.adapter_dim,
                     o.seeds_s.c_str(), o.ft_modes.c_str(), o.no_trend ? "" : "; full fine-tuning of every epoch's checkpoint for the trend");
         std::fflush(stdout);
         for (auto& r : runs) {

@@ -80,8 +80,15 @@ inline Prepared prepare(Options& o, dist::Communicator& comm, bool default_data)
     std::fflush(stdout);
     auto t0 = Clock::now();
     std::optional<text::SentencePiece>& sp0 = p.sp;
-    on_rank0(comm, [&] { sp0 = train_vocab(corpus, o.out_dir, int(o.mc.vocab), size_t(o.spm_lines), false); });
-    if (comm.rank() != 0) sp0 = train_vocab(corpus, o.out_dir, int(o.mc.vocab), size_t(o.spm_lines), true);  // rank 0's file
+    if (!o.finetune_from.empty()) {  // the vocabulary the checkpoints were pre-trained with, read on every rank
+        const std::string model = o.finetune_from + "/spm.model";
+        MOEKD_CHECK(std::filesystem::is_regular_file(model), "--finetune-from: no vocabulary '", model,
+                    "' (the SentencePiece model the checkpoints were pre-trained with)");
+        sp0 = text::SentencePiece::load(model);
+    } else {
+        on_rank0(comm, [&] { sp0 = train_vocab(corpus, o.out_dir, int(o.mc.vocab), size_t(o.spm_lines), false); });
+        if (comm.rank() != 0) sp0 = train_vocab(corpus, o.out_dir, int(o.mc.vocab), size_t(o.spm_lines), true);  // rank 0's file
+    }
     const text::SentencePiece& sp = *sp0;
     o.mc.vocab = sp.vocab_size();
     p.train_segs = pack_segments(corpus.train, sp, o.seq_len, size_t(o.max_segments), o.seed);

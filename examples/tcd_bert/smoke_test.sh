@@ -8,6 +8,9 @@
 #       where a file is expected, a label outside the task's set, an output that is a device node
 #       of our own (mknod c 1 7) or a FIFO, --out on a full 64 KiB tmpfs this script mounts; the
 #       cases that need root are skipped with a message when refused) |
+#       finetune-from (fine-tuning an earlier run's checkpoints: its scores reproduced bit for bit at
+#       the same flags, other fine-tuning flags taken, every mismatch of flags, checkpoints, vocabulary
+#       or log refused with a message naming it, the earlier run's folder left unchanged) |
 #       mpi2 (the smoke run under MPIRUN ARGS, e.g. mpirun -np 2: tables printed once, every output
 #       written, and a NaN stops every rank with one message)
 # The smoke run reads the default corpus (build/tcd-data of the source tree); when it is missing
@@ -133,6 +136,42 @@ case $CASE in
     else
       echo "SKIP: mount -t tmpfs refused (not root?): the full-disk case is not checked"
     fi ;;
+  finetune-from)
+    "$BIN" --smoke --out "$W/a" > "$W/a.txt"
+    sum_a=$(cd "$W/a" && find . -type f | sort | xargs sha256sum)
+    # the same fine-tuning flags on the read-back checkpoints: the earlier run's last-epoch scores, bit for bit
+    "$BIN" --smoke --finetune-from "$W/a" --out "$W/b" | tee "$W/b.txt"
+    grep -q "^pre-trained models: the last checkpoints of $W/a" "$W/b.txt" || fail "no pre-trained-models line"
+    [[ $(grep -c '"event":"pretrained"' "$W/b/log.jsonl") -eq 3 ]] || fail "want 3 read-back models in log.jsonl"
+    ! grep -q '"event":"pretrain_epoch"' "$W/b/log.jsonl" || fail "pre-trained again"
+    [[ ! -e "$W/b/trend.svg" && ! -e "$W/b/ckpt/moe.safetensors" ]] || fail "a trend or a checkpoint from a run that did not pre-train"
+    last=$(grep '"event":"pretrain_epoch"' "$W/a/log.jsonl" | tail -n 1 | sed 's/.*"epoch":\([0-9]*\).*/\1/')
+    strip() { grep '"event":"finetune"' "$1" | grep "\"epoch\":$last," | sed 's/"seconds":[^,}]*//'; }
+    [[ -n "$(strip "$W/a/log.jsonl")" && "$(strip "$W/a/log.jsonl")" == "$(strip "$W/b/log.jsonl")" ]] ||
+      { strip "$W/a/log.jsonl"; strip "$W/b/log.jsonl"; fail "the read-back checkpoints fine-tune to other scores"; }
+    # other fine-tuning flags are free: epochs, learning rates, the adapter width
+    "$BIN" --smoke --finetune-from "$W/a" --ft-epochs 2 --ft-lr 2e-3 --adapter-dim 16 --out "$W/c" > "$W/c.txt"
+    grep -q "^\[fine-tuning\] WNPOS, 2 epochs, lr 0.002 (full) / 0.003 (adapters of width 16)" "$W/c.txt" || fail "no fine-tuning header"
+    grep -q '"adapter_dim":16' "$W/c/log.jsonl" || fail "adapter width not in the config line"
+    # the pre-training flags are checked against the log; the checkpoints against their runs
+    expect_error "pre-trained with dim 32 ($W/a/log.jsonl), this run has 16: pass the pre-training run's --dim" \
+      --smoke --finetune-from "$W/a" --dim 16 --out "$W/o"
+    expect_error "pre-trained with router_bias true" --smoke --finetune-from "$W/a" --no-router-bias --out "$W/o"
+    expect_error "pre-trained with seed 1" --smoke --finetune-from "$W/a" --seed 2 --out "$W/o"
+    expect_error "pre-trained with segments 96" --smoke --finetune-from "$W/a" --segments 50 --out "$W/o"
+    expect_error "no checkpoint '$W/a/ckpt/tcd-t.safetensors' of run 'tcd-t'" --smoke --ablations --finetune-from "$W/a" --out "$W/o"
+    expect_error "has held-out LL" --smoke --finetune-from "$W/a" --heldout-segments 8 --out "$W/o"
+    expect_error "is the --finetune-from folder" --smoke --finetune-from "$W/a" --out "$W/a"
+    expect_error "--finetune-from: '$W/none' is not a directory" --smoke --finetune-from "$W/none" --out "$W/o"
+    cp -r "$W/a" "$W/swap" && cp "$W/a/ckpt/moe.safetensors" "$W/swap/ckpt/tcd.safetensors"
+    expect_error "'$W/swap/ckpt/tcd.safetensors' is not a tcd_bert checkpoint of run 'tcd' (its format is 'tcd_bert moe')" \
+      --smoke --finetune-from "$W/swap" --out "$W/o"
+    cp "$W/a/ckpt/tcd.safetensors" "$W/swap/ckpt/" && head -c 5000 "$W/a/ckpt/moe.safetensors" > "$W/swap/ckpt/moe.safetensors"
+    expect_error "$W/swap/ckpt/moe.safetensors" --smoke --finetune-from "$W/swap" --out "$W/o"
+    cp "$W/a/ckpt/moe.safetensors" "$W/swap/ckpt/" && printf '{"event":\n' >> "$W/swap/log.jsonl"
+    expect_error "$W/swap/log.jsonl:$(wc -l < "$W/swap/log.jsonl"): " --smoke --finetune-from "$W/swap" --out "$W/o"
+    cp "$W/a/log.jsonl" "$W/swap/" && rm "$W/swap/spm.model" && expect_error "no vocabulary '$W/swap/spm.model'" --smoke --finetune-from "$W/swap" --out "$W/o"
+    [[ "$sum_a" == "$(cd "$W/a" && find . -type f | sort | xargs sha256sum)" ]] || fail "the pre-training run's folder was changed" ;;
   mpi2)
     [[ ${#LAUNCH[@]} -gt 0 ]] || fail "mpi2 needs the launcher: smoke_test.sh BIN WORK mpi2 mpirun -np 2 ..."
     "${LAUNCH[@]}" "$BIN" --smoke --out "$W/run" | tee "$W/out.txt"

@@ -5,12 +5,16 @@ mean ± sd, and the gap MoE − teacher (positive: the MoE pre-trains better), s
 (2) where the grid fine-tuned, the downstream score of each run's last checkpoint (full
 fine-tuning or adapters, as chosen; the mean over the fine-tuning seeds): teacher, MoE, MoE w/
 TCD (and the ablation's T and T+I+A runs when every seed has them), each TCD run's difference to
-the MoE seed by seed, and the runs' held-out LL."""
+the MoE seed by seed, and the runs' held-out LL. Grid lines that fine-tune read-back checkpoints
+(--finetune-from) get the second table only (their LL is the pre-training run's)."""
 import json, os, statistics, sys
 
 grid, out = sys.argv[1], sys.argv[2]
 names = [l.split()[0] for l in open(grid) if l.strip() and not l.startswith("#")]
 label = {"teacher": "teacher", "moe": "MoE", "tcd": "MoE w/ TCD", "tcd-t": "TCD (T)", "tcd-tia": "TCD (T+I+A)"}
+
+
+reads_back = {}  # grid line -> its runs read checkpoints back (--finetune-from): no LL table of their own
 
 
 def seeds_of(n):
@@ -20,14 +24,16 @@ def seeds_of(n):
         log = os.path.join(out, d, "log.jsonl")
         if not d.startswith(n + "_s") or not os.path.isfile(log):
             continue
-        ft, ll = {}, {}
+        ft, ll, read_back = {}, {}, False
         for line in open(log):
             e = json.loads(line)
             if e.get("event") == "finetune" and (e["run"] not in ft or e["epoch"] >= ft[e["run"]][0]):
                 ft[e["run"]] = (e["epoch"], 100 * e["score"])
-            if e.get("event") == "pretrain_epoch":
+            if e.get("event") in ("pretrain_epoch", "pretrained"):  # pre-trained here, or read back (--finetune-from)
                 ll[e["run"]] = e["heldout_ll"]
+                read_back = read_back or e["event"] == "pretrained"
         found.append((d[len(n) + 2:], {r: v[1] for r, v in ft.items()}, ll))
+        reads_back[n] = read_back
     return found
 
 
@@ -41,7 +47,7 @@ print("| setting | seeds | teacher LL | MoE LL | gap MoE − teacher (per seed) 
 print("|---|---|---|---|---|---|")
 for n in names:
     rows = [(s, ll["teacher"], ll["moe"]) for s, _, ll in runs_of[n] if "teacher" in ll and "moe" in ll]
-    if not rows:
+    if not rows or reads_back.get(n):
         continue
     gaps = [m - t for _, t, m in rows]
     print(f"| {n} | {','.join(s for s, _, _ in rows)} | {ms([t for _, t, _ in rows], 4)} | {ms([m for _, _, m in rows], 4)} | "

@@ -1,0 +1,120 @@
+// pretrained.hpp — --finetune-from DIR: the pre-trained models of an earlier tcd_bert run read
+// back instead of pre-trained again, so that a fine-tuning setting (epochs, learning rates, the
+// adapter size of the paper's l.362-364) is measured on the very checkpoints the earlier run
+// scored. Nothing is taken on trust:
+//   - the flags that shape the models and their pre-training must be the ones DIR/log.jsonl
+//     recorded (an error names the flag and both values);
+//   - each checkpoint must be its run's (its "format" metadata) and fit the model the flags build
+//     (a strict load: every tensor, every shape);
+//   - its held-out masked-LM log-likelihood, computed again here on this run's held-out segments
+//     with DIR's vocabulary, must be the last one the pre-training log wrote for that run, so the
+//     weights, the vocabulary and the data are the pre-training's.
+// Only the last epoch's checkpoint is on disk, so such a run fine-tunes that one alone (no trend).
+#pragma once
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <moekd/io/atomic_file.hpp>
+#include <moekd/io/json.hpp>
+#include <moekd/io/safetensors.hpp>
+
+#include "pretrain.hpp"
+
+namespace tcdb {
+
+/// What an earlier run's log.jsonl says: its config line and each run's last pre-training epoch.
+struct PretrainedLog {
+    std::string path;
+    json::Value config;
+    std::map<std::string, EpochLog> last;  // run key -> its last "pretrain_epoch" (epoch, held-out LL)
+};
+
+inline PretrainedLog read_pretrained_log(const std::string& dir) {
+    PretrainedLog out;
+    out.path = dir + "/log.jsonl";
+    MOEKD_CHECK(std::filesystem::is_regular_file(out.path), "--finetune-from: no file '", out.path,
+                "' (the log of the pre-training run whose checkpoints are to be fine-tuned)");
+    std::istringstream in(io::read_file(out.path, "--finetune-from"));
+    bool have_config = false;
+    size_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+        ++n;
+        if (line.empty()) continue;
+        try {
+            const json::Value j = json::parse(line);
+            const std::string& ev = json::get_string(json::at(j, "event"), "event");
+            if (ev == "config") {
+                out.config = j, have_config = true;
+            } else if (ev == "pretrain_epoch") {
+                EpochLog e;
+                e.epoch = int(json::get_int(json::at(j, "epoch"), "epoch"));
+                const json::Value& ll = json::at(j, "heldout_ll");  // null when it was not finite
+                e.heldout_ll = ll.is_null() ? std::nan("") : json::get_double(ll, "heldout_ll");
+                out.last[json::get_string(json::at(j, "run"), "run")] = e;
+            }
+        } catch (const Error& e) {
+            MOEKD_CHECK(false, out.path, ":", n, ": ", e.what());
+        }
+    }
+    MOEKD_CHECK(have_config, out.path, ": no \"config\" line (not the log of a tcd_bert run?)");
+    return out;
+}
+
+/// Each (log key, flag, this run's value): an error at the first that differs from the log's.
+inline void check_pretrained_config(const PretrainedLog& log,
+                                    const std::vector<std::tuple<std::string, std::string, json::Value>>& want) {
+    for (const auto& [key, flag, mine] : want) {
+        const json::Value* theirs = json::find(log.config, key);
+        MOEKD_CHECK(theirs, "--finetune-from: ", log.path, " records no '", key, "' (a log of an older tcd_bert?)");
+        const bool same = theirs->is_number() && mine.is_number()
+                              ? std::abs(theirs->get<double>() - mine.get<double>()) <= 1e-12 * std::abs(mine.get<double>())
+                              : *theirs == mine;
+        MOEKD_CHECK(same, "--finetune-from: the checkpoints were pre-trained with ", key, " ", json::dump(*theirs),
+                    " (", log.path, "), this run has ", json::dump(mine), ": pass the pre-training run's ", flag);
+    }
+}
+
+/// Loads DIR/ckpt/<key>.safetensors into `m` (strict) after checking it is run `key`'s; returns its epoch.
+inline int load_pretrained(const std::string& dir, const std::string& key, nn::BertEncoder<float>& m) {
+    const std::string path = dir + "/ckpt/" + key + ".safetensors";
+    MOEKD_CHECK(std::filesystem::is_regular_file(path), "--finetune-from: no checkpoint '", path, "' of run '", key,
+                "' (was that run pre-trained? the ablation runs need --ablations there and here)");
+    std::map<std::string, std::string> meta;
+    const auto dict = io::load_safetensors<float>(path, &meta);
+    const auto f = meta.find("format");
+    MOEKD_CHECK(f != meta.end() && f->second == "tcd_bert " + key, "--finetune-from: '", path,
+                "' is not a tcd_bert checkpoint of run '", key, "' (its format is '",
+                f == meta.end() ? std::string("(none)") : f->second, "')");
+    nn::Module<float>::StateDict sd;
+    for (auto& [name, t] : dict) sd[name] = t.to(m.device());
+    try {
+        m.load_state_dict(sd, true);
+    } catch (const Error& e) {
+        MOEKD_CHECK(false, "--finetune-from: '", path, "' does not fit the model the flags build: ", e.what());
+    }
+    const auto ep = meta.find("epoch");
+    MOEKD_CHECK(ep != meta.end() && !ep->second.empty() && ep->second.find_first_not_of("0123456789") == std::string::npos,
+                "--finetune-from: '", path, "' records no epoch");
+    return std::stoi(ep->second);
+}
+
+/// The held-out LL of the loaded model against the log's: the same model on the same data (a
+/// different thread count may move the last digits of a sum, hence the tolerance).
+inline void check_pretrained_ll(const PretrainedLog& log, const std::string& key, int epoch, double ll) {
+    const auto it = log.last.find(key);
+    MOEKD_CHECK(it != log.last.end(), "--finetune-from: ", log.path, " has no pre-training epoch of run '", key, "'");
+    MOEKD_CHECK(it->second.epoch == epoch, "--finetune-from: the checkpoint of '", key, "' is of epoch ", epoch,
+                " but ", log.path, " ends at epoch ", it->second.epoch, " (a run that stopped early?)");
+    MOEKD_CHECK(std::abs(ll - it->second.heldout_ll) <= 1e-4, "--finetune-from: the checkpoint of '", key,
+                "' has held-out LL ", ll, " here but ", it->second.heldout_ll, " in ", log.path,
+                ": its weights, the vocabulary or the held-out data differ from the pre-training run's "
+                "(the same --data / --corpus, --segments, --heldout-segments and --spm-lines?)");
+}
+
+}  // namespace tcdb
