@@ -123,6 +123,10 @@ inline void add_flags(CLI::App& app, Options& o) {
                  "OneS eq. 3: the balance loss's m_i counts both top-2 choices (L. 55-67; default); "
                  "--balance-first-choices: first choices only (Switch / GShard)");
     app.add_flag("--no-augment", [&o](int64_t) { o.so.augment = false; }, "no augmentation (default: random horizontal flip)");
+    app.add_option("--crop-scale", o.so.crop_scale,
+                   "augmentation: an Inception-style crop first (\"Inception-style pre-processing\", L. 214; torchvision's "
+                   "RandomResizedCrop, area fraction in [S, 1], aspect 3/4-4/3, resized back bilinearly); 0: none (the default)")
+        ->capture_default_str()->check(cli_checks::in(0.0, 1.0));
     app.add_option("--shift", o.so.shift, "augmentation: also shift images by up to N pixels")->capture_default_str()->check(cli_checks::in(0, 6));
     app.add_option("--device", o.device_name, "where the models train and are evaluated: cpu, or cuda (the GPU)")
         ->capture_default_str()
@@ -149,7 +153,7 @@ inline void resolve_defaults(const CLI::App& app, Options& o) {
     if (!app.count("--scratch-lr")) o.scratch_lr = o.to.lr;
     o.so.data_seed = o.seed;
     o.to.batch = o.so.batch, o.to.train_limit = o.so.train_limit, o.to.test_limit = o.so.test_limit;
-    o.to.augment = o.so.augment, o.to.shift = o.so.shift, o.to.data_seed = o.seed, o.to.weight_decay = o.so.weight_decay;
+    o.to.augment = o.so.augment, o.to.shift = o.so.shift, o.to.crop_scale = o.so.crop_scale, o.to.data_seed = o.seed, o.to.weight_decay = o.so.weight_decay;
     o.to.label_smoothing = o.so.label_smoothing, o.to.mixup = o.so.mixup;
     o.to.warmup_frac = o.so.warmup_frac;
 }
@@ -165,7 +169,7 @@ inline nlohmann::ordered_json config_json(const Options& o) {
             {"warmup", o.so.warmup_frac}, {"lambda", o.lambda}, {"kd", o.kd_kind}, {"temperature", o.so.temperature},
             {"alpha", o.so.alpha}, {"kg_scale", o.kg_scale}, {"weight_decay", o.so.weight_decay},
             {"dropout", o.cfg.dropout}, {"label_smoothing", o.so.label_smoothing}, {"mixup", o.so.mixup},
-            {"precision", precision_name(o.so.precision)}, {"seed", o.seed}};
+            {"crop_scale", o.so.crop_scale}, {"precision", precision_name(o.so.precision)}, {"seed", o.seed}};
 }
 
 }  // namespace ones_vit

@@ -93,6 +93,7 @@ inline std::string teacher_config(const Options& o, const data::ImageSet& train,
         << " teacher_epochs=" << to.epochs
         << " teacher_lr=" << to.lr << " teacher_warmup=" << to.warmup_frac << " weight_decay=" << to.weight_decay
         << " global_batch=" << to.batch * ranks << " augment=" << to.augment << " shift=" << to.shift
+        << (to.crop_scale > 0 ? " crop_scale=" + std::to_string(to.crop_scale) : std::string())  // absent without the crop: older teachers still match
         << " dropout=" << cfg.dropout << " label_smoothing=" << to.label_smoothing << " mixup=" << to.mixup
         << " seed=" << o.seed << (to.precision == Precision::bf16 ? " precision=bf16" : "")
         << " train_data=" << ((o.teacher_in.empty() && o.teacher_out.empty()) ? "-" : data_hash(train, to.train_limit));

@@ -13,7 +13,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <numeric>
@@ -40,11 +42,55 @@ constexpr float kCifarMean[3] = {0.4914f, 0.4822f, 0.4465f}, kCifarStd[3] = {0.2
 inline float pixel_mean(int64_t C, int64_t c) { return C == 3 ? kCifarMean[c] : kPixelMean; }
 inline float pixel_std(int64_t C, int64_t c) { return C == 3 ? kCifarStd[c] : kPixelStd; }
 
+/// A crop box in pixels of an H x W image: rows [y0, y0 + h), columns [x0, x0 + w).
+struct CropBox {
+    int64_t y0 = 0, x0 = 0, h = 0, w = 0;
+};
+
+/// The Inception-style crop ("Inception-style pre-processing", OneS L. 214; torchvision's
+/// RandomResizedCrop, scale (scale_min, 1), ratio (3/4, 4/3)): a box of a uniform fraction of the
+/// area and a log-uniform aspect ratio at a uniform position, ten tries, else the whole image (the
+/// fallback of a square image; torchvision's is a centre crop at the clamped ratio, the same here).
+inline CropBox inception_box(int64_t H, int64_t W, double scale_min, Generator& gen) {
+    const double lo = std::log(3.0 / 4.0), hi = std::log(4.0 / 3.0);
+    for (int attempt = 0; attempt < 10; ++attempt) {
+        const double area = double(H * W) * (scale_min + (1.0 - scale_min) * gen.uniform());
+        const double ratio = std::exp(lo + (hi - lo) * gen.uniform());
+        const int64_t w = std::llround(std::sqrt(area * ratio)), h = std::llround(std::sqrt(area / ratio));
+        if (w > 0 && w <= W && h > 0 && h <= H) {
+            const int64_t y0 = gen.randint(0, H - h + 1);
+            return {y0, gen.randint(0, W - w + 1), h, w};
+        }
+    }
+    return {0, 0, H, W};
+}
+
+/// Samples the box b of an H x W plane `src` back to H x W, bilinear with half-pixel centres
+/// (align_corners false), edges clamped to the box (the crop, then the resize, as torchvision).
+inline void resize_box(const float* src, int64_t H, int64_t W, const CropBox& b, float* dst) {
+    for (int64_t y = 0; y < H; ++y) {
+        const double fy = std::clamp((double(y) + 0.5) * double(b.h) / double(H) - 0.5, 0.0, double(b.h - 1));
+        const int64_t y1 = int64_t(fy), y2 = std::min(y1 + 1, b.h - 1);
+        const float ty = float(fy - double(y1));
+        for (int64_t c = 0; c < W; ++c) {
+            const double fx = std::clamp((double(c) + 0.5) * double(b.w) / double(W) - 0.5, 0.0, double(b.w - 1));
+            const int64_t x1 = int64_t(fx), x2 = std::min(x1 + 1, b.w - 1);
+            const float tx = float(fx - double(x1));
+            auto at = [&](int64_t yy, int64_t xx) { return src[(b.y0 + yy) * W + b.x0 + xx]; };
+            const float top = at(y1, x1) + tx * (at(y1, x2) - at(y1, x1));
+            const float bot = at(y2, x1) + tx * (at(y2, x2) - at(y2, x1));
+            dst[y * W + c] = top + ty * (bot - top);
+        }
+    }
+}
+
 /// Images idx[from .. from + n) as (n, C, H, W) (C = 1 for (N, H, W) sets), normalised per channel
-/// by pixel_mean / pixel_std, and their labels. augment (gen not null): a random shift of up to
-/// `shift` pixels each way (background fill) and a random horizontal flip, drawn from gen.
+/// by pixel_mean / pixel_std, and their labels. augment (gen not null): with crop_scale > 0 first
+/// an Inception-style crop (inception_box, resized back), then a random shift of up to `shift`
+/// pixels each way (background fill) and a random horizontal flip, drawn from gen (crop_scale 0
+/// draws nothing for the crop, so the other augmentations draw what they drew before it existed).
 inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64_t>& idx, size_t from, size_t n,
-                                Tensor<int64_t>& labels, Generator* gen, int shift) {
+                                Tensor<int64_t>& labels, Generator* gen, int shift, double crop_scale = 0) {
     const bool planar = s.images.dim() == 4;
     const int64_t C = planar ? s.images.size(1) : 1, H = s.images.size(-2), W = s.images.size(-1);
     Tensor<float> x = Tensor<float>::empty({int64_t(n), C, H, W});
@@ -54,13 +100,21 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
         labels.data()[i] = s.labels.data()[r];
         int64_t dy = 0, dx = 0;
         bool flip = false;
+        CropBox box{0, 0, H, W};
         if (gen) {
+            if (crop_scale > 0) box = inception_box(H, W, crop_scale, *gen);
             dy = gen->randint(-shift, shift + 1), dx = gen->randint(-shift, shift + 1);
             flip = gen->randint(0, 2) == 1;
         }
+        std::vector<float> cropped;
         for (int64_t ch = 0; ch < C; ++ch) {
             const float mean = pixel_mean(C, ch), sd = pixel_std(C, ch);
             const float* src = s.images.data() + (r * C + ch) * H * W;
+            if (box.h != H || box.w != W) {  // the crop, resized back: then shifted and flipped as any image
+                cropped.resize(size_t(H * W));
+                resize_box(src, H, W, box, cropped.data());
+                src = cropped.data();
+            }
             float* dst = x.data() + (int64_t(i) * C + ch) * H * W;
             std::fill_n(dst, H * W, -mean / sd);  // background (shifted-in pixels)
             for (int64_t y = 0; y < H; ++y) {
@@ -178,6 +232,7 @@ struct TrainOptions {
     // warmup_frac: the paper's 30 of 300 epochs (Table 6, L. 413-414); main.cpp sets it for every run
     double lr = 5e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
     int shift = 0;                  // augmentation: max shift in pixels each way
+    double crop_scale = 0;          // augmentation: Inception-style crop of area >= this fraction (0: none)
     bool augment = true;
     double alpha = 0.25;            // weight of CE when distilling (paper, soft KD: 0.25, L. 214; hard: 0.5, L. 180)
     bool hard_kd = false;           // hard_distill instead of soft_distill
@@ -238,7 +293,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
             Tensor<int64_t> y, y_rev;
             Generator& draw = comm ? aug_gen : gen;  // augmentation and mixup (per rank under mpirun)
             Tensor<float> x = make_batch(train, order, size_t(s * global_batch + rank * o.batch), size_t(o.batch), y,
-                                         o.augment ? &draw : nullptr, o.shift);
+                                         o.augment ? &draw : nullptr, o.shift, o.crop_scale);
             double lam = 1.0;
             if (o.mixup > 0 && draw.uniform() < o.mixup) lam = mix_batch(x, y, y_rev, draw);
             x = x.to(dev);
