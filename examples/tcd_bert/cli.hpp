@@ -32,6 +32,7 @@ struct Options {
     std::string data_dir = std::string(TCD_SOURCE_DIR) + "/build/tcd-data", out_dir = "tcd_bert_out";
     std::vector<std::string> corpus_files;
     std::string task_name = "WNPOS", glue_dir, seeds_s = "1,2,3", ft_modes = "both", device_name = "cpu", precision = "fp32";
+    std::string pretrain_decay = "adamw";  // or "l2" (PretrainOptions::l2)
     std::string finetune_from;  // an earlier run's --out: fine-tune its checkpoints, no pre-training (pretrained.hpp)
     ModelConfig mc;
     int64_t teacher_layers = -1, seq_len = 128, max_segments = 2500, heldout_segments = 128, ood_segments = 64;
@@ -87,6 +88,10 @@ inline void add_flags(CLI::App& app, Options& o) {
     app.add_option("--epochs", o.po.epochs, "pre-training epochs (each model)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--batch", o.po.batch, "pre-training segments per step")->capture_default_str()->check(cli_checks::positive());
     app.add_option("--lr", o.po.lr, "pre-training AdamW peak learning rate")->capture_default_str()->check(cli_checks::positive());
+    app.add_option("--pretrain-decay", o.pretrain_decay,
+                   "pre-training weight decay 0.01 (\"an L2 weight of 0.01\", l.356): adamw (decoupled, BERT's) or l2 "
+                   "(added to the gradient before Adam, torch.optim.Adam's weight_decay)")
+        ->capture_default_str()->check(CLI::IsMember({"adamw", "l2"}));
     app.add_option("--lambda-t", o.lambda_t, "TCD trunk weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--lambda-i", o.lambda_i, "TCD inner weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
     app.add_option("--lambda-a", o.lambda_a, "TCD attention weight (0: off)")->capture_default_str()->check(cli_checks::non_negative());
@@ -147,7 +152,8 @@ inline std::vector<std::tuple<std::string, std::string, json::Value>> pretrainin
             {"capacity_factor", "--capacity-factor", o.mc.capacity_factor},
             {"router_bias", "--router-bias / --no-router-bias", o.mc.router_bias}, {"lambda_t", "--lambda-t", o.lambda_t},
             {"lambda_i", "--lambda-i", o.lambda_i}, {"lambda_a", "--lambda-a", o.lambda_a}, {"groups", "--groups", o.po.groups},
-            {"group_size", "--group-size", o.po.group_size}, {"seed", "--seed", int64_t(o.seed)}};
+            {"group_size", "--group-size", o.po.group_size}, {"seed", "--seed", int64_t(o.seed)},
+            {"pretrain_decay", "--pretrain-decay", o.pretrain_decay}};
 }
 
 /// After parsing: --smoke's sizes, the defaults that follow other flags, and the checks across flags.
@@ -172,6 +178,7 @@ inline void resolve(const CLI::App& app, Options& o) {
         if (unset("--ft-max-len")) o.fo.max_len = 32;
         if (unset("--seeds")) o.seeds_s = "1";
     }
+    o.po.l2 = o.pretrain_decay == "l2";
     if (app.count("--ffn-dim") == 0) o.mc.ffn_dim = 4 * o.mc.dim;  // BERT's 4H (see the default above)
     o.mc.max_len = std::max(o.seq_len, o.fo.max_len);
     MOEKD_CHECK(o.max_train == -1 || o.max_train > 0, "--max-train ", o.max_train,

@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
                     (long long)mc.dim, (long long)mc.layers, (long long)mc.heads, (long long)mc.ffn_dim,
                     (long long)mc.experts, (long long)mc.top_k, cap.c_str(), mc.router_bias ? "W_r x + b_r" : "W_r x (no bias)", mc.lambda_b, o.lambda_t, o.lambda_i, o.lambda_a,
                     (long long)o.po.groups, (long long)o.po.group_size);
+        if (o.po.l2) std::printf("pre-training: Adam with the L2 term %g p added to the gradient (--pretrain-decay l2)\n", o.po.weight_decay);
         if (dev == Device::CUDA) std::printf("device: cuda (pre-training, fine-tuning and evaluation on the GPU)\n");
         std::fflush(stdout);
 
@@ -160,7 +161,7 @@ int main(int argc, char** argv) {
                   {"seq_len", o.seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", o.po.epochs},
                   {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"router_bias", mc.router_bias}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
                   {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)},
-                  {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full}, {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim},
+                  {"pretrain_decay", o.pretrain_decay}, {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full}, {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim},
                   {"ft_warmup", o.fo.warmup_frac}, {"finetune_from", o.finetune_from}});
         if (!o.finetune_from.empty())
             std::printf("pre-trained models: the last checkpoints of %s (no pre-training here; fine-tuning the last epoch only)\n",

@@ -44,6 +44,10 @@ struct PretrainOptions {
     int epochs = 3;
     int64_t batch = 16;
     double lr = 1e-3, weight_decay = 0.01, warmup_frac = 0.1, clip = 1.0;
+    // "Adam ... an L2 weight of 0.01" (l.356): AdamW's decoupled decay (false, our default: BERT's
+    // and HF's optimizer), or Adam with the L2 term added to the gradient (true: torch.optim.Adam's
+    // weight_decay, the phrase read literally)
+    bool l2 = false;
     tcd::TcdWeights tcd{0.0, 0.0, 0.0};  // all 0: no distillation
     int64_t groups = 32, group_size = 128;
     uint64_t seed = 1;
@@ -139,7 +143,8 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
     std::unique_ptr<dist::DataParallel<float>> dp;
     if (R > 1) dp = std::make_unique<dist::DataParallel<float>>(o.comm, m);
     const dist::Range share = dist::shard_range(o.batch, rank, R);
-    optim::AdamW<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay));
+    optim::Adam<float> opt(optim::decay_groups(m.parameters(), o.lr, o.weight_decay), 0.9, 0.999, 1e-8,
+                           /*decoupled_weight_decay=*/!o.l2);
     const int64_t warmup = int64_t(o.warmup_frac * double(total));
     const auto cfg = mlm_config(vocab);
     Generator gen(o.seed);  // data order (the same on every rank); one process: masks and groups too

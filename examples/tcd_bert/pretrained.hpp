@@ -66,11 +66,17 @@ inline PretrainedLog read_pretrained_log(const std::string& dir) {
     return out;
 }
 
+/// The value of a config key that logs written before its flag existed lack.
+inline const std::map<std::string, json::Value> kAbsentMeans{{"pretrain_decay", "adamw"}};
+
 /// Each (log key, flag, this run's value): an error at the first that differs from the log's.
 inline void check_pretrained_config(const PretrainedLog& log,
                                     const std::vector<std::tuple<std::string, std::string, json::Value>>& want) {
     for (const auto& [key, flag, mine] : want) {
         const json::Value* theirs = json::find(log.config, key);
+        // a key newer than the log: it was pre-trained before the flag existed, i.e. at what is its default now
+        const auto older = kAbsentMeans.find(key);
+        if (!theirs && older != kAbsentMeans.end()) theirs = &older->second;
         MOEKD_CHECK(theirs, "--finetune-from: ", log.path, " records no '", key, "' (a log of an older tcd_bert?)");
         const bool same = theirs->is_number() && mine.is_number()
                               ? std::abs(theirs->get<double>() - mine.get<double>()) <= 1e-12 * std::abs(mine.get<double>())

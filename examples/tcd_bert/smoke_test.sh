@@ -153,10 +153,16 @@ case $CASE in
     "$BIN" --smoke --finetune-from "$W/a" --ft-epochs 2 --ft-lr 2e-3 --adapter-dim 16 --out "$W/c" > "$W/c.txt"
     grep -q "^\[fine-tuning\] WNPOS, 2 epochs, lr 0.002 (full) / 0.003 (adapters of width 16)" "$W/c.txt" || fail "no fine-tuning header"
     grep -q '"adapter_dim":16' "$W/c/log.jsonl" || fail "adapter width not in the config line"
+    # a log from before --pretrain-decay existed (no such key) was pre-trained with today's default, adamw
+    cp -r "$W/a" "$W/old" && sed -i 's/,"pretrain_decay":"adamw"//' "$W/old/log.jsonl"
+    ! grep -q pretrain_decay "$W/old/log.jsonl" || fail "could not make an older log"
+    "$BIN" --smoke --finetune-from "$W/old" --out "$W/d" > "$W/d.txt" || { cat "$W/d.txt"; fail "an older log was refused"; }
+    expect_error 'pre-trained with pretrain_decay "adamw"' --smoke --finetune-from "$W/old" --pretrain-decay l2 --out "$W/o"
     # the pre-training flags are checked against the log; the checkpoints against their runs
     expect_error "pre-trained with dim 32 ($W/a/log.jsonl), this run has 16: pass the pre-training run's --dim" \
       --smoke --finetune-from "$W/a" --dim 16 --out "$W/o"
     expect_error "pre-trained with router_bias true" --smoke --finetune-from "$W/a" --no-router-bias --out "$W/o"
+    expect_error 'pre-trained with pretrain_decay "adamw"' --smoke --finetune-from "$W/a" --pretrain-decay l2 --out "$W/o"
     expect_error "pre-trained with seed 1" --smoke --finetune-from "$W/a" --seed 2 --out "$W/o"
     expect_error "pre-trained with segments 96" --smoke --finetune-from "$W/a" --segments 50 --out "$W/o"
     expect_error "no checkpoint '$W/a/ckpt/tcd-t.safetensors' of run 'tcd-t'" --smoke --ablations --finetune-from "$W/a" --out "$W/o"
