@@ -145,7 +145,7 @@ inline std::vector<uint64_t> parse_seeds(const std::string& s) {
 
 /// The flags that shape the models and their pre-training, as (log.jsonl key, flag, value): what
 /// --finetune-from checks against the earlier run's config line (the fine-tuning flags may differ).
-inline std::vector<std::tuple<std::string, std::string, json::Value>> pretraining_flags(const Options& o) {
+inline std::vector<std::tuple<std::string, std::string, json::Value>> pretraining_flags(const Options& o, int64_t teacher_layers) {
     return {{"dim", "--dim", o.mc.dim}, {"layers", "--layers", o.mc.layers}, {"heads", "--heads", o.mc.heads},
             {"ffn_dim", "--ffn-dim", o.mc.ffn_dim}, {"experts", "--experts", o.mc.experts}, {"vocab", "--vocab", o.mc.vocab},
             {"seq_len", "--seq-len", o.seq_len}, {"epochs", "--epochs", o.po.epochs}, {"lambda_b", "--lambda-b", o.mc.lambda_b},
@@ -153,7 +153,8 @@ inline std::vector<std::tuple<std::string, std::string, json::Value>> pretrainin
             {"router_bias", "--router-bias / --no-router-bias", o.mc.router_bias}, {"lambda_t", "--lambda-t", o.lambda_t},
             {"lambda_i", "--lambda-i", o.lambda_i}, {"lambda_a", "--lambda-a", o.lambda_a}, {"groups", "--groups", o.po.groups},
             {"group_size", "--group-size", o.po.group_size}, {"seed", "--seed", int64_t(o.seed)},
-            {"pretrain_decay", "--pretrain-decay", o.pretrain_decay}};
+            {"pretrain_decay", "--pretrain-decay", o.pretrain_decay}, {"teacher_layers", "--teacher-layers", teacher_layers},
+            {"max_len", "--seq-len / --ft-max-len (the position table holds the larger)", o.mc.max_len}};
 }
 
 /// After parsing: --smoke's sizes, the defaults that follow other flags, and the checks across flags.

@@ -125,14 +125,17 @@ int main(int argc, char** argv) {
         o.po.comm = comm;
         std::vector<RunRecord> runs = plan_runs(o, tc, R);  // the teacher, MoE, MoE w/ TCD (+ ablations)
         PretrainedLog from;  // --finetune-from: the earlier run's record, its flags checked before any work
-        if (!o.finetune_from.empty()) {
-            from = read_pretrained_log(o.finetune_from);
-            check_pretrained_config(from, pretraining_flags(o));
-        }
+        if (!o.finetune_from.empty())  // under mpirun an error is printed once (every rank reads the same files)
+            on_every_rank(*comm, [&] {
+                from = read_pretrained_log(o.finetune_from);
+                check_pretrained_config(from, pretraining_flags(o, tc.layers));
+            });
 
         const Prepared p = prepare(o, *comm, !app.count("--data"));
         if (!o.finetune_from.empty())
-            check_pretrained_config(from, {{"segments", "--segments (or the same corpus)", int64_t(p.train_segs.size())}});
+            on_every_rank(*comm, [&] {
+                check_pretrained_config(from, {{"segments", "--segments (or the same corpus)", int64_t(p.train_segs.size())}});
+            });
         tc.vocab = mc.vocab;
         const Task& task = p.task;
         const text::SentencePiece& sp = *p.sp;
@@ -148,7 +151,7 @@ int main(int argc, char** argv) {
                     (long long)mc.dim, (long long)mc.layers, (long long)mc.heads, (long long)mc.ffn_dim,
                     (long long)mc.experts, (long long)mc.top_k, cap.c_str(), mc.router_bias ? "W_r x + b_r" : "W_r x (no bias)", mc.lambda_b, o.lambda_t, o.lambda_i, o.lambda_a,
                     (long long)o.po.groups, (long long)o.po.group_size);
-        if (o.po.l2) std::printf("pre-training: Adam with the L2 term %g p added to the gradient (--pretrain-decay l2)\n", o.po.weight_decay);
+        if (o.po.l2 && o.finetune_from.empty()) std::printf("pre-training: Adam with the L2 term %g p added to the gradient (--pretrain-decay l2)\n", o.po.weight_decay);
         if (dev == Device::CUDA) std::printf("device: cuda (pre-training, fine-tuning and evaluation on the GPU)\n");
         std::fflush(stdout);
 
@@ -161,7 +164,7 @@ int main(int argc, char** argv) {
                   {"seq_len", o.seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", o.po.epochs},
                   {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"router_bias", mc.router_bias}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
                   {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)},
-                  {"pretrain_decay", o.pretrain_decay}, {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full}, {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim},
+                  {"pretrain_decay", o.pretrain_decay}, {"teacher_layers", tc.layers}, {"max_len", mc.max_len}, {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full}, {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim},
                   {"ft_warmup", o.fo.warmup_frac}, {"finetune_from", o.finetune_from}});
         if (!o.finetune_from.empty())
             std::printf("pre-trained models: the last checkpoints of %s (no pre-training here; fine-tuning the last epoch only)\n",
@@ -182,9 +185,10 @@ int main(int argc, char** argv) {
             std::fflush(stdout);
             if (!o.finetune_from.empty()) {  // read back and checked instead of pre-trained
                 EpochLog e;
-                e.epoch = load_pretrained(o.finetune_from, r.key, *m);
-                e.heldout_ll = heldout_ll(*m, held_segs, mc.vocab);
-                check_pretrained_ll(from, r.key, e.epoch, e.heldout_ll);
+                on_every_rank(*comm, [&] {
+                    const int epoch = load_pretrained(o.finetune_from, r.key, *m);
+                    e = check_pretrained_ll(from, r.key, epoch, o.po.epochs, heldout_ll(*m, held_segs, mc.vocab));
+                });
                 std::printf("  %s/ckpt/%s.safetensors: epoch %d, held-out LL %.4f (as its log)\n", o.finetune_from.c_str(),
                             r.key.c_str(), e.epoch, e.heldout_ll);
                 r.epochs = {e};

@@ -34,6 +34,19 @@ inline void on_rank0(dist::Communicator& comm, const std::function<void()>& fn) 
     dist::stop_together(comm, err);
 }
 
+/// Runs `fn` on every rank; an error on any of them is raised on every rank together (printed once,
+/// not once per rank). One process: just fn().
+inline void on_every_rank(dist::Communicator& comm, const std::function<void()>& fn) {
+    if (comm.size() == 1) return fn();
+    std::string err;
+    try {
+        fn();
+    } catch (const std::exception& e) {
+        err = e.what();
+    }
+    dist::stop_together(comm, err);
+}
+
 /// Finds the corpus; for the default location, unpacks it with scripts/build_tcd_corpus.sh first.
 inline std::string ensure_corpus(const std::string& dir, bool is_default) {
     const std::string root = corpus_root(dir);

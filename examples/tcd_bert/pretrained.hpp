@@ -52,10 +52,16 @@ inline PretrainedLog read_pretrained_log(const std::string& dir) {
             if (ev == "config") {
                 out.config = j, have_config = true;
             } else if (ev == "pretrain_epoch") {
-                EpochLog e;
+                EpochLog e;  // the epoch's losses and routing as logged (Table 3 prints L_T, L_I, L_A)
                 e.epoch = int(json::get_int(json::at(j, "epoch"), "epoch"));
-                const json::Value& ll = json::at(j, "heldout_ll");  // null when it was not finite
-                e.heldout_ll = ll.is_null() ? std::nan("") : json::get_double(ll, "heldout_ll");
+                auto num = [&](const char* k) {  // null when it was not finite
+                    const json::Value& v = json::at(j, k);
+                    return v.is_null() ? std::nan("") : json::get_double(v, k);
+                };
+                e.heldout_ll = num("heldout_ll"), e.mlm = num("mlm"), e.balance = num("balance");
+                e.trunk = num("l_t"), e.inner = num("l_i"), e.attention = num("l_a");
+                e.gate = num("gate"), e.max_load = num("max_load"), e.dropped = num("dropped"), e.kl = num("kl");
+                e.seconds = num("seconds");
                 out.last[json::get_string(json::at(j, "run"), "run")] = e;
             }
         } catch (const Error& e) {
@@ -63,11 +69,16 @@ inline PretrainedLog read_pretrained_log(const std::string& dir) {
         }
     }
     MOEKD_CHECK(have_config, out.path, ": no \"config\" line (not the log of a tcd_bert run?)");
+    const json::Value* up = json::find(out.config, "finetune_from");
+    MOEKD_CHECK(!up || !up->is_string() || up->get_ref<const std::string&>().empty(), "--finetune-from: ", dir,
+                " did not pre-train (it fine-tuned the checkpoints of ", json::dump(*up), "): give that folder instead");
     return out;
 }
 
-/// The value of a config key that logs written before its flag existed lack.
-inline const std::map<std::string, json::Value> kAbsentMeans{{"pretrain_decay", "adamw"}};
+/// The value of a config key that logs written before it existed lack (null: not checked then; a
+/// mismatch still fails the strict load of the checkpoints).
+inline const std::map<std::string, json::Value> kAbsentMeans{
+    {"pretrain_decay", "adamw"}, {"teacher_layers", nullptr}, {"max_len", nullptr}};
 
 /// Each (log key, flag, this run's value): an error at the first that differs from the log's.
 inline void check_pretrained_config(const PretrainedLog& log,
@@ -76,11 +87,17 @@ inline void check_pretrained_config(const PretrainedLog& log,
         const json::Value* theirs = json::find(log.config, key);
         // a key newer than the log: it was pre-trained before the flag existed, i.e. at what is its default now
         const auto older = kAbsentMeans.find(key);
-        if (!theirs && older != kAbsentMeans.end()) theirs = &older->second;
+        if (!theirs && older != kAbsentMeans.end()) {
+            if (older->second.is_null()) continue;
+            theirs = &older->second;
+        }
         MOEKD_CHECK(theirs, "--finetune-from: ", log.path, " records no '", key, "' (a log of an older tcd_bert?)");
-        const bool same = theirs->is_number() && mine.is_number()
-                              ? std::abs(theirs->get<double>() - mine.get<double>()) <= 1e-12 * std::abs(mine.get<double>())
-                              : *theirs == mine;
+        // integers exactly (seeds up to 2^64); a float as written by the log's dump (round trip), so a
+        // tolerance only for a log written by another formatter
+        const bool both_int = theirs->is_number_integer() && mine.is_number_integer();
+        const bool same = both_int || !(theirs->is_number() && mine.is_number())
+                              ? *theirs == mine
+                              : std::abs(theirs->get<double>() - mine.get<double>()) <= 1e-12 * std::abs(mine.get<double>());
         MOEKD_CHECK(same, "--finetune-from: the checkpoints were pre-trained with ", key, " ", json::dump(*theirs),
                     " (", log.path, "), this run has ", json::dump(mine), ": pass the pre-training run's ", flag);
     }
@@ -97,10 +114,8 @@ inline int load_pretrained(const std::string& dir, const std::string& key, nn::B
     MOEKD_CHECK(f != meta.end() && f->second == "tcd_bert " + key, "--finetune-from: '", path,
                 "' is not a tcd_bert checkpoint of run '", key, "' (its format is '",
                 f == meta.end() ? std::string("(none)") : f->second, "')");
-    nn::Module<float>::StateDict sd;
-    for (auto& [name, t] : dict) sd[name] = t.to(m.device());
     try {
-        m.load_state_dict(sd, true);
+        m.load_state_dict(dict, true);  // copies each tensor to its parameter's device
     } catch (const Error& e) {
         MOEKD_CHECK(false, "--finetune-from: '", path, "' does not fit the model the flags build: ", e.what());
     }
@@ -110,17 +125,24 @@ inline int load_pretrained(const std::string& dir, const std::string& key, nn::B
     return std::stoi(ep->second);
 }
 
-/// The held-out LL of the loaded model against the log's: the same model on the same data (a
-/// different thread count may move the last digits of a sum, hence the tolerance).
-inline void check_pretrained_ll(const PretrainedLog& log, const std::string& key, int epoch, double ll) {
+/// The loaded model against the log: the checkpoint of its last epoch, which is the run's `epochs`
+/// (not a run that stopped early), and the same held-out LL, i.e. the same model on the same data
+/// (a different thread count may move the last digits of a sum, hence the tolerance). Returns the
+/// log's record of that epoch, with the LL measured here.
+inline EpochLog check_pretrained_ll(const PretrainedLog& log, const std::string& key, int epoch, int epochs, double ll) {
     const auto it = log.last.find(key);
     MOEKD_CHECK(it != log.last.end(), "--finetune-from: ", log.path, " has no pre-training epoch of run '", key, "'");
     MOEKD_CHECK(it->second.epoch == epoch, "--finetune-from: the checkpoint of '", key, "' is of epoch ", epoch,
-                " but ", log.path, " ends at epoch ", it->second.epoch, " (a run that stopped early?)");
+                " but ", log.path, " ends at epoch ", it->second.epoch);
+    MOEKD_CHECK(epoch == epochs, "--finetune-from: run '", key, "' stopped at epoch ", epoch, " of ", epochs,
+                " (", log.path, "): its checkpoint is not comparable with the others'");
     MOEKD_CHECK(std::abs(ll - it->second.heldout_ll) <= 1e-4, "--finetune-from: the checkpoint of '", key,
                 "' has held-out LL ", ll, " here but ", it->second.heldout_ll, " in ", log.path,
-                ": its weights, the vocabulary or the held-out data differ from the pre-training run's "
-                "(the same --data / --corpus, --segments, --heldout-segments and --spm-lines?)");
+                ": its weights or the held-out data differ from the pre-training run's "
+                "(the same --data / --corpus and --heldout-segments?)");
+    EpochLog e = it->second;
+    e.heldout_ll = ll;
+    return e;
 }
 
 }  // namespace tcdb

@@ -137,12 +137,15 @@ case $CASE in
       echo "SKIP: mount -t tmpfs refused (not root?): the full-disk case is not checked"
     fi ;;
   finetune-from)
-    "$BIN" --smoke --out "$W/a" > "$W/a.txt"
+    "$BIN" --smoke --ablations --out "$W/a" > "$W/a.txt"
     sum_a=$(cd "$W/a" && find . -type f | sort | xargs sha256sum)
     # the same fine-tuning flags on the read-back checkpoints: the earlier run's last-epoch scores, bit for bit
-    "$BIN" --smoke --finetune-from "$W/a" --out "$W/b" | tee "$W/b.txt"
+    "$BIN" --smoke --ablations --finetune-from "$W/a" --out "$W/b" | tee "$W/b.txt"
     grep -q "^pre-trained models: the last checkpoints of $W/a" "$W/b.txt" || fail "no pre-trained-models line"
-    [[ $(grep -c '"event":"pretrained"' "$W/b/log.jsonl") -eq 3 ]] || fail "want 3 read-back models in log.jsonl"
+    [[ $(grep -c '"event":"pretrained"' "$W/b/log.jsonl") -eq 5 ]] || fail "want 5 read-back models in log.jsonl"
+    # Table 3 (the logged L_T, L_I, L_A of the last epoch, the LL measured again, the scores) as the earlier run's
+    t3() { sed -n '/^Table 3/,/^$/p' "$1"; }
+    [[ -n "$(t3 "$W/a.txt")" && "$(t3 "$W/a.txt")" == "$(t3 "$W/b.txt")" ]] || { t3 "$W/b.txt"; fail "Table 3 differs"; }
     ! grep -q '"event":"pretrain_epoch"' "$W/b/log.jsonl" || fail "pre-trained again"
     [[ ! -e "$W/b/trend.svg" && ! -e "$W/b/ckpt/moe.safetensors" ]] || fail "a trend or a checkpoint from a run that did not pre-train"
     last=$(grep '"event":"pretrain_epoch"' "$W/a/log.jsonl" | tail -n 1 | sed 's/.*"epoch":\([0-9]*\).*/\1/')
@@ -165,7 +168,8 @@ case $CASE in
     expect_error 'pre-trained with pretrain_decay "adamw"' --smoke --finetune-from "$W/a" --pretrain-decay l2 --out "$W/o"
     expect_error "pre-trained with seed 1" --smoke --finetune-from "$W/a" --seed 2 --out "$W/o"
     expect_error "pre-trained with segments 96" --smoke --finetune-from "$W/a" --segments 50 --out "$W/o"
-    expect_error "no checkpoint '$W/a/ckpt/tcd-t.safetensors' of run 'tcd-t'" --smoke --ablations --finetune-from "$W/a" --out "$W/o"
+    cp -r "$W/a" "$W/noabl" && rm "$W/noabl/ckpt/tcd-t.safetensors"
+    expect_error "no checkpoint '$W/noabl/ckpt/tcd-t.safetensors' of run 'tcd-t'" --smoke --ablations --finetune-from "$W/noabl" --out "$W/o"
     expect_error "has held-out LL" --smoke --finetune-from "$W/a" --heldout-segments 8 --out "$W/o"
     expect_error "is the --finetune-from folder" --smoke --finetune-from "$W/a" --out "$W/a"
     expect_error "--finetune-from: '$W/none' is not a directory" --smoke --finetune-from "$W/none" --out "$W/o"
@@ -173,9 +177,14 @@ case $CASE in
     expect_error "'$W/swap/ckpt/tcd.safetensors' is not a tcd_bert checkpoint of run 'tcd' (its format is 'tcd_bert moe')" \
       --smoke --finetune-from "$W/swap" --out "$W/o"
     cp "$W/a/ckpt/tcd.safetensors" "$W/swap/ckpt/" && head -c 5000 "$W/a/ckpt/moe.safetensors" > "$W/swap/ckpt/moe.safetensors"
-    expect_error "$W/swap/ckpt/moe.safetensors" --smoke --finetune-from "$W/swap" --out "$W/o"
+    expect_error "'$W/swap/ckpt/moe.safetensors' declares a header of" --smoke --finetune-from "$W/swap" --out "$W/o"
     cp "$W/a/ckpt/moe.safetensors" "$W/swap/ckpt/" && printf '{"event":\n' >> "$W/swap/log.jsonl"
     expect_error "$W/swap/log.jsonl:$(wc -l < "$W/swap/log.jsonl"): " --smoke --finetune-from "$W/swap" --out "$W/o"
+    # a run whose log says 3 epochs but whose last run stopped at 2: its checkpoints are not comparable
+    cp -r "$W/a" "$W/short" && sed -i '1s/"epochs":2,/"epochs":3,/' "$W/short/log.jsonl"
+    expect_error "run 'teacher' stopped at epoch 2 of 3" --smoke --epochs 3 --finetune-from "$W/short" --out "$W/o"
+    # a read-back run's folder is not a pre-training run's
+    expect_error "$W/b did not pre-train (it fine-tuned the checkpoints of \"$W/a\")" --smoke --finetune-from "$W/b" --out "$W/o"
     cp "$W/a/log.jsonl" "$W/swap/" && rm "$W/swap/spm.model" && expect_error "no vocabulary '$W/swap/spm.model'" --smoke --finetune-from "$W/swap" --out "$W/o"
     [[ "$sum_a" == "$(cd "$W/a" && find . -type f | sort | xargs sha256sum)" ]] || fail "the pre-training run's folder was changed" ;;
   mpi2)
