@@ -43,12 +43,15 @@ def ms(v, digits):
 
 runs_of = {n: seeds_of(n) for n in names}
 
-print("| setting | seeds | teacher LL | MoE LL | gap MoE − teacher (per seed) | mean gap |")
-print("|---|---|---|---|---|---|")
+header = True
 for n in names:
     rows = [(s, ll["teacher"], ll["moe"]) for s, _, ll in runs_of[n] if "teacher" in ll and "moe" in ll]
     if not rows or reads_back.get(n):
         continue
+    if header:
+        print("| setting | seeds | teacher LL | MoE LL | gap MoE − teacher (per seed) | mean gap |")
+        print("|---|---|---|---|---|---|")
+        header = False
     gaps = [m - t for _, t, m in rows]
     print(f"| {n} | {','.join(s for s, _, _ in rows)} | {ms([t for _, t, _ in rows], 4)} | {ms([m for _, _, m in rows], 4)} | "
           f"{', '.join(f'{g:+.4f}' for g in gaps)} | {statistics.mean(gaps):+.4f} |")
