@@ -95,6 +95,7 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
     const int64_t C = planar ? s.images.size(1) : 1, H = s.images.size(-2), W = s.images.size(-1);
     Tensor<float> x = Tensor<float>::empty({int64_t(n), C, H, W});
     labels = Tensor<int64_t>::empty({int64_t(n)});
+    std::vector<float> cropped;  // one plane resized from its crop box (reused by every image)
     for (size_t i = 0; i < n; ++i) {
         const int64_t r = idx[from + i];
         labels.data()[i] = s.labels.data()[r];
@@ -106,7 +107,6 @@ inline Tensor<float> make_batch(const data::ImageSet& s, const std::vector<int64
             dy = gen->randint(-shift, shift + 1), dx = gen->randint(-shift, shift + 1);
             flip = gen->randint(0, 2) == 1;
         }
-        std::vector<float> cropped;
         for (int64_t ch = 0; ch < C; ++ch) {
             const float mean = pixel_mean(C, ch), sd = pixel_std(C, ch);
             const float* src = s.images.data() + (r * C + ch) * H * W;

@@ -159,13 +159,17 @@ int main(int argc, char** argv) {
         train::JsonlLog jlog;  // rank 0's; the other ranks' stays closed (writes nothing)
         if (main_rank) jlog.open(o.out_dir + "/log.jsonl");
         auto jwrite = [&](const nlohmann::ordered_json& line) { jlog.write(line); };
-        jwrite({{"event", "config"}, {"task", task.info.name}, {"dim", mc.dim}, {"layers", mc.layers},
-                  {"heads", mc.heads}, {"ffn_dim", mc.ffn_dim}, {"experts", mc.experts}, {"vocab", mc.vocab},
-                  {"seq_len", o.seq_len}, {"segments", int64_t(train_segs.size())}, {"epochs", o.po.epochs},
-                  {"lambda_b", mc.lambda_b}, {"capacity_factor", mc.capacity_factor}, {"router_bias", mc.router_bias}, {"lambda_t", o.lambda_t}, {"lambda_i", o.lambda_i}, {"lambda_a", o.lambda_a},
-                  {"groups", o.po.groups}, {"group_size", o.po.group_size}, {"precision", precision_name(o.po.precision)}, {"seed", int64_t(o.seed)},
-                  {"pretrain_decay", o.pretrain_decay}, {"teacher_layers", tc.layers}, {"max_len", mc.max_len}, {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full}, {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim},
-                  {"ft_warmup", o.fo.warmup_frac}, {"finetune_from", o.finetune_from}});
+        {  // the pre-training flags --finetune-from checks (one list for both), then the rest
+            nlohmann::ordered_json config{{"event", "config"}, {"task", task.info.name}};
+            for (const auto& [key, flag, value] : pretraining_flags(o, tc.layers)) config[key] = value;
+            config["segments"] = int64_t(train_segs.size());
+            const nlohmann::ordered_json rest{
+                {"precision", precision_name(o.po.precision)}, {"ft_epochs", o.fo.epochs}, {"ft_lr", o.fo.lr_full},
+                {"adapter_lr", o.fo.lr_adapter}, {"adapter_dim", mc.adapter_dim}, {"ft_warmup", o.fo.warmup_frac},
+                {"finetune_from", o.finetune_from}};
+            for (const auto& [key, value] : rest.items()) config[key] = value;
+            jwrite(config);
+        }
         if (!o.finetune_from.empty())
             std::printf("pre-trained models: the last checkpoints of %s (no pre-training here; fine-tuning the last epoch only)\n",
                         o.finetune_from.c_str());

@@ -21,19 +21,6 @@
 
 namespace tcdb {
 
-/// Runs `fn` on rank 0 alone, then every rank waits for it; an error there (or anywhere in `fn`)
-/// is raised on every rank together. One process: just fn().
-inline void on_rank0(dist::Communicator& comm, const std::function<void()>& fn) {
-    if (comm.size() == 1) return fn();
-    std::string err;
-    if (comm.rank() == 0) try {
-            fn();
-        } catch (const std::exception& e) {
-            err = e.what();
-        }
-    dist::stop_together(comm, err);
-}
-
 /// Runs `fn` on every rank; an error on any of them is raised on every rank together (printed once,
 /// not once per rank). One process: just fn().
 inline void on_every_rank(dist::Communicator& comm, const std::function<void()>& fn) {
@@ -45,6 +32,14 @@ inline void on_every_rank(dist::Communicator& comm, const std::function<void()>&
         err = e.what();
     }
     dist::stop_together(comm, err);
+}
+
+/// Runs `fn` on rank 0 alone, then every rank waits for it; an error there (or anywhere in `fn`)
+/// is raised on every rank together. One process: just fn().
+inline void on_rank0(dist::Communicator& comm, const std::function<void()>& fn) {
+    on_every_rank(comm, [&] {
+        if (comm.rank() == 0) fn();
+    });
 }
 
 /// Finds the corpus; for the default location, unpacks it with scripts/build_tcd_corpus.sh first.
