@@ -333,6 +333,7 @@ void install_ops() {
     detail::install_dispatch_ops();
     detail::install_expert_ops();
     detail::install_linalg_ops();
+    detail::install_bf16_ops();
     DeviceCopyHooks::cuda().to_device = &to_device;
     DeviceCopyHooks::cuda().to_host = &to_host;
 }

@@ -1,4 +1,4 @@
-// blas.cpp — cuBLAS (GEMM, strided-batched GEMM, geam) for the emulated CUDA build, on Eigen.
+// blas.cpp — cuBLAS (GEMM, strided-batched GEMM, their bf16 *Ex forms, geam) for the emulated CUDA build, on Eigen.
 // Reference code: correctness and argument checks, not speed. Each call checks its dimensions as
 // cuBLAS documents (m, n, k >= 0; lda >= rows of the stored operand) and that every operand it
 // reads or writes lies inside device memory.
@@ -7,8 +7,11 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 struct cublasContext {
@@ -52,9 +55,24 @@ using CMap = Eigen::Map<const Mat<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using MMap = Eigen::Map<Mat<T>, 0, Eigen::OuterStride<>>;
 
-template <class T>
+/// A stored column-major bf16 matrix (the bits, rows x cols, leading dim ld) widened to float:
+/// exact, a bf16 value is the top half of its float.
+Mat<float> widen_bf16(const uint16_t* p, int rows, int cols, int ld) {
+    Mat<float> out(rows, cols);
+    for (int j = 0; j < cols; ++j)
+        for (int i = 0; i < rows; ++i) {
+            const uint32_t u = uint32_t(p[i + size_t(j) * ld]) << 16;
+            std::memcpy(&out(i, j), &u, 4);
+        }
+    return out;
+}
+
+/// C (T) = alpha op(A) op(B) + beta C with A and B stored as S: T itself, or uint16_t holding bf16
+/// bits (cublasGemmEx's CUDA_R_16BF inputs; the product accumulates in T = float, as
+/// CUBLAS_COMPUTE_32F does).
+template <class T, class S = T>
 cublasStatus_t gemm(const char* call, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
-                    int k, const T* alpha, const T* a, int lda, const T* b, int ldb, const T* beta, T* c, int ldc) {
+                    int k, const T* alpha, const S* a, int lda, const S* b, int ldb, const T* beta, T* c, int ldc) {
     if (!h) return fail(CUBLAS_STATUS_NOT_INITIALIZED, std::string(call) + ": null handle");
     if (m < 0 || n < 0 || k < 0) return fail(CUBLAS_STATUS_INVALID_VALUE, std::string(call) + ": negative m, n or k");
     if (ta == CUBLAS_OP_C || tb == CUBLAS_OP_C) ta = ta == CUBLAS_OP_C ? CUBLAS_OP_T : ta, tb = tb == CUBLAS_OP_C ? CUBLAS_OP_T : tb;
@@ -67,12 +85,17 @@ cublasStatus_t gemm(const char* call, cublasHandle_t h, cublasOperation_t ta, cu
     moekd::emu::DeviceAccess open{a, b, c};
     MMap<T> C(c, m, n, Eigen::OuterStride<>(ldc));
     Mat<T> prod = Mat<T>::Zero(m, n);
-    if (k > 0) {
-        const CMap<T> A(a, ar, ac, Eigen::OuterStride<>(lda)), B(b, br, bc, Eigen::OuterStride<>(ldb));
+    const auto product = [&](const auto& A, const auto& B) {
         if (ta == CUBLAS_OP_N && tb == CUBLAS_OP_N) prod.noalias() = A * B;
         else if (ta == CUBLAS_OP_N) prod.noalias() = A * B.transpose();
         else if (tb == CUBLAS_OP_N) prod.noalias() = A.transpose() * B;
         else prod.noalias() = A.transpose() * B.transpose();
+    };
+    if (k > 0) {
+        if constexpr (std::is_same_v<S, T>)
+            product(CMap<T>(a, ar, ac, Eigen::OuterStride<>(lda)), CMap<T>(b, br, bc, Eigen::OuterStride<>(ldb)));
+        else
+            product(widen_bf16(a, ar, ac, lda), widen_bf16(b, br, bc, ldb));
     }
     // beta == 0: C is not read (it may hold NaN), as in BLAS
     if (*beta == T(0)) C = *alpha * prod;
@@ -107,9 +130,9 @@ cublasStatus_t geam(const char* call, cublasHandle_t h, cublasOperation_t ta, cu
     return CUBLAS_STATUS_SUCCESS;
 }
 
-template <class T>
+template <class T, class S = T>
 cublasStatus_t gemm_batched(const char* call, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
-                            int n, int k, const T* alpha, const T* a, int lda, long long sa, const T* b, int ldb,
+                            int n, int k, const T* alpha, const S* a, int lda, long long sa, const S* b, int ldb,
                             long long sb, const T* beta, T* c, int ldc, long long sc, int batch) {
     if (batch < 0) return fail(CUBLAS_STATUS_INVALID_VALUE, std::string(call) + ": negative batch count");
     for (int i = 0; i < batch; ++i)
@@ -117,6 +140,37 @@ cublasStatus_t gemm_batched(const char* call, cublasHandle_t h, cublasOperation_
                                            c + i * sc, ldc))
             return st;
     return CUBLAS_STATUS_SUCCESS;
+}
+
+const char* type_name(cudaDataType t) {
+    switch (t) {
+        case CUDA_R_32F: return "CUDA_R_32F";
+        case CUDA_R_64F: return "CUDA_R_64F";
+        case CUDA_R_16F: return "CUDA_R_16F";
+        case CUDA_R_16BF: return "CUDA_R_16BF";
+    }
+    return "an unknown cudaDataType";
+}
+
+/// cublasGemmEx / cublasGemmStridedBatchedEx (batch 1 for the former): the combinations moekd
+/// uses, bf16 x bf16 -> fp32 and fp32 x fp32 -> fp32, both with fp32 accumulation.
+cublasStatus_t gemm_ex(const char* call, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                       int k, const void* alpha, const void* a, cudaDataType at, int lda, long long sa, const void* b,
+                       cudaDataType bt, int ldb, long long sb, const void* beta, void* c, cudaDataType ct, int ldc,
+                       long long sc, int batch, cublasComputeType_t compute) {
+    if (compute != CUBLAS_COMPUTE_32F || ct != CUDA_R_32F || at != bt || (at != CUDA_R_16BF && at != CUDA_R_32F))
+        return fail(CUBLAS_STATUS_NOT_SUPPORTED, std::string(call) + ": A " + type_name(at) + ", B " + type_name(bt) +
+                                                     ", C " + type_name(ct) + ", compute " + std::to_string(compute) +
+                                                     " (the emulation has A = B = CUDA_R_16BF or CUDA_R_32F, C "
+                                                     "CUDA_R_32F, CUBLAS_COMPUTE_32F)");
+    const auto* al = static_cast<const float*>(alpha);
+    const auto* be = static_cast<const float*>(beta);
+    auto* cc = static_cast<float*>(c);
+    if (at == CUDA_R_32F)
+        return gemm_batched<float>(call, h, ta, tb, m, n, k, al, static_cast<const float*>(a), lda, sa,
+                                   static_cast<const float*>(b), ldb, sb, be, cc, ldc, sc, batch);
+    return gemm_batched<float, uint16_t>(call, h, ta, tb, m, n, k, al, static_cast<const uint16_t*>(a), lda, sa,
+                                         static_cast<const uint16_t*>(b), ldb, sb, be, cc, ldc, sc, batch);
 }
 
 }  // namespace
@@ -202,4 +256,19 @@ cublasStatus_t cublasDgeam(cublasHandle_t h, cublasOperation_t ta, cublasOperati
                            const double* alpha, const double* a, int lda, const double* beta, const double* b,
                            int ldb, double* c, int ldc) {
     return geam("cublasDgeam", h, ta, tb, m, n, alpha, a, lda, beta, b, ldb, c, ldc);
+}
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* a, cudaDataType at, int lda, const void* b, cudaDataType bt,
+                            int ldb, const void* beta, void* c, cudaDataType ct, int ldc, cublasComputeType_t compute,
+                            cublasGemmAlgo_t) {
+    return gemm_ex("cublasGemmEx", h, ta, tb, m, n, k, alpha, a, at, lda, 0, b, bt, ldb, 0, beta, c, ct, ldc, 0, 1,
+                   compute);
+}
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void* alpha, const void* a, cudaDataType at, int lda,
+                                          long long sa, const void* b, cudaDataType bt, int ldb, long long sb,
+                                          const void* beta, void* c, cudaDataType ct, int ldc, long long sc, int batch,
+                                          cublasComputeType_t compute, cublasGemmAlgo_t) {
+    return gemm_ex("cublasGemmStridedBatchedEx", h, ta, tb, m, n, k, alpha, a, at, lda, sa, b, bt, ldb, sb, beta, c,
+                   ct, ldc, sc, batch, compute);
 }

@@ -82,6 +82,9 @@ struct cudaDeviceProp {
 };
 
 enum libraryPropertyType { MAJOR_VERSION = 0, MINOR_VERSION = 1, PATCH_LEVEL = 2 };
+/// The element types of the *Ex library calls (library_types.h; the toolkit's values).
+enum cudaDataType_t { CUDA_R_32F = 0, CUDA_R_64F = 1, CUDA_R_16F = 2, CUDA_R_16BF = 14 };
+using cudaDataType = cudaDataType_t;
 
 struct CUstream_st;
 struct CUevent_st;

@@ -94,6 +94,11 @@ struct DeviceOps {
     /// strides of the stored matrices.
     void (*gemm)(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
                  int64_t ldb, T beta, T* c, int64_t ldc) = nullptr;
+    /// The same product inside a bf16 autocast scope (core/precision.hpp; installed for float only):
+    /// bf16 copies of A and B (round to nearest even), fp32 accumulation into the fp32 C
+    /// (cublasGemmEx, kernels/gemm_bf16.cu). What matmul / linear / bmm call on the device in a scope.
+    void (*gemm_bf16)(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+                      const T* b, int64_t ldb, T beta, T* c, int64_t ldc) = nullptr;
 
     /// softmax (log_softmax when `log`) of contiguous x read as (outer, n, inner) over n, and its
     /// backward from the output y and its gradient g (kernels/softmax.cuh: a warp or a block per row).
@@ -251,7 +256,8 @@ struct DeviceOps {
     /// accumulation, 0 when dropped); either output may be null.
     void (*moe_combine_backward)(const T* dy, const T* ys, const int64_t* slot_of, const T* gates, T* dys, T* dgates,
                                  int64_t N, int64_t k, int64_t D) = nullptr;
-    // The grouped expert FFN's elementwise parts (kernels/experts.cu); its GEMMs are `gemm` above.
+    // The grouped expert FFN's elementwise parts (kernels/experts.cu); its GEMMs are `gemm` above
+    // (`gemm_bf16` inside a bf16 scope).
     /// h[i] += b[i % F] (b may be null); a[i] = relu / gelu (h[i]), over n * F elements.
     void (*moe_bias_act)(T* h, const T* b, T* a, int64_t n, int64_t F, bool gelu) = nullptr;
     /// y[i] += b[i % D] over n * D elements.
@@ -265,6 +271,11 @@ struct DeviceOps {
     void (*moe_gemm_strided_batched)(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                                      int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b, T* c, int64_t ldc,
                                      int64_t stride_c, int64_t batch) = nullptr;
+    /// The same in bf16 (float only): bf16 copies of every A_i and B_i, fp32 accumulation
+    /// (cublasGemmStridedBatchedEx, kernels/gemm_bf16.cu); the expert GEMMs inside a bf16 scope.
+    void (*moe_gemm_strided_batched_bf16)(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a,
+                                          int64_t lda, int64_t stride_a, const T* b, int64_t ldb, int64_t stride_b,
+                                          T* c, int64_t ldc, int64_t stride_c, int64_t batch) = nullptr;
 
     // ---- linalg (linalg/svd.hpp; kernels/linalg.cu) ----
     /// Thin SVD of one contiguous row-major (M, N) matrix a: u (M, K), s (K, descending), vt (K, N)

@@ -129,7 +129,7 @@ void parallel_for(int64_t n, int64_t grain, F&& f) {
         if (n > 0) f(int64_t(0), n);
         return;
     }
-    const Precision prec = tl_precision;  // the workers compute as their caller does
+    const PrecisionState prec = tl_precision;  // the workers compute as their caller does
     const std::function<void(int64_t, int64_t)> fn = [&](int64_t b, int64_t e) {
         PrecisionGuard pg(prec);
         tl_in_parallel = true;
@@ -162,7 +162,7 @@ void run_tasks(int64_t ntasks, bool blas_inside, F&& fn) {
     std::atomic<bool> failed{false};
     std::exception_ptr error;
     std::mutex m;
-    const Precision prec = tl_precision;  // the workers compute as their caller does
+    const PrecisionState prec = tl_precision;  // the workers compute as their caller does
     const std::function<void(int64_t, int64_t)> job = [&](int64_t w0, int64_t w1) {
         PrecisionGuard pg(prec);
         tl_in_parallel = true;

@@ -15,6 +15,12 @@
 // reductions never change precision. The state is per thread and follows moekd's pool into its
 // workers; a scope asked for bf16 where bf16 products cannot run (a build without oneDNN, or a
 // CPU without AVX512-BF16) stays fp32, and `bf16_support().why` says why.
+//
+// On the GPU, as torch.autocast("cuda", dtype=torch.bfloat16): `Autocast ac(Precision::bf16,
+// Device::CUDA)` runs the products of CUDA tensors through cublasGemmEx on bf16 copies with fp32
+// accumulation (kernels/gemm_bf16.cu); `bf16_support(Device::CUDA)` asks the CUDA backend (a GPU of
+// compute capability 8.0 or later). The state is per device, as torch.autocast's: a CUDA scope
+// leaves CPU products fp32, and a CPU scope CUDA products.
 #pragma once
 
 #include <atomic>
@@ -22,6 +28,7 @@
 #include <string>
 #include <string_view>
 
+#include "device.hpp"
 #include "error.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -43,7 +50,12 @@ inline Precision parse_precision(std::string_view s) {
 
 namespace detail {
 
-inline thread_local Precision tl_precision = Precision::fp32;
+/// The precision of this thread's products, per device (as torch.autocast's state is per device
+/// type): a CPU scope leaves CUDA products fp32 and the reverse.
+struct PrecisionState {
+    Precision cpu = Precision::fp32, cuda = Precision::fp32;
+};
+inline thread_local PrecisionState tl_precision;
 
 /// Bumped by every optimizer step (and by anyone who writes parameters in place inside a scope):
 /// the cached bf16 copies of parameters are made again after it changes.
@@ -78,7 +90,23 @@ struct Bf16Support {
     bool ok = false;
     std::string why;
 };
-inline Bf16Support bf16_support() {
+namespace detail {
+/// Installed by the CUDA backend (kernels/gemm_bf16.cu) with its table entries: whether its bf16
+/// GEMMs run on the current device, and why not.
+inline Bf16Support (*&cuda_bf16_probe())() {
+    static Bf16Support (*probe)() = nullptr;
+    return probe;
+}
+}  // namespace detail
+
+/// Whether bf16 products run on `device` here (CPU: oneDNN on AVX512-BF16; CUDA: cuBLAS on a GPU
+/// of compute capability >= 8.0), and if not, why.
+inline Bf16Support bf16_support(Device device = Device::CPU) {
+    if (device == Device::CUDA) {
+        if (!detail::cuda_bf16_probe())
+            return {false, "this program has no CUDA backend (link moekd::cuda and include <moekd/cuda.hpp>)"};
+        return detail::cuda_bf16_probe()();
+    }
 #if !defined(MOEKD_DNNL)
     return {false, "this build has no oneDNN (MOEKD_DNNL off; apt-get install libdnnl-dev and reconfigure)"};
 #else
@@ -87,16 +115,19 @@ inline Bf16Support bf16_support() {
 #endif
 }
 
-/// The precision products run in on this thread now.
-inline Precision autocast_precision() { return detail::tl_precision; }
+/// The precision products of `device`'s tensors run in on this thread now.
+inline Precision autocast_precision(Device device = Device::CPU) {
+    return device == Device::CUDA ? detail::tl_precision.cuda : detail::tl_precision.cpu;
+}
 
-/// Products in `p` while alive (bf16 falls back to fp32 where bf16_support() is false). Scopes
-/// nest; each restores the precision it found.
+/// Products in `p` while alive (bf16 falls back to fp32 where bf16_support(device) is false:
+/// `device` is where the scope's products run). Scopes nest; each restores the precision it found.
 class Autocast {
 public:
-    explicit Autocast(Precision p = Precision::bf16) : saved_(detail::tl_precision) {
-        if (p == Precision::bf16 && !bf16_support().ok) p = Precision::fp32;
-        detail::tl_precision = p;
+    explicit Autocast(Precision p = Precision::bf16, Device device = Device::CPU)
+        : saved_(detail::tl_precision), device_(device) {
+        if (p == Precision::bf16 && !bf16_support(device).ok) p = Precision::fp32;
+        (device == Device::CUDA ? detail::tl_precision.cuda : detail::tl_precision.cpu) = p;
         ++detail::autocast_scopes();
     }
     ~Autocast() {
@@ -105,11 +136,12 @@ public:
     }
     Autocast(const Autocast&) = delete;
     Autocast& operator=(const Autocast&) = delete;
-    /// The precision this scope runs (fp32 when bf16 was asked for and cannot run).
-    Precision active() const { return detail::tl_precision; }
+    /// The precision this scope's device runs (fp32 when bf16 was asked for and cannot run).
+    Precision active() const { return autocast_precision(device_); }
 
 private:
-    Precision saved_;
+    detail::PrecisionState saved_;
+    Device device_;
 };
 
 namespace detail {
@@ -117,13 +149,13 @@ namespace detail {
 /// take their forward's).
 class PrecisionGuard {
 public:
-    explicit PrecisionGuard(Precision p) : saved_(tl_precision) { tl_precision = p; }
+    explicit PrecisionGuard(PrecisionState p) : saved_(tl_precision) { tl_precision = p; }
     ~PrecisionGuard() { tl_precision = saved_; }
     PrecisionGuard(const PrecisionGuard&) = delete;
     PrecisionGuard& operator=(const PrecisionGuard&) = delete;
 
 private:
-    Precision saved_;
+    PrecisionState saved_;
 };
 }  // namespace detail
 

@@ -27,6 +27,7 @@ void install_router_ops();    // kernels/gating.cu: the MoE router rows, capacit
 void install_dispatch_ops();  // kernels/dispatch.cu: the dispatch plan's offsets and scatter, permute / combine
 void install_expert_ops();    // kernels/experts.cu: the expert FFN's bias / activation kernels, batched GEMM
 void install_linalg_ops();    // kernels/linalg.cu: thin SVD (cuSOLVER gesvdj)
+void install_bf16_ops();      // kernels/gemm_bf16.cu: the bf16 GEMMs of an autocast scope, bf16_support(Device::CUDA)
 
 inline const bool ops_installed = (install_ops(), true);
 }  // namespace detail

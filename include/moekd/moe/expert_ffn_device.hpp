@@ -1,9 +1,9 @@
 // expert_ffn_device.hpp — expert_ffn's device half (CUDA tensors, through the device table of
 // core/backend.hpp), and the expert weights both halves take.
 //
-// Per expert with rows, over its contiguous row block: the table's GEMM for each layer with the
-// bias / activation kernels between (H, the pre-activation, is kept for both activations); with
-// stacked weights and the same rows in every expert, each layer's E GEMMs are one strided-batched
+// Per expert with rows, over its contiguous row block: the table's GEMM (its bf16 GEMM inside a bf16
+// autocast scope, forward and backward) for each layer with the bias / activation kernels between
+// (H, the pre-activation, is kept for both activations); with stacked weights and the same rows in every expert, each layer's E GEMMs are one strided-batched
 // call. Backward per expert as on the CPU; weight gradients are fresh tensors returned to the
 // engine, bias gradients are column sums in double in row order (deterministic).
 #pragma once
@@ -66,14 +66,27 @@ int64_t uniform_block_rows(const DispatchPlan& plan, const ExpertPtrs<T>& W) {
     return n;
 }
 
+/// dev_gemm for an autocast-aware product (the expert GEMMs): bf16 inside a bf16 scope (float),
+/// as gemm_auto on the CPU. The router's logits call dev_gemm: they stay fp32.
+template <class T>
+void dev_gemm_auto(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b,
+                   int64_t ldb, T* c, int64_t ldc, const char* op) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) return dev_gemm<T>(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, op);
+    moekd::detail::device_gemm_auto<T>(op, Shape{m, n})(ta, tb, m, n, k, T(1), a, lda, b, ldb, T(0), c, ldc);
+}
+
 /// C_e = op(A_e) op(B_e) for every expert e (row-major, (m, n) each, A_e = a + e * sa ...): one
 /// strided-batched GEMM of the table.
 template <class T>
 void dev_gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, int64_t sa,
                       const T* b, int64_t ldb, int64_t sb, T* c, int64_t ldc, int64_t sc, int64_t batch,
                       const char* op) {
-    moekd::detail::device_entry(dev_ops<T>().moe_gemm_strided_batched, op, Shape{batch, m, n})(
-        ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc, batch);
+    auto fn = dev_ops<T>().moe_gemm_strided_batched;
+    if constexpr (std::is_same_v<T, float>)
+        if (moekd::detail::tl_precision.cuda == Precision::bf16) fn = dev_ops<T>().moe_gemm_strided_batched_bf16;
+    moekd::detail::device_entry(fn, op, Shape{batch, m, n})(ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc,
+                                                            batch);
 }
 
 /// expert_ffn's device half: per expert with rows, over its contiguous row block, the table's
@@ -98,10 +111,10 @@ Tensor<T> expert_ffn_device(const Tensor<T>& xs, const PlanPtr& plan, const std:
     for (int64_t e = 0; e < E; ++e) {
         const int64_t r0 = plan->offsets[e], n = plan->offsets[e + 1] - r0;
         if (n == 0) continue;
-        if (nb < 0) dev_gemm<T>(false, true, n, F, D, xc.data() + r0 * D, D, W.get(e, 0), D, H.data() + r0 * F, F, op);
+        if (nb < 0) dev_gemm_auto<T>(false, true, n, F, D, xc.data() + r0 * D, D, W.get(e, 0), D, H.data() + r0 * F, F, op);
         moekd::detail::device_entry(o.moe_bias_act, op, xs.shape())(H.data() + r0 * F, W.get(e, 1), A.data() + r0 * F,
                                                                     n, F, gelu);
-        if (nb < 0) dev_gemm<T>(false, true, n, D, F, A.data() + r0 * F, F, W.get(e, 2), F, ys.data() + r0 * D, D, op);
+        if (nb < 0) dev_gemm_auto<T>(false, true, n, D, F, A.data() + r0 * F, F, W.get(e, 2), F, ys.data() + r0 * D, D, op);
     }
     if (nb > 0)  // Y_e = A_e W2_e^T
         dev_gemm_batched<T>(false, true, nb, D, F, A.data(), F, nb * F, W.get(0, 2), F, D * F, ys.data(), D, nb * D, E, op);
@@ -110,7 +123,9 @@ Tensor<T> expert_ffn_device(const Tensor<T>& xs, const PlanPtr& plan, const std:
         if (const T* b2 = W.get(e, 3); b2 && n > 0)
             moekd::detail::device_entry(o.moe_add_bias, op, xs.shape())(ys.data() + r0 * D, b2, n, D);
     }
-    return record<T>(ys, "expert_ffn", inputs, [plan, inputs, W, gelu, xd = xc.detach(), H, A](const Tensor<T>& g) {
+    return record<T>(ys, "expert_ffn", inputs, [plan, inputs, W, gelu, prec = moekd::detail::tl_precision,
+                                                 xd = xc.detach(), H, A](const Tensor<T>& g) {
+        moekd::detail::PrecisionGuard pg(prec);  // the backward's GEMMs in the forward's precision
         const char* op = "expert_ffn";
         auto& o = dev_ops<T>();
         const Tensor<T> dy = moekd::detail::contiguous_data(g);
@@ -155,17 +170,17 @@ Tensor<T> expert_ffn_device(const Tensor<T>& xs, const PlanPtr& plan, const std:
             const T* gy = dy.data() + r0 * D;
             const T* a = A.data() + r0 * F;
             if (T* db2 = out(e, 3)) moekd::detail::device_entry(o.moe_column_sum, op, g.shape())(gy, n, D, db2);
-            if (T* dw2 = out(e, 2)) dev_gemm<T>(true, false, D, F, n, gy, D, a, F, dw2, F, op);  // dY^T A
+            if (T* dw2 = out(e, 2)) dev_gemm_auto<T>(true, false, D, F, n, gy, D, a, F, dw2, F, op);  // dY^T A
             T *dw1 = out(e, 0), *db1 = out(e, 1);
             if (!(dw1 || db1 || need_x)) continue;
             if (!dA.defined()) dA = Tensor<T>::empty({S, F}, dev);
             T* da = dA.data() + r0 * F;
-            dev_gemm<T>(false, false, n, F, D, gy, D, W.get(e, 2), F, da, F, op);  // dA = dY W2
+            dev_gemm_auto<T>(false, false, n, F, D, gy, D, W.get(e, 2), F, da, F, op);  // dA = dY W2
             moekd::detail::device_entry(o.moe_act_backward, op, g.shape())(H.data() + r0 * F, a, da, n * F, gelu);
             if (db1) moekd::detail::device_entry(o.moe_column_sum, op, g.shape())(da, n, F, db1);
-            if (dw1) dev_gemm<T>(true, false, F, D, n, da, F, xd.data() + r0 * D, D, dw1, D, op);  // dH^T X
+            if (dw1) dev_gemm_auto<T>(true, false, F, D, n, da, F, xd.data() + r0 * D, D, dw1, D, op);  // dH^T X
             if (need_x)
-                dev_gemm<T>(false, false, n, D, F, da, F, W.get(e, 0), D, grads[0].data() + r0 * D, D, op);  // dH W1
+                dev_gemm_auto<T>(false, false, n, D, F, da, F, W.get(e, 0), D, grads[0].data() + r0 * D, D, op);  // dH W1
         }
         return grads;
     });

@@ -291,7 +291,7 @@ inline void gemm_bf16(float alpha, const Bf16Operand& a, const Bf16Operand& b, i
 template <class T>
 std::shared_ptr<const void> param_owner(const Tensor<T>& x) {
     if constexpr (std::is_same_v<T, float>)
-        if (tl_precision == Precision::bf16 && x.defined() && x.is_leaf() && x.requires_grad()) return x.impl()->storage;
+        if (tl_precision.cpu == Precision::bf16 && x.defined() && x.is_leaf() && x.requires_grad()) return x.impl()->storage;
     return nullptr;
 }
 
@@ -305,7 +305,7 @@ void gemm_auto(T alpha, MatRef<const T> a, MatRef<const T> b, T beta, MatRef<T> 
                const std::shared_ptr<const void>& owner_a = nullptr, const std::shared_ptr<const void>& owner_b = nullptr,
                Bf16Operand* keep_a = nullptr, Bf16Operand* keep_b = nullptr) {
     if constexpr (std::is_same_v<T, float>) {
-        if (tl_precision == Precision::bf16) {
+        if (tl_precision.cpu == Precision::bf16) {
             MOEKD_CHECK(a.cols == b.rows && a.rows == c.rows && b.cols == c.cols, "gemm: (", a.rows, ", ", a.cols,
                         ") @ (", b.rows, ", ", b.cols, ") into (", c.rows, ", ", c.cols, "): sizes do not agree");
             if (c.rows == 0 || c.cols == 0) return;

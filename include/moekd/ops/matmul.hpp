@@ -74,7 +74,16 @@ DeviceMat<T> device_mat(const Tensor<T>& x) {
     return {contiguous_data(x), false, one(c)};
 }
 
-/// c (M, N) = a (M, K) @ b (K, N) on the device, through the device table's GEMM.
+/// The device table's GEMM for an autocast-aware product: `gemm_bf16` inside a bf16 scope (float
+/// tensors), else the fp32 / fp64 `gemm` (the device half of gemm_auto).
+template <class T>
+auto device_gemm_auto(const char* op, const Shape& shape) {
+    if constexpr (std::is_same_v<T, float>)
+        if (tl_precision.cuda == Precision::bf16) return device_entry(DeviceOps<T>::cuda().gemm_bf16, op, shape);
+    return device_entry(DeviceOps<T>::cuda().gemm, op, shape);
+}
+
+/// c (M, N) = a (M, K) @ b (K, N) on the device, through the device table's GEMM (bf16 in a scope).
 template <class T>
 void device_mm(const Tensor<T>& a, const Tensor<T>& b, Tensor<T>& c) {
     const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
@@ -84,8 +93,8 @@ void device_mm(const Tensor<T>& a, const Tensor<T>& b, Tensor<T>& c) {
         return;
     }
     const DeviceMat<T> da = device_mat(a), db = device_mat(b);
-    device_entry(DeviceOps<T>::cuda().gemm, "matmul", a.shape())(da.trans, db.trans, M, N, K, T(1), da.keep.data(),
-                                                                 da.ld, db.keep.data(), db.ld, T(0), c.data(), N);
+    device_gemm_auto<T>("matmul", a.shape())(da.trans, db.trans, M, N, K, T(1), da.keep.data(), da.ld,
+                                             db.keep.data(), db.ld, T(0), c.data(), N);
 }
 
 /// (N, K) @ (K, M) -> (N, M), one GEMM. Recorded as "matmul".
@@ -117,7 +126,7 @@ void batched_mm_device(const Tensor<T>& a, const Tensor<T>& b, const Shape& batc
         device_entry(DeviceOps<T>::cuda().fill, name, c.shape())(c.data(), T(0), c.numel());
         return;
     }
-    const auto gemm_fn = device_entry(DeviceOps<T>::cuda().gemm, name, a.shape());
+    const auto gemm_fn = device_gemm_auto<T>(name, a.shape());
     // how the GEMM reads one (rows, cols) matrix with strides (rs, cs): stored as is, or transposed
     const auto layout = [](int64_t rs, int64_t cs, int64_t rows, int64_t cols, bool* trans, int64_t* ld) {
         const auto one = [](int64_t v) { return v > 1 ? v : int64_t(1); };
