@@ -133,7 +133,7 @@ inline void add_flags(CLI::App& app, Options& o) {
         ->check(CLI::IsMember({"cpu", "cuda"}));
     app.add_option("--precision", o.precision,
                    "training products: fp32, or bf16 (moekd::Autocast: matmuls in bf16 with fp32 accumulation; "
-                   "weights, gradients, AdamW, softmax, norms, losses and evaluation in fp32; CPU only for now)")
+                   "weights, gradients, AdamW, softmax, norms, losses and evaluation in fp32; on the CPU through oneDNN, on a GPU through cublasGemmEx)")
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16"}));
     app.add_option("--throughput-images", o.throughput_images, "test images of the inference-throughput measurement (0: skip it)")

@@ -107,11 +107,7 @@ int main(int argc, char** argv) {
     if (const int rc = check_device(dev, *comm)) return rc;
     o.so.precision = o.to.precision = parse_precision(o.precision);  // the training step's products
     if (o.so.precision == Precision::bf16) {
-        if (dev == Device::CUDA) {
-            if (main_rank) std::fprintf(stderr, "ones_vit: error: --precision bf16 runs on the CPU only (the CUDA bf16 GEMMs are not built yet); use --precision fp32 with --device cuda\n");
-            return 1;
-        }
-        const Bf16Support s = bf16_support();
+        const Bf16Support s = bf16_support(dev);  // oneDNN on the CPU, cuBLAS on a GPU
         if (!s.ok) o.so.precision = o.to.precision = Precision::fp32;
         if (main_rank) std::printf(s.ok ? "precision: bf16 (%s)\n" : "precision: bf16 asked for, but %s: training in fp32\n", s.why.c_str());
     }

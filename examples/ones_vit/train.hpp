@@ -298,7 +298,7 @@ inline std::vector<EpochRecord> train_model(const std::string& name, WideNetViT<
             if (o.mixup > 0 && draw.uniform() < o.mixup) lam = mix_batch(x, y, y_rev, draw);
             x = x.to(dev);
             y = y.to(dev);
-            Autocast autocast(o.precision);  // this step's products (the teacher's too); AdamW stays fp32
+            Autocast autocast(o.precision, dev);  // this step's products (the teacher's too); AdamW stays fp32
             const auto fwd = m.forward_with_aux(x);
             const Tensor<float>& logits = fwd.logits;
             Tensor<float> loss = cross_entropy(logits, y, -100, o.label_smoothing);

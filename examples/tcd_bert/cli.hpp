@@ -119,7 +119,7 @@ inline void add_flags(CLI::App& app, Options& o) {
         ->check(CLI::IsMember({"cpu", "cuda"}));
     app.add_option("--precision", o.precision,
                    "pre-training and fine-tuning products: fp32, or bf16 (moekd::Autocast: matmuls in bf16 with fp32 "
-                   "accumulation; weights, gradients, AdamW, norms, the MLM / TCD losses and evaluation in fp32; CPU only for now)")
+                   "accumulation; weights, gradients, AdamW, norms, the MLM / TCD losses and evaluation in fp32; on the CPU through oneDNN, on a GPU through cublasGemmEx)")
         ->capture_default_str()
         ->check(CLI::IsMember({"fp32", "bf16"}));
 }

@@ -141,7 +141,7 @@ inline FinetuneResult finetune(const ModelConfig& mc, bool moe, const nn::Module
             Tensor<uint8_t> pad;
             task_batch(t.train, order, from, n, ids, types, pad);
             batch_to(o.device, ids, types, pad);
-            Autocast autocast(o.precision);  // this step's products; AdamW stays fp32
+            Autocast autocast(o.precision, o.device);  // this step's products; AdamW stays fp32
             const nn::AuxOutput<float> fwd = clf->forward_with_aux(ids, types, pad);
             const Tensor<float>& logits = fwd.y;
             Tensor<float> loss;

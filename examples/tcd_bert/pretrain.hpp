@@ -187,7 +187,7 @@ inline std::vector<EpochLog> pretrain(const std::string& name, nn::BertEncoder<f
             const int64_t B = mb.input_ids.size(0), T = mb.input_ids.size(1);
             Tensor<int64_t> lab;
             const Tensor<int64_t> ids = mb.input_ids.to(dev);
-            Autocast autocast(o.precision);  // this step's products (the teacher's too); AdamW stays fp32
+            Autocast autocast(o.precision, dev);  // this step's products (the teacher's too); AdamW stays fp32
             const nn::AuxOutput<float> fwd = m.forward_with_aux(ids);
             const Tensor<float>& hidden = fwd.y;
             const Tensor<float> mlm = cross_entropy(masked_logits(m, hidden, mb.labels, lab), lab);

@@ -83,11 +83,7 @@ int main(int argc, char** argv) {
     o.rc.device = o.device_name == "cuda" ? Device::CUDA : Device::CPU;
     o.rc.precision = parse_precision(o.precision);
     if (o.rc.precision == Precision::bf16) {
-        if (o.rc.device == Device::CUDA) {
-            if (main_rank) std::fprintf(stderr, "tsjt_wmt: error: --precision bf16 runs on the CPU only (the CUDA bf16 GEMMs are not built yet); use --precision fp32 with --device cuda\n");
-            return 1;
-        }
-        const Bf16Support s = bf16_support();
+        const Bf16Support s = bf16_support(o.rc.device);  // oneDNN on the CPU, cuBLAS on a GPU
         if (!s.ok) o.rc.precision = Precision::fp32;
         std::printf(s.ok ? "precision: bf16 (%s)\n" : "precision: bf16 asked for, but %s: training in fp32\n", s.why.c_str());
     }

@@ -175,7 +175,7 @@ public:
                 const int64_t slot = st.batch_index++;
                 if (j % ranks() != rank() || !failed.empty()) continue;  // (expert parallel: failed stays empty)
                 const Batch b = on_device(make_batch(train_set, batches[order[slot]]), cfg_.device);
-                Autocast precision(cfg_.precision);  // forward and backward; the update stays fp32
+                Autocast precision(cfg_.precision, cfg_.device);  // forward and backward; the update stays fp32
                 JointLoss jl;
                 try {  // N > 1: an error here (the MoE router's NaN check) must stop every rank
                     jl = joint_loss(moe_sub, dense_sub, b, use_kl, cfg_.alpha_moe * cfg_.kl_scale,
