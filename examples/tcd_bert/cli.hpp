@@ -51,7 +51,7 @@ struct Options {
         // ("retaining the original structure of the BERT model", line 74; H = 128 -> 6.3M parameters at
         // 12 layers, line 350, needs FFN 512). Until issue 17 the default was 2 x D (128).
         mc.vocab = 2000, mc.dim = 64, mc.layers = 2, mc.heads = 2, mc.ffn_dim = 256, mc.experts = 64;
-        po.epochs = 3, po.batch = 16, po.lr = 3e-3, po.groups = 8, po.group_size = 128;
+        po.epochs = 3, po.batch = 16, po.lr = 3e-3, po.groups = 32, po.group_size = 128;  // groups: l.352 (8 until 2026-12-08)
         fo.epochs = 3, fo.max_len = 48, fo.lr_full = 1e-3, fo.lr_adapter = 3e-3;
     }
 };

@@ -9,7 +9,7 @@
 // like the paper's Table 3 (ablation), Table 1 (pre-training-performance alignment) and Table 4
 // (OOD), and draw its Figure 5 (downstream score vs pre-training epochs).
 //
-//   tcd_bert                                   the small default (one task, 3 fine-tuning seeds, 7 min 43 s on 2 idle cores)
+//   tcd_bert                                   the small default (one task, 3 fine-tuning seeds, 7 min 28 s on 2 idle cores)
 //   tcd_bert --ablations --task WNGLOSS        + the ablations (T, then T+I+A at the default
 //                                              lambda_A = 0, else T+I), another task
 //   tcd_bert --glue-dir ~/glue/RTE --task RTE  a real GLUE task
