@@ -53,22 +53,39 @@ Tensor<bf16> pack_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld,
 
 cublasOperation_t op_of(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+/// `batch` row-major GEMMs C_i (m, n) = alpha op(A_i) op(B_i) + beta C_i, X_i = x + i * stride_x,
+/// k > 0, on bf16 copies of every A_i and B_i: cublasGemmEx for one, cublasGemmStridedBatchedEx
+/// for more.
+void gemm_bf16_batched(const char* op, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                       int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b, float beta,
+                       float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+    // the stored matrices: A is (m, k), or (k, m) read transposed; B likewise
+    const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+    const Tensor<bf16> a16 = pack_bf16(a, ar, ac, lda, stride_a, batch);
+    const Tensor<bf16> b16 = pack_bf16(b, br, bc, ldb, stride_b, batch);
+    // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: B first (kernels/cublas.hpp)
+    cublasHandle_t h = cublas_handle();
+    const int M = blas_int(n, op), N = blas_int(m, op), K = blas_int(k, op), LC = blas_int(ldc, op);
+    if (batch == 1)
+        cublas_check(cublasGemmEx(h, op_of(tb), op_of(ta), M, N, K, &alpha, b16.data(), CUDA_R_16BF, blas_int(bc, op),
+                                  a16.data(), CUDA_R_16BF, blas_int(ac, op), &beta, c, CUDA_R_32F, LC,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     "cublasGemmEx", __FILE__, __LINE__);
+    else
+        cublas_check(cublasGemmStridedBatchedEx(h, op_of(tb), op_of(ta), M, N, K, &alpha, b16.data(), CUDA_R_16BF,
+                                                blas_int(bc, op), br * bc, a16.data(), CUDA_R_16BF, blas_int(ac, op),
+                                                ar * ac, &beta, c, CUDA_R_32F, LC, stride_c, blas_int(batch, op),
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     "cublasGemmStridedBatchedEx", __FILE__, __LINE__);
+}
+
 /// Row-major C (m, n) = alpha op(A) op(B) + beta C on bf16 copies of A and B (the gemm entry's
 /// contract, core/backend.hpp).
 void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-    const char* op = "matmul (bf16)";
     if (m == 0 || n == 0) return;
     if (k == 0) return DeviceOps<float>::cuda().gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);  // beta C
-    // the stored matrices: A is (m, k), or (k, m) read transposed; B likewise
-    const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-    const Tensor<bf16> a16 = pack_bf16(a, ar, ac, lda, 0, 1), b16 = pack_bf16(b, br, bc, ldb, 0, 1);
-    // row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: B first (kernels/cublas.hpp)
-    cublas_check(cublasGemmEx(cublas_handle(), op_of(tb), op_of(ta), blas_int(n, op), blas_int(m, op), blas_int(k, op),
-                              &alpha, b16.data(), CUDA_R_16BF, blas_int(bc, op), a16.data(), CUDA_R_16BF,
-                              blas_int(ac, op), &beta, c, CUDA_R_32F, blas_int(ldc, op), CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT),
-                 "cublasGemmEx", __FILE__, __LINE__);
+    gemm_bf16_batched("matmul (bf16)", ta, tb, m, n, k, alpha, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
 }
 
 /// `batch` row-major GEMMs C_i (m, n) = op(A_i) op(B_i) (beta 0), X_i = x + i * stride_x, on
@@ -79,16 +96,7 @@ void gemm_strided_batched_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k
     const char* op = "expert_ffn (bf16 strided-batched GEMM)";
     if (m == 0 || n == 0 || batch == 0) return;
     MOEKD_CHECK(k > 0, op, ": an empty inner dimension");
-    const int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-    const Tensor<bf16> a16 = pack_bf16(a, ar, ac, lda, stride_a, batch);
-    const Tensor<bf16> b16 = pack_bf16(b, br, bc, ldb, stride_b, batch);
-    const float one = 1.0f, zero = 0.0f;
-    cublas_check(cublasGemmStridedBatchedEx(cublas_handle(), op_of(tb), op_of(ta), blas_int(n, op), blas_int(m, op),
-                                            blas_int(k, op), &one, b16.data(), CUDA_R_16BF, blas_int(bc, op), br * bc,
-                                            a16.data(), CUDA_R_16BF, blas_int(ac, op), ar * ac, &zero, c, CUDA_R_32F,
-                                            blas_int(ldc, op), stride_c, blas_int(batch, op), CUBLAS_COMPUTE_32F,
-                                            CUBLAS_GEMM_DEFAULT),
-                 "cublasGemmStridedBatchedEx", __FILE__, __LINE__);
+    gemm_bf16_batched(op, ta, tb, m, n, k, 1.0f, a, lda, stride_a, b, ldb, stride_b, 0.0f, c, ldc, stride_c, batch);
 }
 
 /// bf16_support(Device::CUDA): a current device of compute capability 8.0 or later (bf16 tensor

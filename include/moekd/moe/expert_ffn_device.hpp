@@ -3,9 +3,10 @@
 //
 // Per expert with rows, over its contiguous row block: the table's GEMM (its bf16 GEMM inside a bf16
 // autocast scope, forward and backward) for each layer with the bias / activation kernels between
-// (H, the pre-activation, is kept for both activations); with stacked weights and the same rows in every expert, each layer's E GEMMs are one strided-batched
-// call. Backward per expert as on the CPU; weight gradients are fresh tensors returned to the
-// engine, bias gradients are column sums in double in row order (deterministic).
+// (H, the pre-activation, is kept for both activations); with stacked weights and the same rows in
+// every expert, each layer's E GEMMs are one strided-batched call. Backward per expert as on the
+// CPU; weight gradients are fresh tensors returned to the engine, bias gradients are column sums
+// in double in row order (deterministic).
 #pragma once
 
 #include <cstdint>
@@ -82,9 +83,8 @@ template <class T>
 void dev_gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, int64_t sa,
                       const T* b, int64_t ldb, int64_t sb, T* c, int64_t ldc, int64_t sc, int64_t batch,
                       const char* op) {
-    auto fn = dev_ops<T>().moe_gemm_strided_batched;
-    if constexpr (std::is_same_v<T, float>)
-        if (moekd::detail::tl_precision.cuda == Precision::bf16) fn = dev_ops<T>().moe_gemm_strided_batched_bf16;
+    const auto fn = moekd::detail::device_bf16<T>() ? dev_ops<T>().moe_gemm_strided_batched_bf16
+                                                    : dev_ops<T>().moe_gemm_strided_batched;
     moekd::detail::device_entry(fn, op, Shape{batch, m, n})(ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc,
                                                             batch);
 }

@@ -74,13 +74,18 @@ DeviceMat<T> device_mat(const Tensor<T>& x) {
     return {contiguous_data(x), false, one(c)};
 }
 
-/// The device table's GEMM for an autocast-aware product: `gemm_bf16` inside a bf16 scope (float
-/// tensors), else the fp32 / fp64 `gemm` (the device half of gemm_auto).
+/// Whether an autocast-aware product of CUDA tensors of T runs in bf16 here (float, in a CUDA
+/// bf16 scope): the device half of gemm_auto's choice.
+template <class T>
+bool device_bf16() {
+    return std::is_same_v<T, float> && tl_precision.cuda == Precision::bf16;
+}
+
+/// The device table's GEMM for an autocast-aware product: `gemm_bf16` when device_bf16<T>(), else
+/// the fp32 / fp64 `gemm`.
 template <class T>
 auto device_gemm_auto(const char* op, const Shape& shape) {
-    if constexpr (std::is_same_v<T, float>)
-        if (tl_precision.cuda == Precision::bf16) return device_entry(DeviceOps<T>::cuda().gemm_bf16, op, shape);
-    return device_entry(DeviceOps<T>::cuda().gemm, op, shape);
+    return device_entry(device_bf16<T>() ? DeviceOps<T>::cuda().gemm_bf16 : DeviceOps<T>::cuda().gemm, op, shape);
 }
 
 /// c (M, N) = a (M, K) @ b (K, N) on the device, through the device table's GEMM (bf16 in a scope).
